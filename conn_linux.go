@@ -1,0 +1,232 @@
+//go:build linux
+
+package connector
+
+import (
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cnlink/connector/internal/transport"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// sockTransport is a real NETLINK_CONNECTOR socket. mdlayher/netlink opens and
+// configures it; datagrams move through raw recvmmsg/sendto calls made on the
+// socket's syscall.RawConn, so they stay on the Go runtime poller (deadlines,
+// Close) without netlink.Conn's per-message allocations, and the sender's
+// address is kept.
+type sockTransport struct {
+	nc   *netlink.Conn
+	rc   syscall.RawConn
+	port uint32
+	ops  sync.Pool // *sendOp
+}
+
+func dial(cfg *Config, mask uint32) (transport.Transport, error) {
+	nc, err := netlink.Dial(unix.NETLINK_CONNECTOR, &netlink.Config{Groups: mask, NetNS: cfg.NetNS})
+	if err != nil {
+		return nil, err
+	}
+	rc, err := nc.SyscallConn()
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	t := &sockTransport{nc: nc, rc: rc, port: nc.PID()}
+	t.ops.New = func() any { return newSendOp() }
+	return t, nil
+}
+
+// mmsghdr is struct mmsghdr from include/linux/socket.h (recvmmsg, Linux
+// 2.6.33): a msghdr and the received length. Go pads it to the C layout.
+type mmsghdr struct {
+	Hdr unix.Msghdr
+	Len uint32
+	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
+}
+
+// mmsgState is the preset recvmmsg state kept with a transport.Batch.
+type mmsgState struct {
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrNetlink
+	fn    func(fd uintptr) bool
+	n     int
+	err   syscall.Errno
+}
+
+func newMmsgState(b *transport.Batch) *mmsgState {
+	n := len(b.Bufs)
+	st := &mmsgState{
+		hdrs:  make([]mmsghdr, n),
+		iovs:  make([]unix.Iovec, n),
+		names: make([]unix.RawSockaddrNetlink, n),
+	}
+	for i := range st.hdrs {
+		st.iovs[i].Base = unsafe.SliceData(b.Bufs[i])
+		st.iovs[i].SetLen(len(b.Bufs[i]))
+		h := &st.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&st.names[i]))
+		h.Iov = &st.iovs[i]
+		h.SetIovlen(1)
+	}
+	st.fn = st.recv
+	return st
+}
+
+func (st *mmsgState) recv(fd uintptr) bool {
+	for i := range st.hdrs {
+		st.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
+		st.hdrs[i].Hdr.Flags = 0
+		st.hdrs[i].Len = 0
+	}
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&st.hdrs[0])), uintptr(len(st.hdrs)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		switch e {
+		case 0:
+			st.n = int(n)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			st.err = e
+			return true
+		}
+	}
+}
+
+func (t *sockTransport) Recv(b *transport.Batch) (int, error) {
+	st, ok := b.Sys.(*mmsgState)
+	if !ok || len(st.hdrs) != len(b.Bufs) {
+		st = newMmsgState(b)
+		b.Sys = st
+	}
+	st.n, st.err = 0, 0
+	if err := t.rc.Read(st.fn); err != nil {
+		return 0, err
+	}
+	if st.err != 0 {
+		return 0, st.err
+	}
+	for i := 0; i < st.n; i++ {
+		h := &st.hdrs[i]
+		b.Meta[i] = transport.Meta{
+			N:      int(h.Len),
+			Port:   st.names[i].Pid,
+			Groups: st.names[i].Groups,
+			Trunc:  h.Hdr.Flags&unix.MSG_TRUNC != 0,
+		}
+	}
+	return st.n, nil
+}
+
+// sendOp is a pooled sendto call with its closure prebuilt.
+type sendOp struct {
+	p   []byte
+	sa  unix.RawSockaddrNetlink
+	err syscall.Errno
+	fn  func(fd uintptr) bool
+}
+
+func newSendOp() *sendOp {
+	op := &sendOp{}
+	op.sa.Family = unix.AF_NETLINK
+	op.fn = op.send
+	return op
+}
+
+func (op *sendOp) send(fd uintptr) bool {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(op.p))), uintptr(len(op.p)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&op.sa)), unix.SizeofSockaddrNetlink)
+		if e == unix.EINTR {
+			continue
+		}
+		op.err = e
+		// EAGAIN is handled by the caller with a backoff: the socket's own
+		// poll state does not change when a unicast receiver drains.
+		return true
+	}
+}
+
+func (t *sockTransport) Send(p []byte, port, groups uint32) error {
+	op := t.ops.Get().(*sendOp)
+	op.p, op.sa.Pid, op.sa.Groups, op.err = p, port, groups, 0
+	err := t.rc.Write(op.fn)
+	if err == nil && op.err != 0 {
+		err = op.err
+	}
+	op.p = nil
+	t.ops.Put(op)
+	return err
+}
+
+func (t *sockTransport) Join(group uint32) error  { return t.nc.JoinGroup(group) }
+func (t *sockTransport) Leave(group uint32) error { return t.nc.LeaveGroup(group) }
+func (t *sockTransport) PortID() uint32           { return t.port }
+func (t *sockTransport) Close() error             { return t.nc.Close() }
+
+func (t *sockTransport) Memberships() (uint32, error) {
+	var (
+		v    int
+		serr error
+	)
+	err := t.rc.Control(func(fd uintptr) {
+		v, serr = unix.GetsockoptInt(int(fd), unix.SOL_NETLINK, unix.NETLINK_LIST_MEMBERSHIPS)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return uint32(v), serr
+}
+
+func (t *sockTransport) SetDeadline(d time.Time) error      { return t.nc.SetDeadline(d) }
+func (t *sockTransport) SetReadDeadline(d time.Time) error  { return t.nc.SetReadDeadline(d) }
+func (t *sockTransport) SetWriteDeadline(d time.Time) error { return t.nc.SetWriteDeadline(d) }
+func (t *sockTransport) SetReadBuffer(n int) error          { return t.nc.SetReadBuffer(n) }
+func (t *sockTransport) ReadBuffer() (int, error)           { return t.nc.ReadBuffer() }
+func (t *sockTransport) SetWriteBuffer(n int) error         { return t.nc.SetWriteBuffer(n) }
+func (t *sockTransport) WriteBuffer() (int, error)          { return t.nc.WriteBuffer() }
+func (t *sockTransport) SyscallConn() (syscall.RawConn, error) {
+	return t.rc, nil
+}
+
+func (t *sockTransport) SetNoENOBUFS(on bool) error {
+	return t.nc.SetOption(netlink.NoENOBUFS, on)
+}
+
+func (t *sockTransport) SetBPF(filter []BPFInstruction) error {
+	if len(filter) == 0 {
+		return t.RemoveBPF()
+	}
+	ins := make([]unix.SockFilter, len(filter))
+	for i, f := range filter {
+		ins[i] = unix.SockFilter{Code: f.Op, Jt: f.Jt, Jf: f.Jf, K: f.K}
+	}
+	prog := unix.SockFprog{Len: uint16(len(ins)), Filter: &ins[0]}
+	var serr error
+	err := t.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (t *sockTransport) RemoveBPF() error {
+	var serr error
+	err := t.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

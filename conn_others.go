@@ -1,0 +1,14 @@
+//go:build !linux
+
+package connector
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/cnlink/connector/internal/transport"
+)
+
+func dial(*Config, uint32) (transport.Transport, error) {
+	return nil, fmt.Errorf("%w: the netlink connector exists only on Linux, not on %s/%s", ErrNotSupported, runtime.GOOS, runtime.GOARCH)
+}

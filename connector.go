@@ -1,0 +1,501 @@
+package connector
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cnlink/connector/internal/transport"
+)
+
+// Protocol is the netlink protocol number of the connector (NETLINK_CONNECTOR
+// in include/uapi/linux/netlink.h).
+const Protocol = 11
+
+const (
+	// DefaultMessageBufferSize is the default size of the buffer that one
+	// datagram is read into: room for the largest message the connector
+	// carries (a 16384-byte payload plus headers) with margin.
+	DefaultMessageBufferSize = 32 << 10
+	// DefaultBatchSize is the default number of datagrams a Reader asks the
+	// kernel for in one system call.
+	DefaultBatchSize = 16
+)
+
+// Config configures a Conn. The zero value (or a nil *Config) opens a socket in
+// the current network namespace that joins no groups.
+type Config struct {
+	// Groups are joined when the socket is bound. Joining kernel groups
+	// other than odd-numbered ones needs CAP_NET_ADMIN; before Linux 6.6
+	// every join does.
+	Groups []Group
+
+	// ReadBufferSize sets the socket's receive buffer (SO_RCVBUF) in bytes,
+	// which bounds how many messages the kernel queues before it drops (see
+	// ErrOverrun). With CAP_NET_ADMIN the size is forced past
+	// net.core.rmem_max (SO_RCVBUFFORCE); without it the kernel caps it
+	// silently. 0 keeps net.core.rmem_default. Read the applied size back
+	// with Conn.ReadBuffer.
+	ReadBufferSize int
+
+	// NoENOBUFS sets NETLINK_NO_ENOBUFS: overruns are no longer reported
+	// and the socket keeps receiving as soon as there is room. Loss then
+	// becomes silent unless the protocol can detect it (package proc counts
+	// sequence gaps). Off by default.
+	NoENOBUFS bool
+
+	// NetNS, if not 0, is a network namespace file descriptor to open the
+	// socket in. The kernel side of the connector exists only in the
+	// initial network namespace.
+	NetNS int
+
+	// MessageBufferSize is the size in bytes of the buffer one datagram is
+	// read into. A larger datagram is reported as ErrTruncated and dropped.
+	// 0 means DefaultMessageBufferSize.
+	MessageBufferSize int
+
+	// BatchSize is the number of datagrams a Reader receives per system
+	// call (recvmmsg). 0 means DefaultBatchSize.
+	BatchSize int
+
+	// KernelOnly drops, and counts in Stats.Foreign, every message that
+	// was not sent by the kernel (port 0).
+	KernelOnly bool
+
+	// AllowUserSenders accepts messages from userspace senders on the
+	// kernel groups 1 to 10, which by default are dropped and counted in
+	// Stats.Foreign: on those groups a message from a userspace port is a
+	// spoof of the kernel agent.
+	AllowUserSenders bool
+}
+
+// A Sender is the source address of a received message.
+type Sender struct {
+	// Port is the sender's netlink port id: 0 for the kernel, otherwise a
+	// userspace socket. Userspace cannot bind port 0, so Port 0 is proof
+	// that the kernel sent the message.
+	Port uint32
+	// Group is the group the message was multicast on, or 0 for a unicast.
+	Group Group
+}
+
+// Kernel reports whether the kernel sent the message.
+func (s Sender) Kernel() bool { return s.Port == 0 }
+
+func (s Sender) String() string {
+	who := "kernel"
+	if s.Port != 0 {
+		who = fmt.Sprintf("port %d", s.Port)
+	}
+	if s.Group != 0 {
+		return fmt.Sprintf("%s on group %d", who, s.Group)
+	}
+	return who
+}
+
+// Stats are a Conn's receive counters since Dial.
+type Stats struct {
+	// Datagrams received from the socket, Messages delivered to the caller.
+	Datagrams uint64
+	Messages  uint64
+	// Overruns counts ENOBUFS reports (each is one or more lost messages).
+	Overruns uint64
+	// Truncated counts datagrams larger than the message buffer.
+	Truncated uint64
+	// Malformed counts datagrams or messages rejected as invalid.
+	Malformed uint64
+	// Foreign counts datagrams dropped because their sender was not the
+	// kernel where the kernel was required (Config.KernelOnly, kernel groups).
+	Foreign uint64
+}
+
+// A BPFInstruction is one classic BPF instruction (struct sock_filter in
+// include/uapi/linux/filter.h). Remember that BPF loads are big-endian while
+// connector fields are in host byte order.
+type BPFInstruction struct {
+	Op     uint16
+	Jt, Jf uint8
+	K      uint32
+}
+
+// A Conn is a NETLINK_CONNECTOR socket.
+//
+// A Conn is safe for concurrent use: sends may run alongside receives, and
+// Close may be called from any goroutine, which unblocks a pending receive
+// promptly. A Reader obtained from NewReader is not safe for concurrent use.
+type Conn struct {
+	t      transport.Transport
+	cfg    Config
+	closed atomic.Bool
+	port   uint32
+
+	batches sync.Pool // *transport.Batch of cfg.BatchSize, for Readers
+	singles sync.Pool // *transport.Batch of 1, for Receive
+	sendBuf sync.Pool // *[]byte
+
+	wdeadline atomic.Int64 // unix nanoseconds, 0 = none
+
+	datagrams, messages, overruns, truncated, malformed, foreign atomic.Uint64
+}
+
+func init() {
+	transport.NewConn = func(t transport.Transport, cfg any) (any, error) {
+		c, _ := cfg.(*Config)
+		return newConn(t, c)
+	}
+}
+
+// Dial opens a connector socket. A nil config means the defaults.
+func Dial(cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	mask, err := GroupMask(cfg.Groups...)
+	if err != nil {
+		return nil, opErr("dial", err)
+	}
+	t, err := dial(cfg, mask)
+	if err != nil {
+		return nil, opErr("dial", mapDialErr(err))
+	}
+	return newConn(t, cfg)
+}
+
+func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
+	c := &Conn{t: t, port: t.PortID()}
+	if cfg != nil {
+		c.cfg = *cfg
+		c.cfg.Groups = append([]Group(nil), cfg.Groups...)
+	}
+	if c.cfg.MessageBufferSize <= 0 {
+		c.cfg.MessageBufferSize = DefaultMessageBufferSize
+	}
+	if c.cfg.MessageBufferSize < nlmsgHeaderLen+HeaderLen {
+		c.cfg.MessageBufferSize = nlmsgHeaderLen + HeaderLen
+	}
+	if c.cfg.BatchSize <= 0 {
+		c.cfg.BatchSize = DefaultBatchSize
+	}
+	size, n := c.cfg.MessageBufferSize, c.cfg.BatchSize
+	c.batches.New = func() any { return transport.NewBatch(n, size) }
+	c.singles.New = func() any { return transport.NewBatch(1, size) }
+	c.sendBuf.New = func() any { b := make([]byte, 0, 512); return &b }
+
+	if c.cfg.ReadBufferSize > 0 {
+		if err := c.SetReadBuffer(c.cfg.ReadBufferSize); err != nil {
+			_ = t.Close()
+			return nil, err
+		}
+	}
+	if c.cfg.NoENOBUFS {
+		if err := c.SetNoENOBUFS(true); err != nil {
+			_ = t.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Close closes the socket. A receive blocked in another goroutine returns
+// promptly with an error matching ErrClosed, as does every later call.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return &OpError{Op: "close", Err: ErrClosed}
+	}
+	return opErr("close", c.t.Close())
+}
+
+// PortID returns the socket's netlink port id, the address userspace peers
+// send unicast messages to.
+func (c *Conn) PortID() uint32 { return c.port }
+
+// Config returns the configuration the Conn runs with, defaults filled in.
+func (c *Conn) Config() Config {
+	cfg := c.cfg
+	cfg.Groups = append([]Group(nil), c.cfg.Groups...)
+	return cfg
+}
+
+// Stats returns the receive counters.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		Datagrams: c.datagrams.Load(),
+		Messages:  c.messages.Load(),
+		Overruns:  c.overruns.Load(),
+		Truncated: c.truncated.Load(),
+		Malformed: c.malformed.Load(),
+		Foreign:   c.foreign.Load(),
+	}
+}
+
+func (c *Conn) checkOpen(op string) error {
+	if c.closed.Load() {
+		return &OpError{Op: op, Err: ErrClosed}
+	}
+	return nil
+}
+
+// JoinGroup joins multicast group g (setsockopt NETLINK_ADD_MEMBERSHIP with
+// the group number). Without CAP_NET_ADMIN only odd-numbered groups can be
+// joined, and only on Linux 6.6 and later; the error then matches
+// os.ErrPermission.
+func (c *Conn) JoinGroup(g Group) error {
+	if err := c.checkOpen("join group"); err != nil {
+		return err
+	}
+	if err := g.check(); err != nil {
+		return opErr("join group", err)
+	}
+	return opErr("join group", c.mapErr(c.t.Join(uint32(g)), "join group"))
+}
+
+// LeaveGroup leaves multicast group g.
+func (c *Conn) LeaveGroup(g Group) error {
+	if err := c.checkOpen("leave group"); err != nil {
+		return err
+	}
+	if err := g.check(); err != nil {
+		return opErr("leave group", err)
+	}
+	return opErr("leave group", c.mapErr(c.t.Leave(uint32(g)), "leave group"))
+}
+
+// Groups returns the groups the socket is a member of
+// (NETLINK_LIST_MEMBERSHIPS).
+func (c *Conn) Groups() ([]Group, error) {
+	if err := c.checkOpen("list groups"); err != nil {
+		return nil, err
+	}
+	m, err := c.t.Memberships()
+	if err != nil {
+		return nil, opErr("list groups", c.mapErr(err, "list groups"))
+	}
+	return GroupsFromMask(m), nil
+}
+
+// Send sends m to the kernel (port 0), where the agent registered for m.ID
+// receives it. Anyone may send to the kernel; each agent checks privileges
+// itself. The payload may be at most MaxKernelPayload bytes: the kernel
+// silently drops larger messages. The error matches ErrNotInitialNetNS when
+// the socket is not in the initial network namespace.
+func (c *Conn) Send(m Message) error {
+	if len(m.Data) > MaxKernelPayload {
+		return &OpError{Op: "send", Err: fmt.Errorf("%w: payload of %d bytes exceeds the %d bytes the kernel accepts (CONNECTOR_MAX_MSG_SIZE minus the header); the kernel would drop it silently", ErrMessageTooLarge, len(m.Data), MaxKernelPayload)}
+	}
+	return c.send("send", m, 0, 0)
+}
+
+// SendTo sends m by unicast to the userspace socket with the given port id.
+// This needs CAP_NET_ADMIN (the error matches os.ErrPermission otherwise). If
+// the receiver's buffer is full the call waits for room, until the write
+// deadline.
+func (c *Conn) SendTo(port uint32, m Message) error {
+	if port == 0 {
+		return c.Send(m)
+	}
+	return c.send("send", m, port, 0)
+}
+
+// Multicast sends m to every other socket that joined group g (the sender
+// never receives its own multicast). This needs CAP_NET_ADMIN. The kernel also
+// hands the message to the kernel agent registered for m.ID, if any, which is
+// why a multicast from outside the initial network namespace fails with
+// ErrNotInitialNetNS after it was delivered to the group.
+func (c *Conn) Multicast(g Group, m Message) error {
+	if err := g.check(); err != nil {
+		return opErr("multicast", err)
+	}
+	return c.send("multicast", m, 0, g.Mask())
+}
+
+func (c *Conn) send(op string, m Message, port, groups uint32) error {
+	if err := c.checkOpen(op); err != nil {
+		return err
+	}
+	bp := c.sendBuf.Get().(*[]byte)
+	b, err := appendNetlink((*bp)[:0], m, c.port)
+	if err != nil {
+		c.sendBuf.Put(bp)
+		return opErr(op, err)
+	}
+	err = c.sendRetry(b, port, groups)
+	*bp = b
+	if cap(b) <= 64<<10 {
+		c.sendBuf.Put(bp)
+	}
+	if err != nil {
+		return opErr(op, c.mapSendErr(err, port))
+	}
+	return nil
+}
+
+// sendRetry sends, waiting with a short backoff while a unicast receiver's
+// queue is full (EAGAIN): the socket's poll state cannot tell when the peer
+// drains, so waiting on the poller would spin.
+func (c *Conn) sendRetry(b []byte, port, groups uint32) error {
+	backoff := time.Duration(0)
+	for {
+		err := c.t.Send(b, port, groups)
+		if !errors.Is(err, syscall.EAGAIN) {
+			return err
+		}
+		if c.closed.Load() {
+			return ErrClosed
+		}
+		if d := c.wdeadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+			return errDeadline
+		}
+		if backoff == 0 {
+			runtime.Gosched()
+			backoff = 5 * time.Microsecond
+			continue
+		}
+		time.Sleep(backoff)
+		if backoff < time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// Receive reads one datagram and returns the messages it holds, which the
+// caller owns, with their sender. It allocates; for the allocation-free path
+// use NewReader. Messages that the Conn's sender policy rejects are dropped,
+// counted in Stats, and Receive waits for the next datagram.
+//
+// Errors matching ErrOverrun, ErrTruncated and ErrMalformed leave the Conn
+// usable: call Receive again.
+func (c *Conn) Receive() ([]Message, Sender, error) {
+	b := c.singles.Get().(*transport.Batch)
+	defer c.singles.Put(b)
+	for {
+		if err := c.checkOpen("receive"); err != nil {
+			return nil, Sender{}, err
+		}
+		n, err := c.t.Recv(b)
+		if err != nil {
+			return nil, Sender{}, c.recvErr(err)
+		}
+		if n == 0 {
+			continue
+		}
+		c.datagrams.Add(1)
+		msgs, from, ok, err := c.parseDatagram(b.Bufs[0], b.Meta[0])
+		if err != nil {
+			return nil, from, err
+		}
+		if !ok {
+			continue
+		}
+		c.messages.Add(uint64(len(msgs)))
+		return msgs, from, nil
+	}
+}
+
+// parseDatagram checks and decodes one datagram for Receive, copying the
+// payloads into one caller-owned slice.
+func (c *Conn) parseDatagram(buf []byte, meta transport.Meta) ([]Message, Sender, bool, error) {
+	var d datagram
+	from, ok, err := c.admit(&d, buf, meta)
+	if err != nil || !ok {
+		return nil, from, ok, err
+	}
+	owned := append([]byte(nil), d.rest...)
+	d.rest = owned
+	var msgs []Message
+	for {
+		m, more, err := d.next()
+		if err != nil {
+			c.malformed.Add(1)
+			return msgs, from, true, &OpError{Op: "receive", Err: withSender(err, from)}
+		}
+		if !more {
+			break
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, from, true, nil
+}
+
+// admit applies the truncation and sender checks to a datagram and prepares
+// d for walking its messages. ok is false when the datagram was dropped.
+func (c *Conn) admit(d *datagram, buf []byte, meta transport.Meta) (Sender, bool, error) {
+	from := Sender{Port: meta.Port, Group: groupFromMask(meta.Groups)}
+	if from.Port != 0 && (c.cfg.KernelOnly || (from.Group.Kernel() && !c.cfg.AllowUserSenders)) {
+		c.foreign.Add(1)
+		return from, false, nil
+	}
+	if meta.Trunc || meta.N > len(buf) {
+		c.truncated.Add(1)
+		return from, false, &OpError{Op: "receive", Err: &causeError{kind: ErrTruncated, errno: syscall.EMSGSIZE,
+			msg: fmt.Sprintf("datagram of %d bytes from %v is larger than the %d-byte message buffer and was discarded; raise Config.MessageBufferSize", meta.N, from, len(buf))}}
+	}
+	d.reset(buf[:meta.N])
+	return from, true, nil
+}
+
+func withSender(err error, from Sender) error {
+	var me *MessageError
+	if errors.As(err, &me) {
+		me.Sender, me.HasSender = from, true
+	}
+	return err
+}
+
+func (c *Conn) recvErr(err error) error {
+	if c.closed.Load() {
+		return &OpError{Op: "receive", Err: ErrClosed}
+	}
+	if errors.Is(err, syscall.ENOBUFS) {
+		c.overruns.Add(1)
+	}
+	return opErr("receive", c.mapErr(err, "receive"))
+}
+
+// mapErr turns system errors into errors that say what to do.
+func (c *Conn) mapErr(err error, op string) error {
+	if err == nil {
+		return nil
+	}
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	switch {
+	case errors.Is(err, syscall.ENOBUFS):
+		return &causeError{kind: ErrOverrun, errno: err, msg: ErrOverrun.Error()}
+	case errors.Is(err, syscall.EPERM):
+		return &causeError{kind: err, errno: err, msg: fmt.Sprintf("%v: %s needs CAP_NET_ADMIN (joining a group without it works only for odd-numbered groups on Linux 6.6 and later)", err, op)}
+	}
+	return err
+}
+
+func (c *Conn) mapSendErr(err error, port uint32) error {
+	if errors.Is(err, ErrClosed) || c.closed.Load() {
+		return ErrClosed
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED) && port == 0:
+		return &causeError{kind: ErrNotInitialNetNS, errno: err, msg: ErrNotInitialNetNS.Error()}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("no socket has port id %d (or it is connected to another peer): %w", port, err)
+	case errors.Is(err, syscall.EPERM):
+		return &causeError{kind: err, errno: err, msg: fmt.Sprintf("%v: sending to a userspace port or a group needs CAP_NET_ADMIN; only messages to the kernel (port 0) are unprivileged", err)}
+	}
+	return err
+}
+
+func mapDialErr(err error) error {
+	switch {
+	case errors.Is(err, syscall.EPROTONOSUPPORT):
+		return &causeError{kind: ErrNoConnector, errno: err, msg: ErrNoConnector.Error()}
+	case errors.Is(err, syscall.EPERM):
+		return &causeError{kind: err, errno: err, msg: fmt.Sprintf("%v: joining these groups needs CAP_NET_ADMIN (without it, Linux 6.6 and later allow odd-numbered groups only, and older kernels none)", err)}
+	}
+	return err
+}
+
+var errDeadline = fmt.Errorf("write deadline exceeded: %w", os.ErrDeadlineExceeded)

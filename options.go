@@ -1,0 +1,176 @@
+package connector
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/cnlink/connector/internal/transport"
+)
+
+type bufferSetter interface {
+	SetReadBuffer(int) error
+	ReadBuffer() (int, error)
+	SetWriteBuffer(int) error
+	WriteBuffer() (int, error)
+}
+
+type bpfSetter interface {
+	SetBPF([]BPFInstruction) error
+	RemoveBPF() error
+}
+
+type enobufsSetter interface{ SetNoENOBUFS(bool) error }
+
+type syscallConner interface {
+	SyscallConn() (syscall.RawConn, error)
+}
+
+func notSupported(op string) error {
+	return &OpError{Op: op, Err: fmt.Errorf("%w by this connection", ErrNotSupported)}
+}
+
+// SetReadBuffer sets the socket's receive buffer in bytes. With CAP_NET_ADMIN
+// the size may exceed net.core.rmem_max (SO_RCVBUFFORCE); without it the
+// kernel caps the size silently. Read the result back with ReadBuffer.
+func (c *Conn) SetReadBuffer(bytes int) error {
+	if err := c.checkOpen("set read buffer"); err != nil {
+		return err
+	}
+	s, ok := c.t.(bufferSetter)
+	if !ok {
+		return notSupported("set read buffer")
+	}
+	return opErr("set read buffer", c.mapErr(s.SetReadBuffer(bytes), "set read buffer"))
+}
+
+// ReadBuffer returns the socket's receive buffer size as the kernel reports
+// it (twice the requested size: the kernel counts its bookkeeping too).
+func (c *Conn) ReadBuffer() (int, error) {
+	if err := c.checkOpen("read buffer"); err != nil {
+		return 0, err
+	}
+	s, ok := c.t.(bufferSetter)
+	if !ok {
+		return 0, notSupported("read buffer")
+	}
+	n, err := s.ReadBuffer()
+	return n, opErr("read buffer", c.mapErr(err, "read buffer"))
+}
+
+// SetWriteBuffer sets the socket's send buffer in bytes.
+func (c *Conn) SetWriteBuffer(bytes int) error {
+	if err := c.checkOpen("set write buffer"); err != nil {
+		return err
+	}
+	s, ok := c.t.(bufferSetter)
+	if !ok {
+		return notSupported("set write buffer")
+	}
+	return opErr("set write buffer", c.mapErr(s.SetWriteBuffer(bytes), "set write buffer"))
+}
+
+// WriteBuffer returns the socket's send buffer size as the kernel reports it.
+func (c *Conn) WriteBuffer() (int, error) {
+	if err := c.checkOpen("write buffer"); err != nil {
+		return 0, err
+	}
+	s, ok := c.t.(bufferSetter)
+	if !ok {
+		return 0, notSupported("write buffer")
+	}
+	n, err := s.WriteBuffer()
+	return n, opErr("write buffer", c.mapErr(err, "write buffer"))
+}
+
+// SetNoENOBUFS turns NETLINK_NO_ENOBUFS on or off (see Config.NoENOBUFS).
+func (c *Conn) SetNoENOBUFS(on bool) error {
+	if err := c.checkOpen("set NETLINK_NO_ENOBUFS"); err != nil {
+		return err
+	}
+	s, ok := c.t.(enobufsSetter)
+	if !ok {
+		return notSupported("set NETLINK_NO_ENOBUFS")
+	}
+	return opErr("set NETLINK_NO_ENOBUFS", c.mapErr(s.SetNoENOBUFS(on), "set NETLINK_NO_ENOBUFS"))
+}
+
+// SetBPF attaches a classic BPF socket filter (SO_ATTACH_FILTER). The kernel
+// runs it on every datagram before queueing it; a filter that returns 0 drops
+// the datagram. Offsets count from the start of the netlink header: the
+// cn_msg header starts at 16 and the payload at 36.
+func (c *Conn) SetBPF(filter []BPFInstruction) error {
+	if err := c.checkOpen("set BPF filter"); err != nil {
+		return err
+	}
+	s, ok := c.t.(bpfSetter)
+	if !ok {
+		return notSupported("set BPF filter")
+	}
+	return opErr("set BPF filter", c.mapErr(s.SetBPF(filter), "set BPF filter"))
+}
+
+// RemoveBPF detaches the socket filter.
+func (c *Conn) RemoveBPF() error {
+	if err := c.checkOpen("remove BPF filter"); err != nil {
+		return err
+	}
+	s, ok := c.t.(bpfSetter)
+	if !ok {
+		return notSupported("remove BPF filter")
+	}
+	return opErr("remove BPF filter", c.mapErr(s.RemoveBPF(), "remove BPF filter"))
+}
+
+// SyscallConn returns the raw socket, for options this package does not
+// cover. Reading from it directly bypasses the Conn's checks and counters.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	if err := c.checkOpen("syscall conn"); err != nil {
+		return nil, err
+	}
+	s, ok := c.t.(syscallConner)
+	if !ok {
+		return nil, notSupported("syscall conn")
+	}
+	rc, err := s.SyscallConn()
+	return rc, opErr("syscall conn", err)
+}
+
+// SetDeadline sets the read and write deadlines. A receive or send past its
+// deadline fails with an error matching os.ErrDeadlineExceeded; the zero time
+// removes the deadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the deadline for receives, including a receive that
+// is already blocked.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if err := c.checkOpen("set read deadline"); err != nil {
+		return err
+	}
+	d, ok := c.t.(transport.Deadliner)
+	if !ok {
+		return notSupported("set read deadline")
+	}
+	return opErr("set read deadline", d.SetReadDeadline(t))
+}
+
+// SetWriteDeadline sets the deadline for sends.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if err := c.checkOpen("set write deadline"); err != nil {
+		return err
+	}
+	if t.IsZero() {
+		c.wdeadline.Store(0)
+	} else {
+		c.wdeadline.Store(t.UnixNano())
+	}
+	if d, ok := c.t.(transport.Deadliner); ok {
+		return opErr("set write deadline", d.SetWriteDeadline(t))
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package connector
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cnlink/connector/internal/transport"
+)
+
+// A Reader is the allocation-free receive path of a Conn. It receives many
+// datagrams per system call (recvmmsg) into a batch of pooled buffers, parses
+// them in place and hands out one message at a time.
+//
+// # Buffer lifetime
+//
+// The Data of a message returned by Next aliases the Reader's buffer and is
+// valid only until the next call to Next or Release. Copy what you keep.
+//
+// A Reader is not safe for concurrent use. Several Readers may share one
+// Conn; each datagram then goes to one of them. Release returns the buffers
+// to the Conn's pool.
+type Reader struct {
+	c    *Conn
+	b    *transport.Batch
+	n, i int
+	d    datagram
+	from Sender
+}
+
+// NewReader returns a Reader with a batch of Config.BatchSize buffers of
+// Config.MessageBufferSize bytes each, taken from the Conn's pool.
+func (c *Conn) NewReader() *Reader {
+	return &Reader{c: c, b: c.batches.Get().(*transport.Batch)}
+}
+
+// Release returns the Reader's buffers to the Conn's pool. Messages returned
+// earlier become invalid, and Next fails with ErrClosed afterwards.
+func (r *Reader) Release() {
+	if r.b != nil {
+		r.c.batches.Put(r.b)
+		r.b = nil
+		r.d = datagram{}
+		r.n, r.i = 0, 0
+	}
+}
+
+// Next returns the next message and its sender, blocking until one arrives,
+// the read deadline expires or the Conn is closed. Data aliases the Reader's
+// buffer until the next call (see Reader).
+//
+// Messages that the sender policy rejects (Config.KernelOnly, kernel groups)
+// are dropped and counted in Stats.Foreign, never returned. Errors matching
+// ErrOverrun, ErrTruncated and ErrMalformed are reported once and the Reader
+// stays usable: the next call continues with the next message. Errors
+// matching ErrClosed and os.ErrDeadlineExceeded are returned as they occur.
+func (r *Reader) Next() (Message, Sender, error) {
+	c := r.c
+	for {
+		if r.b == nil {
+			return Message{}, Sender{}, &OpError{Op: "receive", Err: ErrClosed}
+		}
+		m, more, err := r.d.next()
+		if err != nil {
+			c.malformed.Add(1)
+			return Message{}, r.from, &OpError{Op: "receive", Err: withSender(err, r.from)}
+		}
+		if more {
+			c.messages.Add(1)
+			return m, r.from, nil
+		}
+		if r.i < r.n {
+			buf, meta := r.b.Bufs[r.i], r.b.Meta[r.i]
+			r.i++
+			c.datagrams.Add(1)
+			from, ok, err := c.admit(&r.d, buf, meta)
+			r.from = from
+			if err != nil {
+				return Message{}, from, err
+			}
+			if !ok {
+				r.d = datagram{}
+			}
+			continue
+		}
+		if c.closed.Load() {
+			return Message{}, Sender{}, &OpError{Op: "receive", Err: ErrClosed}
+		}
+		n, err := c.t.Recv(r.b)
+		r.n, r.i = 0, 0
+		if err != nil {
+			return Message{}, Sender{}, c.recvErr(err)
+		}
+		r.n = n
+	}
+}
+
+// A datagram walks the netlink messages of one datagram and the cn_msg
+// records packed in each netlink message's payload.
+type datagram struct {
+	rest []byte // netlink bytes after the current netlink message
+	cur  []byte // cn_msg bytes left in the current netlink message
+}
+
+func (d *datagram) reset(b []byte) { d.rest, d.cur = b, nil }
+
+// next returns the next cn_msg, false when the datagram is exhausted, or an
+// error, after which the rest of the datagram is abandoned.
+func (d *datagram) next() (Message, bool, error) {
+	for {
+		if len(d.cur) > 0 {
+			if len(d.cur) < HeaderLen && isPadding(d.cur) {
+				d.cur = nil
+				continue
+			}
+			var m Message
+			n, err := m.decode(d.cur)
+			if err != nil {
+				d.cur, d.rest = nil, nil
+				return Message{}, false, err
+			}
+			d.cur = d.cur[n:]
+			return m, true, nil
+		}
+		if len(d.rest) == 0 {
+			return Message{}, false, nil
+		}
+		if len(d.rest) < nlmsgHeaderLen {
+			if isPadding(d.rest) {
+				d.rest = nil
+				continue
+			}
+			n := len(d.rest)
+			d.rest = nil
+			return Message{}, false, &MessageError{Reason: fmt.Sprintf("%d bytes are too short for the %d-byte netlink header", n, nlmsgHeaderLen)}
+		}
+		l := int(binary.NativeEndian.Uint32(d.rest[0:4]))
+		switch {
+		case l < nlmsgHeaderLen+HeaderLen:
+			d.rest = nil
+			return Message{}, false, &MessageError{Reason: fmt.Sprintf("netlink length %d leaves no room for the %d-byte cn_msg header", l, HeaderLen)}
+		case l > len(d.rest):
+			n := len(d.rest)
+			d.rest = nil
+			return Message{}, false, &MessageError{Reason: fmt.Sprintf("netlink length %d is larger than the %d bytes that arrived", l, n)}
+		}
+		d.cur = d.rest[nlmsgHeaderLen:l:l]
+		d.rest = d.rest[min(nlmsgAlign(l), len(d.rest)):]
+	}
+}
