@@ -1,0 +1,108 @@
+// Package connector talks to the Linux netlink connector (NETLINK_CONNECTOR),
+// the kernel's message bus between kernel agents and userspace.
+//
+// A connector message is a cn_msg header — a callback id (idx, val), seq,
+// ack, len and flags — followed by a payload, carried in a netlink datagram.
+// A kernel agent registers a callback for an id; userspace joins the agent's
+// multicast group (group number = idx) to hear from it, and sends to the
+// kernel (port 0) to talk to it. With CAP_NET_ADMIN, userspace sockets can
+// also message each other by port id or group. The best-known agent is the
+// process events connector (id 1:1); see the subpackage proc. Package cntest
+// is a fake kernel for unit tests that need no privileges.
+//
+// # Messages, ids and groups
+//
+// Message is a cn_msg with its payload; CBID is the callback id, with named
+// values for every id in include/uapi/linux/connector.h; Group is a group
+// number from 1 to 32. The socket API uses both group numbers (joining a
+// group) and group bitmasks (bind, source addresses); this package takes and
+// returns numbers only and converts at the edge, so the two cannot be mixed
+// up. Protocol conventions such as seq/ack correlation belong to each agent:
+// the proc connector, for instance, answers a request with ack+1 and a seq of
+// its own.
+//
+// # Receiving
+//
+// There are two tiers. Conn.Receive reads one datagram and returns messages
+// the caller owns; it is simple and allocates. A Reader (Conn.NewReader) is the
+// fast path: it asks the kernel for many datagrams per system call (recvmmsg)
+// into a batch of pooled buffers, parses them in place and returns messages
+// whose Data aliases the buffer. In steady state it allocates nothing per
+// message. Both stay on the Go runtime's network poller, so deadlines and
+// Close work while they wait.
+//
+// A datagram may hold several netlink messages, and a netlink message may pack
+// several cn_msg records back to back (w1 does this); both tiers return each
+// record as its own Message. The kernel sends every connector message with
+// netlink type NLMSG_DONE and flags 0. That is not the end of a stream, and no
+// netlink acknowledgements ever come: the connector has none.
+//
+// # Buffer lifetime
+//
+// A Message returned by Reader.Next is valid until the next call to Next or
+// Release on that Reader: copy Data to keep it. Messages returned by Receive
+// and by UnmarshalBinary alias only the bytes they were decoded from.
+//
+// # Senders and spoofing
+//
+// Every received message comes with its Sender: the port id of the socket
+// that sent it (0 is the kernel; userspace cannot bind port 0) and the group
+// it was multicast on. Any process with CAP_NET_ADMIN can multicast on any
+// group, including a kernel agent's. On the groups reserved for kernel agents
+// (1 to 10) a Conn therefore drops messages from userspace senders and counts
+// them in Stats.Foreign, unless Config.AllowUserSenders is set;
+// Config.KernelOnly applies the same rule to every group and to unicasts. Do
+// not trust the nlmsg_pid field of the netlink header: the sender chooses it.
+//
+// # Loss
+//
+// When the receive buffer is full the kernel drops multicast messages. The
+// next read returns an error matching ErrOverrun before any queued message;
+// the Conn stays usable, and the next read returns what was queued. Until the
+// queue has been drained completely, the kernel keeps dropping new messages,
+// so drain quickly. Raise Config.ReadBufferSize to absorb bursts (forcing past
+// net.core.rmem_max needs CAP_NET_ADMIN). With Config.NoENOBUFS the kernel
+// stops reporting overruns and loss becomes silent unless the protocol can
+// count it (package proc counts sequence gaps). A datagram larger than
+// Config.MessageBufferSize is reported as ErrTruncated and never delivered
+// cut. Every drop is counted in Stats.
+//
+// # Privileges
+//
+// Sending to the kernel (port 0) needs no privilege at the socket level; each
+// kernel agent checks what it wants (proc needs none on Linux 6.6 and later,
+// dm-log-userspace and uvesafb need CAP_SYS_ADMIN). Sending to another
+// userspace port or to a group needs CAP_NET_ADMIN. Joining groups needs
+// CAP_NET_ADMIN before Linux 6.6; from 6.6 on, unprivileged sockets may join
+// odd-numbered groups (the kernel means to allow only group 1, the proc
+// connector, but tests the group number as a bitmask). Permission errors match
+// os.ErrPermission and name the capability.
+//
+// # Namespaces
+//
+// The kernel side of the connector exists only in the initial network
+// namespace. A socket opened in another network namespace can exchange
+// messages with userspace peers in that namespace, receives no kernel
+// messages, and every send to the kernel fails with an error matching
+// ErrNotInitialNetNS. Config.NetNS opens the socket in a given namespace. Ids
+// in kernel messages (pids, uids) are always initial-namespace values.
+//
+// # Concurrency
+//
+// A Conn is safe for concurrent use: any number of goroutines may send while
+// others receive, and Close may be called from any goroutine, which unblocks a
+// blocked Receive or Reader.Next promptly. Every call after Close returns an
+// error matching ErrClosed. A Reader is not safe for concurrent use; use one
+// Reader per goroutine. Stats may be read at any time.
+//
+// # Errors
+//
+// Every error is an *OpError naming the operation. Test conditions with
+// errors.Is: ErrClosed, ErrOverrun, ErrTruncated, ErrMalformed,
+// ErrNotInitialNetNS, ErrNoConnector, ErrNotSupported, ErrMessageTooLarge,
+// ErrInvalidGroup, os.ErrPermission and os.ErrDeadlineExceeded. The
+// underlying syscall.Errno is kept in the chain where there is one.
+//
+// On systems other than Linux the package compiles, and Dial returns an error
+// matching ErrNotSupported.
+package connector
