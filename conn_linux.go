@@ -3,7 +3,8 @@
 package connector
 
 import (
-	"sync"
+	"errors"
+	"fmt"
 	"syscall"
 	"time"
 	"unsafe"
@@ -22,7 +23,7 @@ type sockTransport struct {
 	nc   *netlink.Conn
 	rc   syscall.RawConn
 	port uint32
-	ops  sync.Pool // *sendOp
+	ops  freeList[sendOp]
 }
 
 func dial(cfg *Config, mask uint32) (transport.Transport, error) {
@@ -35,10 +36,31 @@ func dial(cfg *Config, mask uint32) (transport.Transport, error) {
 		_ = nc.Close()
 		return nil, err
 	}
+	// Blocking mode lets a sender wait in the kernel for room in a full
+	// unicast receiver (see SendWait); every other call passes
+	// MSG_DONTWAIT and stays non-blocking. The runtime poller keeps
+	// watching the socket either way.
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if serr = unix.SetNonblock(int(fd), false); serr != nil {
+			return
+		}
+		tv := unix.NsecToTimeval(int64(sendWaitSlice))
+		serr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	})
+	if err = errors.Join(err, serr); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("preparing the socket for blocking sends: %w", err)
+	}
 	t := &sockTransport{nc: nc, rc: rc, port: nc.PID()}
-	t.ops.New = func() any { return newSendOp() }
+	t.ops.new = newSendOp
 	return t, nil
 }
+
+// sendWaitSlice bounds one wait in the kernel for room in a full unicast
+// receiver (SO_SNDTIMEO): between slices the Conn checks for Close and the
+// write deadline, so both take effect within a slice.
+const sendWaitSlice = 10 * time.Millisecond
 
 // mmsghdr is struct mmsghdr from include/linux/socket.h (recvmmsg, Linux
 // 2.6.33): a msghdr and the received length. Go pads it to the C layout.
@@ -128,16 +150,18 @@ func (t *sockTransport) Recv(b *transport.Batch) (int, error) {
 
 // sendOp is a pooled sendto call with its closure prebuilt.
 type sendOp struct {
-	p   []byte
-	sa  unix.RawSockaddrNetlink
-	err syscall.Errno
-	fn  func(fd uintptr) bool
+	p      []byte
+	sa     unix.RawSockaddrNetlink
+	err    syscall.Errno
+	fn     func(fd uintptr) bool
+	waitFn func(fd uintptr)
 }
 
 func newSendOp() *sendOp {
 	op := &sendOp{}
 	op.sa.Family = unix.AF_NETLINK
 	op.fn = op.send
+	op.waitFn = op.sendWait
 	return op
 }
 
@@ -149,21 +173,46 @@ func (op *sendOp) send(fd uintptr) bool {
 			continue
 		}
 		op.err = e
-		// EAGAIN is handled by the caller with a backoff: the socket's own
-		// poll state does not change when a unicast receiver drains.
+		// EAGAIN (a full unicast receiver) is left to the caller, which
+		// waits with SendWait: the socket's poll state does not change
+		// when the receiver drains, so the poller cannot wait for it.
 		return true
 	}
 }
 
+// sendWait sends without MSG_DONTWAIT: the kernel parks the thread on the
+// receiver's wait queue until it has room, for at most sendWaitSlice
+// (EAGAIN then). A signal ends the wait early with EINTR.
+func (op *sendOp) sendWait(fd uintptr) {
+	_, _, op.err = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(op.p))), uintptr(len(op.p)),
+		0, uintptr(unsafe.Pointer(&op.sa)), unix.SizeofSockaddrNetlink)
+}
+
 func (t *sockTransport) Send(p []byte, port, groups uint32) error {
-	op := t.ops.Get().(*sendOp)
+	op := t.ops.get()
 	op.p, op.sa.Pid, op.sa.Groups, op.err = p, port, groups, 0
 	err := t.rc.Write(op.fn)
 	if err == nil && op.err != 0 {
 		err = op.err
 	}
 	op.p = nil
-	t.ops.Put(op)
+	t.ops.put(op)
+	return err
+}
+
+// SendWait sends p, waiting up to sendWaitSlice in the kernel for room in a
+// full unicast receiver; it returns EAGAIN if there was none by then. It
+// runs under Control rather than Write so that a wait does not hold the
+// socket's write lock: other senders on the Conn carry on meanwhile.
+func (t *sockTransport) SendWait(p []byte, port, groups uint32) error {
+	op := t.ops.get()
+	op.p, op.sa.Pid, op.sa.Groups, op.err = p, port, groups, 0
+	err := t.rc.Control(op.waitFn)
+	if err == nil && op.err != 0 {
+		err = op.err
+	}
+	op.p = nil
+	t.ops.put(op)
 	return err
 }
 
@@ -205,6 +254,11 @@ func (t *sockTransport) SetBPF(filter []BPFInstruction) error {
 	if len(filter) == 0 {
 		return t.RemoveBPF()
 	}
+	if len(filter) > bpfMaxInsns {
+		// The program length is a 16-bit field: a longer program must not
+		// reach the kernel cut short.
+		return fmt.Errorf("a socket filter may have at most %d instructions (BPF_MAXINSNS), not %d: %w", bpfMaxInsns, len(filter), unix.EINVAL)
+	}
 	ins := make([]unix.SockFilter, len(filter))
 	for i, f := range filter {
 		ins[i] = unix.SockFilter{Code: f.Op, Jt: f.Jt, Jf: f.Jf, K: f.K}
@@ -219,6 +273,10 @@ func (t *sockTransport) SetBPF(filter []BPFInstruction) error {
 	}
 	return serr
 }
+
+// bpfMaxInsns is BPF_MAXINSNS from include/uapi/linux/bpf_common.h (Linux
+// 2.6.x and later): the most instructions a classic BPF program may have.
+const bpfMaxInsns = 4096
 
 func (t *sockTransport) RemoveBPF() error {
 	var serr error

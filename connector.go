@@ -134,9 +134,9 @@ type Conn struct {
 	closed atomic.Bool
 	port   uint32
 
-	batches sync.Pool // *transport.Batch of cfg.BatchSize, for Readers
-	singles sync.Pool // *transport.Batch of 1, for Receive
-	sendBuf sync.Pool // *[]byte
+	batches sync.Pool                 // *transport.Batch of cfg.BatchSize, for Readers
+	singles freeList[transport.Batch] // batches of 1, for Receive
+	sendBuf freeList[[]byte]
 
 	wdeadline atomic.Int64 // unix nanoseconds, 0 = none
 
@@ -183,8 +183,8 @@ func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
 	}
 	size, n := c.cfg.MessageBufferSize, c.cfg.BatchSize
 	c.batches.New = func() any { return transport.NewBatch(n, size) }
-	c.singles.New = func() any { return transport.NewBatch(1, size) }
-	c.sendBuf.New = func() any { b := make([]byte, 0, 512); return &b }
+	c.singles.new = func() *transport.Batch { return transport.NewBatch(1, size) }
+	c.sendBuf.new = func() *[]byte { b := make([]byte, 0, 512); return &b }
 
 	if c.cfg.ReadBufferSize > 0 {
 		if err := c.SetReadBuffer(c.cfg.ReadBufferSize); err != nil {
@@ -317,16 +317,16 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 	if err := c.checkOpen(op); err != nil {
 		return err
 	}
-	bp := c.sendBuf.Get().(*[]byte)
+	bp := c.sendBuf.get()
 	b, err := appendNetlink((*bp)[:0], m, c.port)
 	if err != nil {
-		c.sendBuf.Put(bp)
+		c.sendBuf.put(bp)
 		return opErr(op, err)
 	}
 	err = c.sendRetry(b, port, groups)
 	*bp = b
 	if cap(b) <= 64<<10 {
-		c.sendBuf.Put(bp)
+		c.sendBuf.put(bp)
 	}
 	if err != nil {
 		return opErr(op, c.mapSendErr(err, port))
@@ -334,32 +334,54 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 	return nil
 }
 
-// sendRetry sends, waiting with a short backoff while a unicast receiver's
-// queue is full (EAGAIN): the socket's poll state cannot tell when the peer
-// drains, so waiting on the poller would spin.
+// sendRetry sends, waiting while a unicast receiver's queue is full
+// (EAGAIN) until there is room, the Conn is closed or the write deadline
+// passes. Transports that can wait in the kernel (sendWaiter) do so in
+// short slices; others are retried with a backoff.
 func (c *Conn) sendRetry(b []byte, port, groups uint32) error {
+	err := c.t.Send(b, port, groups)
+	if !errors.Is(err, syscall.EAGAIN) {
+		return err
+	}
+	w, canWait := c.t.(sendWaiter)
 	backoff := time.Duration(0)
-	for {
-		err := c.t.Send(b, port, groups)
-		if !errors.Is(err, syscall.EAGAIN) {
-			return err
-		}
+	for try := 0; ; try++ {
 		if c.closed.Load() {
 			return ErrClosed
 		}
 		if d := c.wdeadline.Load(); d != 0 && time.Now().UnixNano() >= d {
 			return errDeadline
 		}
-		if backoff == 0 {
+		switch {
+		case try < sendSpins:
+			// A receiver that is reading makes room within microseconds:
+			// yielding is cheaper than sleeping in the kernel.
 			runtime.Gosched()
-			backoff = 5 * time.Microsecond
-			continue
+			err = c.t.Send(b, port, groups)
+		case canWait:
+			err = w.SendWait(b, port, groups)
+		default:
+			if backoff == 0 {
+				backoff = 5 * time.Microsecond
+			}
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Millisecond)
+			err = c.t.Send(b, port, groups)
 		}
-		time.Sleep(backoff)
-		if backoff < time.Millisecond {
-			backoff *= 2
+		if !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR) {
+			return err
 		}
 	}
+}
+
+// sendSpins is how many times a send to a full receiver yields and retries
+// before it waits.
+const sendSpins = 4
+
+// A sendWaiter is a transport that can wait in the kernel for room in a
+// full unicast receiver, for a bounded time (EAGAIN after it).
+type sendWaiter interface {
+	SendWait(p []byte, port, groups uint32) error
 }
 
 // Receive reads one datagram and returns the messages it holds, which the
@@ -368,10 +390,13 @@ func (c *Conn) sendRetry(b []byte, port, groups uint32) error {
 // counted in Stats, and Receive waits for the next datagram.
 //
 // Errors matching ErrOverrun, ErrTruncated and ErrMalformed leave the Conn
-// usable: call Receive again.
+// usable: call Receive again. When a datagram holds valid messages followed
+// by bytes that are not a valid message, Receive returns the valid messages
+// together with the error matching ErrMalformed: as with io.Reader, process
+// the messages before considering the error.
 func (c *Conn) Receive() ([]Message, Sender, error) {
-	b := c.singles.Get().(*transport.Batch)
-	defer c.singles.Put(b)
+	b := c.singles.get()
+	defer c.singles.put(b)
 	for {
 		if err := c.checkOpen("receive"); err != nil {
 			return nil, Sender{}, err
@@ -386,7 +411,8 @@ func (c *Conn) Receive() ([]Message, Sender, error) {
 		c.datagrams.Add(1)
 		msgs, from, ok, err := c.parseDatagram(b.Bufs[0], b.Meta[0])
 		if err != nil {
-			return nil, from, err
+			c.messages.Add(uint64(len(msgs)))
+			return msgs, from, err
 		}
 		if !ok {
 			continue
@@ -499,3 +525,30 @@ func mapDialErr(err error) error {
 }
 
 var errDeadline = fmt.Errorf("write deadline exceeded: %w", os.ErrDeadlineExceeded)
+
+// A freeList hands out reusable objects for the per-call paths (send
+// buffers, receive batches). One object waits in a slot, which a goroutine
+// calling in a loop always hits; a sync.Pool backs it for concurrent
+// callers. The slot keeps steady-state calls allocation-free even under the
+// race detector, which makes sync.Pool drop objects at random.
+type freeList[T any] struct {
+	slot atomic.Pointer[T]
+	pool sync.Pool
+	new  func() *T
+}
+
+func (f *freeList[T]) get() *T {
+	if p := f.slot.Swap(nil); p != nil {
+		return p
+	}
+	if p, ok := f.pool.Get().(*T); ok {
+		return p
+	}
+	return f.new()
+}
+
+func (f *freeList[T]) put(p *T) {
+	if !f.slot.CompareAndSwap(nil, p) {
+		f.pool.Put(p)
+	}
+}

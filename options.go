@@ -124,6 +124,11 @@ func (c *Conn) RemoveBPF() error {
 
 // SyscallConn returns the raw socket, for options this package does not
 // cover. Reading from it directly bypasses the Conn's checks and counters.
+//
+// The runtime poller watches the socket, but the socket itself is in
+// blocking mode, so that a send to a full unicast receiver can wait in the
+// kernel. The Conn passes MSG_DONTWAIT to every other call; do the same in
+// system calls that must not block, or Close waits until they return.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 	if err := c.checkOpen("syscall conn"); err != nil {
 		return nil, err

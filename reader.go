@@ -56,7 +56,9 @@ func (r *Reader) Release() {
 func (r *Reader) Next() (Message, Sender, error) {
 	c := r.c
 	for {
-		if r.b == nil {
+		// Closed also ends messages still buffered from earlier receives:
+		// every call after Close fails.
+		if r.b == nil || c.closed.Load() {
 			return Message{}, Sender{}, &OpError{Op: "receive", Err: ErrClosed}
 		}
 		m, more, err := r.d.next()
@@ -82,9 +84,6 @@ func (r *Reader) Next() (Message, Sender, error) {
 			}
 			continue
 		}
-		if c.closed.Load() {
-			return Message{}, Sender{}, &OpError{Op: "receive", Err: ErrClosed}
-		}
 		n, err := c.t.Recv(r.b)
 		r.n, r.i = 0, 0
 		if err != nil {
@@ -99,9 +98,13 @@ func (r *Reader) Next() (Message, Sender, error) {
 type datagram struct {
 	rest []byte // netlink bytes after the current netlink message
 	cur  []byte // cn_msg bytes left in the current netlink message
+	// fresh is set until the first netlink message has been taken: a
+	// datagram must hold at least one, and alignment padding may only
+	// follow one. The zero datagram is exhausted, not fresh.
+	fresh bool
 }
 
-func (d *datagram) reset(b []byte) { d.rest, d.cur = b, nil }
+func (d *datagram) reset(b []byte) { d.rest, d.cur, d.fresh = b, nil, true }
 
 // next returns the next cn_msg, false when the datagram is exhausted, or an
 // error, after which the rest of the datagram is abandoned.
@@ -122,17 +125,22 @@ func (d *datagram) next() (Message, bool, error) {
 			return m, true, nil
 		}
 		if len(d.rest) == 0 {
+			if d.fresh {
+				d.fresh = false
+				return Message{}, false, &MessageError{Reason: "the datagram is empty: it holds no netlink message"}
+			}
 			return Message{}, false, nil
 		}
 		if len(d.rest) < nlmsgHeaderLen {
-			if isPadding(d.rest) {
+			if !d.fresh && isPadding(d.rest) {
 				d.rest = nil
 				continue
 			}
 			n := len(d.rest)
-			d.rest = nil
+			d.rest, d.fresh = nil, false
 			return Message{}, false, &MessageError{Reason: fmt.Sprintf("%d bytes are too short for the %d-byte netlink header", n, nlmsgHeaderLen)}
 		}
+		d.fresh = false
 		l := int(binary.NativeEndian.Uint32(d.rest[0:4]))
 		switch {
 		case l < nlmsgHeaderLen+HeaderLen:

@@ -1,0 +1,598 @@
+package cntest
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/transport"
+)
+
+const (
+	// DefaultQueueLen is the default number of datagrams a fake socket
+	// queues before the kernel drops: about what the default receive
+	// buffer (net.core.rmem_default, 212992 bytes) holds of 76-byte
+	// process events, which the kernel charges 832 bytes each.
+	DefaultQueueLen = 256
+
+	// chargePerDatagram is what the fake charges a queued datagram against
+	// the socket's receive buffer: the measured skb truesize of a process
+	// event on Linux 6.18 x86_64. SetReadBuffer converts bytes to a queue
+	// length with it.
+	chargePerDatagram = 832
+	// minRcvBuf is SOCK_MIN_RCVBUF on x86_64: the smallest receive buffer.
+	minRcvBuf = 2304
+	// defaultSndBuf is net.core.wmem_default.
+	defaultSndBuf = 212992
+	// maxUnforcedBuf is 2 * net.core.rmem_max (4194304): the cap on
+	// SO_RCVBUF for a socket that cannot use SO_RCVBUFFORCE.
+	maxUnforcedBuf = 2 * 4194304
+
+	// firstPort is the port id of the first socket; later ones get ids with
+	// the top bit set, as the kernel hands out negative ids once a
+	// process's first socket has taken its tgid.
+	firstPort = 1000
+	laterPort = 0x80000000
+
+	// maxRecorded bounds the requests and rejections a Kernel keeps.
+	maxRecorded = 4096
+)
+
+// Options configure a fake kernel. The zero value is a kernel in the initial
+// network namespace with DefaultQueueLen.
+type Options struct {
+	// QueueLen is the number of datagrams each socket queues before
+	// further messages are dropped (kernel and multicast senders) or the
+	// sender has to wait (userspace unicast). 0 means DefaultQueueLen.
+	// Conn.SetReadBuffer and Config.ReadBufferSize change it per socket,
+	// at 832 bytes per datagram.
+	QueueLen int
+
+	// NotInitialNetNS makes the fake behave like a network namespace other
+	// than the initial one, where the kernel side of the connector does
+	// not exist: every send to the kernel (port 0), and every multicast,
+	// which the kernel also hands to port 0, fails with ECONNREFUSED
+	// (connector.ErrNotInitialNetNS) after delivering to userspace peers,
+	// and handlers are never called. Multicast, Unicast and InjectRaw
+	// still deliver: they are the test's own injection tools.
+	NotInitialNetNS bool
+}
+
+// A HandlerFunc is a fake kernel agent: it is called with every well-formed
+// message sent to the kernel for the id it was registered for, and with the
+// sender's port and, for a multicast, group. The replies it returns are
+// delivered before the sender's Send returns, as the kernel runs connector
+// callbacks synchronously in the sender's system call. req.Data belongs to
+// the handler.
+//
+// Handlers run on the sending goroutine without any lock held, so they may
+// call the Kernel's methods; handlers for ids that several goroutines send
+// to must be safe for concurrent use.
+type HandlerFunc func(req connector.Message, from connector.Sender) []Reply
+
+// A Reply is a message a fake kernel agent sends, shaped as the kernel does
+// (netlink type NLMSG_DONE, flags 0, nlmsg_seq = Message.Seq, nlmsg_pid 0,
+// sender port 0).
+type Reply struct {
+	Message connector.Message
+	// Group, if not 0, multicasts the reply to every socket in the group
+	// (the requester too, if it joined), as the process events connector
+	// sends its acknowledgements. If 0, the reply is unicast to the
+	// requester, as w1 replies.
+	Group connector.Group
+	// Filter, if not nil, is asked for each member of Group (by port id)
+	// whether it gets the reply, as netlink_broadcast_filtered asks the
+	// agent's filter: the process events connector uses one to apply each
+	// socket's event filter. It is called without locks held.
+	Filter func(port uint32) bool
+}
+
+// A Request is a message that reached the fake kernel (port 0).
+type Request struct {
+	// Message is the decoded cn_msg; Data is a copy.
+	Message connector.Message
+	// From is the sender: its port and, if it was multicast (which the
+	// kernel also hands to port 0), the group.
+	From connector.Sender
+	// Header is the netlink header as the sender wrote it.
+	Header NetlinkHeader
+	// Raw is the whole datagram as sent.
+	Raw []byte
+	// Handled reports whether a handler was registered for Message.ID. The
+	// real kernel drops messages for ids nobody registered, silently.
+	Handled bool
+}
+
+// A Rejection is a datagram sent to the kernel that the real kernel would
+// drop as malformed, silently; the fake records why.
+type Rejection struct {
+	Raw    []byte
+	From   connector.Sender
+	Reason string
+}
+
+// A Kernel is a fake connector: the kernel side of NETLINK_CONNECTOR and
+// the netlink sockets attached to it, in one process and without
+// privileges. Conns from Dial talk to it instead of a real socket.
+//
+// The fake follows the kernel's rules where a program can observe them:
+// port ids and sender addresses, group membership (numbers 1 to 32),
+// delivery of userspace unicast and multicast (the sender never receives its
+// own multicast; with several group bits only the lowest counts; a multicast
+// is also handed to the kernel), validation of what is sent to the kernel,
+// bounded receive queues with ENOBUFS overruns and congestion, truncation of
+// datagrams larger than a Conn's MessageBufferSize, deadlines and Close.
+// Every datagram a Conn receives is built byte for byte as the kernel builds
+// it, by an encoder of this package's own.
+//
+// A Kernel is safe for concurrent use. Its zero value is not usable; call
+// NewKernel.
+type Kernel struct {
+	opts Options
+
+	mu       sync.Mutex
+	socks    map[uint32]*socket
+	nsocks   uint32 // sockets ever opened, for port ids
+	handlers map[connector.CBID]HandlerFunc
+	requests []Request
+	rejected []Rejection
+	scratch  []byte        // encoding buffer for kernel sends, under mu
+	changed  chan struct{} // closed and replaced when a receive starts waiting or a send is refused
+}
+
+// NewKernel returns a fake kernel with the default Options.
+func NewKernel() *Kernel { return NewKernelWith(Options{}) }
+
+// NewKernelWith returns a fake kernel configured by opts.
+func NewKernelWith(opts Options) *Kernel {
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = DefaultQueueLen
+	}
+	return &Kernel{
+		opts:     opts,
+		socks:    make(map[uint32]*socket),
+		handlers: make(map[connector.CBID]HandlerFunc),
+		changed:  make(chan struct{}),
+	}
+}
+
+// Dial opens a Conn on the fake kernel, as a process with CAP_NET_ADMIN.
+// Config.NetNS is not supported (see Options.NotInitialNetNS); every other
+// field works as with connector.Dial.
+func (k *Kernel) Dial(cfg *connector.Config) (*connector.Conn, error) {
+	return k.dial(cfg, true)
+}
+
+// DialUnprivileged opens a Conn as a process without CAP_NET_ADMIN on Linux
+// 6.6 or later: joining an even-numbered group, sending to a userspace port
+// and multicasting fail with EPERM (matching os.ErrPermission), and
+// SetReadBuffer is capped at twice net.core.rmem_max.
+func (k *Kernel) DialUnprivileged(cfg *connector.Config) (*connector.Conn, error) {
+	return k.dial(cfg, false)
+}
+
+func (k *Kernel) dial(cfg *connector.Config, priv bool) (*connector.Conn, error) {
+	if cfg == nil {
+		cfg = &connector.Config{}
+	}
+	if cfg.NetNS != 0 {
+		return nil, &connector.OpError{Op: "dial", Err: fmt.Errorf("%w: cntest cannot open sockets in another network namespace (Config.NetNS); use cntest.Options.NotInitialNetNS", connector.ErrNotSupported)}
+	}
+	mask, err := connector.GroupMask(cfg.Groups...)
+	if err != nil {
+		return nil, &connector.OpError{Op: "dial", Err: err}
+	}
+	if !priv {
+		for _, g := range cfg.Groups {
+			if err := joinAllowed(g, false); err != nil {
+				return nil, &connector.OpError{Op: "dial", Err: err}
+			}
+		}
+	}
+	s := k.newSocket(mask, priv)
+	c, err := transport.NewConn(s, cfg)
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return c.(*connector.Conn), nil
+}
+
+// joinAllowed applies cn_bind (drivers/connector/connector.c, Linux 6.6):
+// without CAP_NET_ADMIN only groups whose number has bit 0 set may be joined.
+// The kernel means to allow only group 1 but tests the number as a mask.
+func joinAllowed(g connector.Group, priv bool) error {
+	if priv || g%2 == 1 {
+		return nil
+	}
+	return fmt.Errorf("joining group %d needs CAP_NET_ADMIN (without it the kernel allows only odd-numbered groups): %w", uint32(g), syscall.EPERM)
+}
+
+func (k *Kernel) newSocket(mask uint32, priv bool) *socket {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.nsocks++
+	port := uint32(firstPort)
+	if k.nsocks > 1 {
+		port = laterPort + k.nsocks - 1
+	}
+	s := &socket{
+		k:      k,
+		port:   port,
+		priv:   priv,
+		groups: mask,
+		rcvbuf: k.opts.QueueLen * chargePerDatagram,
+		limit:  k.opts.QueueLen,
+		sndbuf: defaultSndBuf,
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		dlc:    make(chan struct{}),
+	}
+	k.socks[port] = s
+	return s
+}
+
+// Handle registers h as the fake kernel agent for id, replacing any earlier
+// one; a nil h unregisters it. Messages sent to the kernel for ids without a
+// handler are dropped, as the real kernel drops them (Requests still lists
+// them).
+func (k *Kernel) Handle(id connector.CBID, h HandlerFunc) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if h == nil {
+		delete(k.handlers, id)
+		return
+	}
+	k.handlers[id] = h
+}
+
+// Multicast sends each message, as the kernel agent for its id would, to
+// every socket that joined group g, one datagram per message. A socket whose
+// queue is full, or congested after an overrun, does not get it: the message
+// is dropped there and the socket's next receive fails with ENOBUFS
+// (connector.ErrOverrun), unless it set NoENOBUFS. It returns how many
+// datagrams were queued, and an error only for an invalid group or a payload
+// longer than 65535 bytes.
+func (k *Kernel) Multicast(g connector.Group, msgs ...connector.Message) (int, error) {
+	if !g.Valid() {
+		return 0, fmt.Errorf("cntest: multicast: %w: group %d is out of range 1 to %d", connector.ErrInvalidGroup, uint32(g), connector.MaxGroup)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	queued := 0
+	for _, m := range msgs {
+		b, err := appendKernel(k.scratch[:0], m)
+		k.scratch = b[:0]
+		if err != nil {
+			return queued, err
+		}
+		queued += k.broadcastLocked(b, 0, g, nil, 0)
+	}
+	return queued, nil
+}
+
+// Unicast sends each message, as a kernel agent would, to the socket with
+// the given port id, one datagram per message. If that socket's queue is
+// full or congested the message is dropped and the socket's next receive
+// fails with ENOBUFS, and Unicast returns an error matching syscall.EAGAIN
+// (what the kernel agent gets). It fails with syscall.ECONNREFUSED if no
+// socket has that port id.
+func (k *Kernel) Unicast(port uint32, msgs ...connector.Message) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s := k.socks[port]
+	if s == nil {
+		return fmt.Errorf("cntest: unicast: no socket has port id %d: %w", port, syscall.ECONNREFUSED)
+	}
+	for _, m := range msgs {
+		b, err := appendKernel(k.scratch[:0], m)
+		k.scratch = b[:0]
+		if err != nil {
+			return err
+		}
+		if err := s.enqueueLocked(b, 0, 0, true); err != nil {
+			return fmt.Errorf("cntest: unicast to port %d: receive queue full, message dropped: %w", port, err)
+		}
+	}
+	return nil
+}
+
+// InjectRaw queues datagram, byte for byte, on the socket with the given
+// port id, with from as its source address: use it for malformed bytes and
+// for spoofed senders (a userspace port on a kernel group, say). Queueing
+// follows the kernel: if the queue is full or congested, a unicast from a
+// userspace port fails with syscall.EAGAIN and is not queued, and anything
+// else is dropped with an overrun reported to the socket (and an error
+// matching syscall.ENOBUFS returned here). It fails with
+// syscall.ECONNREFUSED if no socket has that port id.
+func (k *Kernel) InjectRaw(port uint32, from connector.Sender, datagram []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s := k.socks[port]
+	if s == nil {
+		return fmt.Errorf("cntest: inject: no socket has port id %d: %w", port, syscall.ECONNREFUSED)
+	}
+	if from.Group != 0 && !from.Group.Valid() {
+		return fmt.Errorf("cntest: inject: %w: sender group %d is out of range 1 to %d", connector.ErrInvalidGroup, uint32(from.Group), connector.MaxGroup)
+	}
+	overrun := from.Port == 0 || from.Group != 0
+	if err := s.enqueueLocked(datagram, from.Port, from.Group.Mask(), overrun); err != nil {
+		return fmt.Errorf("cntest: inject to port %d: receive queue full: %w", port, err)
+	}
+	return nil
+}
+
+// Overrun makes the socket with the given port id behave as if the kernel
+// had just dropped a message for it because its buffer was full: the next
+// receive fails with ENOBUFS (connector.ErrOverrun) before any queued
+// datagram, once, and the socket is congested (new kernel and multicast
+// messages are dropped) until its queue has been read empty. With
+// NoENOBUFS set only the drop is counted. It fails with
+// syscall.ECONNREFUSED if no socket has that port id.
+func (k *Kernel) Overrun(port uint32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s := k.socks[port]
+	if s == nil {
+		return fmt.Errorf("cntest: overrun: no socket has port id %d: %w", port, syscall.ECONNREFUSED)
+	}
+	s.overrunLocked()
+	return nil
+}
+
+// Requests returns the messages that reached the kernel (port 0), oldest
+// first: the last 4096 of them.
+func (k *Kernel) Requests() []Request {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]Request(nil), k.requests...)
+}
+
+// Rejected returns the datagrams sent to the kernel that the real kernel
+// would have dropped as malformed, with the reason, oldest first: the last
+// 4096 of them.
+func (k *Kernel) Rejected() []Rejection {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]Rejection(nil), k.rejected...)
+}
+
+// Ports returns the port ids of the open sockets, in increasing order.
+func (k *Kernel) Ports() []uint32 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ports := make([]uint32, 0, len(k.socks))
+	for p := range k.socks {
+		ports = append(ports, p)
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+	return ports
+}
+
+// Members returns the port ids of the open sockets that joined group g, in
+// increasing order.
+func (k *Kernel) Members(g connector.Group) []uint32 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var ports []uint32
+	for p, s := range k.socks {
+		if s.groups&g.Mask() != 0 {
+			ports = append(ports, p)
+		}
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i] < ports[j] })
+	return ports
+}
+
+// Queued returns the number of datagrams waiting in the queue of the socket
+// with the given port id (0 if there is no such socket).
+func (k *Kernel) Queued(port uint32) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s := k.socks[port]; s != nil {
+		return s.q.n
+	}
+	return 0
+}
+
+// Drops returns how many messages were dropped for the socket with the
+// given port id because its queue was full or congested: the Drops column
+// of /proc/net/netlink.
+func (k *Kernel) Drops(port uint32) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s := k.socks[port]; s != nil {
+		return s.drops
+	}
+	return 0
+}
+
+// Refused returns how many userspace unicasts to the socket with the given
+// port id were refused because its queue was full or congested. Each refusal
+// is a sender told to wait for room (EAGAIN); a Conn retries until its write
+// deadline.
+func (k *Kernel) Refused(port uint32) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s := k.socks[port]; s != nil {
+		return s.refused
+	}
+	return 0
+}
+
+// WaitReceiving blocks until a receive on the socket with the given port id
+// is waiting for data, or timeout passes, and reports which happened. Tests
+// use it to act (Close, inject, change a deadline) exactly when a reader is
+// blocked, instead of sleeping.
+func (k *Kernel) WaitReceiving(port uint32, timeout time.Duration) bool {
+	return k.waitUntil(timeout, func() bool {
+		s := k.socks[port]
+		return s != nil && s.waiting > 0
+	})
+}
+
+// WaitRefused blocks until Refused(port) exceeds n, or timeout passes, and
+// reports which happened: a test can then act while a sender is waiting for
+// room in that socket's queue.
+func (k *Kernel) WaitRefused(port uint32, n uint64, timeout time.Duration) bool {
+	return k.waitUntil(timeout, func() bool {
+		s := k.socks[port]
+		return s != nil && s.refused > n
+	})
+}
+
+// waitUntil waits until cond, called with k.mu held, is true or timeout
+// passes.
+func (k *Kernel) waitUntil(timeout time.Duration, cond func() bool) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		k.mu.Lock()
+		if cond() {
+			k.mu.Unlock()
+			return true
+		}
+		ch := k.changed
+		k.mu.Unlock()
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+// notifyLocked wakes the Wait methods to check their conditions again.
+func (k *Kernel) notifyLocked() {
+	close(k.changed)
+	k.changed = make(chan struct{})
+}
+
+// broadcastLocked delivers p to the members of group g except the sockets
+// with port ids exclude and skip (0: none), as netlink_broadcast does, and
+// returns how many queued it.
+func (k *Kernel) broadcastLocked(p []byte, fromPort uint32, g connector.Group, exclude *socket, skip uint32) int {
+	n := 0
+	mask := g.Mask()
+	for port, s := range k.socks {
+		if s == exclude || (skip != 0 && port == skip) || s.groups&mask == 0 {
+			continue
+		}
+		if s.enqueueLocked(p, fromPort, mask, true) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// input is the kernel's receive path (cn_rx_skb): decode, record, and run
+// the handler for the message's id, delivering its replies.
+func (k *Kernel) input(p []byte, from connector.Sender) {
+	h, m, reason := parseInput(p)
+	raw := append([]byte(nil), p...)
+	k.mu.Lock()
+	if reason != "" {
+		k.rejected = appendBounded(k.rejected, Rejection{Raw: raw, From: from, Reason: reason})
+		k.mu.Unlock()
+		return
+	}
+	fn := k.handlers[m.ID]
+	k.requests = appendBounded(k.requests, Request{Message: m, From: from, Header: h, Raw: raw, Handled: fn != nil})
+	k.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	req := m
+	req.Data = append([]byte(nil), m.Data...)
+	for _, r := range fn(req, from) {
+		k.reply(r, from.Port)
+	}
+}
+
+// reply delivers a handler's reply as the kernel agent would send it.
+// Errors (nobody listening, a full queue) are what the agent would get and
+// does not pass on.
+func (k *Kernel) reply(r Reply, requester uint32) {
+	switch {
+	case r.Group != 0 && r.Filter != nil:
+		d, err := Datagram(r.Message)
+		if err != nil || !r.Group.Valid() {
+			return
+		}
+		for _, port := range k.Members(r.Group) {
+			if r.Filter(port) {
+				_ = k.InjectRaw(port, connector.Sender{Group: r.Group}, d)
+			}
+		}
+	case r.Group != 0:
+		_, _ = k.Multicast(r.Group, r.Message)
+	default:
+		_ = k.Unicast(requester, r.Message)
+	}
+}
+
+func appendBounded[T any](s []T, v T) []T {
+	if len(s) >= maxRecorded {
+		copy(s, s[1:])
+		s = s[:len(s)-1]
+	}
+	return append(s, v)
+}
+
+// send is the fake's sendmsg for a socket: netlink_sendmsg and what it
+// calls (netlink_broadcast, netlink_unicast) in net/netlink/af_netlink.c.
+func (k *Kernel) send(s *socket, p []byte, port, groups uint32) error {
+	k.mu.Lock()
+	if s.closed {
+		k.mu.Unlock()
+		return os.ErrClosed
+	}
+	switch {
+	case len(p) == 0:
+		k.mu.Unlock()
+		return syscall.ENODATA
+	case len(p) > s.sndbuf-32:
+		k.mu.Unlock()
+		return syscall.EMSGSIZE
+	case (port != 0 || groups != 0) && !s.priv:
+		k.mu.Unlock()
+		return syscall.EPERM
+	}
+	var g connector.Group
+	if groups != 0 {
+		g = lowestGroup(groups)
+		k.broadcastLocked(p, s.port, g, s, port)
+	}
+	if port != 0 {
+		dst := k.socks[port]
+		var err error
+		if dst == nil {
+			err = syscall.ECONNREFUSED
+		} else {
+			err = dst.enqueueLocked(p, s.port, g.Mask(), false)
+		}
+		k.mu.Unlock()
+		return err
+	}
+	k.mu.Unlock()
+	if k.opts.NotInitialNetNS {
+		return syscall.ECONNREFUSED
+	}
+	k.input(p, connector.Sender{Port: s.port, Group: g})
+	return nil
+}
+
+// lowestGroup returns the group of the lowest bit set in mask: the kernel
+// uses only that one (ffs in netlink_sendmsg).
+func lowestGroup(mask uint32) connector.Group {
+	for g := connector.Group(1); g <= connector.MaxGroup; g++ {
+		if mask&g.Mask() != 0 {
+			return g
+		}
+	}
+	return 0
+}

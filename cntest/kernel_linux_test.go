@@ -1,0 +1,294 @@
+//go:build linux
+
+package cntest_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+// These tests hold the fake to the real kernel: they run the same thing
+// against both and compare.
+
+// TestIntegrationDatagramMatchesKernel checks that the fake builds datagrams
+// byte for byte as the kernel does, using the process events connector's
+// ack to a LISTEN request, read from a raw socket (not through package
+// connector).
+func TestIntegrationDatagramMatchesKernel(t *testing.T) {
+	testutil.RequireProcEvents(t)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, connector.Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	// Group 1 must be joined before LISTEN; that needs CAP_NET_ADMIN before
+	// Linux 6.6.
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); errors.Is(err, unix.EPERM) {
+		testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+		t.Fatalf("bind to group 1 with CAP_NET_ADMIN: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000}); err != nil {
+		t.Fatal(err)
+	}
+	ack := rand.Uint32() &^ 1
+	request := func(op uint32) {
+		t.Helper()
+		data := binary.NativeEndian.AppendUint32(nil, op) // enum proc_cn_mcast_op
+		d := cntest.MustDatagram(connector.Message{ID: connector.IDProc, Ack: ack, Data: data})
+		if err := unix.Sendto(fd, d, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			t.Fatalf("sending op %d: %v", op, err)
+		}
+	}
+	request(1) // PROC_CN_MCAST_LISTEN
+	defer request(2)
+
+	buf := make([]byte, 1<<16)
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) || errors.Is(err, unix.ENOBUFS) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		real := buf[:n]
+		if n < 56 || binary.NativeEndian.Uint32(real[28:]) != ack+1 || binary.NativeEndian.Uint32(real[36:]) != 0 {
+			continue // an event, or someone else's ack
+		}
+		sa := from.(*unix.SockaddrNetlink)
+		if sa.Pid != 0 || sa.Groups != 1 {
+			t.Errorf("ack came from port %d groups %#x; the fake says port 0, groups 0x1", sa.Pid, sa.Groups)
+		}
+		ne := binary.NativeEndian
+		m := connector.Message{
+			ID:    connector.CBID{Idx: ne.Uint32(real[16:]), Val: ne.Uint32(real[20:])},
+			Seq:   ne.Uint32(real[24:]),
+			Ack:   ne.Uint32(real[28:]),
+			Flags: ne.Uint16(real[34:]),
+		}
+		if l := 36 + int(ne.Uint16(real[32:])); l <= n {
+			m.Data = real[36:l]
+		}
+		if fake := cntest.MustDatagram(m); !bytes.Equal(fake, real) {
+			t.Fatalf("the fake's datagram differs from the kernel's:\nfake   % x\nkernel % x", fake, real)
+		}
+		return
+	}
+	t.Fatalf("no ack to LISTEN (ack %#x) within %v", ack, wait)
+}
+
+// TestIntegrationFakeMatchesKernel runs one scenario of userspace unicast
+// and multicast on real sockets and on the fake, and compares what each
+// socket received and from whom.
+func TestIntegrationFakeMatchesKernel(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	// Group 29 is this test's own; other tests may use it at the same time,
+	// so only messages from the scenario's own ports are considered.
+	const g = connector.Group(29)
+	k := cntest.NewKernel()
+	real := scenario(t, g, connector.Dial)
+	fake := scenario(t, g, k.Dial)
+	if real != fake {
+		t.Fatalf("the fake and the kernel disagree:\nkernel:\n%s\nfake:\n%s", real, fake)
+	}
+	t.Logf("transcript:\n%s", real)
+}
+
+// scenario sends between three sockets and returns a transcript of what
+// arrived, with port ids replaced by the sockets' names. Absence is checked
+// without waiting: a marker unicast after the message under test must be the
+// next thing to arrive, because the kernel queues synchronously in sendmsg.
+func scenario(t *testing.T, g connector.Group, dial func(*connector.Config) (*connector.Conn, error)) string {
+	t.Helper()
+	open := func(gs ...connector.Group) *connector.Conn {
+		c, err := dial(&connector.Config{Groups: gs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	a, b, c := open(g), open(g), open()
+	names := map[uint32]string{0: "kernel", a.PortID(): "a", b.PortID(): "b", c.PortID(): "c"}
+	var out strings.Builder
+	// next records the next message to c from one of the scenario's sockets.
+	next := func(name string, rx *connector.Conn) {
+		t.Helper()
+		_ = rx.SetReadDeadline(time.Now().Add(wait))
+		for {
+			msgs, from, err := rx.Receive()
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			who, ok := names[from.Port]
+			if !ok || from.Port == 0 {
+				continue // another test's traffic on the same group
+			}
+			for _, m := range msgs {
+				fmt.Fprintf(&out, "%s <- %s group %d: %d:%d seq %d ack %d flags %d %q\n", name, who, from.Group, m.ID.Idx, m.ID.Val, m.Seq, m.Ack, m.Flags, m.Data)
+			}
+			return
+		}
+	}
+	id := connector.CBID{Idx: uint32(g), Val: 0x7e57}
+	send := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A multicast reaches the other member, not the sender.
+	send(a.Multicast(g, connector.Message{ID: id, Seq: 1, Ack: 2, Flags: 3, Data: []byte("to the group")}))
+	send(c.SendTo(a.PortID(), connector.Message{ID: id, Seq: 2, Data: []byte("marker for a")}))
+	next("b", b)
+	next("a", a)
+	// Unicast, with an odd-length payload.
+	send(c.SendTo(b.PortID(), connector.Message{ID: id, Seq: 3, Data: []byte("odd")}))
+	next("b", b)
+	// After leaving the group, b gets no multicast.
+	send(b.LeaveGroup(g))
+	send(a.Multicast(g, connector.Message{ID: id, Seq: 4, Data: []byte("b left")}))
+	send(c.SendTo(b.PortID(), connector.Message{ID: id, Seq: 5, Data: []byte("marker for b")}))
+	next("b", b)
+	// c joins and hears a's multicast.
+	send(c.JoinGroup(g))
+	send(a.Multicast(g, connector.Message{ID: id, Seq: 6}))
+	next("c", c)
+	gs, err := c.Groups()
+	send(err)
+	fmt.Fprintf(&out, "c groups %v\n", gs)
+	return out.String()
+}
+
+// TestIntegrationOverrunMatchesKernel floods a socket with the smallest
+// receive buffer, on real sockets and on the fake, and compares what the
+// receiver sees: ENOBUFS before the queued messages, new messages dropped
+// while the queue has not been read empty (congestion), delivery again
+// after that. How many messages fit differs (the kernel counts bytes, the
+// fake datagrams), so the transcript records only the shape.
+func TestIntegrationOverrunMatchesKernel(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	const g = connector.Group(31) // this test's own group
+	realEmpty := func(c *connector.Conn) bool {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var perr error
+		var b [1]byte
+		if err := rc.Control(func(fd uintptr) {
+			_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if perr != nil && !errors.Is(perr, unix.EAGAIN) {
+			t.Fatalf("peeking at the receive queue: %v", perr)
+		}
+		return perr != nil
+	}
+	k := cntest.NewKernel()
+	fakeEmpty := func(c *connector.Conn) bool { return k.Queued(c.PortID()) == 0 }
+
+	real := overrunScenario(t, g, connector.Dial, realEmpty)
+	fake := overrunScenario(t, g, k.Dial, fakeEmpty)
+	if real != fake {
+		t.Fatalf("the fake and the kernel disagree:\nkernel:\n%s\nfake:\n%s", real, fake)
+	}
+	t.Logf("transcript:\n%s", real)
+}
+
+func overrunScenario(t *testing.T, g connector.Group, dial func(*connector.Config) (*connector.Conn, error), empty func(*connector.Conn) bool) string {
+	t.Helper()
+	rx, err := dial(&connector.Config{Groups: []connector.Group{g}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := rx.SetReadBuffer(0); err != nil { // the minimum, 2304 bytes
+		t.Fatal(err)
+	}
+	_ = rx.SetReadDeadline(time.Now().Add(wait))
+	id := connector.CBID{Idx: uint32(g), Val: 0x0f10}
+	multicast := func(seq uint32) {
+		t.Helper()
+		if err := tx.Multicast(g, connector.Message{ID: id, Seq: seq, Data: make([]byte, 40)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// receive returns the next message from tx, or an error.
+	receive := func() (uint32, error) {
+		t.Helper()
+		for {
+			msgs, from, err := rx.Receive()
+			if err != nil {
+				return 0, err
+			}
+			if from.Port == tx.PortID() && len(msgs) == 1 && msgs[0].ID == id {
+				return msgs[0].Seq, nil
+			}
+		}
+	}
+	var out strings.Builder
+	for seq := range uint32(64) {
+		multicast(seq)
+	}
+	_, err = receive()
+	fmt.Fprintf(&out, "first receive: overrun %v\n", errors.Is(err, connector.ErrOverrun))
+	first, err := receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(&out, "then seq %d\n", first)
+	if empty(rx) {
+		t.Fatal("only one message fitted in the smallest buffer; the scenario needs two")
+	}
+	multicast(1000) // while congested
+	var seqs []uint32
+	for !empty(rx) {
+		seq, err := receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	contiguous := true
+	for i, s := range seqs {
+		contiguous = contiguous && s == first+1+uint32(i)
+	}
+	fmt.Fprintf(&out, "drained in order: %v, no message sent while congested: %v\n", contiguous, !contains(seqs, 1000))
+	multicast(2000)
+	seq, err := receive()
+	fmt.Fprintf(&out, "after draining: seq %d, %v\n", seq, err)
+	fmt.Fprintf(&out, "empty at the end: %v\n", empty(rx))
+	return out.String()
+}
+
+func contains(s []uint32, v uint32) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,372 @@
+package cntest
+
+import (
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/transport"
+)
+
+// A socket is one fake netlink socket: the transport under a Conn. All its
+// state is guarded by the kernel's mutex.
+type socket struct {
+	k      *Kernel
+	port   uint32
+	priv   bool
+	groups uint32 // joined groups, as a bitmask
+
+	q         ring
+	limit     int // queue length in datagrams, from rcvbuf
+	rcvbuf    int
+	sndbuf    int
+	noENOBUFS bool
+	congested bool   // NETLINK_S_CONGESTED
+	errPend   bool   // sk_err = ENOBUFS, reported by the next receive
+	drops     uint64 // sk_drops
+	refused   uint64 // userspace unicasts told to wait
+	closed    bool
+
+	rdeadline time.Time
+	wdeadline time.Time
+	waiting   int           // receives blocked on this socket
+	wake      chan struct{} // capacity 1: data, an error or a deadline change
+	done      chan struct{} // closed by Close
+	dlc       chan struct{} // closed and replaced when the read deadline changes
+}
+
+var (
+	_ transport.Transport = (*socket)(nil)
+	_ transport.Deadliner = (*socket)(nil)
+)
+
+// signal wakes one waiting receive without blocking. A receive that takes
+// data and leaves some queued signals again, so that wake-ups chain to every
+// waiting receive.
+func (s *socket) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueueLocked queues a copy of p from the given sender. When the queue is
+// full or congested, a message from the kernel or a multicast (overrun true)
+// is dropped and an overrun is recorded (netlink_overrun); a userspace
+// unicast is refused with EAGAIN, the sender's cue to wait
+// (netlink_attachskb).
+func (s *socket) enqueueLocked(p []byte, port, groups uint32, overrun bool) error {
+	if s.closed {
+		return syscall.ECONNREFUSED
+	}
+	if s.congested || s.q.n >= s.limit {
+		if !overrun {
+			s.refused++
+			s.k.notifyLocked()
+			return syscall.EAGAIN
+		}
+		s.overrunLocked()
+		return syscall.ENOBUFS
+	}
+	s.q.push(p, port, groups)
+	s.signal()
+	return nil
+}
+
+// overrunLocked records one dropped message as netlink_overrun does: unless
+// NETLINK_NO_ENOBUFS is set, the first drop sets the pending ENOBUFS error
+// and marks the socket congested; later drops while congested only count.
+func (s *socket) overrunLocked() {
+	s.drops++
+	if !s.noENOBUFS && !s.congested {
+		s.congested = true
+		s.errPend = true
+		s.signal()
+	}
+}
+
+// rcvWakeLocked clears the congestion once the queue is empty, as
+// netlink_rcv_wake does after every receive.
+func (s *socket) rcvWakeLocked() {
+	if s.q.n == 0 {
+		s.congested = false
+	}
+}
+
+// Recv implements transport.Transport like recvmmsg: it waits until at least
+// one datagram is queued, then takes as many as fit in b. A pending overrun
+// is reported first, as an error, before any queued datagram. A datagram
+// longer than its buffer is cut, with Meta.Trunc set and Meta.N its full
+// length. It allocates nothing unless it has to wait with a deadline set.
+func (s *socket) Recv(b *transport.Batch) (int, error) {
+	k := s.k
+	for {
+		k.mu.Lock()
+		if s.closed {
+			k.mu.Unlock()
+			return 0, os.ErrClosed
+		}
+		dl := s.rdeadline
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			k.mu.Unlock()
+			return 0, os.ErrDeadlineExceeded
+		}
+		if s.errPend {
+			s.errPend = false
+			s.rcvWakeLocked()
+			more := s.q.n > 0
+			k.mu.Unlock()
+			if more {
+				s.signal()
+			}
+			return 0, syscall.ENOBUFS
+		}
+		if s.q.n > 0 && len(b.Bufs) > 0 {
+			n := 0
+			for n < len(b.Bufs) && s.q.n > 0 {
+				d := s.q.front()
+				copy(b.Bufs[n], d.buf)
+				b.Meta[n] = transport.Meta{N: len(d.buf), Port: d.port, Groups: d.groups, Trunc: len(d.buf) > len(b.Bufs[n])}
+				s.q.pop()
+				n++
+			}
+			s.rcvWakeLocked()
+			more := s.q.n > 0
+			k.mu.Unlock()
+			if more {
+				s.signal()
+			}
+			return n, nil
+		}
+		s.rcvWakeLocked()
+		s.waiting++
+		dlc := s.dlc
+		k.notifyLocked()
+		k.mu.Unlock()
+
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if !dl.IsZero() {
+			t = time.NewTimer(time.Until(dl))
+			timeout = t.C
+		}
+		select {
+		case <-s.wake:
+		case <-s.done:
+		case <-dlc:
+		case <-timeout:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		k.mu.Lock()
+		s.waiting--
+		k.mu.Unlock()
+	}
+}
+
+// Send implements transport.Transport.
+func (s *socket) Send(p []byte, port, groups uint32) error {
+	return s.k.send(s, p, port, groups)
+}
+
+// Join implements transport.Transport (NETLINK_ADD_MEMBERSHIP).
+func (s *socket) Join(group uint32) error {
+	g := connector.Group(group)
+	if !g.Valid() {
+		return syscall.EINVAL
+	}
+	if err := joinAllowed(g, s.priv); err != nil {
+		return syscall.EPERM
+	}
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	s.groups |= g.Mask()
+	return nil
+}
+
+// Leave implements transport.Transport (NETLINK_DROP_MEMBERSHIP).
+func (s *socket) Leave(group uint32) error {
+	g := connector.Group(group)
+	if !g.Valid() {
+		return syscall.EINVAL
+	}
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	s.groups &^= g.Mask()
+	return nil
+}
+
+// Memberships implements transport.Transport (NETLINK_LIST_MEMBERSHIPS).
+func (s *socket) Memberships() (uint32, error) {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return 0, os.ErrClosed
+	}
+	return s.groups, nil
+}
+
+// PortID implements transport.Transport.
+func (s *socket) PortID() uint32 { return s.port }
+
+// Close implements transport.Transport: the socket leaves the kernel, its
+// queue is discarded and blocked receives return.
+func (s *socket) Close() error {
+	k := s.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	s.closed = true
+	s.groups = 0
+	s.q = ring{}
+	delete(k.socks, s.port)
+	close(s.done)
+	return nil
+}
+
+// SetDeadline implements transport.Deadliner.
+func (s *socket) SetDeadline(t time.Time) error {
+	if err := s.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return s.SetWriteDeadline(t)
+}
+
+// SetReadDeadline implements transport.Deadliner; it applies to receives
+// already waiting.
+func (s *socket) SetReadDeadline(t time.Time) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	s.rdeadline = t
+	close(s.dlc)
+	s.dlc = make(chan struct{})
+	return nil
+}
+
+// SetWriteDeadline implements transport.Deadliner. Sends never block in the
+// fake (a full receiver gives EAGAIN, which the Conn retries until its write
+// deadline), so the deadline is only kept.
+func (s *socket) SetWriteDeadline(t time.Time) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	s.wdeadline = t
+	return nil
+}
+
+// SetReadBuffer sets the receive buffer as SO_RCVBUFFORCE does for a
+// privileged socket and SO_RCVBUF for another: the kernel doubles the value,
+// caps it at twice net.core.rmem_max without privilege, and raises it to at
+// least 2304 bytes. The queue then holds one datagram per 832 bytes.
+func (s *socket) SetReadBuffer(n int) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	v := int64(max(n, 0)) * 2
+	if !s.priv {
+		v = min(v, maxUnforcedBuf)
+	}
+	v = max(v, minRcvBuf)
+	v = min(v, 1<<31-1)
+	s.rcvbuf = int(v)
+	s.limit = max(s.rcvbuf/chargePerDatagram, 1)
+	return nil
+}
+
+// ReadBuffer returns the receive buffer size (SO_RCVBUF).
+func (s *socket) ReadBuffer() (int, error) {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return 0, os.ErrClosed
+	}
+	return s.rcvbuf, nil
+}
+
+// SetWriteBuffer sets the send buffer (SO_SNDBUF, doubled by the kernel).
+// Sends larger than the buffer fail with EMSGSIZE.
+func (s *socket) SetWriteBuffer(n int) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	v := int64(max(n, 0)) * 2
+	if !s.priv {
+		v = min(v, maxUnforcedBuf)
+	}
+	s.sndbuf = int(min(max(v, 4608), 1<<31-1)) // SOCK_MIN_SNDBUF on x86_64
+	return nil
+}
+
+// WriteBuffer returns the send buffer size (SO_SNDBUF).
+func (s *socket) WriteBuffer() (int, error) {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return 0, os.ErrClosed
+	}
+	return s.sndbuf, nil
+}
+
+// SetNoENOBUFS sets NETLINK_NO_ENOBUFS: drops are no longer reported and
+// no longer congest the socket.
+func (s *socket) SetNoENOBUFS(on bool) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	s.noENOBUFS = on
+	return nil
+}
+
+// A ring is a socket's receive queue. Slots keep their buffers when popped,
+// so a steady flow of datagrams allocates nothing.
+type ring struct {
+	s       []slot
+	head, n int
+}
+
+type slot struct {
+	buf          []byte
+	port, groups uint32
+}
+
+func (r *ring) push(p []byte, port, groups uint32) {
+	if r.n == len(r.s) {
+		grown := make([]slot, max(8, 2*len(r.s)))
+		for i := range r.n {
+			grown[i] = r.s[(r.head+i)%len(r.s)]
+		}
+		r.s, r.head = grown, 0
+	}
+	sl := &r.s[(r.head+r.n)%len(r.s)]
+	sl.buf = append(sl.buf[:0], p...)
+	sl.port, sl.groups = port, groups
+	r.n++
+}
+
+func (r *ring) front() *slot { return &r.s[r.head] }
+
+func (r *ring) pop() {
+	r.head = (r.head + 1) % len(r.s)
+	r.n--
+}

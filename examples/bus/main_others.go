@@ -1,0 +1,15 @@
+//go:build !linux
+
+// Command bus needs the Linux netlink connector; on other systems it only
+// says so.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	fmt.Fprintln(os.Stderr, "bus: linux only: the netlink connector exists only on Linux")
+	os.Exit(1)
+}

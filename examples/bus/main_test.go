@@ -1,0 +1,312 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/examples/internal/extest"
+)
+
+const (
+	programEnv = "BUS_TEST_PROGRAM"
+	timeout    = 20 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	extest.RunIfProgram(programEnv, mainExit)
+	os.Exit(m.Run())
+}
+
+// needNetAdmin skips the test when this process may not send to ports and
+// groups (no CAP_NET_ADMIN), which every bus exchange needs.
+func needNetAdmin(t *testing.T) {
+	t.Helper()
+	a, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer a.Close()
+	b, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer b.Close()
+	err = a.SendTo(b.PortID(), connector.Message{ID: DefaultID, Data: []byte("probe")})
+	if errors.Is(err, os.ErrPermission) {
+		t.Skipf("sending to a port needs CAP_NET_ADMIN, which this test lacks: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("probe send: %v", err)
+	}
+}
+
+var portRe = func(line, after string) (uint32, error) {
+	i := strings.Index(line, after)
+	if i < 0 {
+		return 0, fmt.Errorf("no %q in %q", after, line)
+	}
+	f := strings.Fields(line[i+len(after):])
+	if len(f) == 0 {
+		return 0, fmt.Errorf("nothing after %q in %q", after, line)
+	}
+	n, err := strconv.ParseUint(f[0], 10, 32)
+	return uint32(n), err
+}
+
+// startServer runs "bus serve" and returns it with its port.
+func startServer(t *testing.T, args ...string) (*extest.Proc, uint32) {
+	t.Helper()
+	p := extest.Start(t, programEnv, append([]string{"serve"}, args...)...)
+	line := p.Stderr.FindPrefix(t, timeout, "bus: serving on port ")
+	port, err := portRe(line, "serving on port ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, port
+}
+
+// TestRequestReply runs a server and two client processes: one calls the
+// server's port, the other multicasts its request on the server's group.
+func TestRequestReply(t *testing.T) {
+	needNetAdmin(t)
+	srv, port := startServer(t, "-g", "24")
+
+	c1 := extest.Start(t, programEnv, "call", "-port", strconv.FormatUint(uint64(port), 10), "echo", "hello", "bus")
+	if code := c1.Wait(t, timeout); code != 0 {
+		t.Fatalf("call exited with %d; stderr:\n%s", code, c1.Stderr)
+	}
+	if got := c1.Stdout.All(); len(got) != 1 || got[0] != "hello bus" {
+		t.Errorf("call printed %q, want the echoed text", got)
+	}
+	l := c1.Stderr.FindPrefix(t, time.Second, "bus: port ")
+	callerPort, err := portRe(l, "bus: port ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, _ := portRe(l, " from port "); from != port {
+		t.Errorf("reply came from port %d, want the server's %d: %q", from, port, l)
+	}
+	seq, err := portRe(l, "reply to seq ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stdout.Find(t, timeout, "the server's log of the call", func(s string) bool {
+		return strings.HasSuffix(s, fmt.Sprintf("request seq %d from port %d via port: echo hello bus -> hello bus", seq, callerPort))
+	})
+
+	c2 := extest.Start(t, programEnv, "call", "-g", "24", "ping")
+	if code := c2.Wait(t, timeout); code != 0 {
+		t.Fatalf("call -g exited with %d; stderr:\n%s", code, c2.Stderr)
+	}
+	if got := c2.Stdout.String(); got != "pong" {
+		t.Errorf("call -g printed %q, want pong", got)
+	}
+	srv.Stdout.Find(t, timeout, "the server's log of the group call", func(s string) bool {
+		return strings.HasSuffix(s, "via group 24: ping -> pong")
+	})
+
+	srv.Signal(t, syscall.SIGTERM)
+	if code := srv.Wait(t, timeout); code != 0 {
+		t.Fatalf("server exited with %d after SIGTERM; stderr:\n%s", code, srv.Stderr)
+	}
+	srv.Stderr.Find(t, time.Second, "the server's summary", func(s string) bool { return s == "bus: 2 requests answered, 0 other messages ignored" })
+}
+
+func TestErrorReply(t *testing.T) {
+	needNetAdmin(t)
+	_, port := startServer(t, "-c", "1")
+	code, stdout, stderr := extest.Run(t, timeout, programEnv, "call", "-port", fmt.Sprint(port), "frobnicate")
+	if code != 1 || stdout != "" {
+		t.Errorf("call of an unknown request: exit %d, stdout %q; want 1 and nothing", code, stdout)
+	}
+	want := fmt.Sprintf(`bus: port %d answered with an error: unknown request "frobnicate"`, port)
+	if !strings.HasPrefix(stderr, want) {
+		t.Errorf("stderr %q, want prefix %q", stderr, want)
+	}
+}
+
+func TestPublishSubscribe(t *testing.T) {
+	needNetAdmin(t)
+	sub := extest.Start(t, programEnv, "sub", "-g", "25", "-c", "2")
+	sub.Stderr.FindPrefix(t, timeout, "bus: port ")
+	var pubPorts []uint32
+	for _, text := range []string{"first message", "second\tmessage"} {
+		p := extest.Start(t, programEnv, "pub", "-g", "25", text)
+		if code := p.Wait(t, timeout); code != 0 {
+			t.Fatalf("pub exited with %d; stderr:\n%s", code, p.Stderr)
+		}
+		port, err := portRe(p.Stderr.String(), "bus: port ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pubPorts = append(pubPorts, port)
+	}
+	if code := sub.Wait(t, timeout); code != 0 {
+		t.Fatalf("sub exited with %d; stderr:\n%s", code, sub.Stderr)
+	}
+	got := sub.Stdout.All()
+	want := []string{
+		fmt.Sprintf("port %d on group 25: first message", pubPorts[0]),
+		fmt.Sprintf(`port %d on group 25: "second\tmessage"`, pubPorts[1]),
+	}
+	if len(got) != len(want) {
+		t.Fatalf("sub printed\n%s\nwant %d lines", sub.Stdout, len(want))
+	}
+	for i := range want {
+		if !strings.HasSuffix(got[i], want[i]) {
+			t.Errorf("line %d: got %q, want suffix %q", i, got[i], want[i])
+		}
+	}
+}
+
+// TestCallCorrelation acts as the server itself: it checks the request on
+// the wire, answers first with replies that must be ignored (wrong ack,
+// wrong seq, a publish) and then with the right one.
+func TestCallCorrelation(t *testing.T) {
+	needNetAdmin(t)
+	srv, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	call := extest.Start(t, programEnv, "call", "-port", fmt.Sprint(srv.PortID()), "-timeout", "15s", "ping")
+
+	if err := srv.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		t.Fatal(err)
+	}
+	msgs, from, err := srv.Receive()
+	if err != nil {
+		t.Fatalf("waiting for the request: %v", err)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("got %d messages in the request datagram", len(msgs))
+	}
+	req := msgs[0]
+	if req.ID != DefaultID || req.Flags != KindRequest || string(req.Data) != "ping" || from.Group != 0 {
+		t.Fatalf("request %+v from %v: want id %v, kind %d, body ping, by unicast", req, from, DefaultID, KindRequest)
+	}
+	reply := func(seq, ack uint32, kind uint16, body string) {
+		t.Helper()
+		if err := srv.SendTo(from.Port, connector.Message{ID: DefaultID, Seq: seq, Ack: ack, Flags: kind, Data: []byte(body)}); err != nil {
+			t.Fatalf("reply: %v", err)
+		}
+	}
+	reply(req.Seq, req.Ack, KindReply, "wrong ack")
+	reply(req.Seq+1, req.Ack+1, KindReply, "wrong seq")
+	reply(req.Seq, req.Ack+1, KindPublish, "wrong kind")
+	if err := srv.SendTo(from.Port, connector.Message{ID: connector.CBID{Idx: 0x99, Val: 1}, Seq: req.Seq, Ack: req.Ack + 1, Flags: KindReply, Data: []byte("wrong id")}); err != nil {
+		t.Fatal(err)
+	}
+	reply(req.Seq, req.Ack+1, KindReply, "right")
+	if code := call.Wait(t, timeout); code != 0 {
+		t.Fatalf("call exited with %d; stderr:\n%s", code, call.Stderr)
+	}
+	if got := call.Stdout.String(); got != "right" {
+		t.Errorf("call printed %q, want only the matching reply", got)
+	}
+}
+
+func TestCallTimesOut(t *testing.T) {
+	needNetAdmin(t)
+	silent, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	code, stdout, stderr := extest.Run(t, timeout, programEnv, "call", "-port", fmt.Sprint(silent.PortID()), "-timeout", "300ms", "ping")
+	if code != 1 || stdout != "" {
+		t.Errorf("call to a silent port: exit %d, stdout %q; want 1 and nothing", code, stdout)
+	}
+	want := fmt.Sprintf("bus: request to port %d: no reply within 300ms", silent.PortID())
+	if !strings.HasPrefix(stderr, want) {
+		t.Errorf("stderr %q, want prefix %q", stderr, want)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("call gave up after %v, before its 300ms timeout", d)
+	}
+	// The request did arrive.
+	_ = silent.SetReadDeadline(time.Now().Add(timeout))
+	msgs, _, err := silent.Receive()
+	if err != nil || len(msgs) != 1 || string(msgs[0].Data) != "ping" {
+		t.Errorf("the silent peer got %v, %v; want the ping request", msgs, err)
+	}
+}
+
+func TestCallUnknownPort(t *testing.T) {
+	needNetAdmin(t)
+	c, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.PortID()
+	c.Close() // now nobody has this port
+	code, _, stderr := extest.Run(t, timeout, programEnv, "call", "-port", fmt.Sprint(port), "ping")
+	if code != 1 || !strings.Contains(stderr, fmt.Sprintf("no socket has port id %d", port)) {
+		t.Errorf("call to a closed port: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"frob"},
+		{"sub"},
+		{"sub", "-g", "25", "extra"},
+		{"pub", "hello"},
+		{"pub", "-g", "33", "hello"},
+		{"call", "ping"},
+		{"call", "-port", "5", "-g", "20", "ping"},
+		{"call", "-port", "5"},
+		{"call", "-port", "5", "-timeout", "0s", "ping"},
+		{"serve", "-id", "1:1"},
+		{"serve", "-id", "zz"},
+		{"serve", "extra"},
+		{"sub", "-g", "20", "-c", "-2"},
+	} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		if !errors.As(err, new(usageError)) {
+			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		}
+	}
+	code, _, stderr := extest.Run(t, timeout, programEnv, "call", "ping")
+	if code != 2 || !strings.Contains(stderr, "call needs exactly one of -port PORT and -g GROUP") {
+		t.Errorf("bus call ping: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestAnswer(t *testing.T) {
+	for req, want := range map[string]string{"ping": "pong", "echo a b": "a b", "echo": "", "pid": strconv.Itoa(os.Getpid())} {
+		got, err := answer(req)
+		if err != nil || string(got) != want {
+			t.Errorf("answer(%q) = %q, %v; want %q", req, got, err, want)
+		}
+	}
+	if got, err := answer("time"); err != nil {
+		t.Errorf("answer(time): %v", err)
+	} else if _, err := time.Parse(time.RFC3339Nano, string(got)); err != nil {
+		t.Errorf("answer(time) = %q: %v", got, err)
+	}
+	if _, err := answer("nope"); err == nil {
+		t.Error("answer(nope) succeeded")
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{"plain text": "plain text", "tab\there": `"tab\there"`, "\xff": `"\xff"`, "": ""} {
+		if got := printable([]byte(in)); got != want {
+			t.Errorf("printable(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

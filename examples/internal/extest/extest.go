@@ -1,0 +1,252 @@
+// Package extest runs the example programs from their tests.
+//
+// Each example's test binary doubles as the program: when the environment
+// variable named by the test is set, TestMain calls the program's entry point
+// instead of the tests (see RunIfProgram). Start re-executes the test binary
+// in that mode, so the tests need neither a Go toolchain nor a shell at run
+// time and work inside minimal VMs that hold only the static test binary.
+package extest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RunIfProgram calls main and exits with its result when the environment
+// variable env is "1". Call it first thing in TestMain.
+func RunIfProgram(env string, main func(args []string) int) {
+	if os.Getenv(env) == "1" {
+		os.Exit(main(os.Args[1:]))
+	}
+}
+
+// Lines collects the lines written to a pipe and lets a test wait for one.
+// It is safe for concurrent use.
+type Lines struct {
+	mu      sync.Mutex
+	lines   []string
+	changed chan struct{} // closed and replaced on every new line and at EOF
+	eof     bool
+	name    string
+}
+
+func newLines(name string, r io.Reader) *Lines {
+	l := &Lines{changed: make(chan struct{}), name: name}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.lines = append(l.lines, sc.Text())
+			close(l.changed)
+			l.changed = make(chan struct{})
+			l.mu.Unlock()
+		}
+		// Drain whatever is left so the writer never blocks.
+		_, _ = io.Copy(io.Discard, r)
+		l.mu.Lock()
+		l.eof = true
+		close(l.changed)
+		l.changed = make(chan struct{})
+		l.mu.Unlock()
+	}()
+	return l
+}
+
+// All returns the lines collected so far.
+func (l *Lines) All() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...)
+}
+
+// String returns the lines collected so far, joined.
+func (l *Lines) String() string { return strings.Join(l.All(), "\n") }
+
+// Find waits up to timeout for a line for which match returns true, looking
+// at the lines collected so far first. It fails the test on timeout or when
+// the stream ends without a match.
+func (l *Lines) Find(t testing.TB, timeout time.Duration, what string, match func(string) bool) string {
+	t.Helper()
+	line, err := l.find(timeout, match)
+	if err != nil {
+		t.Fatalf("%s: waiting for %s: %v; %s so far:\n%s", l.name, what, err, l.name, l.String())
+	}
+	return line
+}
+
+func (l *Lines) find(timeout time.Duration, match func(string) bool) (string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	seen := 0
+	for {
+		l.mu.Lock()
+		for ; seen < len(l.lines); seen++ {
+			if match(l.lines[seen]) {
+				s := l.lines[seen]
+				l.mu.Unlock()
+				return s, nil
+			}
+		}
+		eof, ch := l.eof, l.changed
+		l.mu.Unlock()
+		if eof {
+			return "", errors.New("stream ended")
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return "", fmt.Errorf("no match within %v", timeout)
+		}
+	}
+}
+
+// FindPrefix waits for a line that starts with prefix.
+func (l *Lines) FindPrefix(t testing.TB, timeout time.Duration, prefix string) string {
+	t.Helper()
+	return l.Find(t, timeout, fmt.Sprintf("a line starting with %q", prefix), func(s string) bool { return strings.HasPrefix(s, prefix) })
+}
+
+// WaitEOF waits until the stream ends.
+func (l *Lines) WaitEOF(timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		eof, ch := l.eof, l.changed
+		l.mu.Unlock()
+		if eof {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return fmt.Errorf("%s still open after %v", l.name, timeout)
+		}
+	}
+}
+
+// A Proc is the test binary running as an example program.
+type Proc struct {
+	Cmd    *exec.Cmd
+	Stdout *Lines
+	Stderr *Lines
+	done   chan struct{}
+	err    error
+}
+
+// Start runs the test binary as the program, with env set to "1" and the
+// given arguments. The process is killed when the test ends if it is still
+// running.
+func Start(t testing.TB, env string, args ...string) *Proc {
+	t.Helper()
+	return StartCmd(t, Command(t, env, args...))
+}
+
+// Command returns the command Start would run, for tests that need to set
+// more fields before starting it.
+func Command(t testing.TB, env string, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("finding the test binary: %v", err)
+	}
+	cmd := exec.Command(exe, args...)
+	// Under -race, a process sleeps one second at exit (GORACE
+	// atexit_sleep_ms) unless told otherwise; the programs exit often.
+	gorace := "atexit_sleep_ms=0"
+	if g := os.Getenv("GORACE"); g != "" {
+		gorace = g + " " + gorace
+	}
+	cmd.Env = append(os.Environ(), env+"=1", "GORACE="+gorace)
+	return cmd
+}
+
+// StartCmd starts cmd, collecting its stdout and stderr by line.
+func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %v: %v", cmd.Args, err)
+	}
+	p := &Proc{
+		Cmd:    cmd,
+		Stdout: newLines("stdout", stdout),
+		Stderr: newLines("stderr", stderr),
+		done:   make(chan struct{}),
+	}
+	go func() {
+		// Wait for both pipes first: exec.Cmd.Wait closes them.
+		_ = p.Stdout.WaitEOF(time.Hour)
+		_ = p.Stderr.WaitEOF(time.Hour)
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := p.Cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signalling the program: %v", err)
+	}
+}
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// code. It fails the test if the process does not exit in time (and kills
+// it) or was killed by a signal.
+func (p *Proc) Wait(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		_ = p.Cmd.Process.Kill()
+		<-p.done
+		t.Fatalf("program %v did not exit within %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Args[1:], timeout, p.Stdout, p.Stderr)
+	}
+	if p.err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) {
+		t.Fatalf("waiting for the program: %v", p.err)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("program %v was killed by %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Args[1:], ws.Signal(), p.Stdout, p.Stderr)
+	}
+	return ee.ExitCode()
+}
+
+// Run starts the program, waits up to timeout for it to exit and returns
+// its exit code and output.
+func Run(t testing.TB, timeout time.Duration, env string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	p := Start(t, env, args...)
+	code = p.Wait(t, timeout)
+	return code, p.Stdout.String(), p.Stderr.String()
+}

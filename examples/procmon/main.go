@@ -1,0 +1,419 @@
+//go:build linux
+
+// Command procmon is a live process monitor built on the process events
+// connector: every fork, exec and exit on the machine as it happens, with
+// user, command line, exit status, lifetime and container.
+//
+//	procmon [-json] [-e KINDS] [-p PID]... [-comm PATTERN]... [-stats] [-d DURATION]
+//
+// It reads each process's command line from /proc at exec, as early as
+// possible, and says so when the process was already gone. Lost events are
+// reported in the output as "lost" records, never hidden. SIGINT and SIGTERM
+// end it cleanly. See examples/README.md for the flags, the JSON fields and
+// the privileges needed (none on Linux 6.6 and later).
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/proc"
+	"golang.org/x/sys/unix"
+)
+
+func main() { os.Exit(mainExit(os.Args[1:])) }
+
+// mainExit runs the program until it finishes or SIGINT/SIGTERM arrives and
+// returns the exit status: 0 on success, 1 on failure, 2 for bad usage.
+func mainExit(args []string) int {
+	if len(args) > 0 && args[0] == "compare" {
+		return compareMain(args[1:])
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, args, os.Stdout, os.Stderr)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(os.Stderr, "procmon:", err)
+		return 2
+	default:
+		fmt.Fprintln(os.Stderr, "procmon:", err)
+		return 1
+	}
+}
+
+type usageError struct{ error }
+
+type options struct {
+	json       bool
+	kinds      kindSet
+	pids       []int32
+	comms      []string
+	stats      bool
+	duration   time.Duration
+	rcvbuf     int
+	line       bool
+	cgroups    bool
+	passwd     string
+	procRoot   string
+	coalesce   time.Duration
+	cpuprofile string
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func parseArgs(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("procmon", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{procRoot: "/proc"}
+	var pids, comms listFlag
+	kinds := fs.String("e", "fork,exec,exit,coredump", "event kinds to show: a list of fork, clone (new threads, and thread exits), exec, exit, coredump, comm, uid, gid, sid, ptrace, or all")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object per event (JSON lines) instead of text")
+	fs.Var(&pids, "p", "show only this process and its descendants (repeat for several)")
+	fs.Var(&comms, "comm", "show only processes whose name (comm) matches this glob pattern (repeat for several)")
+	fs.BoolVar(&o.stats, "stats", false, "print a summary when done: events per kind, losses, top forkers and execs")
+	fs.DurationVar(&o.duration, "d", 0, "stop after this long (0: run until interrupted)")
+	fs.IntVar(&o.rcvbuf, "rcvbuf", 8<<20, "socket receive buffer in bytes; beyond net.core.rmem_max it needs CAP_NET_ADMIN")
+	fs.BoolVar(&o.line, "l", false, "flush the output after every event (the default when it is a terminal)")
+	fs.BoolVar(&o.cgroups, "cgroup", false, "text output: show each process's cgroup path")
+	fs.DurationVar(&o.coalesce, "coalesce", 2*time.Millisecond, "after waking up for an event, wait this long for more before reading on, to save CPU (0: read every event at once)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile to this file (for work on procmon itself)")
+	fs.StringVar(&o.passwd, "passwd", "/etc/passwd", "file to map user ids to names")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n       procmon compare [flags]   (measure CPU per event against forkstat)\n\nShow process events as they happen.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))}
+	}
+	k, err := parseKinds(*kinds)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	o.kinds = k
+	for _, s := range pids {
+		n, err := strconv.ParseInt(s, 10, 32)
+		if err != nil || n <= 0 {
+			return nil, usageError{fmt.Errorf("bad -p %q: want a process id", s)}
+		}
+		o.pids = append(o.pids, int32(n))
+	}
+	for _, c := range comms {
+		if _, err := pathMatch(c, ""); err != nil {
+			return nil, usageError{fmt.Errorf("bad -comm pattern %q: %v", c, err)}
+		}
+		o.comms = append(o.comms, c)
+	}
+	if o.duration < 0 || o.rcvbuf < 0 || o.coalesce < 0 {
+		return nil, usageError{errors.New("-d, -rcvbuf and -coalesce must not be negative")}
+	}
+	return o, nil
+}
+
+func parseKinds(s string) (kindSet, error) {
+	var k kindSet
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(strings.ToLower(name))
+		if name == "all" {
+			k |= kAll
+			continue
+		}
+		found := false
+		for _, kn := range kindNames {
+			if kn.name == name || (name == "core" && kn.k == kCoredump) || (name == "thread" && kn.k == kClone) {
+				k |= kn.k
+				found = true
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("unknown event kind %q in -e (want fork, clone, exec, exit, coredump, comm, uid, gid, sid, ptrace or all)", name)
+		}
+	}
+	return k, nil
+}
+
+// run is the program.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseArgs(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	// Take every kind: procmon needs forks and exits to follow processes
+	// whatever it shows, and an unfiltered listener counts lost events
+	// exactly.
+	l, err := proc.Listen(&proc.Config{ReadBufferSize: o.rcvbuf})
+	if err != nil {
+		return fmt.Errorf("%w%s", err, listenHint(err))
+	}
+	defer l.Close()
+
+	out := newOutput(stdout, o.line)
+	f := &formatter{users: newUsers(o.passwd), json: o.json, cgroups: o.cgroups}
+	mon := newMonitor(filter{kinds: o.kinds, comms: o.comms}, newProcFS(o.procRoot), f.users, func(r *record) {
+		out.write(f.format(r))
+	})
+	// Snapshot after subscribing, so no process falls between the two.
+	ps, err := proc.Snapshot()
+	if err != nil {
+		return err
+	}
+	var roots []int32
+	if o.pids != nil {
+		roots = o.pids
+	}
+	mon.seed(ps, roots)
+
+	if !o.json {
+		out.write([]byte(f.header()))
+		out.flush()
+	}
+	rb, _ := l.ReadBuffer()
+	fmt.Fprintf(stderr, "procmon: listening (%d processes running, receive buffer %d bytes)\n", len(ps), rb)
+
+	src := newSource(l, o.coalesce, out.flush)
+	defer src.stopOn(ctx)()
+	var loopErr error
+	var ev proc.Event
+	for {
+		err := src.next(&ev)
+		if err != nil {
+			if errors.Is(err, errStopped) {
+				break
+			}
+			if errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) {
+				fmt.Fprintf(stderr, "procmon: skipping a bad message: %v\n", err)
+				continue
+			}
+			loopErr = err
+			break
+		}
+		mon.handle(&ev)
+		if err := out.error(); err != nil {
+			loopErr = fmt.Errorf("writing output: %w", err)
+			break
+		}
+	}
+	out.flush()
+	st := l.Stats()
+	drops, derr := l.Drops()
+	if o.stats {
+		if o.json {
+			writeSummaryJSON(stdout, &mon.stats, st, drops)
+		} else {
+			writeSummaryText(stderr, &mon.stats, st, drops)
+		}
+	}
+	dropText := strconv.FormatUint(drops, 10)
+	if derr != nil {
+		dropText = "unknown"
+	}
+	fmt.Fprintf(stderr, "procmon: %d events received, %d lost (%d in sequence gaps, %d buffer overruns); kernel socket drops %s\n",
+		st.Events, st.Lost, st.Lost, st.Overruns, dropText)
+	return loopErr
+}
+
+// listenHint adds advice to a Listen error.
+func listenHint(err error) string {
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return " (before Linux 6.6, process events need CAP_NET_ADMIN: run as root)"
+	case errors.Is(err, connector.ErrNotInitialNetNS):
+		return " (run procmon in the host's network namespace, e.g. docker run --net=host)"
+	case errors.Is(err, proc.ErrNamespace):
+		return " (run procmon in the host's user and PID namespaces, e.g. docker run --pid=host)"
+	}
+	return ""
+}
+
+// output buffers what procmon prints. It is flushed after every event when
+// line-buffered (a terminal, or -l), otherwise whenever the event queue runs
+// empty (see source) and when the buffer fills: a write per event would
+// cost a system call per event. It is used by one goroutine.
+type output struct {
+	w    *bufio.Writer
+	line bool
+	err  error
+}
+
+func newOutput(w io.Writer, line bool) *output {
+	if f, ok := w.(*os.File); ok && !line {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			line = true
+		}
+	}
+	return &output{w: bufio.NewWriterSize(w, 64<<10), line: line}
+}
+
+func (o *output) error() error { return o.err }
+
+func (o *output) write(b []byte) {
+	if o.err != nil {
+		return
+	}
+	if _, err := o.w.Write(b); err != nil {
+		o.err = err
+		return
+	}
+	if o.line {
+		o.err = o.w.Flush()
+	}
+}
+
+func (o *output) flush() {
+	if o.err == nil {
+		o.err = o.w.Flush()
+	}
+}
+
+type forker struct {
+	pid   int32
+	comm  string
+	forks uint64
+}
+
+type execer struct {
+	program string
+	execs   uint64
+}
+
+func (s *summary) topForkers(n int) []forker {
+	var all []forker
+	for pid, c := range s.forkers {
+		all = append(all, forker{pid, c.name, c.n})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].forks != all[j].forks {
+			return all[i].forks > all[j].forks
+		}
+		return all[i].pid < all[j].pid
+	})
+	return all[:min(n, len(all))]
+}
+
+func (s *summary) topExecs(n int) []execer {
+	var all []execer
+	for name, c := range s.execs {
+		all = append(all, execer{name, c.n})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].execs != all[j].execs {
+			return all[i].execs > all[j].execs
+		}
+		return all[i].program < all[j].program
+	})
+	return all[:min(n, len(all))]
+}
+
+var summaryKinds = []string{"fork", "clone", "exec", "exit", "thread-exit", "coredump", "comm", "uid", "gid", "sid", "ptrace"}
+
+func writeSummaryText(w io.Writer, s *summary, st proc.Stats, drops uint64) {
+	fmt.Fprintf(w, "\nprocmon summary over %v\n", time.Since(s.start).Round(time.Millisecond))
+	fmt.Fprintf(w, "  %-12s %10s\n", "EVENT", "COUNT")
+	for _, k := range summaryKinds {
+		if n := s.counts[k]; n > 0 {
+			fmt.Fprintf(w, "  %-12s %10d\n", k, n)
+		}
+	}
+	if s.unknown > 0 {
+		fmt.Fprintf(w, "  %-12s %10d\n", "unknown", s.unknown)
+	}
+	fmt.Fprintf(w, "  %-12s %10d   (%d buffer overruns of unknown size; kernel socket drops %d)\n", "lost", st.Lost, st.Overruns, drops)
+	if f := s.topForkers(10); len(f) > 0 {
+		fmt.Fprintf(w, "  top forkers:\n")
+		for _, e := range f {
+			fmt.Fprintf(w, "  %10d  %s (pid %d)\n", e.forks, e.comm, e.pid)
+		}
+	}
+	if e := s.topExecs(10); len(e) > 0 {
+		fmt.Fprintf(w, "  top execs:\n")
+		for _, x := range e {
+			fmt.Fprintf(w, "  %10d  %s\n", x.execs, x.program)
+		}
+	}
+}
+
+func writeSummaryJSON(w io.Writer, s *summary, st proc.Stats, drops uint64) {
+	b := []byte(`{"kind":"summary"`)
+	b = appendIntField(b, "duration_ns", int64(time.Since(s.start)))
+	b = append(b, `,"counts":{`...)
+	first := true
+	for _, k := range summaryKinds {
+		if n := s.counts[k]; n > 0 {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = strconv.AppendUint(b, n, 10)
+		}
+	}
+	b = append(b, '}')
+	b = appendIntField(b, "unknown", int64(s.unknown))
+	b = appendIntField(b, "lost", int64(st.Lost))
+	b = appendIntField(b, "overruns", int64(st.Overruns))
+	b = appendIntField(b, "drops", int64(drops))
+	b = append(b, `,"top_forkers":[`...)
+	for i, e := range s.topForkers(10) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"pid":`...)
+		b = strconv.AppendInt(b, int64(e.pid), 10)
+		b = appendStringField(b, "comm", e.comm)
+		b = appendIntField(b, "forks", int64(e.forks))
+		b = append(b, '}')
+	}
+	b = append(b, `],"top_execs":[`...)
+	for i, e := range s.topExecs(10) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"program":`...)
+		b = appendJSONString(b, e.program)
+		b = appendIntField(b, "execs", int64(e.execs))
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	_, _ = w.Write(b)
+}

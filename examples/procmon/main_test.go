@@ -1,0 +1,414 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/examples/internal/extest"
+	"github.com/cnlink/connector/proc"
+)
+
+const (
+	programEnv = "PROCMON_TEST_PROGRAM"
+	helperEnv  = "PROCMON_TEST_HELPER"
+	timeout    = 30 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	if h := os.Getenv(helperEnv); h != "" {
+		os.Exit(helper(h))
+	}
+	extest.RunIfProgram(programEnv, mainExit)
+	os.Exit(m.Run())
+}
+
+// helper is what the test binary does when a test runs it as a child.
+func helper(mode string) int {
+	switch mode {
+	case "exit7":
+		return 7
+	case "exit3":
+		return 3
+	case "stdin-exit7": // wait until the test closes stdin
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		return 7
+	case "sigkill":
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	case "grandchild": // run an exit3 helper as a child, then exit 0
+		exe, _ := os.Executable()
+		c := exec.Command(exe, "grandchild-arg")
+		c.Env = append(os.Environ(), helperEnv+"=exit3")
+		if err := c.Run(); err == nil {
+			return 1 // the grandchild should have failed with 3
+		}
+		return 0
+	case "setcomm": // rename the main thread, then exit 5
+		if err := os.WriteFile("/proc/self/comm", []byte(os.Args[1]), 0); err != nil {
+			return 1
+		}
+		return 5
+	}
+	return 99
+}
+
+// skipUnlessListen skips when this process may not subscribe to process
+// events (before Linux 6.6 that needs CAP_NET_ADMIN) or the kernel lacks
+// them.
+func skipUnlessListen(t *testing.T) {
+	t.Helper()
+	l, err := proc.Listen(nil)
+	switch {
+	case err == nil:
+		l.Close()
+	case errors.Is(err, os.ErrPermission):
+		t.Skipf("subscribing to process events needs CAP_NET_ADMIN on this kernel: %v", err)
+	case errors.Is(err, proc.ErrNoProcEvents):
+		t.Skipf("kernel without CONFIG_PROC_EVENTS: %v", err)
+	case errors.Is(err, connector.ErrNotInitialNetNS), errors.Is(err, proc.ErrNamespace):
+		t.Skipf("not in the initial namespaces, where process events exist: %v", err)
+	default:
+		t.Fatalf("listen: %v", err)
+	}
+}
+
+// startMonitor runs procmon and waits until it listens.
+func startMonitor(t *testing.T, args ...string) *extest.Proc {
+	t.Helper()
+	p := extest.Start(t, programEnv, args...)
+	p.Stderr.FindPrefix(t, timeout, "procmon: listening")
+	return p
+}
+
+// helperCmd returns a command running the test binary in a helper mode.
+func helperCmd(t *testing.T, mode string, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command(exe, args...)
+	c.Env = append(os.Environ(), helperEnv+"="+mode)
+	return c
+}
+
+func runHelper(t *testing.T, mode string, wantCode int, args ...string) int {
+	t.Helper()
+	c := helperCmd(t, mode, args...)
+	err := c.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("helper %s: %v", mode, err)
+	}
+	if code != wantCode {
+		t.Fatalf("helper %s exited with %d, want %d", mode, code, wantCode)
+	}
+	return c.Process.Pid
+}
+
+// jsonEvent is procmon's documented JSON record.
+type jsonEvent struct {
+	Time         string   `json:"time"`
+	TsNs         uint64   `json:"ts_ns"`
+	CPU          int      `json:"cpu"`
+	Kind         string   `json:"kind"`
+	PID          int      `json:"pid"`
+	TGID         int      `json:"tgid"`
+	PPID         int      `json:"ppid"`
+	Thread       bool     `json:"thread"`
+	UID          *int     `json:"uid"`
+	EUID         *int     `json:"euid"`
+	User         string   `json:"user"`
+	Comm         string   `json:"comm"`
+	Cmdline      []string `json:"cmdline"`
+	Gone         bool     `json:"gone"`
+	Cgroup       string   `json:"cgroup"`
+	Container    string   `json:"container"`
+	WaitStatus   *int     `json:"wait_status"`
+	ExitCode     *int     `json:"exit_code"`
+	Signal       string   `json:"signal"`
+	CoreDumped   bool     `json:"core_dumped"`
+	LifetimeNs   *int64   `json:"lifetime_ns"`
+	LifetimeFrom string   `json:"lifetime_from"`
+	NewComm      string   `json:"new_comm"`
+	OldComm      string   `json:"old_comm"`
+	Lost         *int     `json:"lost"`
+	Loss         string   `json:"loss"`
+}
+
+func decodeJSON(t *testing.T, line string) jsonEvent {
+	t.Helper()
+	var e jsonEvent
+	dec := json.NewDecoder(strings.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		t.Fatalf("line is not a documented procmon JSON record: %v\n%s", err, line)
+	}
+	return e
+}
+
+func findJSON(t *testing.T, p *extest.Proc, what string, match func(jsonEvent) bool) jsonEvent {
+	t.Helper()
+	line := p.Stdout.Find(t, timeout, what, func(s string) bool {
+		var e jsonEvent
+		return json.Unmarshal([]byte(s), &e) == nil && match(e)
+	})
+	return decodeJSON(t, line)
+}
+
+// TestJSONSeesChildExit7 is the issue's acceptance test: procmon --json
+// reports a child that the test spawns, with its exact pid, command line
+// and parent, and its exit status 7 with its lifetime.
+func TestJSONSeesChildExit7(t *testing.T) {
+	skipUnlessListen(t)
+	mon := startMonitor(t, "--json")
+
+	marker := "marker-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	child := helperCmd(t, "stdin-exit7", marker, "second arg")
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := child.Process.Pid
+	exe, _ := os.Executable()
+
+	fork := findJSON(t, mon, fmt.Sprintf("the fork of pid %d", pid), func(e jsonEvent) bool { return e.Kind == "fork" && e.PID == pid })
+	if fork.TGID != pid || fork.PPID != os.Getpid() || fork.Thread {
+		t.Errorf("fork record %+v: want tgid %d, ppid %d (this test), not a thread", fork, pid, os.Getpid())
+	}
+	er := findJSON(t, mon, fmt.Sprintf("the exec of pid %d", pid), func(e jsonEvent) bool { return e.Kind == "exec" && e.PID == pid })
+	wantArgs := []string{exe, marker, "second arg"}
+	if strings.Join(er.Cmdline, "\x00") != strings.Join(wantArgs, "\x00") || er.Gone {
+		t.Errorf("exec record cmdline %q (gone %v), want %q: the child is alive until stdin closes", er.Cmdline, er.Gone, wantArgs)
+	}
+	wantComm := filepath.Base(exe)
+	if len(wantComm) > 15 {
+		wantComm = wantComm[:15]
+	}
+	if er.Comm != wantComm || er.PPID != os.Getpid() || er.TGID != pid {
+		t.Errorf("exec record comm %q ppid %d tgid %d, want %q %d %d", er.Comm, er.PPID, er.TGID, wantComm, os.Getpid(), pid)
+	}
+	if er.UID == nil || *er.UID != os.Getuid() || er.EUID == nil || *er.EUID != os.Geteuid() {
+		t.Errorf("exec record uid %v euid %v, want %d %d", er.UID, er.EUID, os.Getuid(), os.Geteuid())
+	}
+	if er.Cgroup == "" || !strings.HasPrefix(er.Time, time.Now().Format("2006-")) || er.TsNs == 0 {
+		t.Errorf("exec record lacks cgroup or time: %+v", er)
+	}
+
+	stdin.Close()
+	err = child.Wait()
+	lived := time.Since(started)
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 7 {
+		t.Fatalf("child: %v, want exit status 7", err)
+	}
+	exit := findJSON(t, mon, fmt.Sprintf("the exit of pid %d", pid), func(e jsonEvent) bool { return e.Kind == "exit" && e.PID == pid })
+	if exit.ExitCode == nil || *exit.ExitCode != 7 || exit.WaitStatus == nil || *exit.WaitStatus != 7<<8 || exit.Signal != "" || exit.CoreDumped {
+		t.Errorf("exit record %+v: want exit_code 7, wait_status 1792, no signal", exit)
+	}
+	if exit.Thread || exit.TGID != pid || exit.PPID != os.Getpid() {
+		t.Errorf("exit record thread %v tgid %d ppid %d, want a process %d of parent %d", exit.Thread, exit.TGID, exit.PPID, pid, os.Getpid())
+	}
+	if exit.LifetimeNs == nil || exit.LifetimeFrom != "fork" || *exit.LifetimeNs <= 0 || time.Duration(*exit.LifetimeNs) > lived {
+		t.Errorf("exit record lifetime %v from %q: want from fork, positive and at most %v", exit.LifetimeNs, exit.LifetimeFrom, lived)
+	}
+	if strings.Join(exit.Cmdline, "\x00") != strings.Join(wantArgs, "\x00") {
+		t.Errorf("exit record cmdline %q, want the one read at exec %q", exit.Cmdline, wantArgs)
+	}
+
+	mon.Signal(t, syscall.SIGINT)
+	if code := mon.Wait(t, timeout); code != 0 {
+		t.Fatalf("procmon exited with %d after SIGINT; stderr:\n%s", code, mon.Stderr)
+	}
+	mon.Stderr.Find(t, time.Second, "the closing line", func(s string) bool {
+		return strings.HasPrefix(s, "procmon: ") && strings.Contains(s, " events received, ")
+	})
+	for _, l := range mon.Stdout.All() {
+		decodeJSON(t, l) // every line is a documented record
+	}
+}
+
+// TestSubtreeTextSignals follows this test's own process subtree in text
+// mode: a child killed by SIGKILL, and a child with a grandchild that exits
+// with 3. Nothing outside the subtree may show up.
+func TestSubtreeTextSignals(t *testing.T) {
+	skipUnlessListen(t)
+	mon := startMonitor(t, "-p", strconv.Itoa(os.Getpid()))
+	killed := runHelper(t, "sigkill", -1)
+	parent := runHelper(t, "grandchild", 0)
+
+	line := mon.Stdout.Find(t, timeout, "the SIGKILL exit", func(s string) bool {
+		f := strings.Fields(s)
+		return len(f) > 3 && f[1] == "exit" && f[2] == strconv.Itoa(killed)
+	})
+	if f := strings.Fields(line); f[3] != strconv.Itoa(os.Getpid()) || f[5] != "SIGKILL" {
+		t.Errorf("exit line %q: want ppid %d and SIGKILL", line, os.Getpid())
+	}
+	// The grandchild's fork names the child as its parent, and its exec
+	// line shows its argument.
+	var gpid string
+	mon.Stdout.Find(t, timeout, "the grandchild's exec", func(s string) bool {
+		f := strings.Fields(s)
+		if len(f) > 5 && f[1] == "exec" && f[3] == strconv.Itoa(parent) && strings.HasSuffix(s, " grandchild-arg") {
+			gpid = f[2]
+			return true
+		}
+		return false
+	})
+	mon.Stdout.Find(t, timeout, "the grandchild's exit 3", func(s string) bool {
+		f := strings.Fields(s)
+		return len(f) > 6 && f[1] == "exit" && f[2] == gpid && f[5] == "exit" && f[6] == "3"
+	})
+	mon.Stdout.Find(t, timeout, "the child's exit 0", func(s string) bool {
+		f := strings.Fields(s)
+		return len(f) > 6 && f[1] == "exit" && f[2] == strconv.Itoa(parent) && f[5] == "exit" && f[6] == "0"
+	})
+	mon.Signal(t, syscall.SIGTERM)
+	if code := mon.Wait(t, timeout); code != 0 {
+		t.Fatalf("procmon exited with %d; stderr:\n%s", code, mon.Stderr)
+	}
+	out := mon.Stdout.All()
+	if len(out) == 0 || !strings.HasPrefix(out[0], "TIME ") {
+		t.Fatalf("no header line:\n%s", mon.Stdout)
+	}
+	// Besides the helpers, the Go runtime may fork a probe child (it
+	// checks for clone pidfd support), which is in the subtree too.
+	ours := map[string]bool{strconv.Itoa(killed): true, strconv.Itoa(parent): true, gpid: true}
+	for _, l := range out[1:] {
+		f := strings.Fields(l)
+		if len(f) < 4 || !(ours[f[2]] || ours[f[3]] || f[3] == strconv.Itoa(os.Getpid())) {
+			t.Errorf("line about a process outside the subtree: %q", l)
+		}
+	}
+}
+
+// TestCommFilter renames a child through /proc/self/comm and follows only
+// that name.
+func TestCommFilter(t *testing.T) {
+	skipUnlessListen(t)
+	name := "cnm" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	mon := startMonitor(t, "--json", "-e", "comm,exit,exec", "-comm", name+"*")
+	pid := runHelper(t, "setcomm", 5, name+"-x")
+	comm := findJSON(t, mon, "the comm event", func(e jsonEvent) bool { return e.Kind == "comm" && e.PID == pid })
+	if comm.NewComm != name+"-x" || comm.Comm != name+"-x" || comm.OldComm == "" {
+		t.Errorf("comm record %+v: want new_comm and comm %q and the old name", comm, name+"-x")
+	}
+	exit := findJSON(t, mon, "the exit", func(e jsonEvent) bool { return e.Kind == "exit" && e.PID == pid })
+	if exit.ExitCode == nil || *exit.ExitCode != 5 {
+		t.Errorf("exit record %+v: want exit_code 5", exit)
+	}
+	mon.Signal(t, syscall.SIGINT)
+	mon.Wait(t, timeout)
+	for _, l := range mon.Stdout.All() {
+		e := decodeJSON(t, l)
+		if e.Kind == "lost" {
+			continue
+		}
+		if !strings.HasPrefix(e.Comm, name) {
+			t.Errorf("record of another process passed the comm filter: %s", l)
+		}
+		if e.Kind == "exec" {
+			t.Errorf("the exec (before the rename) passed the comm filter: %s", l)
+		}
+	}
+}
+
+func TestStatsJSON(t *testing.T) {
+	skipUnlessListen(t)
+	mon := startMonitor(t, "--json", "-stats", "-p", strconv.Itoa(os.Getpid()))
+	pids := []int{runHelper(t, "exit7", 7), runHelper(t, "exit7", 7)}
+	for _, pid := range pids {
+		findJSON(t, mon, "a helper's exit", func(e jsonEvent) bool { return e.Kind == "exit" && e.PID == pid })
+	}
+	mon.Signal(t, syscall.SIGTERM)
+	if code := mon.Wait(t, timeout); code != 0 {
+		t.Fatalf("procmon exited with %d; stderr:\n%s", code, mon.Stderr)
+	}
+	out := mon.Stdout.All()
+	var s struct {
+		Kind       string            `json:"kind"`
+		DurationNs int64             `json:"duration_ns"`
+		Counts     map[string]uint64 `json:"counts"`
+		Unknown    uint64            `json:"unknown"`
+		Lost       uint64            `json:"lost"`
+		Overruns   uint64            `json:"overruns"`
+		Drops      uint64            `json:"drops"`
+		TopForkers []struct {
+			PID   int    `json:"pid"`
+			Comm  string `json:"comm"`
+			Forks uint64 `json:"forks"`
+		} `json:"top_forkers"`
+		TopExecs []struct {
+			Program string `json:"program"`
+			Execs   uint64 `json:"execs"`
+		} `json:"top_execs"`
+	}
+	dec := json.NewDecoder(strings.NewReader(out[len(out)-1]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil || s.Kind != "summary" {
+		t.Fatalf("last line is not the summary (%v): %s", err, out[len(out)-1])
+	}
+	if s.Counts["fork"] != 2 || s.Counts["exec"] != 2 || s.Counts["exit"] != 2 || s.DurationNs <= 0 {
+		t.Errorf("summary counts %v over %dns: want 2 forks, execs and exits", s.Counts, s.DurationNs)
+	}
+	exe, _ := os.Executable()
+	if len(s.TopForkers) == 0 || s.TopForkers[0].PID != os.Getpid() || s.TopForkers[0].Forks != 2 {
+		t.Errorf("top forkers %+v: want this test (%d) with 2 forks first", s.TopForkers, os.Getpid())
+	}
+	if len(s.TopExecs) == 0 || s.TopExecs[0].Program != exe || s.TopExecs[0].Execs != 2 {
+		t.Errorf("top execs %+v: want %s with 2", s.TopExecs, exe)
+	}
+}
+
+func TestDurationFlag(t *testing.T) {
+	skipUnlessListen(t)
+	start := time.Now()
+	code, _, stderr := extest.Run(t, timeout, programEnv, "-d", "300ms", "-e", "sid")
+	if code != 0 {
+		t.Fatalf("procmon -d 300ms exited with %d: %s", code, stderr)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("procmon -d 300ms stopped after %v", d)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-e", "frob"},
+		{"-p", "x"},
+		{"-p", "0"},
+		{"-comm", "[x"},
+		{"-d", "-1s"},
+		{"extra"},
+		{"-nope"},
+	} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		if !errors.As(err, new(usageError)) {
+			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		}
+	}
+	code, _, stderr := extest.Run(t, timeout, programEnv, "-e", "frob")
+	if code != 2 || !strings.Contains(stderr, `unknown event kind "frob"`) {
+		t.Errorf("procmon -e frob: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -1,0 +1,420 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// procFS reads /proc/<pid> files with as few system calls and allocations
+// as possible: openat, one or two reads into a reused buffer, close. It is
+// not safe for concurrent use.
+type procFS struct {
+	root string // "/proc", or a fake tree in tests
+	path []byte
+	buf  []byte
+}
+
+// maxCmdline bounds how much of a command line is read. Longer ones are cut
+// and flagged.
+const maxCmdline = 4096
+
+func newProcFS(root string) *procFS {
+	return &procFS{root: root, buf: make([]byte, maxCmdline+1)}
+}
+
+// errGone means the process had exited (or was a zombie) when its /proc
+// entry was read.
+var errGone = errors.New("process already gone")
+
+// read returns the start of /proc/<pid>/<name>, up to len(buf) bytes. The
+// result aliases the buffer until the next call.
+func (fs *procFS) read(pid int32, name string) ([]byte, error) {
+	p := append(fs.path[:0], fs.root...)
+	p = append(p, '/')
+	p = strconv.AppendInt(p, int64(pid), 10)
+	p = append(p, '/')
+	p = append(p, name...)
+	p = append(p, 0)
+	fs.path = p
+	fd, _, e := unix.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&p[0])),
+		uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+	if e != 0 {
+		if e == unix.ENOENT || e == unix.ESRCH {
+			return nil, errGone
+		}
+		return nil, &os.PathError{Op: "open", Path: string(p[:len(p)-1]), Err: e}
+	}
+	defer unix.Close(int(fd))
+	n := 0
+	for n < len(fs.buf) {
+		m, err := unix.Read(int(fd), fs.buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if err == unix.ESRCH {
+				return nil, errGone
+			}
+			return nil, &os.PathError{Op: "read", Path: string(p[:len(p)-1]), Err: err}
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return fs.buf[:n], nil
+}
+
+// procInfo is what procmon knows about a process (thread group). A forked
+// child starts as a copy of its parent's; the cmdline slice is then shared,
+// so it is replaced, never modified in place.
+type procInfo struct {
+	tgid, ppid int32
+	// start is the CLOCK_MONOTONIC time the process started; startFrom
+	// says how it is known.
+	start     uint64
+	startFrom string // "fork", "exec" or "proc"
+	execAt    uint64
+
+	comm string
+	// cmdline is argv; cmdTrunc reports that it was cut at maxCmdline.
+	cmdline  []string
+	cmdTrunc bool
+	// state of the /proc enrichment.
+	enriched bool // status, cmdline and cgroup were read (or found gone)
+	gone     bool // the process had exited before they could be read
+
+	ruid, euid uint32
+	uidKnown   bool
+	cgroup     string
+	container  string
+}
+
+// enrich reads comm, uids and parent from status, the command line and the
+// cgroup. It marks the process gone when /proc no longer has it.
+func (fs *procFS) enrich(p *procInfo) {
+	p.enriched = true
+	b, err := fs.read(p.tgid, "status")
+	if err == nil && len(b) == 0 {
+		err = errGone
+	}
+	if err != nil {
+		p.gone = true
+		return
+	}
+	parseStatus(b, p)
+	fs.enrichRest(p)
+}
+
+// enrichRest reads the command line and the cgroup.
+func (fs *procFS) enrichRest(p *procInfo) {
+	p.enriched = true
+	b, err := fs.read(p.tgid, "cmdline")
+	if err != nil || len(b) == 0 {
+		// An empty command line is a zombie (or a kernel thread, which
+		// never execs): either way there is nothing true to show.
+		p.gone = p.gone || err != nil || !isKernelThread(p)
+		p.cmdline = nil
+	} else {
+		p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
+	}
+	if b, err := fs.read(p.tgid, "cgroup"); err == nil {
+		p.cgroup = parseCgroup(b)
+		p.container = containerOf(b)
+	}
+}
+
+// enrichExec reads what an exec changes: the command line, the name, the
+// effective uid (set-user-ID programs) and the cgroup (container managers
+// move a child into its cgroup before it execs). The real uid and the
+// parent carry over from the fork and from uid events, which spares the
+// costly status file: this runs for every exec on the machine.
+func (fs *procFS) enrichExec(p *procInfo) {
+	p.enriched, p.gone = true, false
+	b, err := fs.read(p.tgid, "cmdline")
+	if err != nil || len(b) == 0 {
+		// Gone, or a zombie already: nothing true to show.
+		p.gone, p.cmdline = true, nil
+		return
+	}
+	p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
+	if b, err := fs.read(p.tgid, "comm"); err == nil && len(b) > 0 {
+		p.comm = string(bytes.TrimSuffix(b, []byte{'\n'}))
+	}
+	if !p.uidKnown {
+		// No parent to inherit from: the status file has both uids.
+		if b, err := fs.read(p.tgid, "status"); err == nil {
+			parseStatus(b, p)
+		}
+	} else if euid, ok := fs.owner(p.tgid); ok {
+		p.euid = euid
+	}
+	if b, err := fs.read(p.tgid, "cgroup"); err == nil {
+		p.cgroup = parseCgroup(b)
+		p.container = containerOf(b)
+	}
+}
+
+// owner returns the owner of /proc/<pid>, which is the process's effective
+// uid (or root for a process that is not dumpable, such as a set-user-ID
+// program, whose effective uid then usually is root).
+func (fs *procFS) owner(pid int32) (uint32, bool) {
+	p := append(fs.path[:0], fs.root...)
+	p = append(p, '/')
+	p = strconv.AppendInt(p, int64(pid), 10)
+	fs.path = p
+	var st unix.Stat_t
+	if err := unix.Fstatat(unix.AT_FDCWD, string(p), &st, 0); err != nil {
+		return 0, false
+	}
+	return st.Uid, true
+}
+
+// isKernelThread reports whether p looks like a kernel thread: a child of
+// kthreadd (pid 2) or kthreadd itself.
+func isKernelThread(p *procInfo) bool { return p.ppid == 2 || p.tgid == 2 }
+
+// parseStatus takes Name, PPid and Uid from /proc/<pid>/status.
+func parseStatus(b []byte, p *procInfo) {
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		key, val, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			continue
+		}
+		val = bytes.TrimSpace(val)
+		switch string(key) {
+		case "Name":
+			p.comm = unescapeStatusName(val)
+		case "PPid":
+			if n, err := strconv.ParseInt(string(val), 10, 32); err == nil {
+				p.ppid = int32(n)
+			}
+		case "Uid":
+			f := bytes.Fields(val)
+			if len(f) >= 2 {
+				r, err1 := strconv.ParseUint(string(f[0]), 10, 32)
+				e, err2 := strconv.ParseUint(string(f[1]), 10, 32)
+				if err1 == nil && err2 == nil {
+					p.ruid, p.euid, p.uidKnown = uint32(r), uint32(e), true
+				}
+			}
+			return // Name, PPid and Uid come in this order
+		}
+	}
+}
+
+// unescapeStatusName undoes the escaping of the Name line in
+// /proc/<pid>/status (fs/proc/array.c, proc_task_name): "\n" and "\\" are
+// written as two characters.
+func unescapeStatusName(b []byte) string {
+	if bytes.IndexByte(b, '\\') < 0 {
+		return string(b)
+	}
+	var s strings.Builder
+	for i := 0; i < len(b); i++ {
+		if b[i] == '\\' && i+1 < len(b) {
+			switch b[i+1] {
+			case 'n':
+				s.WriteByte('\n')
+				i++
+				continue
+			case '\\':
+				s.WriteByte('\\')
+				i++
+				continue
+			}
+		}
+		s.WriteByte(b[i])
+	}
+	return s.String()
+}
+
+// parseCmdline splits /proc/<pid>/cmdline at NUL bytes. A trailing NUL ends
+// the last argument; a process may also have rewritten its argument area
+// (setproctitle), which then reads as one string with spaces.
+func parseCmdline(b []byte, truncated bool) ([]string, bool) {
+	if truncated {
+		b = b[:maxCmdline]
+	}
+	b = bytes.TrimSuffix(b, []byte{0})
+	n := bytes.Count(b, []byte{0}) + 1
+	args := make([]string, 0, n)
+	s := string(b) // one allocation for all arguments
+	for {
+		i := strings.IndexByte(s, 0)
+		if i < 0 {
+			args = append(args, s)
+			break
+		}
+		args = append(args, s[:i])
+		s = s[i+1:]
+	}
+	return args, truncated
+}
+
+// parseCgroup returns the process's cgroup path from /proc/<pid>/cgroup: the
+// unified (v2) hierarchy's path when it is not the root, otherwise the
+// first non-root path of a v1 hierarchy, prefixed with its controllers
+// ("memory:/docker/..."), otherwise "/".
+func parseCgroup(b []byte) string {
+	var v1 []byte
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		// hierarchy-ID:controller-list:cgroup-path
+		id, rest, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			continue
+		}
+		ctrl, path, ok := bytes.Cut(rest, []byte{':'})
+		if !ok {
+			continue
+		}
+		root := len(path) == 1 && path[0] == '/'
+		if len(id) == 1 && id[0] == '0' && len(ctrl) == 0 {
+			if !root && len(path) > 0 {
+				return string(path)
+			}
+			continue
+		}
+		if v1 == nil && !root && len(path) > 0 {
+			v1 = rest
+		}
+	}
+	if v1 != nil {
+		return string(v1)
+	}
+	return "/"
+}
+
+// containerOf recognises the cgroup paths that container managers create and
+// returns "manager:id" (a hexadecimal id cut to 12 characters), or "".
+func containerOf(b []byte) string {
+	for _, c := range containerPatterns {
+		i := bytes.Index(b, []byte(c.prefix))
+		if i < 0 {
+			continue
+		}
+		id := b[i+len(c.prefix):]
+		if j := bytes.IndexAny(id, c.end); j >= 0 {
+			id = id[:j]
+		}
+		if len(id) == 0 {
+			continue
+		}
+		if c.hex && len(id) > 12 {
+			id = id[:12]
+		}
+		return c.name + ":" + string(id)
+	}
+	return ""
+}
+
+var containerPatterns = []struct {
+	prefix, end, name string
+	hex               bool
+}{
+	{"/docker-", ".\n/", "docker", true},             // systemd driver: docker-<id>.scope
+	{"/docker/", "\n/", "docker", true},              // cgroupfs driver: /docker/<id>
+	{"/cri-containerd-", ".\n/", "containerd", true}, // containerd with systemd
+	{"/crio-", ".\n/", "cri-o", true},
+	{"/libpod-", ".\n/", "podman", true},
+	{"/lxc.payload.", "\n/", "lxc", false}, // LXC 4+: /lxc.payload.<name>
+	{"/lxc/", "\n/", "lxc", false},
+	{"/machine-", ".\n/", "machine", false}, // systemd-nspawn and VMs: machine-<name>.scope
+	{"/kubepods/", "\n", "kubepods", false},
+}
+
+// users maps uids to names from /etc/passwd, read once and again when the
+// file changes (checked at most every few seconds, on a miss).
+type users struct {
+	path    string
+	names   map[uint32]string
+	mtime   time.Time
+	checked time.Time
+}
+
+func newUsers(path string) *users {
+	u := &users{path: path}
+	u.load()
+	return u
+}
+
+func (u *users) load() {
+	u.checked = time.Now()
+	fi, err := os.Stat(u.path)
+	if err != nil {
+		if u.names == nil {
+			u.names = map[uint32]string{}
+		}
+		return
+	}
+	if u.names != nil && fi.ModTime().Equal(u.mtime) {
+		return
+	}
+	b, err := os.ReadFile(u.path)
+	if err != nil {
+		return
+	}
+	u.mtime = fi.ModTime()
+	u.names = parsePasswd(b)
+}
+
+// name returns the user name of uid, or "" when /etc/passwd has none.
+func (u *users) name(uid uint32) string {
+	if n, ok := u.names[uid]; ok {
+		return n
+	}
+	if time.Since(u.checked) > 5*time.Second {
+		u.load()
+		if n, ok := u.names[uid]; ok {
+			return n
+		}
+	}
+	return ""
+}
+
+// parsePasswd maps uids to names: "name:password:uid:gid:gecos:home:shell".
+// The first entry for a uid wins, as with getpwuid.
+func parsePasswd(b []byte) map[uint32]string {
+	m := map[uint32]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.SplitN(line, ":", 4)
+		if len(f) < 4 || f[0] == "" {
+			continue
+		}
+		uid, err := strconv.ParseUint(f[2], 10, 32)
+		if err != nil {
+			continue
+		}
+		if _, dup := m[uint32(uid)]; !dup {
+			m[uint32(uid)] = f[0]
+		}
+	}
+	return m
+}
+
+// atFDCWD is AT_FDCWD (-100) as a system call argument.
+var atFDCWD = func() uintptr { fd := unix.AT_FDCWD; return uintptr(fd) }()

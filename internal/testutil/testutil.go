@@ -1,0 +1,129 @@
+// Package testutil holds what the connector's tests share: checks that skip a
+// test only when a privilege or a kernel feature is really missing (and say
+// which), helper child processes made by re-executing the test binary, and
+// leak checks.
+//
+// # Skipping
+//
+// The Require functions skip the calling test with a message naming the
+// missing privilege or kernel feature. They never skip for any other reason:
+// CI runs the tests as root in the initial namespaces, where every one of
+// them must run.
+//
+// # Helper processes
+//
+// Tests must not depend on programs outside the test binary (the same
+// binaries run inside minimal VMs that contain nothing else), so a test that
+// needs a child process re-executes its own binary with an environment
+// variable naming a helper. The package's TestMain calls Main, which runs
+// that helper instead of the tests:
+//
+//	func TestMain(m *testing.M) {
+//		testutil.Main(m, map[string]testutil.HelperFunc{"nocap": nocapHelper})
+//	}
+//
+// and a test starts it with RunHelper.
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// HelperEnv is the environment variable that selects a helper in a
+// re-executed test binary.
+const HelperEnv = "CONNECTOR_TEST_HELPER"
+
+// A HelperFunc is the body of a helper process. It gets the arguments given
+// to RunHelper and returns the process's exit status. What it writes to
+// stdout is returned to the test; stderr is passed through.
+type HelperFunc func(args []string) int
+
+// Main runs the helper named by HelperEnv, if it is set, and exits with its
+// status; otherwise it runs the tests. Call it from TestMain.
+func Main(m *testing.M, helpers map[string]HelperFunc) {
+	if name, ok := os.LookupEnv(HelperEnv); ok {
+		fn, ok := helpers[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "testutil: unknown helper %q\n", name)
+			os.Exit(2)
+		}
+		os.Exit(fn(helperArgs()))
+	}
+	os.Exit(m.Run())
+}
+
+// helperArgs returns the arguments after the "--" that RunHelper puts
+// between the test binary's own flags and the helper's.
+func helperArgs() []string {
+	for i, a := range os.Args {
+		if a == "--" {
+			return os.Args[i+1:]
+		}
+	}
+	return nil
+}
+
+// RunHelper runs the test binary again as the named helper with args, waits
+// for it at most timeout, and returns what it wrote to stdout. An error
+// means it did not exit with status 0 in time; the error includes its stderr.
+func RunHelper(t testing.TB, timeout time.Duration, name string, args ...string) ([]byte, error) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("finding the test binary to re-execute: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), HelperEnv+"="+name)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return stdout.Bytes(), fmt.Errorf("helper %q did not finish within %v (stderr: %q)", name, timeout, stderr.String())
+	}
+	if err != nil {
+		return stdout.Bytes(), fmt.Errorf("helper %q: %w (stderr: %q)", name, err, stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+// WaitFor calls cond until it returns true or timeout passes, yielding the
+// processor between calls, and reports whether cond came true. Use it only
+// for state that offers no event to wait on (the number of goroutines, say).
+func WaitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// CheckGoroutines records the number of goroutines and, when the test ends,
+// fails it if more remain than before after waiting up to timeout for them
+// to exit. Tests using it must not run in parallel with others.
+func CheckGoroutines(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		var now int
+		if !WaitFor(timeout, func() bool { now = runtime.NumGoroutine(); return now <= before }) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Errorf("goroutine leak: %d goroutines before, %d after; stacks:\n%s", before, now, buf)
+		}
+	})
+}

@@ -1,0 +1,210 @@
+//go:build linux
+
+package testutil
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// netlinkConnector is NETLINK_CONNECTOR (include/uapi/linux/netlink.h).
+const netlinkConnector = 11
+
+// RequireConnector skips the test if the kernel has no netlink connector
+// (CONFIG_CONNECTOR) or no netlink sockets at all.
+func RequireConnector(t testing.TB) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, netlinkConnector)
+	switch {
+	case err == nil:
+		unix.Close(fd)
+	case errors.Is(err, unix.EPROTONOSUPPORT):
+		t.Skipf("kernel feature missing: the netlink connector (CONFIG_CONNECTOR): socket(AF_NETLINK, NETLINK_CONNECTOR): %v", err)
+	case errors.Is(err, unix.EAFNOSUPPORT):
+		t.Skipf("kernel feature missing: netlink sockets (CONFIG_NET): socket(AF_NETLINK): %v", err)
+	default:
+		t.Fatalf("probing for the netlink connector: socket(AF_NETLINK, NETLINK_CONNECTOR): %v", err)
+	}
+}
+
+// HasCapability reports whether the calling thread has capability c
+// (unix.CAP_*) in its effective set.
+func HasCapability(c int) (bool, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false, fmt.Errorf("capget: %w", err)
+	}
+	return data[c/32].Effective&(1<<(uint(c)%32)) != 0, nil
+}
+
+// RequireCapability skips the test unless the process has capability c
+// (unix.CAP_*, named name, e.g. "CAP_NET_ADMIN") in its effective set.
+func RequireCapability(t testing.TB, c int, name string) {
+	t.Helper()
+	ok, err := HasCapability(c)
+	if err != nil {
+		t.Fatalf("checking for %s: %v", name, err)
+	}
+	if !ok {
+		t.Skipf("privilege missing: this test needs %s in the effective capability set (run it as root)", name)
+	}
+}
+
+// RequireInitialNetNS skips the test unless the process is in the initial
+// network namespace, the only one in which the kernel side of the connector
+// exists. It asks the kernel: a message to port 0 is refused (ECONNREFUSED)
+// anywhere else.
+func RequireInitialNetNS(t testing.TB) {
+	t.Helper()
+	RequireConnector(t)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, netlinkConnector)
+	if err != nil {
+		t.Fatalf("probing the network namespace: %v", err)
+	}
+	defer unix.Close(fd)
+	// A cn_msg with an id no kernel agent registers (0xc0ffee:0xc0ffee),
+	// which the kernel drops silently in the initial namespace.
+	b := make([]byte, 36)
+	binary.NativeEndian.PutUint32(b[0:], 36)
+	binary.NativeEndian.PutUint16(b[4:], 3) // NLMSG_DONE
+	binary.NativeEndian.PutUint32(b[16:], 0xc0ffee)
+	binary.NativeEndian.PutUint32(b[20:], 0xc0ffee)
+	err = unix.Sendto(fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.ECONNREFUSED):
+		t.Skipf("kernel feature missing here: not in the initial network namespace, where alone the kernel side of the connector exists (a message to port 0 was refused: %v)", err)
+	default:
+		t.Fatalf("probing the network namespace: sendto port 0: %v", err)
+	}
+}
+
+// RequireProcEvents skips the test unless the kernel's process events
+// connector (CONFIG_PROC_EVENTS, id 1:1) is registered, as listed in
+// /proc/net/connector.
+func RequireProcEvents(t testing.TB) {
+	t.Helper()
+	RequireInitialNetNS(t)
+	b, err := os.ReadFile("/proc/net/connector")
+	if err != nil {
+		t.Fatalf("reading the registered connector callbacks: %v (is /proc mounted?)", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[1] == "1:1" {
+			return
+		}
+	}
+	t.Skipf("kernel feature missing: the process events connector (CONFIG_PROC_EVENTS): /proc/net/connector does not list id 1:1:\n%s", b)
+}
+
+// NewNetNS creates a new network namespace and returns a file descriptor
+// for it, closed when the test ends. The process stays where it is: the
+// namespace is created on a locked OS thread that then returns to the
+// original namespace (if it cannot, the thread is never unlocked, and the
+// runtime ends it). It skips the test if creating network namespaces needs
+// a privilege the process lacks (CAP_SYS_ADMIN) or the kernel lacks
+// CONFIG_NET_NS.
+//
+// The thread must return: if it stayed in the new namespace and happened to
+// be the process's main thread, /proc/self/net would show the new
+// namespace from then on.
+func NewNetNS(t testing.TB) int {
+	t.Helper()
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		orig, err := unix.Open(self, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, fmt.Errorf("opening the current network namespace: %w", err)}
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, fmt.Errorf("unshare(CLONE_NEWNET): %w", err)}
+			return
+		}
+		fd, err := unix.Open(self, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			err = fmt.Errorf("opening the new network namespace: %w", err)
+		}
+		if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
+			// Stay locked: the runtime ends the thread with the goroutine.
+			if err == nil {
+				unix.Close(fd)
+			}
+			ch <- result{-1, fmt.Errorf("returning to the original network namespace: %w", serr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	switch {
+	case r.err == nil:
+	case errors.Is(r.err, unix.EPERM):
+		t.Skipf("privilege missing: creating a network namespace needs CAP_SYS_ADMIN: %v", r.err)
+	case errors.Is(r.err, unix.EINVAL):
+		t.Skipf("kernel feature missing: network namespaces (CONFIG_NET_NS): %v", r.err)
+	default:
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { unix.Close(r.fd) })
+	return r.fd
+}
+
+// DropCapabilityThread removes capability c (unix.CAP_*) from the calling
+// OS thread's effective, permitted, inheritable, ambient and bounding sets.
+// Linux keeps credentials per thread, so the caller must have called
+// runtime.LockOSThread and must never unlock the thread, and everything
+// that should run without c must run on the same goroutine. Meant for
+// helper processes (see Main).
+func DropCapabilityThread(c int) error {
+	if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_CAPBSET_DROP, %d): %w", c, err)
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_LOWER, uintptr(c), 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("prctl(PR_CAP_AMBIENT_LOWER, %d): %w", c, err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	bit := uint32(1) << (uint(c) % 32)
+	d := &data[c/32]
+	d.Effective &^= bit
+	d.Permitted &^= bit
+	d.Inheritable &^= bit
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capset: %w", err)
+	}
+	if ok, err := HasCapability(c); err != nil || ok {
+		return fmt.Errorf("capability %d still effective after capset (err %v)", c, err)
+	}
+	return nil
+}
+
+// FDCount returns the number of open file descriptors of the process.
+func FDCount(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("counting open file descriptors: %v (is /proc mounted?)", err)
+	}
+	return len(ents)
+}

@@ -1,0 +1,41 @@
+//go:build !linux
+
+package testutil
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+)
+
+func skipNotLinux(t testing.TB) {
+	t.Helper()
+	t.Skipf("kernel feature missing: the netlink connector exists only on Linux, not on %s/%s", runtime.GOOS, runtime.GOARCH)
+}
+
+// RequireConnector skips the test: only Linux has the netlink connector.
+func RequireConnector(t testing.TB) { t.Helper(); skipNotLinux(t) }
+
+// HasCapability reports false: capabilities are a Linux feature.
+func HasCapability(int) (bool, error) { return false, nil }
+
+// RequireCapability skips the test: capabilities are a Linux feature.
+func RequireCapability(t testing.TB, _ int, _ string) { t.Helper(); skipNotLinux(t) }
+
+// RequireInitialNetNS skips the test: only Linux has the netlink connector.
+func RequireInitialNetNS(t testing.TB) { t.Helper(); skipNotLinux(t) }
+
+// RequireProcEvents skips the test: only Linux has the process events
+// connector.
+func RequireProcEvents(t testing.TB) { t.Helper(); skipNotLinux(t) }
+
+// NewNetNS skips the test: network namespaces are a Linux feature.
+func NewNetNS(t testing.TB) int { t.Helper(); skipNotLinux(t); return -1 }
+
+// DropCapabilityThread fails: capabilities are a Linux feature.
+func DropCapabilityThread(int) error {
+	return fmt.Errorf("capabilities exist only on Linux, not on %s", runtime.GOOS)
+}
+
+// FDCount skips the test: it counts descriptors through Linux's /proc.
+func FDCount(t testing.TB) int { t.Helper(); skipNotLinux(t); return 0 }

@@ -1,0 +1,114 @@
+// Package proc receives process events from the Linux kernel: the process
+// events connector (cn_proc, connector id 1:1, multicast group 1) reports
+// every fork, exec, user, group and session id change, ptrace attach and
+// detach, name change, core dump and exit on the machine.
+//
+//	l, err := proc.Listen(&proc.Config{Kinds: proc.KindExec | proc.KindExit})
+//	if err != nil { ... }
+//	defer l.Close()
+//	var ev proc.Event
+//	for {
+//		if err := l.Next(&ev); err != nil { ... }
+//		...
+//	}
+//
+// Listener.Next fills a caller-owned Event and allocates nothing; the
+// Listener.Events iterator yields the same with context cancellation. Decode
+// turns a single connector.Message into an Event, for programs that read
+// the socket themselves.
+//
+// # Privileges
+//
+// Since Linux 6.6 any user may listen: joining group 1 and subscribing need
+// no capability. Before 6.6 both need CAP_NET_ADMIN, and Listen fails with
+// an error matching os.ErrPermission without it. Listen always sends its
+// subscription to the kernel directly, never addressed to the group (which
+// would need CAP_NET_ADMIN on every kernel and reach every other listener).
+//
+// # Namespaces
+//
+// The connector exists only in the initial network namespace: elsewhere
+// Listen fails with an error matching connector.ErrNotInitialNetNS. Open the
+// socket in the host's namespace with Config.NetNS, or run there. The kernel
+// also ignores, without replying, subscriptions from processes outside the
+// initial user or PID namespace; Listen detects that and fails with
+// ErrNamespace. A kernel built without CONFIG_PROC_EVENTS gives
+// ErrNoProcEvents. Every id in an event (pids, uids, gids) is an
+// initial-namespace value.
+//
+// # Threads and processes
+//
+// The kernel reports tasks, that is threads. Event.PID is the task's own id
+// (the kernel's pid, a thread id) and Event.TGID its thread group id, which
+// user space calls the process id. A process's main thread has PID == TGID.
+// Fork and exit events come for every thread: Event.IsThread tells a new or
+// exiting thread (PID != TGID) from a process. A thread's exit has
+// ExitSignal -1 and no parent fields. For fork events PID and TGID name the
+// new child and ParentPID and ParentTGID its real parent; for a new thread
+// that is the parent of the whole process, not the thread that created it.
+//
+// The exit code is a wait(2) status: Event.WaitStatus decodes it (exited
+// with a status, or killed by a signal, with or without a core dump).
+// Event.ExitSignal is something else: the signal the parent is sent.
+//
+// Timestamps are CLOCK_MONOTONIC nanoseconds; Event.Time converts them to
+// wall-clock time (see there for the accuracy). Sequence numbers (Event.Seq)
+// count per CPU; events from different CPUs are not ordered with each other.
+//
+// # Filtering
+//
+// Config.Kinds selects event kinds, KindNonzeroExit selecting failed exits
+// only. On Linux 6.6 and later the kernel filters (struct proc_input), so
+// unwanted events never cross into user space. Older kernels ignore the
+// filter request without a reply; Listen detects that (it waits up to
+// Config.AckTimeout once), subscribes the classic way and filters in user
+// space. Listener.Mode says which happened. Events are always filtered in
+// user space as well, because the kernel sends everything until it has
+// processed the filter.
+//
+// # Loss
+//
+// The kernel drops events when a listener's receive buffer is full, and
+// events cannot be asked for again. A Listener never hides this: loss is
+// delivered in the event stream as KindLost events, and the Listener keeps
+// going.
+//
+//   - When the kernel reports an overrun (ENOBUFS), Next delivers a KindLost
+//     event with Lost 0 and CPU CPUUnknown: some events were lost.
+//   - An unfiltered Listener (ModeAll, and ModeUserFilter on old kernels)
+//     also follows each CPU's sequence numbers, which count every message
+//     the kernel sends, and turns each gap into a KindLost event with the
+//     CPU and the exact count. The count arrives with the next event from
+//     that CPU. Counting on a CPU starts with the first message received
+//     from it, so events lost before that are reported by the overrun only.
+//   - With the kernel filter (ModeKernelFilter) the gaps also hold the
+//     events filtered out, so lost events cannot be counted there; only the
+//     overrun is reported. Listener.Drops returns the kernel's own total of
+//     dropped messages for the socket, in every mode.
+//
+// After a loss, rebuild state with Snapshot, which lists the live processes
+// from /proc. To lose less, raise Config.ReadBufferSize (or call
+// Listener.SetReadBuffer when an overrun is reported) and read promptly.
+//
+// # Concurrency and allocation
+//
+// One goroutine reads a Listener (Next or Events); Close, Stats, Mode, Drops,
+// SetReadBuffer and SetDeadline may be called from any goroutine, and Close
+// unblocks a pending read. The receive path reads many datagrams per system
+// call into reused buffers and decodes in place: Next allocates nothing per
+// event.
+//
+// # Coexistence
+//
+// Any number of Listeners, in one process or many, receive every event
+// independently. Each socket has its own port id and its own kernel filter,
+// acknowledgements are matched on a random nonce so other processes' ones
+// are skipped, and Close unsubscribes only its own socket. On kernels before
+// 6.6 the kernel keeps one global listener count: Close sends exactly one
+// IGNORE, and only after a successful subscription. (If an acknowledgement
+// is lost to a buffer overrun during Listen, the request is sent again; on
+// those kernels the count can then stay one too high, which only keeps
+// events flowing.) Close does not leave the group before closing the
+// socket: closing leaves it, and lets Linux 6.6 and later free the socket's
+// filter state.
+package proc

@@ -1,0 +1,26 @@
+package proc
+
+import "errors"
+
+// Errors returned by Listen, besides those of package connector (notably
+// connector.ErrNotInitialNetNS when the socket is not in the initial network
+// namespace, and errors matching os.ErrPermission). Test for them with
+// errors.Is.
+var (
+	// ErrNoProcEvents reports a kernel built without CONFIG_PROC_EVENTS:
+	// /proc/net/connector lists no cn_proc line, so nothing answers a
+	// subscription.
+	ErrNoProcEvents = errors.New("this kernel has no process events connector (no cn_proc in /proc/net/connector): build it with CONFIG_PROC_EVENTS=y")
+
+	// ErrNamespace reports that the caller is not in the initial user and
+	// PID namespaces. The kernel then ignores subscription requests without
+	// any reply (events may still arrive, but only while another process
+	// on the host subscribes). Run the listener in the host's user and PID
+	// namespaces, for example outside the container.
+	ErrNamespace = errors.New("the kernel ignores process event subscriptions from a non-initial user or PID namespace: run in the host's namespaces")
+
+	// ErrNoAck reports that the kernel did not acknowledge a subscription
+	// request within Config.AckTimeout, for no reason that could be
+	// determined.
+	ErrNoAck = errors.New("the kernel did not acknowledge the process event subscription")
+)

@@ -1,0 +1,294 @@
+package proc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+
+	"github.com/cnlink/connector"
+)
+
+// CPUUnknown is the Event.CPU of a KindLost record whose CPU is not known (a
+// receive buffer overrun), and of acknowledgements from old kernels (about
+// 3.10), which set proc_event.cpu to -1.
+const CPUUnknown = ^uint32(0)
+
+// An Event is one decoded process event. It is a flat value: a Listener or
+// Decode fills a caller-provided Event in place, so the receive path needs no
+// allocation. Fields that the event's Kind does not use are zero.
+//
+// # Process ids
+//
+// The kernel's "pid" is a task (thread) id and its "tgid" (thread group id)
+// is what user space calls the process id. PID and TGID always name the task
+// the event is about; for KindFork that is the new child. PID == TGID for a
+// process's main thread; IsThread reports PID != TGID. All ids are in the
+// initial PID and user namespaces.
+type Event struct {
+	// Kind is the event type (proc_event.what). For a kind this package
+	// does not know, Raw holds the payload.
+	Kind Kind
+	// CPU is the CPU that sent the event. Together with Seq it orders
+	// events from one CPU; events from different CPUs are not ordered.
+	CPU uint32
+	// Timestamp is CLOCK_MONOTONIC in nanoseconds (ktime_get_ns) when the
+	// kernel built the event. Time converts it to wall-clock time.
+	Timestamp uint64
+	// Seq is the cn_msg sequence number: a per-CPU counter, shared by all
+	// listeners and all kinds, that wraps at 2^32.
+	Seq uint32
+	// Ack is the cn_msg ack field: for KindNone the request's ack + 1,
+	// otherwise 0.
+	Ack uint32
+
+	// PID and TGID are the task (thread) id and thread group (process) id
+	// the event is about. For KindFork they are the new child.
+	PID, TGID int32
+	// ParentPID and ParentTGID are the parent: for KindFork the new task's
+	// real parent (for a new thread, the parent of its whole process, not
+	// the thread that created it); for KindExit and KindCoredump the real
+	// parent, on Linux 4.18 and later, or 0 when the task was already
+	// reaped (every thread, and children of a parent that ignores SIGCHLD).
+	ParentPID, ParentTGID int32
+
+	// RUID and EUID are the real and effective user ids (KindUID).
+	RUID, EUID uint32
+	// RGID and EGID are the real and effective group ids (KindGID).
+	RGID, EGID uint32
+
+	// TracerPID and TracerTGID are the tracer on KindPtrace: 0 when the
+	// tracer detached.
+	TracerPID, TracerTGID int32
+
+	// Comm is the new task name (KindComm), NUL-padded; it may fill all 16
+	// bytes without a NUL. CommString returns it as a string.
+	Comm [16]byte
+
+	// ExitCode is the raw wait(2) status word of an exiting task (KindExit):
+	// exit(3) gives 0x300, death by SIGKILL gives 9. WaitStatus decodes it.
+	ExitCode uint32
+	// ExitSignal is the signal sent to the parent when the task exits
+	// (KindExit): SIGCHLD (17) for a process, -1 for a thread. It is not
+	// the signal that killed the task; see WaitStatus for that.
+	ExitSignal int32
+
+	// AckErr is the result of a subscription request (KindNone): 0 for
+	// success, otherwise a positive errno.
+	AckErr uint32
+
+	// Lost is, for KindLost, how many events were lost on CPU: the size of
+	// a gap in that CPU's sequence numbers. It is 0 when the count is not
+	// known: the kernel reported a receive buffer overrun (ENOBUFS), and
+	// CPU is CPUUnknown. On an unfiltered Listener the exact counts then
+	// follow as further KindLost records, one per CPU, when the next event
+	// from that CPU arrives. Seq is then the first lost sequence number and
+	// Timestamp that of the event that revealed the gap.
+	Lost uint32
+
+	// Raw is the whole proc_event payload of an event whose Kind this
+	// package does not know. It aliases the receive buffer and is valid
+	// only until the next call that fills this Event; copy it to keep it.
+	Raw []byte
+}
+
+// IsThread reports whether the event is about a thread other than its
+// process's main thread (PID != TGID): for KindFork a new thread rather than
+// a new process, for KindExit a thread's exit rather than the main thread's.
+//
+// The main thread's exit (PID == TGID) usually means the process is gone,
+// but not always: when a non-main thread calls execve, the old main thread
+// exits first and the exec then carries on under the same TGID.
+func (e *Event) IsThread() bool { return e.PID != e.TGID }
+
+// IsProcess reports whether the event is about a process's main thread
+// (PID == TGID). See IsThread.
+func (e *Event) IsProcess() bool { return e.PID == e.TGID }
+
+// CommString returns Comm up to its first NUL byte. It allocates; use Comm
+// directly on a path that must not.
+func (e *Event) CommString() string {
+	c := e.Comm[:]
+	if i := bytes.IndexByte(c, 0); i >= 0 {
+		c = c[:i]
+	}
+	return string(c)
+}
+
+// String returns a one-line description of the event, for logs.
+func (e *Event) String() string {
+	b := make([]byte, 0, 96)
+	b = append(b, e.Kind.String()...)
+	b = append(b, " cpu="...)
+	if e.CPU == CPUUnknown {
+		b = append(b, '?')
+	} else {
+		b = strconv.AppendUint(b, uint64(e.CPU), 10)
+	}
+	b = append(b, " seq="...)
+	b = strconv.AppendUint(b, uint64(e.Seq), 10)
+	task := func(b []byte, name string, pid, tgid int32) []byte {
+		b = append(b, ' ')
+		b = append(b, name...)
+		b = append(b, '=')
+		b = strconv.AppendInt(b, int64(pid), 10)
+		if pid != tgid {
+			b = append(b, '/')
+			b = strconv.AppendInt(b, int64(tgid), 10)
+		}
+		return b
+	}
+	switch e.Kind {
+	case KindNone:
+		b = append(b, " ack="...)
+		b = strconv.AppendUint(b, uint64(e.Ack), 10)
+		b = append(b, " err="...)
+		b = strconv.AppendUint(b, uint64(e.AckErr), 10)
+	case KindFork:
+		b = task(b, "pid", e.PID, e.TGID)
+		b = task(b, "parent", e.ParentPID, e.ParentTGID)
+	case KindExec, KindSID:
+		b = task(b, "pid", e.PID, e.TGID)
+	case KindUID:
+		b = task(b, "pid", e.PID, e.TGID)
+		b = fmt.Appendf(b, " ruid=%d euid=%d", e.RUID, e.EUID)
+	case KindGID:
+		b = task(b, "pid", e.PID, e.TGID)
+		b = fmt.Appendf(b, " rgid=%d egid=%d", e.RGID, e.EGID)
+	case KindPtrace:
+		b = task(b, "pid", e.PID, e.TGID)
+		b = task(b, "tracer", e.TracerPID, e.TracerTGID)
+	case KindComm:
+		b = task(b, "pid", e.PID, e.TGID)
+		b = strconv.AppendQuote(append(b, " comm="...), e.CommString())
+	case KindCoredump:
+		b = task(b, "pid", e.PID, e.TGID)
+		b = task(b, "parent", e.ParentPID, e.ParentTGID)
+	case KindExit:
+		b = task(b, "pid", e.PID, e.TGID)
+		b = task(b, "parent", e.ParentPID, e.ParentTGID)
+		b = fmt.Appendf(b, " code=%#x signal=%d", e.ExitCode, e.ExitSignal)
+	case KindLost:
+		b = append(b, " lost="...)
+		if e.Lost == 0 {
+			b = append(b, "unknown"...)
+		} else {
+			b = strconv.AppendUint(b, uint64(e.Lost), 10)
+		}
+	default:
+		b = fmt.Appendf(b, " raw=%x", e.Raw)
+	}
+	return string(b)
+}
+
+// A DecodeError describes a message that is not a valid process event. It
+// matches connector.ErrMalformed with errors.Is.
+type DecodeError struct {
+	// Kind is the event kind, when the header could be read.
+	Kind Kind
+	// Len is the payload length that arrived; Need the length that Kind
+	// needs.
+	Len, Need int
+	// Reason says what is wrong.
+	Reason string
+}
+
+func (e *DecodeError) Error() string { return "proc: malformed process event: " + e.Reason }
+
+// Is makes a *DecodeError match connector.ErrMalformed.
+func (e *DecodeError) Is(target error) bool { return target == connector.ErrMalformed }
+
+// Decode decodes the process event in m into ev, overwriting all of ev. It
+// does not allocate; ev.Raw aliases m.Data.
+//
+// It checks the payload length for each kind and reads only what that kind
+// needs, so it accepts older, shorter layouts: the 32-byte proc_event of
+// kernels before 3.2 (for every kind that existed then), and exit and
+// coredump events without the parent fields added in Linux 4.18 (ParentPID
+// and ParentTGID are then 0). Bytes after the fields a kind uses are
+// ignored. An unknown kind is not an error: ev.Kind is set to the kernel's
+// value and ev.Raw to the payload.
+//
+// It fails with a *DecodeError (matching connector.ErrMalformed) if m is not
+// from the process events connector (id 1:1) or if the payload is too short
+// for its kind. When the 16-byte header could be read, ev then still holds
+// Kind, CPU, Timestamp and Seq.
+func Decode(m connector.Message, ev *Event) error {
+	*ev = Event{Seq: m.Seq, Ack: m.Ack}
+	if m.ID != connector.IDProc {
+		return &DecodeError{Len: len(m.Data), Reason: "message id " + m.ID.String() + " is not the process events connector (1:1)"}
+	}
+	d := m.Data
+	if len(d) < headerLen {
+		return &DecodeError{Len: len(d), Need: headerLen, Reason: strconv.Itoa(len(d)) + " bytes are too short for the 16-byte proc_event header"}
+	}
+	ne := binary.NativeEndian
+	ev.Kind = Kind(ne.Uint32(d[offWhat:]))
+	ev.CPU = ne.Uint32(d[offCPU:])
+	ev.Timestamp = ne.Uint64(d[offTimestamp:])
+
+	need := 0
+	switch ev.Kind {
+	case KindNone:
+		need = needAck
+	case KindFork:
+		need = needFork
+	case KindExec, KindSID:
+		need = needPIDTGID
+	case KindUID, KindGID:
+		need = needID
+	case KindPtrace:
+		need = needPtrace
+	case KindComm:
+		need = needComm
+	case KindCoredump:
+		need = needCoredump
+	case KindExit:
+		need = needExit
+	default:
+		ev.Raw = d
+		return nil
+	}
+	if len(d) < need {
+		return &DecodeError{Kind: ev.Kind, Len: len(d), Need: need,
+			Reason: ev.Kind.String() + " event of " + strconv.Itoa(len(d)) + " bytes is shorter than the " + strconv.Itoa(need) + " bytes it needs"}
+	}
+	u := d[offData:need]
+	i32 := func(off int) int32 { return int32(ne.Uint32(u[off:])) }
+	switch ev.Kind {
+	case KindNone:
+		ev.AckErr = ne.Uint32(u[0:])
+	case KindFork:
+		ev.ParentPID, ev.ParentTGID = i32(0), i32(4)
+		ev.PID, ev.TGID = i32(8), i32(12)
+	case KindExec, KindSID:
+		ev.PID, ev.TGID = i32(0), i32(4)
+	case KindUID:
+		ev.PID, ev.TGID = i32(0), i32(4)
+		ev.RUID, ev.EUID = ne.Uint32(u[8:]), ne.Uint32(u[12:])
+	case KindGID:
+		ev.PID, ev.TGID = i32(0), i32(4)
+		ev.RGID, ev.EGID = ne.Uint32(u[8:]), ne.Uint32(u[12:])
+	case KindPtrace:
+		ev.PID, ev.TGID = i32(0), i32(4)
+		ev.TracerPID, ev.TracerTGID = i32(8), i32(12)
+	case KindComm:
+		ev.PID, ev.TGID = i32(0), i32(4)
+		copy(ev.Comm[:], u[8:8+commLen])
+	case KindCoredump:
+		ev.PID, ev.TGID = i32(0), i32(4)
+		if len(d) >= fullCoredump {
+			p := d[offData+8 : fullCoredump]
+			ev.ParentPID, ev.ParentTGID = int32(ne.Uint32(p[0:])), int32(ne.Uint32(p[4:]))
+		}
+	case KindExit:
+		ev.PID, ev.TGID = i32(0), i32(4)
+		ev.ExitCode = ne.Uint32(u[8:])
+		ev.ExitSignal = i32(12)
+		if len(d) >= fullExit {
+			p := d[offData+16 : fullExit]
+			ev.ParentPID, ev.ParentTGID = int32(ne.Uint32(p[0:])), int32(ne.Uint32(p[4:]))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,548 @@
+//go:build linux
+
+package proc
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The test binary re-executes itself to make child processes that cause
+// each kind of event: the kernel matrix runs it in VMs holding nothing but
+// this binary. helperEnv selects the child's behaviour.
+const helperEnv = "CNPROC_TEST_HELPER"
+
+// Values the helpers use, asserted by the tests.
+const (
+	helperUID  = 4321
+	helperGID  = 2345
+	helperComm = "cnproc-comm"
+	// helperComm2 is written to /proc/thread-self/comm.
+	helperComm2 = "cnproc-comm-2"
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(runHelper(mode))
+	}
+	os.Exit(m.Run())
+}
+
+// runHelper runs in a child process and returns its exit code.
+func runHelper(mode string) int {
+	switch mode {
+	case "exit3":
+		return 3
+	case "block":
+		// Wait until the parent closes stdin (or kills us).
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		return 0
+	case "setid":
+		if err := unix.Setresgid(helperGID, helperGID, helperGID); err != nil {
+			fmt.Fprintln(os.Stderr, "setresgid:", err)
+			return 10
+		}
+		if err := unix.Setresuid(helperUID, helperUID, helperUID); err != nil {
+			fmt.Fprintln(os.Stderr, "setresuid:", err)
+			return 11
+		}
+		return 0
+	case "setsid":
+		if _, err := unix.Setsid(); err != nil {
+			fmt.Fprintln(os.Stderr, "setsid:", err)
+			return 10
+		}
+		return 0
+	case "comm":
+		runtime.LockOSThread()
+		name := append([]byte(helperComm), 0)
+		if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, "prctl:", err)
+			return 10
+		}
+		if err := os.WriteFile("/proc/thread-self/comm", []byte(helperComm2), 0); err != nil {
+			fmt.Fprintln(os.Stderr, "write comm:", err)
+			return 11
+		}
+		return 0
+	case "abort":
+		// No core file: the coredump event comes anyway.
+		_ = unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
+		debug.SetTraceback("crash") // the runtime then dies by SIGABRT
+		panic("cnproc test helper: deliberate crash")
+	case "thread":
+		// Keep the main goroutine on the main thread, so the goroutine below
+		// runs on another thread, which the runtime ends when that goroutine
+		// exits while locked to it.
+		runtime.LockOSThread()
+		done := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			done <- unix.Gettid()
+		}()
+		tid := <-done
+		fmt.Println(tid)
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		return 0
+	case "listener":
+		return helperListener()
+	case "nslisten":
+		l, err := Listen(&Config{AckTimeout: 200 * time.Millisecond})
+		switch {
+		case err == nil:
+			l.Close()
+			fmt.Println("ok")
+		case errors.Is(err, ErrNamespace):
+			fmt.Println("ErrNamespace")
+		default:
+			fmt.Println("other:", err)
+		}
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "unknown helper mode", mode)
+	return 99
+}
+
+// helperListener listens in a separate process and prints the pid of every
+// exec, until stdin is closed.
+func helperListener() int {
+	l, err := Listen(&Config{Kinds: KindExec})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		l.Close()
+	}()
+	fmt.Println("ready")
+	var ev Event
+	for {
+		if err := l.Next(&ev); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return 0
+			}
+			fmt.Println("error:", err)
+			return 1
+		}
+		if ev.Kind == KindExec {
+			fmt.Println(ev.TGID)
+		}
+	}
+}
+
+// child is a running helper process.
+type child struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+}
+
+// startHelper starts the test binary in helper mode. The child is killed
+// and reaped when the test ends.
+func startHelper(t testing.TB, mode string, attr *syscall.SysProcAttr) *child {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	cmd.SysProcAttr = attr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start helper %s: %v", mode, err)
+	}
+	c := &child{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout)}
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		cancel()
+	})
+	return c
+}
+
+func (c *child) pid() int32 { return int32(c.cmd.Process.Pid) }
+
+// line reads one line the child printed, failing the test after timeout.
+func (c *child) line(t testing.TB, timeout time.Duration) string {
+	t.Helper()
+	type res struct {
+		s   string
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		s, err := c.stdout.ReadString('\n')
+		ch <- res{strings.TrimSpace(s), err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("reading helper output: %v (got %q)", r.err, r.s)
+		}
+		return r.s
+	case <-time.After(timeout):
+		_ = c.cmd.Process.Kill()
+		t.Fatalf("helper printed nothing within %v", timeout)
+	}
+	return ""
+}
+
+// wait waits for the child to exit and returns its wait status.
+func (c *child) wait(t testing.TB) syscall.WaitStatus {
+	t.Helper()
+	_ = c.stdin.Close()
+	err := c.cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("wait: %v", err)
+	}
+	return c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+}
+
+// runHelperProc runs a helper to completion and returns its pid.
+func runHelperProc(t testing.TB, mode string) int32 {
+	t.Helper()
+	c := startHelper(t, mode, nil)
+	c.wait(t)
+	return c.pid()
+}
+
+// eventTimeout bounds every wait for an event. Generous: the kernel matrix
+// runs tests under emulation.
+const eventTimeout = 20 * time.Second
+
+// collect reads events from l into a list of copies, keeping those for
+// which keep returns true, until done reports the list complete. It fails
+// the test on a receive error or after eventTimeout.
+func collect(t testing.TB, l *Listener, keep func(*Event) bool, done func([]Event) bool) []Event {
+	t.Helper()
+	var got []Event
+	deadline := time.Now().Add(eventTimeout)
+	if err := l.SetDeadline(deadline); err != nil {
+		t.Fatal(err)
+	}
+	defer l.SetDeadline(time.Time{})
+	var ev Event
+	for !done(got) {
+		if err := l.Next(&ev); err != nil {
+			t.Fatalf("Next: %v\nevents so far:\n%s", err, dump(got))
+		}
+		if ev.Kind == KindLost {
+			t.Logf("loss reported: %v", &ev)
+		}
+		if keep(&ev) {
+			e := ev
+			e.Raw = append([]byte(nil), ev.Raw...)
+			got = append(got, e)
+			saveSeed(t, l)
+		}
+	}
+	return got
+}
+
+func dump(evs []Event) string {
+	var sb strings.Builder
+	for i := range evs {
+		sb.WriteString("  ")
+		sb.WriteString(evs[i].String())
+		sb.WriteByte('\n')
+	}
+	return sb.String()
+}
+
+// of returns a keep function for events about process pid (its threads
+// included).
+func of(pid int32) func(*Event) bool {
+	return func(ev *Event) bool { return ev.TGID == pid && ev.Kind != KindLost }
+}
+
+// until returns a done function that reports true once an event satisfying
+// pred was collected.
+func until(pred func(*Event) bool) func([]Event) bool {
+	return func(evs []Event) bool {
+		for i := range evs {
+			if pred(&evs[i]) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func exitOf(pid int32) func(*Event) bool {
+	return func(ev *Event) bool { return ev.Kind == KindExit && ev.PID == pid }
+}
+
+// find returns the first event of kind k, failing the test if there is none.
+func find(t testing.TB, evs []Event, k Kind, pred func(*Event) bool) *Event {
+	t.Helper()
+	for i := range evs {
+		if evs[i].Kind == k && (pred == nil || pred(&evs[i])) {
+			return &evs[i]
+		}
+	}
+	t.Fatalf("no %v event among:\n%s", k, dump(evs))
+	return nil
+}
+
+// kernelAtLeast reports whether the running kernel's version is at least
+// major.minor.
+func kernelAtLeast(t testing.TB, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	parts := strings.SplitN(rel, ".", 3)
+	if len(parts) < 2 {
+		t.Fatalf("cannot parse kernel release %q", rel)
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("cannot parse kernel release %q", rel)
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// listen opens a Listener for a test, skipping only where the kernel or
+// privileges really lack what is needed, and closes it at the end.
+func listen(t testing.TB, cfg *Config) *Listener {
+	t.Helper()
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	if cfg.ReadBufferSize == 0 {
+		// Room for about 20000 events: the tests read only while they wait,
+		// and the machine may be busy.
+		cfg.ReadBufferSize = 8 << 20
+	}
+	l, err := Listen(cfg)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNoProcEvents):
+		t.Skipf("kernel lacks CONFIG_PROC_EVENTS: %v", err)
+	case errors.Is(err, os.ErrPermission) && os.Geteuid() != 0:
+		t.Skipf("not root and the kernel needs CAP_NET_ADMIN: %v", err)
+	default:
+		t.Fatalf("Listen: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// saveSeed writes the kernel bytes of the event just collected to the
+// FuzzDecode corpus when CNPROC_WRITE_SEEDS is set, one file per kind.
+func saveSeed(t testing.TB, l *Listener) {
+	if os.Getenv("CNPROC_WRITE_SEEDS") == "" || l.last.Data == nil {
+		return
+	}
+	fatal := func(err error) {
+		if t != nil {
+			t.Fatal(err)
+		}
+		panic(err)
+	}
+	what := Kind(0)
+	if len(l.last.Data) >= 4 {
+		what = Kind(binary.NativeEndian.Uint32(l.last.Data))
+	}
+	dir := "testdata/fuzz/FuzzDecode"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fatal(err)
+	}
+	name := fmt.Sprintf("%s/kernel-%s", dir, strings.ReplaceAll(what.String(), "|", "_"))
+	if _, err := os.Stat(name); err == nil {
+		return
+	}
+	body := fmt.Sprintf("go test fuzz v1\nuint32(%d)\n[]byte(%q)\n", l.last.Seq, l.last.Data)
+	if err := os.WriteFile(name, []byte(body), 0o644); err != nil {
+		fatal(err)
+	}
+}
+
+// A recorder reads a Listener in the background, so that the socket keeps
+// draining while a test waits for its children, and keeps the most recent
+// events in a ring. On a busy machine events may still be lost; tests then
+// repeat their scenario (see scenario).
+type recorder struct {
+	l     *Listener
+	check func(*Event) // called for every event, in the reading goroutine
+
+	mu      sync.Mutex
+	ring    []Event
+	n       uint64 // events recorded so far
+	lost    uint64 // KindLost events so far
+	err     error
+	notify  chan struct{}
+	stopped chan struct{}
+}
+
+const ringSize = 1 << 16
+
+// record starts a recorder on l; check, if not nil, sees every event. The
+// recorder stops when the test ends.
+func record(t testing.TB, l *Listener, check func(*Event)) *recorder {
+	r := &recorder{l: l, check: check, ring: make([]Event, ringSize), notify: make(chan struct{}), stopped: make(chan struct{})}
+	go r.run()
+	t.Cleanup(func() {
+		l.Close()
+		<-r.stopped
+	})
+	return r
+}
+
+func (r *recorder) run() {
+	defer close(r.stopped)
+	var ev Event
+	for {
+		err := r.l.Next(&ev)
+		if err == nil && r.check != nil {
+			r.check(&ev)
+		}
+		r.mu.Lock()
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				r.err = err
+			}
+			close(r.notify)
+			r.mu.Unlock()
+			return
+		}
+		if ev.Kind == KindLost {
+			r.lost++
+		}
+		e := &r.ring[r.n%ringSize]
+		*e = ev
+		e.Raw = append([]byte(nil), ev.Raw...)
+		r.n++
+		saveSeed(nil, r.l)
+		close(r.notify)
+		r.notify = make(chan struct{})
+		r.mu.Unlock()
+	}
+}
+
+// mark returns the position of the next event.
+func (r *recorder) mark() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// await waits until done reports complete the events since mark that keep
+// selects. It returns false if events may have been lost since mark (a loss
+// was reported, or the ring overflowed) and none arrived for a while; it
+// fails the test after eventTimeout otherwise.
+func (r *recorder) await(t testing.TB, mark uint64, keep func(*Event) bool, done func([]Event) bool) ([]Event, bool) {
+	t.Helper()
+	deadline := time.Now().Add(eventTimeout)
+	r.mu.Lock()
+	lost0 := r.lost
+	r.mu.Unlock()
+	for {
+		r.mu.Lock()
+		var evs []Event
+		from := mark
+		overflow := r.n-mark > ringSize
+		if overflow {
+			from = r.n - ringSize
+		}
+		for i := from; i < r.n; i++ {
+			if e := &r.ring[i%ringSize]; keep(e) {
+				evs = append(evs, *e)
+			}
+		}
+		complete := done(evs)
+		maybeLost := overflow || r.lost > lost0 || (mark == 0 && r.lost > 0)
+		err, ch := r.err, r.notify
+		r.mu.Unlock()
+		if complete {
+			return evs, true
+		}
+		if err != nil {
+			t.Fatalf("Next: %v\nevents so far:\n%s", err, dump(evs))
+		}
+		wait := time.Until(deadline)
+		if maybeLost {
+			wait = min(wait, 3*time.Second)
+		}
+		select {
+		case <-ch:
+		case <-time.After(wait):
+			if maybeLost {
+				return evs, false
+			}
+			t.Fatalf("timed out after %v; events so far:\n%s", eventTimeout, dump(evs))
+		}
+	}
+}
+
+// collect waits for the events since mark; it fails the test if they may
+// have been lost.
+func (r *recorder) collect(t testing.TB, mark uint64, keep func(*Event) bool, done func([]Event) bool) []Event {
+	t.Helper()
+	evs, ok := r.await(t, mark, keep, done)
+	if !ok {
+		t.Fatalf("events were lost (the machine is too busy); events so far:\n%s", dump(evs))
+	}
+	return evs
+}
+
+// scenario runs start, which starts a child and returns its pid, and waits
+// until done reports the child's events complete. If events were lost on
+// the way (the machine is busy), it runs start again, three times at most.
+func (r *recorder) scenario(t testing.TB, start func() int32, done func(pid int32) func([]Event) bool) (int32, []Event) {
+	t.Helper()
+	for range 3 {
+		m := r.mark()
+		pid := start()
+		evs, ok := r.await(t, m, of(pid), done(pid))
+		if ok {
+			return pid, evs
+		}
+		t.Logf("events were lost under load; trying again")
+	}
+	t.Fatal("events were lost in each of 3 attempts: the machine is too busy")
+	return 0, nil
+}
+
+// helperRun returns a start function for scenario that runs a helper to
+// completion.
+func helperRun(t testing.TB, mode string) func() int32 {
+	return func() int32 { return runHelperProc(t, mode) }
+}
+
+// untilExit returns a done function for scenario: the child's main thread
+// exited.
+func untilExit(pid int32) func([]Event) bool { return until(exitOf(pid)) }

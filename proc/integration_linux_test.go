@@ -1,0 +1,834 @@
+//go:build linux
+
+package proc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cnlink/connector"
+	"golang.org/x/sys/unix"
+)
+
+// TestIntegrationEvents causes every kind of event in child processes and
+// checks the decoded fields against what the children did.
+func TestIntegrationEvents(t *testing.T) {
+	l := listen(t, nil)
+	if got := l.Mode(); got != ModeAll {
+		t.Fatalf("Mode() = %v, want %v", got, ModeAll)
+	}
+	rec := record(t, l, nil)
+	me := int32(os.Getpid())
+
+	t.Run("fork exec exit code 3", func(t *testing.T) {
+		pid, evs := rec.scenario(t, helperRun(t, "exit3"), untilExit)
+		fork := find(t, evs, KindFork, func(e *Event) bool { return e.PID == pid })
+		if fork.TGID != pid || fork.ParentTGID != me || fork.ParentPID == 0 || fork.IsThread() {
+			t.Errorf("fork event %v: want pid=tgid=%d, parent tgid %d", fork, pid, me)
+		}
+		ex := find(t, evs, KindExec, nil)
+		if ex.PID != pid || ex.TGID != pid {
+			t.Errorf("exec event %v: want pid %d", ex, pid)
+		}
+		exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid })
+		ws := exit.WaitStatus()
+		if exit.ExitCode != 3<<8 || !ws.Exited() || ws.ExitStatus() != 3 || ws.Signaled() {
+			t.Errorf("exit event %v: want exited with status 3 (code 0x300)", exit)
+		}
+		if exit.ExitSignal != int32(syscall.SIGCHLD) {
+			t.Errorf("exit signal %d, want SIGCHLD", exit.ExitSignal)
+		}
+		if kernelAtLeast(t, 4, 18) && exit.ParentTGID != me {
+			t.Errorf("exit parent tgid %d, want %d", exit.ParentTGID, me)
+		}
+		for i := range evs {
+			e := &evs[i]
+			if e.Timestamp == 0 || e.CPU == CPUUnknown {
+				t.Errorf("event without timestamp or cpu: %v", e)
+			}
+			if d := time.Since(e.Time()); d < -time.Second || d > time.Minute {
+				t.Errorf("event %v: Time() is %v ago", e, d)
+			}
+		}
+	})
+
+	t.Run("exit by signal", func(t *testing.T) {
+		pid, evs := rec.scenario(t, func() int32 {
+			c := startHelper(t, "block", nil)
+			if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			c.wait(t)
+			return c.pid()
+		}, untilExit)
+		exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid })
+		ws := exit.WaitStatus()
+		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL || ws.Exited() || ws.CoreDump() {
+			t.Errorf("exit event %v: want killed by SIGKILL", exit)
+		}
+	})
+
+	t.Run("uid and gid", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("changing ids needs root (CAP_SETUID, CAP_SETGID)")
+		}
+		pid, evs := rec.scenario(t, helperRun(t, "setid"), untilExit)
+		exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid })
+		if exit.ExitCode != 0 {
+			t.Fatalf("helper failed: %v", exit)
+		}
+		g := find(t, evs, KindGID, func(e *Event) bool { return e.RGID == helperGID })
+		if g.EGID != helperGID || g.TGID != pid {
+			t.Errorf("gid event %v: want rgid=egid=%d", g, helperGID)
+		}
+		u := find(t, evs, KindUID, func(e *Event) bool { return e.RUID == helperUID })
+		if u.EUID != helperUID || u.TGID != pid {
+			t.Errorf("uid event %v: want ruid=euid=%d", u, helperUID)
+		}
+	})
+
+	t.Run("setsid", func(t *testing.T) {
+		pid, evs := rec.scenario(t, helperRun(t, "setsid"), untilExit)
+		if exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid }); exit.ExitCode != 0 {
+			t.Fatalf("helper failed: %v", exit)
+		}
+		s := find(t, evs, KindSID, nil)
+		if s.PID != pid || s.TGID != pid {
+			t.Errorf("sid event %v: want pid %d", s, pid)
+		}
+	})
+
+	t.Run("ptrace", func(t *testing.T) {
+		var tracer int
+		var attach, detach *Event
+		pid, _ := rec.scenario(t, func() int32 {
+			c := startHelper(t, "block", nil)
+			tracer = ptraceAttachDetach(t, int(c.pid()))
+			return c.pid()
+		}, func(pid int32) func([]Event) bool { return func(evs []Event) bool {
+			attach, detach = nil, nil
+			for i := range evs {
+				e := &evs[i]
+				if e.Kind == KindPtrace && e.PID == pid {
+					if e.TracerPID != 0 && attach == nil {
+						attach = e
+					} else if e.TracerPID == 0 && attach != nil {
+						detach = e
+					}
+				}
+			}
+			return detach != nil
+		}})
+		if attach.TracerPID != int32(tracer) || attach.TracerTGID != me || attach.TGID != pid {
+			t.Errorf("attach event %v: want tracer %d/%d", attach, tracer, me)
+		}
+		if detach.TracerTGID != 0 {
+			t.Errorf("detach event %v: want tracer 0", detach)
+		}
+	})
+
+	t.Run("comm", func(t *testing.T) {
+		pid, evs := rec.scenario(t, helperRun(t, "comm"), untilExit)
+		if exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid }); exit.ExitCode != 0 {
+			t.Fatalf("helper failed: %v", exit)
+		}
+		c := find(t, evs, KindComm, func(e *Event) bool { return e.CommString() == helperComm })
+		if c.PID != pid || c.TGID != pid {
+			t.Errorf("comm event %v: want pid %d", c, pid)
+		}
+		find(t, evs, KindComm, func(e *Event) bool { return e.CommString() == helperComm2 })
+	})
+
+	t.Run("coredump", func(t *testing.T) {
+		pid, evs := rec.scenario(t, helperRun(t, "abort"), untilExit)
+		var core, exit int = -1, -1
+		for i := range evs {
+			switch {
+			case evs[i].Kind == KindCoredump && core < 0:
+				core = i
+			case evs[i].Kind == KindExit && evs[i].PID == pid:
+				exit = i
+			}
+		}
+		if core < 0 || exit < 0 || core > exit {
+			t.Fatalf("want a coredump event before the exit, got:\n%s", dump(evs))
+		}
+		ws := evs[exit].WaitStatus()
+		if !ws.Signaled() || ws.Signal() != syscall.SIGABRT {
+			t.Errorf("exit %v: want killed by SIGABRT", &evs[exit])
+		}
+		if kernelAtLeast(t, 4, 18) && evs[core].PID == pid && evs[core].ParentTGID != me {
+			t.Errorf("coredump %v: want parent tgid %d", &evs[core], me)
+		}
+	})
+
+	t.Run("threads", func(t *testing.T) {
+		var tid int
+		pid, evs := rec.scenario(t, func() int32 {
+			c := startHelper(t, "thread", nil)
+			var err error
+			if tid, err = strconv.Atoi(c.line(t, eventTimeout)); err != nil {
+				t.Fatal(err)
+			}
+			c.wait(t)
+			return c.pid()
+		}, func(pid int32) func([]Event) bool {
+			return func(evs []Event) bool {
+				return until(exitOf(pid))(evs) && until(exitOf(int32(tid)))(evs)
+			}
+		})
+		fork := find(t, evs, KindFork, func(e *Event) bool { return e.PID == int32(tid) })
+		if !fork.IsThread() || fork.TGID != pid || fork.ParentTGID != me {
+			t.Errorf("thread fork %v: want thread %d of %d, parent %d", fork, tid, pid, me)
+		}
+		exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == int32(tid) })
+		if !exit.IsThread() || exit.ExitSignal != -1 || exit.ParentPID != 0 {
+			t.Errorf("thread exit %v: want a thread exit with exit signal -1 and no parent", exit)
+		}
+	})
+
+	st := l.Stats()
+	if st.Events == 0 || st.Malformed != 0 || st.Foreign != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// ptraceAttachDetach attaches to pid, waits for it to stop and detaches.
+// It returns the tracer's thread id.
+func ptraceAttachDetach(t *testing.T, pid int) int {
+	t.Helper()
+	type res struct {
+		tid int
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		// ptrace requests must come from the attaching thread; the goroutine
+		// keeps its thread locked until it ends, which retires the thread.
+		runtime.LockOSThread()
+		tid := unix.Gettid()
+		if err := syscall.PtraceAttach(pid); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, syscall.WALL, nil); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		ch <- res{tid, syscall.PtraceDetach(pid)}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			if errors.Is(r.err, syscall.EPERM) && os.Geteuid() != 0 {
+				t.Skipf("ptrace not permitted: %v", r.err)
+			}
+			t.Fatalf("ptrace: %v", r.err)
+		}
+		return r.tid
+	case <-time.After(eventTimeout):
+		t.Fatal("ptrace attach did not finish")
+	}
+	return 0
+}
+
+// TestIntegrationFilter checks each filter subset: only selected kinds are
+// delivered, and the mode matches the kernel (kernel filter on 6.6 and
+// later, user-space fallback before).
+func TestIntegrationFilter(t *testing.T) {
+	wantMode := ModeUserFilter
+	if kernelAtLeast(t, 6, 6) {
+		wantMode = ModeKernelFilter
+	}
+	for _, tc := range []struct {
+		name  string
+		kinds Kind
+		// want lists, per helper, the kinds the filter must deliver for it.
+		ok, fail []Kind
+	}{
+		{"exec", KindExec, []Kind{KindExec}, []Kind{KindExec}},
+		{"fork exit", KindFork | KindExit, []Kind{KindFork, KindExit}, []Kind{KindFork, KindExit}},
+		{"nonzero exit", KindNonzeroExit, nil, []Kind{KindExit}},
+		{"nonzero exit and exec", KindNonzeroExit | KindExec, []Kind{KindExec}, []Kind{KindExec, KindExit}},
+		{"comm", KindComm, []Kind{KindComm}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &Config{Kinds: tc.kinds}
+			if wantMode == ModeUserFilter {
+				cfg.AckTimeout = 300 * time.Millisecond
+			}
+			l := listen(t, cfg)
+			if got := l.Mode(); got != wantMode {
+				t.Fatalf("Mode() = %v, want %v", got, wantMode)
+			}
+			if l.Mode().CountsLoss() != (wantMode == ModeUserFilter) {
+				t.Errorf("CountsLoss() = %v in %v", l.Mode().CountsLoss(), l.Mode())
+			}
+			rec := record(t, l, func(e *Event) {
+				if e.Kind != KindLost && e.Kind&tc.kinds == 0 && !(e.Kind == KindExit && e.ExitCode != 0 && tc.kinds&KindNonzeroExit != 0) {
+					t.Errorf("filter %v delivered %v", tc.kinds, e)
+				}
+			})
+			// A helper that succeeds (and renames itself) and one that
+			// fails, then a marker process: it renames itself and fails,
+			// which every filter here selects. The children run one after
+			// another, so the marker's events come last.
+			var okPID, failPID, marker int32
+			var evs []Event
+			for try := 0; ; try++ {
+				m := rec.mark()
+				okPID = runHelperProc(t, "comm")
+				failPID = runHelperProc(t, "exit3")
+				marker = runHelperProc(t, map[bool]string{true: "comm", false: "exit3"}[tc.kinds == KindComm])
+				var ok bool
+				evs, ok = rec.await(t, m, func(e *Event) bool { return e.TGID == okPID || e.TGID == failPID || e.TGID == marker },
+					func(evs []Event) bool { return len(evs) > 0 && evs[len(evs)-1].TGID == marker })
+				if ok {
+					break
+				}
+				if try == 2 {
+					t.Fatal("events were lost in each of 3 attempts: the machine is too busy")
+				}
+				t.Log("events were lost under load; trying again")
+			}
+			kinds := map[int32]map[Kind]bool{okPID: {}, failPID: {}}
+			for _, e := range evs {
+				if k, ok := kinds[e.TGID]; ok {
+					k[e.Kind] = true
+				}
+			}
+			for pid, want := range map[int32][]Kind{okPID: tc.ok, failPID: tc.fail} {
+				for _, k := range want {
+					if !kinds[pid][k] {
+						t.Errorf("filter %v: no %v event for pid %d (got %v)", tc.kinds, k, pid, kinds[pid])
+					}
+				}
+				if len(kinds[pid]) != len(want) {
+					t.Errorf("filter %v: pid %d got kinds %v, want %v", tc.kinds, pid, kinds[pid], want)
+				}
+			}
+		})
+	}
+}
+
+// TestIntegrationCoexist runs listeners side by side, in one process and in
+// two, and checks that each gets every event, and that starting or closing
+// one does not disturb the others.
+func TestIntegrationCoexist(t *testing.T) {
+	other := startHelper(t, "listener", nil)
+	if s := other.line(t, eventTimeout); s != "ready" {
+		t.Fatalf("listener helper: %s", s)
+	}
+	seenByOther := func(pid int32) {
+		t.Helper()
+		if other == nil {
+			return
+		}
+		for {
+			s := other.line(t, eventTimeout)
+			if s == strconv.Itoa(int(pid)) {
+				return
+			}
+			if _, err := strconv.Atoi(s); err != nil {
+				t.Fatalf("listener helper: %s", s)
+			}
+		}
+	}
+
+	all := listen(t, nil)
+	exits := listen(t, &Config{Kinds: KindExit})
+	recAll, recExits := record(t, all, nil), record(t, exits, nil)
+	exec := func(pid int32) func([]Event) bool {
+		return until(func(e *Event) bool { return e.Kind == KindExec })
+	}
+	everything := func(pid int32) func([]Event) bool {
+		return func(evs []Event) bool {
+			return until(func(e *Event) bool { return e.Kind == KindFork })(evs) && exec(pid)(evs) && untilExit(pid)(evs)
+		}
+	}
+	// see runs a child and waits until each recorder has seen its events
+	// and the other process its exec. Under load, lost events make it try
+	// again.
+	see := func(want map[*recorder]func(int32) func([]Event) bool) {
+		t.Helper()
+		for range 3 {
+			marks := map[*recorder]uint64{}
+			for r := range want {
+				marks[r] = r.mark()
+			}
+			pid := runHelperProc(t, "exit3")
+			ok := true
+			for r, done := range want {
+				if _, seen := r.await(t, marks[r], of(pid), done(pid)); !seen {
+					ok = false
+				}
+			}
+			seenByOther(pid)
+			if ok {
+				return
+			}
+			t.Log("events were lost under load; trying again")
+		}
+		t.Fatal("events were lost in each of 3 attempts: the machine is too busy")
+	}
+	see(map[*recorder]func(int32) func([]Event) bool{recAll: everything, recExits: untilExit})
+
+	// Closing one in-process listener leaves the other, and the other
+	// process's, working.
+	if err := exits.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-recExits.stopped
+	if err := exits.Next(new(Event)); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("Next after Close: %v, want ErrClosed", err)
+	}
+	see(map[*recorder]func(int32) func([]Event) bool{recAll: everything})
+
+	// A new listener starting does not disturb the running ones.
+	recAgain := record(t, listen(t, &Config{Kinds: KindExec}), nil)
+	see(map[*recorder]func(int32) func([]Event) bool{recAll: everything, recAgain: exec})
+
+	// The other process closes its listener; ours keep working.
+	if ws := other.wait(t); ws.ExitStatus() != 0 {
+		t.Fatalf("listener helper exited with %v", ws)
+	}
+	other = nil
+	see(map[*recorder]func(int32) func([]Event) bool{recAll: everything, recAgain: exec})
+}
+
+// TestIntegrationLoss provokes an overrun and checks that the loss is
+// reported and that the counted loss equals what the kernel really dropped
+// for the socket.
+func TestIntegrationLoss(t *testing.T) {
+	l := listen(t, nil)
+	// Userspace programs may multicast to group 1 as well; a socket filter
+	// keeps their messages out of the queue, so that the kernel's drop
+	// count holds process events only. It drops no process event, so it
+	// leaves no sequence gap.
+	if err := l.c.SetBPF(kernelOnlyFilter()); err != nil {
+		t.Fatal(err)
+	}
+	me := int32(os.Getpid())
+	start := time.Now()
+	var overruns, counted uint64
+	seen := map[int32]Kind{}
+	account := func(ev *Event) {
+		switch {
+		case ev.Kind == KindLost && ev.Lost == 0:
+			overruns++
+		case ev.Kind == KindLost:
+			counted += uint64(ev.Lost)
+		case ev.Kind == KindFork || ev.Kind == KindExit || ev.Kind == KindExec:
+			if ev.PID == ev.TGID {
+				seen[ev.PID] |= ev.Kind
+			}
+		}
+	}
+	// drainToPoke makes every CPU we may run on send a comm event and
+	// reads until all of them arrived. Events from one CPU arrive in order,
+	// so every gap before them has then been counted.
+	drainToPoke := func() ([]int, bool) {
+		t.Helper()
+		cpus := pokeCPUs(t)
+		pending := map[uint32]bool{}
+		for _, c := range cpus {
+			pending[uint32(c)] = true
+		}
+		// A congested socket drops the pokes too, until it has been drained:
+		// the caller then pokes again.
+		if err := l.SetDeadline(time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		defer l.SetDeadline(time.Time{})
+		var ev Event
+		for len(pending) > 0 {
+			err := l.Next(&ev)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return cpus, false
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			account(&ev)
+			if ev.Kind == KindComm && ev.TGID == me && ev.CommString() == "cnproc-poke" {
+				delete(pending, ev.CPU)
+			}
+		}
+		return cpus, true
+	}
+	// Gaps are counted from the first message seen from each CPU on: make
+	// every CPU send one first, so that every loss below can be counted.
+	var cpus []int
+	for ok := false; !ok; {
+		cpus, ok = drainToPoke()
+		if !ok && time.Since(start) > eventTimeout {
+			t.Fatal("the comm events of the pokes never arrived")
+		}
+	}
+	exact := len(cpus) == onlineCPUs(t)
+	overruns, counted = 0, 0
+	drops0 := mustDrops(t, l)
+
+	// The smallest receive buffer holds a few events only. Cause events
+	// without reading: each child forks, execs, starts the runtime's
+	// threads and exits.
+	if err := l.SetReadBuffer(1); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int32
+	for range 8 {
+		pids = append(pids, runHelperProc(t, "exit3"))
+	}
+	if err := l.SetReadBuffer(8 << 20); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(eventTimeout)
+	for {
+		if _, ok := drainToPoke(); ok {
+			drops := mustDrops(t, l) - drops0
+			if counted == drops {
+				break
+			}
+			if !exact && counted < drops {
+				t.Logf("this process may not run on every CPU: %d lost events counted, %d dropped", counted, drops)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counted %d lost events, the kernel dropped %d; stats %+v", counted, mustDrops(t, l)-drops0, l.Stats())
+		}
+	}
+	if overruns == 0 || counted == 0 {
+		t.Fatalf("no loss provoked: %d overruns, %d counted", overruns, counted)
+	}
+	// Each child caused at least a fork, an exec and an exit of its main
+	// thread: those not seen must be among the events counted as lost.
+	missed := 0
+	for _, p := range pids {
+		for _, k := range []Kind{KindFork, KindExec, KindExit} {
+			if seen[p]&k == 0 {
+				missed++
+			}
+		}
+	}
+	if uint64(missed) > counted {
+		t.Errorf("%d of the children's own events were not delivered, but only %d were counted as lost", missed, counted)
+	}
+	t.Logf("%d overruns, %d events lost (the kernel agrees); %d of the children's own fork/exec/exit events were among them", overruns, counted, missed)
+}
+
+// kernelOnlyFilter is a classic BPF socket filter that accepts only
+// datagrams with nlmsg_pid 0 and connector id 1:1, as the kernel sends
+// process events. BPF loads are big-endian, so the constants are converted.
+func kernelOnlyFilter() []connector.BPFInstruction {
+	be := func(v uint32) uint32 {
+		var b [4]byte
+		binary.NativeEndian.PutUint32(b[:], v)
+		return binary.BigEndian.Uint32(b[:])
+	}
+	const (
+		ldAbsW = 0x20 // BPF_LD | BPF_W | BPF_ABS
+		jeqK   = 0x15 // BPF_JMP | BPF_JEQ | BPF_K
+		retK   = 0x06 // BPF_RET | BPF_K
+	)
+	return []connector.BPFInstruction{
+		{Op: ldAbsW, K: 12}, // nlmsg_pid
+		{Op: jeqK, K: 0, Jf: 5},
+		{Op: ldAbsW, K: 16}, // cn_msg.id.idx
+		{Op: jeqK, K: be(connector.IDProc.Idx), Jf: 3},
+		{Op: ldAbsW, K: 20}, // cn_msg.id.val
+		{Op: jeqK, K: be(connector.IDProc.Val), Jf: 1},
+		{Op: retK, K: 0xffffffff},
+		{Op: retK, K: 0},
+	}
+}
+
+func mustDrops(t *testing.T, l *Listener) uint64 {
+	t.Helper()
+	n, err := l.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// pokeCPUs makes the kernel send one comm event from each CPU this process
+// may run on, and returns those CPUs: a thread pinned to the CPU renames
+// itself.
+func pokeCPUs(t *testing.T) []int {
+	t.Helper()
+	var cpus []int
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // the thread is retired when the goroutine ends
+		for cpu := range 1024 {
+			if !set.IsSet(cpu) {
+				continue
+			}
+			var one unix.CPUSet
+			one.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				errc <- err
+				return
+			}
+			if err := setThreadName("cnproc-poke"); err != nil {
+				errc <- err
+				return
+			}
+			cpus = append(cpus, cpu)
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return cpus
+}
+
+// onlineCPUs returns the number of online CPUs.
+func onlineCPUs(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		t.Skipf("cannot tell the online CPUs: %v", err)
+	}
+	n := 0
+	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, found := strings.Cut(r, "-")
+		a, err1 := strconv.Atoi(lo)
+		z, err2 := a, error(nil)
+		if found {
+			z, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil {
+			t.Fatalf("bad /sys/devices/system/cpu/online: %q", b)
+		}
+		n += z - a + 1
+	}
+	return n
+}
+
+// TestIntegrationCancel checks that a cancelled context and Close both end
+// a wait promptly.
+func TestIntegrationCancel(t *testing.T) {
+	// Ptrace events are rare, so the wait blocks.
+	l := listen(t, &Config{Kinds: KindPtrace, AckTimeout: 300 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	var last error
+	for ev, err := range l.Events(ctx) {
+		if err == nil {
+			t.Logf("event %v", ev)
+			continue
+		}
+		last = err
+	}
+	if !errors.Is(last, context.Canceled) {
+		t.Errorf("iteration ended with %v, want context.Canceled", last)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("cancellation took %v", d)
+	}
+
+	// The Listener still works after the iteration: the deadline used to
+	// interrupt it is gone.
+	if err := l.SetDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Next(new(Event)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Next after the iteration: %v, want a deadline error", err)
+	}
+	if err := l.SetDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- l.Next(new(Event)) }()
+	time.AfterFunc(50*time.Millisecond, func() { l.Close() })
+	select {
+	case err := <-done:
+		if !errors.Is(err, connector.ErrClosed) || !errors.Is(err, os.ErrClosed) {
+			t.Errorf("Next after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(eventTimeout):
+		t.Fatal("Close did not unblock Next")
+	}
+	if err := l.Close(); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("second Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestIntegrationAllocs guards the receive fast path: Next allocates
+// nothing per event.
+func TestIntegrationAllocs(t *testing.T) {
+	if testing.CoverMode() != "" || raceEnabled {
+		t.Skip("allocation counts are not meaningful under coverage or the race detector")
+	}
+	l := listen(t, &Config{Kinds: KindComm, AckTimeout: 300 * time.Millisecond})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := l.SetDeadline(time.Now().Add(eventTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	var ev Event
+	var nerr error
+	allocs := testing.AllocsPerRun(200, func() {
+		if err := setThreadName("cnproc-alloc"); err != nil {
+			nerr = err
+			return
+		}
+		if err := l.Next(&ev); err != nil {
+			nerr = err
+		}
+	})
+	if nerr != nil {
+		t.Fatal(nerr)
+	}
+	if allocs != 0 {
+		t.Errorf("Next allocates %v times per event, want 0", allocs)
+	}
+}
+
+var threadName [16]byte
+
+// setThreadName renames the calling thread with prctl(PR_SET_NAME), which
+// makes the kernel send a comm event from the thread's CPU. It does not
+// allocate.
+func setThreadName(name string) error {
+	n := copy(threadName[:15], name)
+	threadName[n] = 0
+	return unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&threadName[0])), 0, 0, 0)
+}
+
+// TestIntegrationSnapshot lists the processes and finds a child in it.
+func TestIntegrationSnapshot(t *testing.T) {
+	c := startHelper(t, "block", nil)
+	ps, err := Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *Process
+	for i := range ps {
+		if ps[i].PID == c.pid() {
+			found = &ps[i]
+		}
+	}
+	if found == nil {
+		t.Fatalf("child %d not in a snapshot of %d processes", c.pid(), len(ps))
+	}
+	exe, _ := os.Executable()
+	base := exe[len(exe)-min(len(exe), len(baseName(exe))):]
+	want := base[:min(len(base), 15)]
+	if found.PPID != int32(os.Getpid()) || found.TGID != found.PID || found.Comm != want ||
+		found.EUID != uint32(os.Geteuid()) || found.RGID != uint32(os.Getgid()) || found.Threads < 1 || found.StartTime <= 0 {
+		t.Errorf("child in snapshot: %+v, want ppid %d comm %q", found, os.Getpid(), want)
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		t.Fatal(err)
+	}
+	if up := time.Duration(ts.Nano()); found.StartTime > up {
+		t.Errorf("start time %v is after now (%v since boot)", found.StartTime, up)
+	}
+}
+
+func baseName(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[i+1:]
+		}
+	}
+	return p
+}
+
+// TestIntegrationNamespaces checks the errors outside the initial
+// namespaces.
+func TestIntegrationNamespaces(t *testing.T) {
+	t.Run("network", func(t *testing.T) {
+		fd := newNetNS(t)
+		_, err := Listen(&Config{NetNS: fd})
+		if !errors.Is(err, connector.ErrNotInitialNetNS) {
+			t.Fatalf("Listen in a new network namespace: %v, want ErrNotInitialNetNS", err)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		attr *syscall.SysProcAttr
+	}{
+		{"user", &syscall.SysProcAttr{
+			Cloneflags:  syscall.CLONE_NEWUSER,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}},
+		}},
+		{"pid", &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			exe, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(exe, "-test.run=^$")
+			cmd.Env = append(os.Environ(), helperEnv+"=nslisten")
+			cmd.SysProcAttr = tc.attr
+			out, err := cmd.Output()
+			if err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					t.Fatalf("helper failed: %v: %s", err, ee.Stderr)
+				}
+				if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
+					t.Skipf("cannot create a %s namespace here: %v", tc.name, err)
+				}
+				t.Fatal(err)
+			}
+			if got := string(out); got != "ErrNamespace\n" {
+				t.Errorf("Listen in a new %s namespace: %q, want ErrNamespace", tc.name, got)
+			}
+		})
+	}
+}
+
+// newNetNS returns a file descriptor of a new network namespace.
+func newNetNS(t *testing.T) int {
+	t.Helper()
+	type res struct {
+		fd  int
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		// The thread is retired when the goroutine ends, namespace and all.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		ch <- res{fd, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		if errors.Is(r.err, syscall.EPERM) && os.Geteuid() != 0 {
+			t.Skipf("cannot create a network namespace: %v", r.err)
+		}
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { unix.Close(r.fd) })
+	return r.fd
+}

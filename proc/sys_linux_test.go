@@ -1,0 +1,192 @@
+//go:build linux
+
+package proc
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestCheckConnectorFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content string
+		want          error
+	}{
+		{"registered", "Name            ID\ncn_proc         1:1\n", nil},
+		{"with others", "Name            ID\nw1              3:1\ncn_proc         1:1\n", nil},
+		{"missing", "Name            ID\nw1              3:1\n", ErrNoProcEvents},
+		{"empty", "", ErrNoProcEvents},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name)
+			if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkConnectorFile(p); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Errorf("checkConnectorFile = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Without the file (another network namespace) nothing is concluded.
+	if err := checkConnectorFile(filepath.Join(dir, "absent")); err != nil {
+		t.Errorf("absent file: %v", err)
+	}
+}
+
+func TestIntegrationCheckProcEvents(t *testing.T) {
+	if _, err := os.Stat("/proc/net/connector"); err != nil {
+		t.Skipf("no /proc/net/connector: %v", err)
+	}
+	if err := checkProcEvents(); err != nil {
+		t.Skipf("this kernel lacks CONFIG_PROC_EVENTS: %v", err)
+	}
+	// The test binary runs in the initial namespaces (root, not in a
+	// container); the check must agree.
+	if err := checkNamespaces(); err != nil {
+		t.Errorf("checkNamespaces in the initial namespaces: %v", err)
+	}
+}
+
+const netlinkTable = `sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode
+00000000e6b5cdff 0   0          00000000 0        0        0     2        0        4
+00000000aaaaaaaa 11  4242       00000001 0        0        0     2        17       5555
+00000000bbbbbbbb 16  4242       00000000 0        0        0     2        3        5556
+00000000cccccccc 11  99         00000001 0        0        0     2        5        5557
+`
+
+func TestParseNetlinkDrops(t *testing.T) {
+	n, err := parseNetlinkDrops(strings.NewReader(netlinkTable), 4242)
+	if err != nil || n != 17 {
+		t.Errorf("drops of port 4242 = %d, %v; want 17", n, err)
+	}
+	if _, err := parseNetlinkDrops(strings.NewReader(netlinkTable), 7); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("absent port: %v, want ErrNotExist", err)
+	}
+	if _, err := parseNetlinkDrops(strings.NewReader("garbage\n"), 7); err == nil {
+		t.Error("bad header accepted")
+	}
+	bad := strings.Replace(netlinkTable, "17 ", "x7 ", 1)
+	if _, err := parseNetlinkDrops(strings.NewReader(bad), 4242); err == nil {
+		t.Error("bad Drops field accepted")
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	line := "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 4567 1000 100 18446744073709551615\n"
+	var p Process
+	if err := parseStat([]byte(line), &p); err != nil {
+		t.Fatal(err)
+	}
+	want := Process{PID: 1234, TGID: 1234, PPID: 1, PGID: 1234, SID: 1234, Comm: "a (weird) name", State: 'S', Threads: 3,
+		StartTime: 45670 * time.Millisecond}
+	if diff := cmp.Diff(want, p); diff != "" {
+		t.Errorf("parseStat (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{
+		"", "1234", "1234 (x", "x (y) S 1 2 3", "1234 (x) S 1 2",
+		"1234 (x) SS 1 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 4567",
+		"1234 (x) S z 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 4567",
+		"1234 (x) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 -3 0 4567",
+		"1234 (x) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 99999999999999999999",
+	} {
+		if err := parseStat([]byte(bad), &p); err == nil {
+			t.Errorf("parseStat(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	status := "Name:\tx\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\n"
+	var p Process
+	if err := parseStatus([]byte(status), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.RUID != 1 || p.EUID != 2 || p.RGID != 5 || p.EGID != 6 {
+		t.Errorf("parseStatus = %+v", p)
+	}
+	for _, bad := range []string{"", "Uid:\t1\t2\t3\t4\n", "Uid:\t1\nGid:\t1\t2\n", "Uid:\tx\t2\nGid:\t1\t2\n"} {
+		if err := parseStatus([]byte(bad), &p); err == nil {
+			t.Errorf("parseStatus(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSnapshotDir(t *testing.T) {
+	root := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("1/stat", "1 (init) S 0 1 1 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0 2 1000 100\n")
+	write("1/status", "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
+	write("42/stat", "42 (sh) R 1 42 42 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 2 0 300 1000 100\n")
+	write("42/status", "Uid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n")
+	write("43/stat", "") // exited while read: the kernel returns nothing
+	write("self/stat", "1 (init) S 0 1 1 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0 2 1000 100\n")
+	write("net/connector", "")
+	if err := os.MkdirAll(filepath.Join(root, "44"), 0o755); err != nil { // exited: no files
+		t.Fatal(err)
+	}
+	ps, err := snapshot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int32]Process{}
+	for _, p := range ps {
+		got[p.PID] = p
+	}
+	want := map[int32]Process{
+		1:  {PID: 1, TGID: 1, State: 'S', PGID: 1, SID: 1, Comm: "init", Threads: 1, StartTime: 20 * time.Millisecond},
+		42: {PID: 42, TGID: 42, PPID: 1, PGID: 42, SID: 42, Comm: "sh", State: 'R', Threads: 2, StartTime: 3 * time.Second, RUID: 1000, EUID: 1000, RGID: 100, EGID: 100},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("snapshot (-want +got):\n%s", diff)
+	}
+	write("45/stat", "45 (bad")
+	write("45/status", "")
+	if _, err := snapshot(root); err == nil {
+		t.Error("a malformed stat file was accepted")
+	}
+	if _, err := snapshot(filepath.Join(root, "absent")); err == nil {
+		t.Error("an absent root was accepted")
+	}
+}
+
+// FuzzParseStat checks that the /proc/<pid>/stat parser never panics.
+func FuzzParseStat(f *testing.F) {
+	if b, err := os.ReadFile("/proc/self/stat"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 4567 1000 100\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p Process
+		if parseStat(b, &p) == nil && (p.PID != p.TGID || p.Threads < 0 || p.StartTime < 0) {
+			t.Fatalf("inconsistent result %+v", p)
+		}
+	})
+}
+
+// FuzzParseStatus checks that the /proc/<pid>/status parser never panics.
+func FuzzParseStatus(f *testing.F) {
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p Process
+		_ = parseStatus(b, &p)
+	})
+}
