@@ -115,20 +115,22 @@ func TestIntegrationEvents(t *testing.T) {
 			c := startHelper(t, "block", nil)
 			tracer = ptraceAttachDetach(t, int(c.pid()))
 			return c.pid()
-		}, func(pid int32) func([]Event) bool { return func(evs []Event) bool {
-			attach, detach = nil, nil
-			for i := range evs {
-				e := &evs[i]
-				if e.Kind == KindPtrace && e.PID == pid {
-					if e.TracerPID != 0 && attach == nil {
-						attach = e
-					} else if e.TracerPID == 0 && attach != nil {
-						detach = e
+		}, func(pid int32) func([]Event) bool {
+			return func(evs []Event) bool {
+				attach, detach = nil, nil
+				for i := range evs {
+					e := &evs[i]
+					if e.Kind == KindPtrace && e.PID == pid {
+						if e.TracerPID != 0 && attach == nil {
+							attach = e
+						} else if e.TracerPID == 0 && attach != nil {
+							detach = e
+						}
 					}
 				}
+				return detach != nil
 			}
-			return detach != nil
-		}})
+		})
 		if attach.TracerPID != int32(tracer) || attach.TracerTGID != me || attach.TGID != pid {
 			t.Errorf("attach event %v: want tracer %d/%d", attach, tracer, me)
 		}
