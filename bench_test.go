@@ -49,13 +49,24 @@ func newBlockingPeer(b *testing.B) *rawPeer {
 	return p
 }
 
+// rawSend sends dgram from fd to sa, again when a signal interrupts the
+// wait: with a send timeout set, the kernel does not restart the call.
+func rawSend(fd int, dgram []byte, sa *unix.SockaddrNetlink) error {
+	for {
+		err := unix.Sendto(fd, dgram, 0, sa)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
 // fill queues n copies of dgram at port from p. The receiver's buffer must
 // hold them: nothing reads while it runs.
 func fill(b *testing.B, p *rawPeer, port uint32, dgram []byte, n int) {
 	b.Helper()
 	sa := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: port}
 	for range n {
-		if err := unix.Sendto(p.fd, dgram, 0, sa); err != nil {
+		if err := rawSend(p.fd, dgram, sa); err != nil {
 			b.Fatalf("queueing messages for the receiver: %v", err)
 		}
 	}
@@ -140,9 +151,16 @@ func BenchmarkReceive(b *testing.B) {
 			buf := make([]byte, connector.DefaultMessageBufferSize)
 			var sa unix.RawSockaddrNetlink
 			receiveLoop(b, rx.port, dgram, func() {
-				salen := uint32(unix.SizeofSockaddrNetlink)
-				n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(rx.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
-					0, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&salen)))
+				var n uintptr
+				var e unix.Errno
+				for {
+					salen := uint32(unix.SizeofSockaddrNetlink)
+					n, _, e = unix.Syscall6(unix.SYS_RECVFROM, uintptr(rx.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+						0, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&salen)))
+					if e != unix.EINTR {
+						break
+					}
+				}
 				if e != 0 || int(n) != len(dgram) {
 					b.Fatalf("recvfrom: %d bytes, %v", n, e)
 				}
@@ -187,29 +205,47 @@ func BenchmarkSend(b *testing.B) {
 		b.Run(fmt.Sprintf("payload=%dB/raw-sendto-kernel", size), func(b *testing.B) {
 			tx := newBlockingPeer(b)
 			sa := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
-			sendLoop(b, len(dgram), func() error { return unix.Sendto(tx.fd, dgram, 0, sa) })
+			sendLoop(b, len(dgram), func() error { return rawSend(tx.fd, dgram, sa) })
 		})
 
-		// To a userspace peer drained by a raw loop.
-		b.Run(fmt.Sprintf("payload=%dB/SendTo-peer", size), func(b *testing.B) {
-			rx := newBlockingPeer(b)
-			wait := drain(b, rx, len(dgram))
-			tx := dial(b, nil)
-			if err := tx.SetWriteDeadline(time.Now().Add(benchDeadline)); err != nil {
-				b.Fatal(err)
-			}
-			sendLoop(b, len(dgram), func() error { return tx.SendTo(rx.port, m) })
-			wait(unix.Sendto(rx.fd, stop, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: rx.port}))
-		})
-		b.Run(fmt.Sprintf("payload=%dB/raw-sendto-peer", size), func(b *testing.B) {
-			rx := newBlockingPeer(b)
-			wait := drain(b, rx, len(dgram))
-			tx := newBlockingPeer(b)
-			sa := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: rx.port}
-			sendLoop(b, len(dgram), func() error { return unix.Sendto(tx.fd, dgram, 0, sa) })
-			wait(unix.Sendto(tx.fd, stop, 0, sa))
-		})
+		// To a userspace peer drained by a raw loop: one with a large
+		// receive buffer, and one with the kernel's smallest, where the
+		// sender keeps waiting for room.
+		for _, peer := range []struct {
+			name   string
+			rcvbuf int
+		}{{"peer", 4 << 20}, {"full-peer", 1}} {
+			b.Run(fmt.Sprintf("payload=%dB/SendTo-%s", size, peer.name), func(b *testing.B) {
+				rx := newDrainPeer(b, peer.rcvbuf)
+				wait := drain(b, rx, len(dgram))
+				tx := dial(b, nil)
+				if err := tx.SetWriteDeadline(time.Now().Add(benchDeadline)); err != nil {
+					b.Fatal(err)
+				}
+				sendLoop(b, len(dgram), func() error { return tx.SendTo(rx.port, m) })
+				wait(tx.SendTo(rx.port, connector.Message{ID: id}))
+			})
+			b.Run(fmt.Sprintf("payload=%dB/raw-sendto-%s", size, peer.name), func(b *testing.B) {
+				rx := newDrainPeer(b, peer.rcvbuf)
+				wait := drain(b, rx, len(dgram))
+				tx := newBlockingPeer(b)
+				sa := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: rx.port}
+				sendLoop(b, len(dgram), func() error { return rawSend(tx.fd, dgram, sa) })
+				wait(rawSend(tx.fd, stop, sa))
+			})
+		}
 	}
+}
+
+// newDrainPeer returns a blocking raw peer whose receive buffer is forced
+// to rcvbuf bytes (the kernel raises tiny values to its minimum).
+func newDrainPeer(b *testing.B, rcvbuf int) *rawPeer {
+	b.Helper()
+	p := newBlockingPeer(b)
+	if err := unix.SetsockoptInt(p.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf); err != nil {
+		b.Fatal(err)
+	}
+	return p
 }
 
 // drain reads from p in a goroutine until a datagram whose length is not
@@ -222,6 +258,9 @@ func drain(b *testing.B, p *rawPeer, dgramLen int) func(error) {
 		buf := make([]byte, connector.DefaultMessageBufferSize)
 		for {
 			n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(p.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0, 0)
+			if e == unix.EINTR {
+				continue
+			}
 			if e != 0 {
 				done <- fmt.Errorf("draining: %w", e)
 				return

@@ -62,7 +62,9 @@
 // deadlines and Close while a receive waits; and the initial network
 // namespace (Options.NotInitialNetNS). It does not model BPF socket filters
 // or SyscallConn (both fail with connector.ErrNotSupported), credentials,
-// or kernel agents other than those a test registers.
+// or kernel agents other than those a test registers. The package's own
+// integration tests run the same scenarios on real sockets and on the fake
+// and compare the results.
 //
 // # Concurrency
 //
@@ -70,5 +72,7 @@
 // the Conns it returns (see connector.Conn). Handlers run on the goroutine
 // that sent the request, without locks held; they may call the Kernel's
 // methods, and must be safe for concurrent use if several goroutines send to
-// the same id.
+// the same id. Options, Reply, Request, Rejection and NetlinkHeader are plain
+// values, and the encoding functions (Datagram, Bundle, AppendNetlink,
+// AppendMessage) are safe to call from any goroutine.
 package cntest

@@ -349,7 +349,7 @@ func (k *Kernel) Overrun(port uint32) error {
 func (k *Kernel) Requests() []Request {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return append([]Request(nil), k.requests...)
+	return lastRecorded(k.requests)
 }
 
 // Rejected returns the datagrams sent to the kernel that the real kernel
@@ -358,7 +358,7 @@ func (k *Kernel) Requests() []Request {
 func (k *Kernel) Rejected() []Rejection {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return append([]Rejection(nil), k.rejected...)
+	return lastRecorded(k.rejected)
 }
 
 // Ports returns the port ids of the open sockets, in increasing order.
@@ -535,12 +535,19 @@ func (k *Kernel) reply(r Reply, requester uint32) {
 	}
 }
 
+// appendBounded appends v, keeping at least the last maxRecorded entries:
+// the slice is cut back to that many once it holds twice as many, so that
+// appending stays cheap. Use lastRecorded to read it.
 func appendBounded[T any](s []T, v T) []T {
-	if len(s) >= maxRecorded {
-		copy(s, s[1:])
-		s = s[:len(s)-1]
+	if len(s) >= 2*maxRecorded {
+		s = append([]T(nil), s[len(s)-maxRecorded:]...)
 	}
 	return append(s, v)
+}
+
+// lastRecorded returns a copy of the last maxRecorded entries of s.
+func lastRecorded[T any](s []T) []T {
+	return append([]T(nil), s[max(len(s)-maxRecorded, 0):]...)
 }
 
 // send is the fake's sendmsg for a socket: netlink_sendmsg and what it

@@ -875,3 +875,23 @@ func TestReplyFilter(t *testing.T) {
 		t.Errorf("member got %+v from %+v", msgs, from)
 	}
 }
+
+func TestRequestsKeepsTheLast4096(t *testing.T) {
+	k := cntest.NewKernel()
+	c := dial(t, k, nil)
+	const n = 3*4096 + 5
+	for i := range n {
+		if err := c.Send(connector.Message{ID: connector.IDProc, Seq: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := k.Requests()
+	if len(reqs) != 4096 {
+		t.Fatalf("Requests holds %d, want 4096", len(reqs))
+	}
+	for i, r := range reqs {
+		if want := uint32(n - 4096 + i); r.Message.Seq != want {
+			t.Fatalf("request %d has seq %d, want %d (oldest first)", i, r.Message.Seq, want)
+		}
+	}
+}
