@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -763,7 +764,7 @@ func baseName(p string) string {
 // namespaces.
 func TestIntegrationNamespaces(t *testing.T) {
 	t.Run("network", func(t *testing.T) {
-		fd := newNetNS(t)
+		fd := testutil.NewNetNS(t)
 		_, err := Listen(&Config{NetNS: fd})
 		if !errors.Is(err, connector.ErrNotInitialNetNS) {
 			t.Fatalf("Listen in a new network namespace: %v, want ErrNotInitialNetNS", err)
@@ -804,33 +805,4 @@ func TestIntegrationNamespaces(t *testing.T) {
 			}
 		})
 	}
-}
-
-// newNetNS returns a file descriptor of a new network namespace.
-func newNetNS(t *testing.T) int {
-	t.Helper()
-	type res struct {
-		fd  int
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		// The thread is retired when the goroutine ends, namespace and all.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- res{err: err}
-			return
-		}
-		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		ch <- res{fd, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		if errors.Is(r.err, syscall.EPERM) && os.Geteuid() != 0 {
-			t.Skipf("cannot create a network namespace: %v", r.err)
-		}
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { unix.Close(r.fd) })
-	return r.fd
 }
