@@ -340,7 +340,7 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 // short slices; others are retried with a backoff.
 func (c *Conn) sendRetry(b []byte, port, groups uint32) error {
 	err := c.t.Send(b, port, groups)
-	if !errors.Is(err, syscall.EAGAIN) {
+	if err == nil || !errors.Is(err, syscall.EAGAIN) {
 		return err
 	}
 	w, canWait := c.t.(sendWaiter)

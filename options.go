@@ -164,7 +164,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return opErr("set read deadline", d.SetReadDeadline(t))
 }
 
-// SetWriteDeadline sets the deadline for sends.
+// SetWriteDeadline sets the deadline for sends. Only a unicast to a
+// userspace socket whose receive buffer is full ever waits (sends to the
+// kernel and multicasts never do); such a send notices the deadline, or
+// Close, within about 10 ms.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	if err := c.checkOpen("set write deadline"); err != nil {
 		return err

@@ -168,13 +168,14 @@ func NewNetNS(t testing.TB) int {
 }
 
 // DropCapabilityThread removes capability c (unix.CAP_*) from the calling
-// OS thread's effective, permitted, inheritable, ambient and bounding sets.
-// Linux keeps credentials per thread, so the caller must have called
+// OS thread's effective, permitted, inheritable and ambient sets, and from
+// its bounding set where the thread may change that (CAP_SETPCAP). Linux
+// keeps credentials per thread, so the caller must have called
 // runtime.LockOSThread and must never unlock the thread, and everything
 // that should run without c must run on the same goroutine. Meant for
 // helper processes (see Main).
 func DropCapabilityThread(c int) error {
-	if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+	if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("prctl(PR_CAPBSET_DROP, %d): %w", c, err)
 	}
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_LOWER, uintptr(c), 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
