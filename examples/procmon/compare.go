@@ -2,9 +2,11 @@
 
 package main
 
-// procmon compare measures the CPU time that process monitors spend per
-// event under the same process storm: procmon (text and JSON) and forkstat.
-// It is a benchmark for people, not a test; see examples/README.md.
+// procmon compare measures the CPU time that process monitors (procmon in
+// several modes, forkstat, and any other given with -add) spend per event,
+// running them side by side under the same storm of short-lived processes
+// or threads. It is a benchmark for people, not a test; see
+// examples/README.md for the method and results.
 
 import (
 	"bufio"
@@ -21,15 +23,18 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/proc"
 	"golang.org/x/sys/unix"
 )
 
 type monitorConfig struct {
-	name string
-	argv []string // argv[0] "" means this binary
+	name     string
+	argv     []string
+	optional bool // measured only when named in -only
 }
 
 type sample struct {
@@ -37,7 +42,7 @@ type sample struct {
 	spawned  uint64        // processes the storm started
 	cpu      time.Duration // the monitor's CPU time during the storm and its drain
 	startCPU time.Duration // the monitor's CPU time before the storm
-	drops    uint64        // the monitor socket's kernel drop counter
+	drops    uint64        // messages the kernel dropped for the monitor's socket during the storm
 	wall     time.Duration
 }
 
@@ -45,14 +50,17 @@ func compareMain(args []string) int {
 	fs := flag.NewFlagSet("procmon compare", flag.ContinueOnError)
 	runs := fs.Int("runs", 5, "measurements per monitor")
 	secs := fs.Duration("storm", 5*time.Second, "length of each process storm")
-	workers := fs.Int("workers", runtime.NumCPU(), "goroutines spawning processes in the storm")
+	workers := fs.Int("workers", runtime.NumCPU(), "goroutines making the storm")
 	cmdName := fs.String("cmd", "true", "the short-lived program the storm runs (found in PATH)")
 	var envs listFlag
 	fs.Var(&envs, "env", "KEY=VALUE to add to the monitors' environment, e.g. GOMAXPROCS=1 (repeat for several)")
-	rate := fs.Int("rate", 0, "processes per second to start (0: as many as the workers can)")
-	only := fs.String("only", "", "comma-separated monitor names to run (default: all)")
+	threads := fs.Bool("threads", false, "storm of threads (created and ended in this process) instead of processes")
+	rate := fs.Int("rate", 0, "process storm: processes per second to start (0: as many as the workers can)")
+	only := fs.String("only", "", "comma-separated names of the monitors to run (default: forkstat, forkstat -x, and procmon in its main modes)")
+	var extra listFlag
+	fs.Var(&extra, "add", "another monitor to measure, as \"NAME=COMMAND ARGS...\" (repeat for several)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: procmon compare [flags]\n\nMeasure the CPU time per event of procmon and forkstat under a process storm.\nNeeds forkstat in PATH and the right to subscribe to process events.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: procmon compare [flags]\n\nMeasure the CPU time per event of procmon and forkstat under a storm of\nprocesses or threads. Needs forkstat in PATH and the right to subscribe to\nprocess events.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -72,27 +80,37 @@ func compareMain(args []string) int {
 		return 1
 	}
 	configs := []monitorConfig{
-		{"forkstat", []string{"forkstat"}},
-		{"forkstat -x", []string{"forkstat", "-x"}},
-		{"procmon", []string{self}},
-		{"procmon -json", []string{self, "-json"}},
-		// Not in the default set: procmon following an empty subtree
-		// reads no /proc files and prints nothing, which isolates the
-		// cost of receiving and decoding events.
-		{"procmon -p 999999999", []string{self, "-p", "999999999"}},
-		{"procmon -p 999999999 -coalesce 0", []string{self, "-p", "999999999", "-coalesce", "0"}},
-		{"procmon -p 999999999 -coalesce 10ms", []string{self, "-p", "999999999", "-coalesce", "10ms"}},
+		{"forkstat", []string{"forkstat"}, false},
+		{"forkstat -x", []string{"forkstat", "-x"}, false},
+		{"procmon", []string{self}, false},
+		{"procmon -json", []string{self, "-json"}, false},
+		{"procmon -cgroup=false", []string{self, "-cgroup=false"}, false},
+		{"procmon -coalesce 5ms", []string{self, "-coalesce", "5ms"}, false},
+		// procmon following an empty subtree reads no /proc files and
+		// prints nothing, which isolates the cost of receiving and
+		// decoding events.
+		{"procmon -p 999999999", []string{self, "-p", "999999999"}, true},
+		{"procmon -p 999999999 -coalesce 5ms", []string{self, "-p", "999999999", "-coalesce", "5ms"}, true},
+		{"procmon -json -coalesce 5ms", []string{self, "-json", "-coalesce", "5ms"}, true},
 	}
-	if *only == "" {
-		configs = configs[:4]
-	} else {
-		var keep []monitorConfig
-		for _, c := range configs {
-			if slices.Contains(strings.Split(*only, ","), c.name) {
-				keep = append(keep, c)
-			}
+	for _, e := range extra {
+		name, command, ok := strings.Cut(e, "=")
+		if !ok || len(strings.Fields(command)) == 0 {
+			fmt.Fprintf(os.Stderr, "procmon compare: bad -add %q: want NAME=COMMAND ARGS...\n", e)
+			return 2
 		}
-		configs = keep
+		configs = append(configs, monitorConfig{name, strings.Fields(command), false})
+	}
+	var keep []monitorConfig
+	for _, c := range configs {
+		if (*only == "" && !c.optional) || slices.Contains(strings.Split(*only, ","), c.name) {
+			keep = append(keep, c)
+		}
+	}
+	configs = keep
+	if len(configs) == 0 {
+		fmt.Fprintf(os.Stderr, "procmon compare: -only %q names no monitor\n", *only)
+		return 2
 	}
 	for _, c := range configs {
 		if c.argv[0] == "forkstat" {
@@ -105,34 +123,53 @@ func compareMain(args []string) int {
 
 	results := make(map[string][]sample)
 	for run := 0; run < *runs; run++ {
-		// Rotate the order so no monitor always runs first.
-		for i := range configs {
-			c := configs[(i+run)%len(configs)]
-			s, err := measure(c, cmdPath, *secs, *workers, *rate, envs)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "procmon compare: %s: %v\n", c.name, err)
-				return 1
-			}
-			fmt.Fprintf(os.Stderr, "run %d %-14s %8d events %7.0f/s  dropped %7d  cpu %8.1fms  %6.2f µs per received event\n",
+		ss, err := measure(configs, cmdPath, *secs, *workers, *rate, *threads, envs)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "procmon compare: %v\n", err)
+			return 1
+		}
+		for i, c := range configs {
+			s := ss[i]
+			fmt.Fprintf(os.Stderr, "run %d %-22s %8d events %7.0f/s  dropped %7d  cpu %8.1fms  %6.2f µs per received event\n",
 				run+1, c.name, s.events, float64(s.events)/s.wall.Seconds(), s.drops, ms(s.cpu), perEvent(s))
 			results[c.name] = append(results[c.name], s)
 		}
 	}
 
-	fmt.Printf("\n| monitor | runs | events/s (median) | events dropped by the kernel (median) | CPU ms per run (median) | µs CPU per received event: median | min | max |\n")
-	fmt.Printf("|---|---|---|---|---|---|---|---|\n")
-	for _, c := range configs {
-		ss := results[c.name]
-		var rate, dropped, cpu, per []float64
-		for _, s := range ss {
-			rate = append(rate, float64(s.events)/s.wall.Seconds())
-			dropped = append(dropped, 100*float64(s.events-s.handled())/float64(max(s.events, 1)))
-			cpu = append(cpu, ms(s.cpu))
-			per = append(per, perEvent(s))
+	// A run in which the machine had far more process events than the
+	// storm makes (another program's storm) measures something else: its
+	// results are shown apart.
+	var quiet, busy []int
+	for run := 0; run < *runs; run++ {
+		s := results[configs[0].name][run]
+		if s.events > 2*3*s.spawned+1000 {
+			busy = append(busy, run)
+		} else {
+			quiet = append(quiet, run)
 		}
-		fmt.Printf("| `%s` | %d | %.0f | %.1f%% | %.1f | **%.2f** | %.2f | %.2f |\n",
-			c.name, len(ss), median(rate), median(dropped), median(cpu), median(per), slices.Min(per), slices.Max(per))
 	}
+	table := func(title string, runs []int) {
+		if len(runs) == 0 {
+			return
+		}
+		fmt.Printf("\n%s\n\n", title)
+		fmt.Printf("| monitor | runs | events/s (median) | dropped by the kernel (median) | CPU ms per run (median) | µs CPU per received event: median | min | max |\n")
+		fmt.Printf("|---|---|---|---|---|---|---|---|\n")
+		for _, c := range configs {
+			var rate, dropped, cpu, per []float64
+			for _, run := range runs {
+				s := results[c.name][run]
+				rate = append(rate, float64(s.events)/s.wall.Seconds())
+				dropped = append(dropped, 100*float64(s.events-s.handled())/float64(max(s.events, 1)))
+				cpu = append(cpu, ms(s.cpu))
+				per = append(per, perEvent(s))
+			}
+			fmt.Printf("| `%s` | %d | %.0f | %.1f%% | %.1f | **%.2f** | %.2f | %.2f |\n",
+				c.name, len(runs), median(rate), median(dropped), median(cpu), median(per), slices.Min(per), slices.Max(per))
+		}
+	}
+	table("Runs with only the storm's processes:", quiet)
+	table("Runs during which other programs caused many more process events (a busy machine):", busy)
 	return 0
 }
 
@@ -167,41 +204,49 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// measure runs one monitor through one storm.
-func measure(c monitorConfig, cmdPath string, storm time.Duration, workers, rate int, env []string) (sample, error) {
-	var s sample
+// measure runs the monitors side by side through one storm, so that they
+// see the same events under the same conditions (other load on the machine
+// included), and returns a sample for each.
+func measure(configs []monitorConfig, cmdPath string, storm time.Duration, workers, rate int, threads bool, env []string) ([]sample, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
-		return s, err
+		return nil, err
 	}
 	defer devnull.Close()
-	cmd := exec.Command(c.argv[0], c.argv[1:]...)
-	cmd.Stdout = devnull
-	cmd.Stderr = devnull
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		return s, err
-	}
-	pid := cmd.Process.Pid
-	stopped := false
+	cmds := make([]*exec.Cmd, len(configs))
 	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+		for _, cmd := range cmds {
+			if cmd != nil && cmd.ProcessState == nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
 		}
 	}()
-	// Ready when its connector socket is bound to group 1; then give it
-	// a moment to send its subscription.
-	if err := waitSocket(pid, 10*time.Second); err != nil {
-		return s, err
+	for i, c := range configs {
+		cmd := exec.Command(c.argv[0], c.argv[1:]...)
+		cmd.Stdout = devnull
+		cmd.Stderr = devnull
+		cmd.Env = append(os.Environ(), env...)
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name, err)
+		}
+		cmds[i] = cmd
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Ready when each has its connector socket bound to group 1; then
+	// give them a moment to send their subscriptions.
+	for i, cmd := range cmds {
+		if err := waitSocket(cmd.Process.Pid, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("%s: %w", configs[i].name, err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
 
 	// Count the storm's events with a listener of our own.
-	l, err := proc.Listen(&proc.Config{ReadBufferSize: 32 << 20})
+	l, err := proc.Listen(&proc.Config{ReadBufferSize: 64 << 20})
 	if err != nil {
-		return s, fmt.Errorf("counting listener: %w", err)
+		return nil, fmt.Errorf("counting listener: %w", err)
 	}
+	defer l.Close()
 	var counted atomic.Uint64
 	var cwg sync.WaitGroup
 	cwg.Add(1)
@@ -223,15 +268,105 @@ func measure(c monitorConfig, cmdPath string, storm time.Duration, workers, rate
 		}
 	}()
 
-	s.startCPU, err = procCPU(pid)
-	if err != nil {
-		return s, err
+	ss := make([]sample, len(configs))
+	drops0 := make([]uint64, len(configs))
+	for i, cmd := range cmds {
+		if ss[i].startCPU, err = procCPU(cmd.Process.Pid); err != nil {
+			return nil, err
+		}
+		drops0[i] = socketDrops(cmd.Process.Pid)
 	}
-	begin := time.Now()
 	counted.Store(0)
+	begin := time.Now()
+	var spawned uint64
+	if threads {
+		spawned = runThreadStorm(storm, workers)
+	} else {
+		spawned = runStorm(cmdPath, storm, workers, rate)
+	}
+	wall := time.Since(begin)
+
+	// Let the monitors drain their queues: wait until their CPU time stops
+	// growing (less than 1ms in 200ms).
+	last := make([]time.Duration, len(cmds))
+	for i := range cmds {
+		last[i] = ss[i].startCPU
+	}
+	for round := 0; round < 100; round++ {
+		time.Sleep(200 * time.Millisecond)
+		busy := false
+		for i, cmd := range cmds {
+			now, err := procCPU(cmd.Process.Pid)
+			if err != nil {
+				return nil, err
+			}
+			if now-last[i] >= time.Millisecond {
+				busy = true
+			}
+			last[i] = now
+		}
+		if !busy {
+			break
+		}
+	}
+	_ = l.SetDeadline(time.Now())
+	cwg.Wait()
+	events := counted.Load()
+	for i, cmd := range cmds {
+		ss[i].cpu = last[i] - ss[i].startCPU
+		ss[i].events, ss[i].spawned, ss[i].wall = events, spawned, wall
+		ss[i].drops = socketDrops(cmd.Process.Pid) - drops0[i]
+		_ = cmd.Process.Signal(os.Interrupt)
+	}
+	for _, cmd := range cmds {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	return ss, nil
+}
+
+// runThreadStorm creates and ends threads for the given time and returns
+// how many: a goroutine that locks itself to its thread and returns takes
+// the thread with it, and the next one needs a new thread. Each is a fork
+// (clone) event and an exit event; the monitors see a thread storm, as from
+// a busy thread-per-request server.
+func runThreadStorm(storm time.Duration, workers int) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), storm)
-	var spawned atomic.Uint64
+	defer cancel()
+	var n atomic.Uint64
 	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				done := make(chan struct{})
+				go func() {
+					runtime.LockOSThread()
+					close(done)
+				}()
+				<-done
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return n.Load()
+}
+
+// runStorm starts short-lived processes for the given time, from the given
+// number of goroutines, at most rate per second if rate > 0, and returns
+// how many it started.
+func runStorm(cmdPath string, storm time.Duration, workers, rate int) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), storm)
+	defer cancel()
+	var spawned atomic.Uint64
 	var tokens chan struct{}
 	if rate > 0 {
 		tokens = make(chan struct{}, rate)
@@ -250,6 +385,7 @@ func measure(c monitorConfig, cmdPath string, storm time.Duration, workers, rate
 			}
 		}()
 	}
+	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -262,58 +398,24 @@ func measure(c monitorConfig, cmdPath string, storm time.Duration, workers, rate
 						return
 					}
 				}
-				if err := exec.Command(cmdPath).Run(); err == nil {
+				// syscall.ForkExec and Wait4 rather than os/exec:
+				// no pipes or goroutines, so the storm is faster.
+				pid, err := syscall.ForkExec(cmdPath, []string{cmdPath}, &syscall.ProcAttr{})
+				if err != nil {
+					continue
+				}
+				var ws syscall.WaitStatus
+				if _, err := syscall.Wait4(pid, &ws, 0, nil); err == nil {
 					spawned.Add(1)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	cancel()
-	s.wall = time.Since(begin)
-	s.spawned = spawned.Load()
-
-	// Let the monitor drain its queue: wait until its CPU time stops
-	// growing (less than 1ms in 200ms).
-	last, err := procCPU(pid)
-	if err != nil {
-		return s, err
-	}
-	for i := 0; i < 100; i++ {
-		time.Sleep(200 * time.Millisecond)
-		now, err := procCPU(pid)
-		if err != nil {
-			return s, err
-		}
-		if now-last < time.Millisecond {
-			break
-		}
-		last = now
-	}
-	s.cpu = last - s.startCPU
-	_ = l.SetDeadline(time.Now())
-	cwg.Wait()
-	s.events = counted.Load()
-	l.Close()
-	s.drops = socketDrops(pid)
-
-	_ = cmd.Process.Signal(os.Interrupt)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	stopped = true
-	return s, nil
+	return spawned.Load()
 }
 
-func isClosed(err error) bool {
-	var e interface{ Unwrap() error }
-	return errors.As(err, &e) && strings.Contains(err.Error(), "closed")
-}
+func isClosed(err error) bool { return errors.Is(err, connector.ErrClosed) }
 
 // procCPU returns the CPU time a process has used so far, from its process
 // CPU-time clock (clock_getcpuclockid(3): CPUCLOCK_SCHED of the whole

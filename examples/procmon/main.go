@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -68,7 +69,8 @@ type options struct {
 	duration   time.Duration
 	rcvbuf     int
 	line       bool
-	cgroups    bool
+	cgroups    bool // read cgroups
+	cgroupPath bool // text: show them
 	passwd     string
 	procRoot   string
 	coalesce   time.Duration
@@ -93,8 +95,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "d", 0, "stop after this long (0: run until interrupted)")
 	fs.IntVar(&o.rcvbuf, "rcvbuf", 8<<20, "socket receive buffer in bytes; beyond net.core.rmem_max it needs CAP_NET_ADMIN")
 	fs.BoolVar(&o.line, "l", false, "flush the output after every event (the default when it is a terminal)")
-	fs.BoolVar(&o.cgroups, "cgroup", false, "text output: show each process's cgroup path")
-	fs.DurationVar(&o.coalesce, "coalesce", 2*time.Millisecond, "after waking up for an event, wait this long for more before reading on, to save CPU (0: read every event at once)")
+	fs.BoolVar(&o.cgroups, "cgroup", true, "read each process's cgroup at exec, for the container tag and the JSON cgroup field; -cgroup=false saves a /proc read per exec, which costs much CPU during process storms")
+	fs.BoolVar(&o.cgroupPath, "cgroup-path", false, "text output: also show each process's cgroup path")
+	fs.DurationVar(&o.coalesce, "coalesce", 0, "when events come often (over 800 wake-ups a second), wait this long after waking for more before reading on: less CPU per event, but short-lived processes are more often gone before their command line is read (0: never wait)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile to this file (for work on procmon itself)")
 	fs.StringVar(&o.passwd, "passwd", "/etc/passwd", "file to map user ids to names")
 	fs.Usage = func() {
@@ -173,6 +176,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// procmon does its work in one goroutine. With more Ps the Go
+		// scheduler spins looking for work after every wake-up, which
+		// measurably costs CPU per event (see examples/README.md).
+		runtime.GOMAXPROCS(1)
+	}
 	if o.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
@@ -188,10 +197,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer l.Close()
 
 	out := newOutput(stdout, o.line)
-	f := &formatter{users: newUsers(o.passwd), json: o.json, cgroups: o.cgroups}
+	f := &formatter{users: newUsers(o.passwd), json: o.json, cgroups: o.cgroupPath && o.cgroups}
 	mon := newMonitor(filter{kinds: o.kinds, comms: o.comms}, newProcFS(o.procRoot), f.users, func(r *record) {
 		out.write(f.format(r))
 	})
+	mon.needComm = o.json || len(o.comms) > 0
+	mon.fs.noCgroup = !o.cgroups
 	// Snapshot after subscribing, so no process falls between the two.
 	ps, err := proc.Snapshot()
 	if err != nil {
@@ -210,7 +221,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rb, _ := l.ReadBuffer()
 	fmt.Fprintf(stderr, "procmon: listening (%d processes running, receive buffer %d bytes)\n", len(ps), rb)
 
-	src := newSource(l, o.coalesce, out.flush)
+	src := newSource(l, o.coalesce, func() {
+		out.flush()
+		mon.prune()
+	}, out.dirty)
 	defer src.stopOn(ctx)()
 	var loopErr error
 	var ev proc.Event
@@ -266,9 +280,9 @@ func listenHint(err error) string {
 }
 
 // output buffers what procmon prints. It is flushed after every event when
-// line-buffered (a terminal, or -l), otherwise whenever the event queue runs
-// empty (see source) and when the buffer fills: a write per event would
-// cost a system call per event. It is used by one goroutine.
+// line-buffered (a terminal, or -l), otherwise when the buffer fills and
+// when the source says so (see source): a write per event would cost a
+// system call per event. It is used by one goroutine.
 type output struct {
 	w    *bufio.Writer
 	line bool
@@ -285,6 +299,9 @@ func newOutput(w io.Writer, line bool) *output {
 }
 
 func (o *output) error() error { return o.err }
+
+// dirty reports whether output waits in the buffer.
+func (o *output) dirty() bool { return o.w.Buffered() > 0 }
 
 func (o *output) write(b []byte) {
 	if o.err != nil {

@@ -76,20 +76,27 @@ type monitor struct {
 	emit  func(*record)
 
 	procs   map[int32]*procInfo
-	threads map[int32]uint64 // start time of threads other than main threads
+	threads map[int32]threadInfo // threads other than main threads
+	// stale is set when events were lost: exits may be among them, and
+	// the table then holds processes that are gone. prune drops them.
+	stale     bool
+	lastPrune time.Time
 	// monoOffset is CLOCK_BOOTTIME - CLOCK_MONOTONIC in ns at start, to
 	// convert /proc start times (boot time) to the events' clock.
 	monoOffset int64
 
 	stats summary
 	rec   record
+	// needComm: read the name at every exec (JSON output and -comm need
+	// it; text output shows the command line).
+	needComm bool
 }
 
 func newMonitor(f filter, fs *procFS, u *users, emit func(*record)) *monitor {
 	m := &monitor{
 		f: f, fs: fs, users: u, emit: emit,
 		procs:   make(map[int32]*procInfo, 1024),
-		threads: make(map[int32]uint64, 1024),
+		threads: make(map[int32]threadInfo, 1024),
 	}
 	m.stats.init()
 	var boot, mono unix.Timespec
@@ -161,7 +168,7 @@ func (m *monitor) handle(ev *proc.Event) {
 	switch ev.Kind {
 	case proc.KindFork:
 		if ev.IsThread() {
-			m.threads[ev.PID] = ev.Timestamp
+			m.threads[ev.PID] = threadInfo{start: ev.Timestamp, tgid: ev.TGID}
 			r.kind, r.k = "clone", kClone
 			r.p = m.procs[ev.TGID]
 			r.thread = true
@@ -210,7 +217,7 @@ func (m *monitor) handle(ev *proc.Event) {
 		p.enriched, p.gone, p.cmdline, p.cmdTrunc = false, false, nil, false
 		if m.f.inTree(ev.TGID) {
 			// Read /proc now, before the process can exit.
-			m.fs.enrichExec(p)
+			m.fs.enrichExec(p, m.needComm)
 		}
 		r.p = p
 	case proc.KindExit:
@@ -218,8 +225,8 @@ func (m *monitor) handle(ev *proc.Event) {
 		r.hasExit = true
 		if ev.IsThread() {
 			r.thread = true
-			if st, ok := m.threads[ev.PID]; ok {
-				r.lifetime, r.lifetimeFrom = since(ev.Timestamp, st), "fork"
+			if th, ok := m.threads[ev.PID]; ok {
+				r.lifetime, r.lifetimeFrom = since(ev.Timestamp, th.start), "fork"
 				delete(m.threads, ev.PID)
 			}
 			r.p = m.procs[ev.TGID]
@@ -282,6 +289,7 @@ func (m *monitor) handle(ev *proc.Event) {
 	case proc.KindLost:
 		r.kind = "lost"
 		m.stats.lost(ev)
+		m.stale = true
 		m.emit(r) // always shown
 		return
 	default:
@@ -318,6 +326,39 @@ func (m *monitor) handle(ev *proc.Event) {
 		r.ppid = ev.ParentTGID
 	}
 	m.emit(r)
+}
+
+type threadInfo struct {
+	start uint64
+	tgid  int32
+}
+
+// prune drops the processes and threads that no longer exist from the
+// table, after events were lost (their exits may have been among them). It
+// lists /proc once, at most once a second; procmon calls it when the event
+// queue runs empty.
+func (m *monitor) prune() {
+	if !m.stale || time.Since(m.lastPrune) < time.Second {
+		return
+	}
+	m.stale, m.lastPrune = false, time.Now()
+	alive, err := m.fs.pids()
+	if err != nil {
+		return
+	}
+	for pid := range m.procs {
+		if !alive[pid] {
+			delete(m.procs, pid)
+			if m.f.subtree != nil {
+				delete(m.f.subtree, pid)
+			}
+		}
+	}
+	for tid, th := range m.threads {
+		if !alive[th.tgid] {
+			delete(m.threads, tid)
+		}
+	}
 }
 
 func since(now, start uint64) int64 {
@@ -358,18 +399,30 @@ func (s *summary) count(r *record) {
 	s.counts[k]++
 }
 
+// name returns a short name for p: its comm, or else the program of its
+// command line, or "<gone>" when it exited before /proc could be read.
+func (p *procInfo) name() string {
+	switch {
+	case p.comm != "":
+		return p.comm
+	case len(p.cmdline) > 0:
+		return path.Base(p.cmdline[0])
+	}
+	return "<gone>"
+}
+
 func (s *summary) fork(parent *procInfo) {
 	c := s.forkers[parent.tgid]
 	if c == nil {
 		c = &counter{}
 		s.forkers[parent.tgid] = c
 	}
-	c.name = parent.comm
+	c.name = parent.name()
 	c.n++
 }
 
 func (s *summary) exec(p *procInfo) {
-	name := p.comm
+	name := p.name()
 	if len(p.cmdline) > 0 {
 		name = p.cmdline[0]
 	}

@@ -48,6 +48,7 @@ func newHarness(t *testing.T, fp *fakeProc, f filter, jsonOut bool) *harness {
 	h.mon = newMonitor(f, newProcFS(fp.root), u, func(r *record) {
 		h.recs = append(h.recs, string(h.fmt.format(r)))
 	})
+	h.mon.needComm = jsonOut || len(f.comms) > 0
 	return h
 }
 
@@ -157,7 +158,7 @@ func TestMonitorGoneAndSignals(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("got %d lines, want fork, exec, coredump and exit:\n%s", len(got), strings.Join(got, ""))
 	}
-	if !strings.Contains(got[1], "exec ") || !strings.HasSuffix(got[1], "[sh] <gone: exited before /proc could be read>\n") {
+	if !strings.Contains(got[1], "exec ") || !strings.HasSuffix(got[1], "root                                    <gone: exited before /proc could be read>\n") {
 		t.Errorf("exec line does not say the process was gone: %q", got[1])
 	}
 	if !strings.Contains(got[2], "dumping core") {
@@ -273,4 +274,27 @@ func BenchmarkForkExecExit(b *testing.B) {
 		mon.handle(xe)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(3*b.N), "ns/event")
+}
+
+// TestPruneAfterLoss checks that after lost events the table drops the
+// processes whose exits may have been lost, and keeps the living.
+func TestPruneAfterLoss(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(100, map[string]string{"cmdline": "a\x00"})
+	h := newHarness(t, fp, filter{kinds: kAll}, true)
+	h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "a"}, {PID: 200, PPID: 1, Comm: "b"}}, nil)
+	h.mon.handle(thread(1, 200, 201))
+	h.mon.handle(thread(1, 100, 101))
+	h.mon.prune() // no loss yet: nothing happens
+	if len(h.mon.procs) != 2 || len(h.mon.threads) != 2 {
+		t.Fatalf("pruned without a loss: %d processes, %d threads", len(h.mon.procs), len(h.mon.threads))
+	}
+	h.mon.handle(&proc.Event{Kind: proc.KindLost, CPU: 0, Lost: 3})
+	h.mon.prune()
+	if _, ok := h.mon.procs[200]; ok || len(h.mon.procs) != 1 {
+		t.Errorf("process 200, gone from /proc, is still in the table: %v", h.mon.procs)
+	}
+	if _, ok := h.mon.threads[201]; ok || len(h.mon.threads) != 1 {
+		t.Errorf("thread 201 of the gone process is still in the table: %v", h.mon.threads)
+	}
 }

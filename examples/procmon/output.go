@@ -30,6 +30,15 @@ type record struct {
 	lifetimeFrom string
 }
 
+// eventTime is the wall-clock time of an event; records without a kernel
+// timestamp (buffer overruns) get the current time.
+func (f *formatter) eventTime(ev *proc.Event) time.Time {
+	if ev.Timestamp == 0 {
+		return time.Now()
+	}
+	return f.clock.time(ev.Timestamp)
+}
+
 // formatter appends records to a buffer.
 type formatter struct {
 	users   *users
@@ -83,7 +92,7 @@ func signalName(s unix.Signal) string {
 func (f *formatter) appendText(b []byte, r *record) []byte {
 	ev := r.ev
 	start := len(b)
-	b = f.clock.time(ev.Timestamp).AppendFormat(b, "15:04:05.000000")
+	b = f.eventTime(ev).AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ')
 	col := func(b []byte, from, width int) []byte {
 		for len(b)-from < width {
@@ -212,14 +221,18 @@ func (f *formatter) appendCommand(b []byte, r *record) []byte {
 		}
 	case p == nil:
 		b = append(b, "<unknown process>"...)
-	case p.gone:
+	case p.gone && p.comm != "":
 		b = append(b, '[')
 		b = append(b, p.comm...)
 		b = append(b, "] <gone: exited before /proc could be read>"...)
-	case len(p.cmdline) == 0:
+	case p.gone:
+		b = append(b, "<gone: exited before /proc could be read>"...)
+	case len(p.cmdline) == 0 && p.comm != "":
 		b = append(b, '[')
 		b = append(b, p.comm...)
 		b = append(b, ']')
+	case len(p.cmdline) == 0:
+		b = append(b, "<unknown command>"...)
 	default:
 		b = appendArgs(b, p.cmdline)
 		if p.cmdTrunc {
@@ -306,7 +319,7 @@ func appendHex(b, data []byte) []byte {
 func (f *formatter) appendJSON(b []byte, r *record) []byte {
 	ev := r.ev
 	b = append(b, `{"time":"`...)
-	b = f.clock.time(ev.Timestamp).AppendFormat(b, time.RFC3339Nano)
+	b = f.eventTime(ev).AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","ts_ns":`...)
 	b = strconv.AppendUint(b, ev.Timestamp, 10)
 	b = append(b, `,"cpu":`...)

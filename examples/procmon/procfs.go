@@ -18,9 +18,10 @@ import (
 // as possible: openat, one or two reads into a reused buffer, close. It is
 // not safe for concurrent use.
 type procFS struct {
-	root string // "/proc", or a fake tree in tests
-	path []byte
-	buf  []byte
+	root     string // "/proc", or a fake tree in tests
+	path     []byte
+	buf      []byte
+	noCgroup bool // -cgroup=false: do not read cgroups at exec
 }
 
 // maxCmdline bounds how much of a command line is read. Longer ones are cut
@@ -72,6 +73,26 @@ func (fs *procFS) read(pid int32, name string) ([]byte, error) {
 		n += m
 	}
 	return fs.buf[:n], nil
+}
+
+// pids lists the process ids in /proc.
+func (fs *procFS) pids() (map[int32]bool, error) {
+	d, err := os.Open(fs.root)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[int32]bool, len(names))
+	for _, n := range names {
+		if pid, err := strconv.ParseInt(n, 10, 32); err == nil {
+			m[int32(pid)] = true
+		}
+	}
+	return m, nil
 }
 
 // procInfo is what procmon knows about a process (thread group). A forked
@@ -127,56 +148,49 @@ func (fs *procFS) enrichRest(p *procInfo) {
 	} else {
 		p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
 	}
+	if fs.noCgroup {
+		return
+	}
 	if b, err := fs.read(p.tgid, "cgroup"); err == nil {
 		p.cgroup = parseCgroup(b)
 		p.container = containerOf(b)
 	}
 }
 
-// enrichExec reads what an exec changes: the command line, the name, the
-// effective uid (set-user-ID programs) and the cgroup (container managers
-// move a child into its cgroup before it execs). The real uid and the
-// parent carry over from the fork and from uid events, which spares the
-// costly status file: this runs for every exec on the machine.
-func (fs *procFS) enrichExec(p *procInfo) {
-	p.enriched, p.gone = true, false
+// enrichExec reads what an exec changes: the command line, the cgroup
+// (container managers move a child into its cgroup before it execs) and,
+// when wantComm, the name. It runs for every exec on the machine, so it
+// reads as little as it can: the parent and the uids carry over from the
+// fork and from uid events (the kernel sends one before the exec of a
+// set-user-ID program), which spares the costly status file.
+func (fs *procFS) enrichExec(p *procInfo, wantComm bool) {
+	p.enriched, p.gone, p.cmdline, p.cmdTrunc, p.comm = true, false, nil, false, ""
 	b, err := fs.read(p.tgid, "cmdline")
 	if err != nil || len(b) == 0 {
 		// Gone, or a zombie already: nothing true to show.
-		p.gone, p.cmdline = true, nil
+		p.gone = true
 		return
 	}
 	p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
-	if b, err := fs.read(p.tgid, "comm"); err == nil && len(b) > 0 {
-		p.comm = string(bytes.TrimSuffix(b, []byte{'\n'}))
+	if wantComm || !p.uidKnown {
+		if b, err := fs.read(p.tgid, "comm"); err == nil && len(b) > 0 {
+			p.comm = string(bytes.TrimSuffix(b, []byte{'\n'}))
+		}
 	}
 	if !p.uidKnown {
-		// No parent to inherit from: the status file has both uids.
+		// No parent to inherit from: the status file has the uids.
 		if b, err := fs.read(p.tgid, "status"); err == nil {
 			parseStatus(b, p)
 		}
-	} else if euid, ok := fs.owner(p.tgid); ok {
-		p.euid = euid
+	}
+	if fs.noCgroup {
+		p.cgroup, p.container = "", ""
+		return
 	}
 	if b, err := fs.read(p.tgid, "cgroup"); err == nil {
 		p.cgroup = parseCgroup(b)
 		p.container = containerOf(b)
 	}
-}
-
-// owner returns the owner of /proc/<pid>, which is the process's effective
-// uid (or root for a process that is not dumpable, such as a set-user-ID
-// program, whose effective uid then usually is root).
-func (fs *procFS) owner(pid int32) (uint32, bool) {
-	p := append(fs.path[:0], fs.root...)
-	p = append(p, '/')
-	p = strconv.AppendInt(p, int64(pid), 10)
-	fs.path = p
-	var st unix.Stat_t
-	if err := unix.Fstatat(unix.AT_FDCWD, string(p), &st, 0); err != nil {
-		return 0, false
-	}
-	return st.Uid, true
 }
 
 // isKernelThread reports whether p looks like a kernel thread: a child of

@@ -13,40 +13,65 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// source reads events from a Listener and coalesces wake-ups.
+// source reads events from a Listener, coalesces wake-ups under load and
+// tells procmon when to flush its output.
 //
-// After it wakes up for an event that arrived while it was idle, it waits
-// up to the coalescing window before reading on, so that the events arriving
-// meanwhile are fetched together (the Listener takes up to 64 per system
-// call) instead of costing a wake-up each. The first event after a quiet
-// spell is handled at once; later ones wait at most the window. Events wait
-// in the socket's receive buffer, so nothing is lost by waiting as long as
-// the buffer holds a window's worth of events.
+// While events come rarely, each is handled as soon as it arrives, so that
+// procmon reads /proc for an exec at once. When they come often (more than
+// busyWakes wake-ups within busySpan, that is over 800 a second), every
+// wake-up costs a context switch for one event, and the source instead waits
+// up to the coalescing window after waking before it reads on: the events
+// that arrive meanwhile are then fetched together (the Listener takes up to
+// 64 per system call). Events wait in the socket's receive buffer, so
+// nothing is lost by waiting as long as the buffer holds a window's worth.
 //
-// When the queue is empty, before it blocks, it calls idle: procmon flushes
-// its output then, so output is never held back while nothing happens, and
-// costs one write per burst rather than one per event.
+// Output is flushed (the flush callback) when a drained queue runs empty,
+// and otherwise within flushDelay of being written: when dirty reports
+// buffered output, the source sets a read deadline, and flushes when it
+// expires. So output is never held back for long, and costs one write per
+// burst or per flushDelay rather than one per event.
 //
 // A source is used by one goroutine; stop may be called from any.
 type source struct {
 	l      *proc.Listener
 	window time.Duration
 	timer  *time.Timer
-	idle   func()
+	flush  func()
+	dirty  func() bool
 
 	mu       sync.Mutex
 	stopping bool
 	stopped  chan struct{}
 
-	blocking bool // no deadline: Next waits for the next event
-	woke     bool // the last event woke us up: drain before blocking again
+	draining bool // a past deadline is set: Next fails when the queue is empty
+	armed    bool // a flush deadline is set
+	woke     bool // the last event ended a wait: maybe coalesce
+	wakes    [busyWakes]time.Time
+	nwake    int
 }
 
-func newSource(l *proc.Listener, window time.Duration, idle func()) *source {
-	s := &source{l: l, window: window, idle: idle, blocking: true, stopped: make(chan struct{})}
+// Coalescing starts when busyWakes wake-ups happen within busySpan.
+const (
+	busyWakes  = 8
+	busySpan   = 10 * time.Millisecond
+	flushDelay = 100 * time.Millisecond
+)
+
+func newSource(l *proc.Listener, window time.Duration, flush func(), dirty func() bool) *source {
+	s := &source{l: l, window: window, flush: flush, dirty: dirty, stopped: make(chan struct{})}
 	s.timer = time.NewTimer(time.Hour)
 	s.timer.Stop()
 	return s
+}
+
+// busy records a wake-up and reports whether wake-ups come often.
+func (s *source) busy() bool {
+	now := time.Now()
+	i := s.nwake % busyWakes
+	oldest := s.wakes[i]
+	s.wakes[i] = now
+	s.nwake++
+	return s.nwake > busyWakes && now.Sub(oldest) < busySpan
 }
 
 // errStopped is returned by next after stop.
@@ -82,7 +107,7 @@ func (s *source) setDeadline(t time.Time) bool {
 func (s *source) next(ev *proc.Event) error {
 	if s.woke {
 		s.woke = false
-		if s.window > 0 {
+		if s.window > 0 && s.busy() {
 			s.timer.Reset(s.window)
 			select {
 			case <-s.timer.C:
@@ -90,32 +115,34 @@ func (s *source) next(ev *proc.Event) error {
 				s.timer.Stop()
 				return errStopped
 			}
+			// Drain what queued up, then flush.
+			if !s.setDeadline(time.Unix(1, 0)) {
+				return errStopped
+			}
+			s.draining, s.armed = true, false
 		}
-		// Drain what queued up without blocking.
-		if !s.setDeadline(time.Unix(1, 0)) {
-			return errStopped
-		}
-		s.blocking = false
 	}
 	for {
+		if !s.draining && !s.armed && s.dirty() {
+			if !s.setDeadline(time.Now().Add(flushDelay)) {
+				return errStopped
+			}
+			s.armed = true
+		}
 		err := s.l.Next(ev)
 		switch {
 		case err == nil:
-			if s.blocking {
-				s.woke = true
-			}
+			s.woke = !s.draining
 			return nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if s.blocking {
+			if !s.draining && !s.armed {
 				return errStopped // only stop sets a deadline then
 			}
-			if s.idle != nil {
-				s.idle()
-			}
+			s.draining, s.armed = false, false
+			s.flush()
 			if !s.setDeadline(time.Time{}) {
 				return errStopped
 			}
-			s.blocking = true // drained: wait for the next event
 			continue
 		}
 		s.mu.Lock()

@@ -85,9 +85,17 @@ func (l *Lines) Find(t testing.TB, timeout time.Duration, what string, match fun
 }
 
 func (l *Lines) find(timeout time.Duration, match func(string) bool) (string, error) {
+	return l.findFrom(0, timeout, match)
+}
+
+// WaitFrom is Wait looking only at lines after the first n.
+func (l *Lines) WaitFrom(n int, timeout time.Duration, match func(string) bool) (string, error) {
+	return l.findFrom(n, timeout, match)
+}
+
+func (l *Lines) findFrom(seen int, timeout time.Duration, match func(string) bool) (string, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	seen := 0
 	for {
 		l.mu.Lock()
 		for ; seen < len(l.lines); seen++ {
@@ -108,6 +116,29 @@ func (l *Lines) find(timeout time.Duration, match func(string) bool) (string, er
 			return "", fmt.Errorf("no match within %v", timeout)
 		}
 	}
+}
+
+// Len returns the number of lines collected so far.
+func (l *Lines) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.lines)
+}
+
+// Since returns the lines collected after the first n.
+func (l *Lines) Since(n int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n > len(l.lines) {
+		return nil
+	}
+	return append([]string(nil), l.lines[n:]...)
+}
+
+// Wait is Find without failing the test: it returns an error on timeout or
+// when the stream ends without a match.
+func (l *Lines) Wait(timeout time.Duration, match func(string) bool) (string, error) {
+	return l.find(timeout, match)
 }
 
 // FindPrefix waits for a line that starts with prefix.
