@@ -103,6 +103,8 @@ func runHelper(mode string) int {
 		return 0
 	case "listener":
 		return helperListener()
+	case "unpriv":
+		return helperUnprivileged()
 	case "nslisten":
 		l, err := Listen(&Config{AckTimeout: 200 * time.Millisecond})
 		switch {
