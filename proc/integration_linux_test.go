@@ -680,9 +680,6 @@ func TestIntegrationCancel(t *testing.T) {
 // TestIntegrationAllocs guards the receive fast path: Next allocates
 // nothing per event.
 func TestIntegrationAllocs(t *testing.T) {
-	if testing.CoverMode() != "" || raceEnabled {
-		t.Skip("allocation counts are not meaningful under coverage or the race detector")
-	}
 	l := listen(t, &Config{Kinds: KindComm, AckTimeout: 300 * time.Millisecond})
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

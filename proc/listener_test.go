@@ -438,9 +438,6 @@ func TestEvents(t *testing.T) {
 }
 
 func TestNextAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
 	k := newFakeKernel()
 	c := k.conn(t, 16)
 	l, err := listenConn(c, &Config{AckTimeout: time.Second})
