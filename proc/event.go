@@ -245,6 +245,12 @@ func Decode(m connector.Message, ev *Event) error {
 		need = needCoredump
 	case KindExit:
 		need = needExit
+	case KindLost:
+		// The package's own loss record must never be forged by a message:
+		// a kernel that sends this value as a kind is newer than the
+		// package.
+		return &DecodeError{Kind: ev.Kind, Len: len(d),
+			Reason: "event kind 0x00100000 is the value this package reserves for loss records (KindLost); this kernel uses it for something new: upgrade github.com/cnlink/connector"}
 	default:
 		ev.Raw = d
 		return nil

@@ -55,6 +55,9 @@ const (
 	// stream when events were lost: Event.Lost says how many, and
 	// Event.CPU on which CPU (see Event.Lost). Its value is a bit the
 	// kernel does not use; it is always delivered, whatever the filter.
+	// Should a kernel ever send this value as an event kind, Decode
+	// refuses it with a *DecodeError rather than let it pass for a loss
+	// record.
 	KindLost Kind = 0x00100000
 )
 
