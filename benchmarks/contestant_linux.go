@@ -129,6 +129,11 @@ func contestantMain(args []string) error {
 		}
 		close(lines)
 	}()
+	hard := time.NewTimer(o.limit)
+	// Quiet is counted in ticks, not wall time, so that time spent stopped
+	// (SIGSTOP, drain mode) does not count as quiet.
+	const tickEvery = 10 * time.Millisecond
+	tick := time.NewTicker(tickEvery)
 	fmt.Printf("ready %d\n", rcvbuf)
 
 	var ms0 runtime.MemStats
@@ -142,11 +147,6 @@ func contestantMain(args []string) error {
 	// later "expect N" line), then for the storm events to arrive or stop
 	// arriving, then stop the receiver.
 	var runErr error
-	hard := time.NewTimer(o.limit)
-	// Quiet is counted in ticks, not wall time, so that time spent stopped
-	// (SIGSTOP, drain mode) does not count as quiet.
-	const tickEvery = 10 * time.Millisecond
-	tick := time.NewTicker(tickEvery)
 	last, idle := t.storm.Load(), time.Duration(0)
 	// Quiet counts once the storm is over (an "expect" line) or, in drain
 	// mode, once its events have started to arrive.

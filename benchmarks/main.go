@@ -29,7 +29,11 @@ func main() {
 // child never gets here: it runs from an ELF constructor, see storm_linux.go.)
 func runChild() bool {
 	var err error
-	switch os.Getenv(modeEnv) {
+	mode := os.Getenv(modeEnv)
+	if mode != "" {
+		nameSelf()
+	}
+	switch mode {
 	case "contestant":
 		err = contestantMain(os.Args[1:])
 	case "urecv":

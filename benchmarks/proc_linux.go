@@ -37,59 +37,16 @@ var (
 // modeEnv selects what a re-executed copy of the binary does.
 const modeEnv = "CNBENCH_MODE"
 
-// linkDir holds symbolic links to this binary named after the roles, so that
-// each child's command name (ps, top, perf) says what it is.
-var (
-	linkDirOnce sync.Once
-	linkDir     string
-)
-
-// exePath returns a path that runs this binary under the command name role.
-func exePath(role string) (string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	linkDirOnce.Do(func() {
-		if d, err := os.MkdirTemp("", "cnbench-"); err == nil {
-			linkDir = d
-		}
-	})
-	if linkDir == "" {
-		return exe, nil
-	}
-	name := "cn-" + strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
-			return r
-		}
-		return -1
-	}, strings.ToLower(role))
-	if len(name) > 15 {
-		name = name[:15]
-	}
-	p := filepath.Join(linkDir, name)
-	if err := os.Symlink(exe, p); err != nil && !os.IsExist(err) {
-		return exe, nil
-	}
-	return p, nil
-}
-
-// removeLinks removes the links made by exePath.
-func removeLinks() {
-	if linkDir != "" {
-		_ = os.RemoveAll(linkDir)
-	}
-}
-
 // spawn starts this binary again as a child called name (for messages),
-// with the command name role.
+// which names itself after role (see nameSelf).
 func spawn(name, role string, env []string, args ...string) (*child, error) {
-	exe, err := exePath(role)
+	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(cmd.Env, roleEnv+"="+commName(role))
 	// Children die with the suite even if it is killed outright.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
@@ -183,6 +140,38 @@ func killAll() {
 		case <-c.waited:
 		case <-time.After(5 * time.Second):
 		}
+	}
+}
+
+// roleEnv carries a child's command name.
+const roleEnv = "CNBENCH_ROLE"
+
+// commName turns a role into a command name: "cn-" and the role, in the
+// kernel's 15 characters.
+func commName(role string) string {
+	name := "cn-" + strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return -1
+	}, strings.ToLower(role))
+	return name[:min(len(name), 15)]
+}
+
+// nameSelf gives every thread of this process the command name in roleEnv,
+// so that ps, top and perf tell the suite's processes apart. Threads started
+// later inherit the name from the thread that starts them.
+func nameSelf() {
+	name := os.Getenv(roleEnv)
+	if name == "" {
+		return
+	}
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		_ = os.WriteFile(filepath.Join("/proc/self/task", e.Name(), "comm"), []byte(name), 0)
 	}
 }
 

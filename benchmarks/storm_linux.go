@@ -25,6 +25,7 @@ package main
 #include <errno.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,8 @@ static void storm_write(const char *s) {
 __attribute__((constructor)) static void storm_main(void) {
 	const char *mode = getenv("CNBENCH_STORM");
 	if (mode == NULL || strcmp(mode, "1") != 0) return;
+	const char *role = getenv("CNBENCH_ROLE");
+	if (role != NULL) prctl(PR_SET_NAME, role, 0, 0, 0);
 
 	long long limit_ns = storm_env("CNBENCH_STORM_NS");
 	long long limit_n = storm_env("CNBENCH_STORM_COUNT");

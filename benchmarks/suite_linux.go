@@ -77,10 +77,10 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 	fs.IntVar(&o.drainBuf, "drain-rcvbuf", 256<<20, "receive buffer (SO_RCVBUFFORCE bytes) for the drain measurement")
 	fs.IntVar(&o.batch, "batch", 16, "datagrams per recvmmsg for raw, connector and proc")
 	fs.IntVar(&o.msgbuf, "msgbuf", 32<<10, "bytes per datagram buffer for raw, connector and proc")
-	fs.DurationVar(&o.uDuration, "unicast-duration", 2*time.Second, "length of each unicast run")
-	fs.IntVar(&o.unicastRounds, "unicast-rounds", 3, "unicast measurements per payload size and run (median)")
+	fs.DurationVar(&o.uDuration, "unicast-duration", time.Second, "length of each unicast run")
+	fs.IntVar(&o.unicastRounds, "unicast-rounds", 5, "unicast measurements per payload size and run (median)")
 	fs.BoolVar(&o.pin, "pin", true, "pin each unicast sender and receiver to a CPU of its own")
-	fs.BoolVar(&o.unicastMixed, "unicast-mixed", false, "also measure raw sender to connector receiver and the reverse")
+	fs.BoolVar(&o.unicastMixed, "unicast-mixed", true, "also measure raw sender to connector receiver and the reverse, which tell the two sides apart")
 	fs.StringVar(&payloads, "payloads", "16,256,4096", "unicast payload sizes")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "hard limit on the whole suite")
 	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of the contestants during the drain")
@@ -127,21 +127,26 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 	o.loadStart = loadAvg()
 
 	// Whatever happens, stop every process the suite started.
-	defer removeLinks()
 	defer killAll()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	finished := make(chan struct{})
+	defer func() {
+		signal.Stop(sigs)
+		close(finished)
+	}()
 	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "benchmarks: %v: stopping every process started\n", s)
-		killAll()
-		removeLinks()
-		os.Exit(1)
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "benchmarks: %v: stopping every process started\n", s)
+			killAll()
+			os.Exit(1)
+		case <-finished:
+		}
 	}()
 	hard := time.AfterFunc(o.timeout, func() {
 		fmt.Fprintf(os.Stderr, "benchmarks: the suite ran past -timeout %v: stopping every process started\n", o.timeout)
 		killAll()
-		removeLinks()
 		os.Exit(2)
 	})
 	defer hard.Stop()

@@ -292,9 +292,12 @@ func urecvMain(args []string) error {
 	if sc.Scan() {
 		expect, _ = strconv.ParseUint(strings.TrimPrefix(sc.Text(), "expect "), 10, 64)
 	}
+	// Unicast loses nothing, so every message comes; a receiver that makes
+	// no progress for a second has a bug, and stops rather than hang.
 	deadline := time.Now().Add(*limit)
+	last, lastChange := cnt.Load(), time.Now()
 	var runErr error
-	for cnt.Load() < expect && time.Now().Before(deadline) {
+	for cnt.Load() < expect && time.Now().Before(deadline) && time.Since(lastChange) < time.Second {
 		select {
 		case runErr = <-done:
 			done = nil
@@ -302,6 +305,9 @@ func urecvMain(args []string) error {
 		}
 		if done == nil {
 			break
+		}
+		if n := cnt.Load(); n != last {
+			last, lastChange = n, time.Now()
 		}
 	}
 	if done != nil {
