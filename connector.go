@@ -434,7 +434,8 @@ func (c *Conn) parseDatagram(buf []byte, meta transport.Meta) ([]Message, Sender
 	d.rest = owned
 	var msgs []Message
 	for {
-		m, more, err := d.next()
+		var m Message
+		more, err := d.next(&m)
 		if err != nil {
 			c.malformed.Add(1)
 			return msgs, from, true, &OpError{Op: "receive", Err: withSender(err, from)}

@@ -24,6 +24,7 @@ type Reader struct {
 	b    *transport.Batch
 	n, i int
 	d    datagram
+	m    Message // the message being returned, decoded in place
 	from Sender
 }
 
@@ -61,14 +62,14 @@ func (r *Reader) Next() (Message, Sender, error) {
 		if r.b == nil || c.closed.Load() {
 			return Message{}, Sender{}, &OpError{Op: "receive", Err: ErrClosed}
 		}
-		m, more, err := r.d.next()
+		more, err := r.d.next(&r.m)
 		if err != nil {
 			c.malformed.Add(1)
 			return Message{}, r.from, &OpError{Op: "receive", Err: withSender(err, r.from)}
 		}
 		if more {
 			c.messages.Add(1)
-			return m, r.from, nil
+			return r.m, r.from, nil
 		}
 		if r.i < r.n {
 			buf, meta := r.b.Bufs[r.i], r.b.Meta[r.i]
@@ -106,30 +107,34 @@ type datagram struct {
 
 func (d *datagram) reset(b []byte) { d.rest, d.cur, d.fresh = b, nil, true }
 
-// next returns the next cn_msg, false when the datagram is exhausted, or an
-// error, after which the rest of the datagram is abandoned.
-func (d *datagram) next() (Message, bool, error) {
+// more reports whether bytes are left to walk.
+func (d *datagram) more() bool { return len(d.cur) > 0 || len(d.rest) > 0 || d.fresh }
+
+// next decodes the next cn_msg into m and returns true, false when the
+// datagram is exhausted, or an error, after which the rest of the datagram
+// is abandoned. Filling m in place keeps the fast path free of large
+// return values.
+func (d *datagram) next(m *Message) (bool, error) {
 	for {
 		if len(d.cur) > 0 {
 			if len(d.cur) < HeaderLen && isPadding(d.cur) {
 				d.cur = nil
 				continue
 			}
-			var m Message
 			n, err := m.decode(d.cur)
 			if err != nil {
 				d.cur, d.rest = nil, nil
-				return Message{}, false, err
+				return false, err
 			}
 			d.cur = d.cur[n:]
-			return m, true, nil
+			return true, nil
 		}
 		if len(d.rest) == 0 {
 			if d.fresh {
 				d.fresh = false
-				return Message{}, false, &MessageError{Reason: "the datagram is empty: it holds no netlink message"}
+				return false, &MessageError{Reason: "the datagram is empty: it holds no netlink message"}
 			}
-			return Message{}, false, nil
+			return false, nil
 		}
 		if len(d.rest) < nlmsgHeaderLen {
 			if !d.fresh && isPadding(d.rest) {
@@ -138,18 +143,18 @@ func (d *datagram) next() (Message, bool, error) {
 			}
 			n := len(d.rest)
 			d.rest, d.fresh = nil, false
-			return Message{}, false, &MessageError{Reason: fmt.Sprintf("%d bytes are too short for the %d-byte netlink header", n, nlmsgHeaderLen)}
+			return false, &MessageError{Reason: fmt.Sprintf("%d bytes are too short for the %d-byte netlink header", n, nlmsgHeaderLen)}
 		}
 		d.fresh = false
 		l := int(binary.NativeEndian.Uint32(d.rest[0:4]))
 		switch {
 		case l < nlmsgHeaderLen+HeaderLen:
 			d.rest = nil
-			return Message{}, false, &MessageError{Reason: fmt.Sprintf("netlink length %d leaves no room for the %d-byte cn_msg header", l, HeaderLen)}
+			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d leaves no room for the %d-byte cn_msg header", l, HeaderLen)}
 		case l > len(d.rest):
 			n := len(d.rest)
 			d.rest = nil
-			return Message{}, false, &MessageError{Reason: fmt.Sprintf("netlink length %d is larger than the %d bytes that arrived", l, n)}
+			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d is larger than the %d bytes that arrived", l, n)}
 		}
 		d.cur = d.rest[nlmsgHeaderLen:l:l]
 		d.rest = d.rest[min(nlmsgAlign(l), len(d.rest)):]
