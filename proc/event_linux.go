@@ -21,9 +21,9 @@ func (e *Event) WaitStatus() unix.WaitStatus { return unix.WaitStatus(e.ExitCode
 //
 //	Time = Timestamp + (wall clock - CLOCK_MONOTONIC)
 //
-// The offset is measured with one clock_gettime call and reused for
-// offsetRefresh (100 ms), so converting costs no system call per event.
-// The result is exact to within the time between the two clock reads plus
+// The offset is measured with a few clock reads (see measureOffset) and
+// reused for offsetRefresh (100 ms), so converting costs no system call per
+// event. The result is exact to within the time between the clock reads plus
 // the drift the wall clock's adjustment can add within 100 ms (at most
 // 50 µs), unless the wall clock was stepped between the event and the call
 // (the result then shifts by the step) or the machine was suspended in
@@ -51,13 +51,34 @@ func MonotonicTime(ns uint64) time.Time {
 	now := time.Now()
 	o := cachedOffset.Load()
 	if o == nil || now.Sub(o.at) >= offsetRefresh || now.Sub(o.at) < 0 {
-		var ts unix.Timespec
-		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		off, ok := measureOffset()
+		if !ok {
 			return time.Time{}
 		}
-		wall := time.Now()
-		o = &clockOffset{at: wall, off: wall.UnixNano() - ts.Nano()}
+		o = &clockOffset{at: time.Now(), off: off}
 		cachedOffset.Store(o)
 	}
 	return time.Unix(0, int64(ns)+o.off)
+}
+
+// measureOffset returns the wall clock minus CLOCK_MONOTONIC in nanoseconds.
+// It brackets the monotonic read between two wall-clock reads, takes the
+// midpoint, and keeps the tightest of three tries, so a preemption between
+// the reads does not skew the result.
+func measureOffset() (int64, bool) {
+	best, bestGap := int64(0), int64(-1)
+	for i := 0; i < 3; i++ {
+		var ts unix.Timespec
+		w1 := time.Now()
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+			return 0, false
+		}
+		w2 := time.Now()
+		gap := w2.Sub(w1).Nanoseconds()
+		if bestGap < 0 || gap < bestGap {
+			mid := w1.UnixNano() + gap/2
+			best, bestGap = mid-ts.Nano(), gap
+		}
+	}
+	return best, true
 }
