@@ -10,8 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// Payloads captured from Linux 6.18 (x86-64) by the integration tests
-// (CNPROC_WRITE_SEEDS=1 writes them to testdata/fuzz/FuzzDecode).
+// Payloads captured from Linux 6.18 (x86-64) by the integration tests (also
+// in testdata/fuzz/FuzzDecode).
 const (
 	kernelAck      = "0000000000000000d1aeff90ad000000000000000000000000000000000000000000000000000000"
 	kernelFork     = "0100000001000000700248a6fd0000001f0500001f05000026050000260500000000000000000000"

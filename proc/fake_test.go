@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
 	"github.com/cnlink/connector/internal/transport"
 )
 
@@ -135,23 +136,11 @@ func (k *fakeKernel) passes(what Kind, code uint32) bool {
 	return k.filter&what != 0
 }
 
-// kernelDatagram builds a datagram as the kernel sends it: netlink header
-// (NLMSG_DONE, flags 0, seq copied, port 0), cn_msg and payload.
+// kernelDatagram builds a datagram as the kernel sends it (see
+// cntest.Datagram): netlink header (NLMSG_DONE, flags 0, seq copied, port 0),
+// cn_msg and payload.
 func kernelDatagram(id connector.CBID, seq, ack uint32, payload []byte) []byte {
-	ne := binary.NativeEndian
-	b := make([]byte, 0, 36+len(payload))
-	b = ne.AppendUint32(b, uint32(36+len(payload)))
-	b = ne.AppendUint16(b, 3)
-	b = ne.AppendUint16(b, 0)
-	b = ne.AppendUint32(b, seq)
-	b = ne.AppendUint32(b, 0)
-	b = ne.AppendUint32(b, id.Idx)
-	b = ne.AppendUint32(b, id.Val)
-	b = ne.AppendUint32(b, seq)
-	b = ne.AppendUint32(b, ack)
-	b = ne.AppendUint16(b, uint16(len(payload)))
-	b = ne.AppendUint16(b, 0)
-	return append(b, payload...)
+	return cntest.MustDatagram(connector.Message{ID: id, Seq: seq, Ack: ack, Data: payload})
 }
 
 // payload builds a 40-byte proc_event; fill sets the union (offsets from

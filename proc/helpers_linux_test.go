@@ -5,7 +5,6 @@ package proc
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -291,21 +289,22 @@ func find(t testing.TB, evs []Event, k Kind, pred func(*Event) bool) *Event {
 // major.minor.
 func kernelAtLeast(t testing.TB, major, minor int) bool {
 	t.Helper()
+	ma, mi := kernelVersion(t)
+	return ma > major || ma == major && mi >= minor
+}
+
+// kernelVersion returns the running kernel's major and minor version.
+func kernelVersion(t testing.TB) (int, int) {
+	t.Helper()
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		t.Fatal(err)
 	}
-	rel := unix.ByteSliceToString(u.Release[:])
-	parts := strings.SplitN(rel, ".", 3)
-	if len(parts) < 2 {
-		t.Fatalf("cannot parse kernel release %q", rel)
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("parsing kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
 	}
-	ma, err1 := strconv.Atoi(parts[0])
-	mi, err2 := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
-	if err1 != nil || err2 != nil {
-		t.Fatalf("cannot parse kernel release %q", rel)
-	}
-	return ma > major || ma == major && mi >= minor
+	return major, minor
 }
 
 // listen opens a Listener for a test, skipping only where the kernel or
@@ -332,36 +331,6 @@ func listen(t testing.TB, cfg *Config) *Listener {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
-}
-
-// saveSeed writes the kernel bytes of the event just collected to the
-// FuzzDecode corpus when CNPROC_WRITE_SEEDS is set, one file per kind.
-func saveSeed(t testing.TB, l *Listener) {
-	if os.Getenv("CNPROC_WRITE_SEEDS") == "" || l.last.Data == nil {
-		return
-	}
-	fatal := func(err error) {
-		if t != nil {
-			t.Fatal(err)
-		}
-		panic(err)
-	}
-	what := Kind(0)
-	if len(l.last.Data) >= 4 {
-		what = Kind(binary.NativeEndian.Uint32(l.last.Data))
-	}
-	dir := "testdata/fuzz/FuzzDecode"
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		fatal(err)
-	}
-	name := fmt.Sprintf("%s/kernel-%s", dir, strings.ReplaceAll(what.String(), "|", "_"))
-	if _, err := os.Stat(name); err == nil {
-		return
-	}
-	body := fmt.Sprintf("go test fuzz v1\nuint32(%d)\n[]byte(%q)\n", l.last.Seq, l.last.Data)
-	if err := os.WriteFile(name, []byte(body), 0o644); err != nil {
-		fatal(err)
-	}
 }
 
 // A recorder reads a Listener in the background, so that the socket keeps
@@ -419,7 +388,6 @@ func (r *recorder) run() {
 		*e = ev
 		e.Raw = append([]byte(nil), ev.Raw...)
 		r.n++
-		saveSeed(nil, r.l)
 		close(r.notify)
 		r.notify = make(chan struct{})
 		r.mu.Unlock()

@@ -164,8 +164,6 @@ type Listener struct {
 	// which stays valid until the Reader's next call.
 	pend    connector.Message
 	hasPend bool
-	// last is the message of the event Next returned last (tests use it).
-	last connector.Message
 
 	// Handshake state.
 	nonce    uint32
@@ -481,7 +479,6 @@ func (l *Listener) Next(ev *Event) error {
 				}
 			}
 		}
-		l.last = m
 		if err := Decode(m, ev); err != nil {
 			l.malformed.Add(1)
 			return fmt.Errorf("proc: receive: %w", err)

@@ -95,20 +95,6 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	}
 }
 
-// kernelVersion returns the running kernel's major and minor version.
-func kernelVersion(t *testing.T) (int, int) {
-	t.Helper()
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
-		t.Fatalf("parsing kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
-	}
-	return major, minor
-}
-
 // helperUnprivileged drops root for good (uid and gid 65534 on every
 // thread, which clears all capabilities) and prints, one "key: value" line
 // each, what the kernel then allows.
