@@ -324,10 +324,10 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 		return opErr(op, err)
 	}
 	err = c.sendRetry(b, port, groups)
+	// appendNetlink bounds the payload by MaxMessageSize, so a grown
+	// buffer stays small enough to keep.
 	*bp = b
-	if cap(b) <= 64<<10 {
-		c.sendBuf.put(bp)
-	}
+	c.sendBuf.put(bp)
 	if err != nil {
 		return opErr(op, c.mapSendErr(err, port))
 	}
@@ -340,7 +340,7 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 // short slices; others are retried with a backoff.
 func (c *Conn) sendRetry(b []byte, port, groups uint32) error {
 	err := c.t.Send(b, port, groups)
-	if err == nil || !errors.Is(err, syscall.EAGAIN) {
+	if !errors.Is(err, syscall.EAGAIN) {
 		return err
 	}
 	w, canWait := c.t.(sendWaiter)
@@ -410,15 +410,11 @@ func (c *Conn) Receive() ([]Message, Sender, error) {
 		}
 		c.datagrams.Add(1)
 		msgs, from, ok, err := c.parseDatagram(b.Bufs[0], b.Meta[0])
-		if err != nil {
-			c.messages.Add(uint64(len(msgs)))
-			return msgs, from, err
-		}
-		if !ok {
+		if !ok && err == nil {
 			continue
 		}
 		c.messages.Add(uint64(len(msgs)))
-		return msgs, from, nil
+		return msgs, from, err
 	}
 }
 

@@ -145,10 +145,9 @@ func nlmsgAlign(n int) int { return (n + 3) &^ 3 }
 // appendNetlink appends a netlink header and m to b: type NLMSG_DONE, flags 0,
 // nlmsg_seq = m.Seq and nlmsg_pid = port, as the kernel and its samples do.
 // nlmsg_len is not padded; the kernel only requires the datagram to hold it.
+// It fails, as AppendBinary does, if the payload exceeds MaxMessageSize; b
+// is then returned with the netlink header appended.
 func appendNetlink(b []byte, m Message, port uint32) ([]byte, error) {
-	if len(m.Data) > MaxMessageSize {
-		return b, fmt.Errorf("%w: payload of %d bytes exceeds the connector's limit of %d bytes (CONNECTOR_MAX_MSG_SIZE)", ErrMessageTooLarge, len(m.Data), MaxMessageSize)
-	}
 	b = binary.NativeEndian.AppendUint32(b, uint32(nlmsgHeaderLen+m.Len()))
 	b = binary.NativeEndian.AppendUint16(b, nlmsgDone)
 	b = binary.NativeEndian.AppendUint16(b, 0)

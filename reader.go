@@ -75,13 +75,11 @@ func (r *Reader) Next() (Message, Sender, error) {
 			buf, meta := r.b.Bufs[r.i], r.b.Meta[r.i]
 			r.i++
 			c.datagrams.Add(1)
-			from, ok, err := c.admit(&r.d, buf, meta)
+			// A dropped datagram leaves r.d exhausted, as it already is.
+			from, _, err := c.admit(&r.d, buf, meta)
 			r.from = from
 			if err != nil {
 				return Message{}, from, err
-			}
-			if !ok {
-				r.d = datagram{}
 			}
 			continue
 		}
@@ -106,9 +104,6 @@ type datagram struct {
 }
 
 func (d *datagram) reset(b []byte) { d.rest, d.cur, d.fresh = b, nil, true }
-
-// more reports whether bytes are left to walk.
-func (d *datagram) more() bool { return len(d.cur) > 0 || len(d.rest) > 0 || d.fresh }
 
 // next decodes the next cn_msg into m and returns true, false when the
 // datagram is exhausted, or an error, after which the rest of the datagram
