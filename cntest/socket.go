@@ -279,13 +279,7 @@ func (s *socket) SetReadBuffer(n int) error {
 	if s.closed {
 		return os.ErrClosed
 	}
-	v := int64(max(n, 0)) * 2
-	if !s.priv {
-		v = min(v, maxUnforcedBuf)
-	}
-	v = max(v, minRcvBuf)
-	v = min(v, 1<<31-1)
-	s.rcvbuf = int(v)
+	s.rcvbuf = s.bufSize(n, minRcvBuf)
 	s.limit = max(s.rcvbuf/chargePerDatagram, 1)
 	return nil
 }
@@ -308,12 +302,19 @@ func (s *socket) SetWriteBuffer(n int) error {
 	if s.closed {
 		return os.ErrClosed
 	}
+	s.sndbuf = s.bufSize(n, 4608) // SOCK_MIN_SNDBUF on x86_64
+	return nil
+}
+
+// bufSize is the buffer size the kernel keeps for a SO_RCVBUF or SO_SNDBUF
+// request of n bytes: doubled, capped unless the socket is privileged,
+// raised to at least floor and kept within an int32.
+func (s *socket) bufSize(n, floor int) int {
 	v := int64(max(n, 0)) * 2
 	if !s.priv {
 		v = min(v, maxUnforcedBuf)
 	}
-	s.sndbuf = int(min(max(v, 4608), 1<<31-1)) // SOCK_MIN_SNDBUF on x86_64
-	return nil
+	return int(min(max(v, int64(floor)), 1<<31-1))
 }
 
 // WriteBuffer returns the send buffer size (SO_SNDBUF).

@@ -40,9 +40,7 @@ func mainExit(args []string) int {
 	defer stop()
 	err := run(ctx, args, os.Stdout, os.Stderr)
 	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
 		fmt.Fprintln(os.Stderr, "cndump:", err)

@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path"
 	"runtime"
 	"runtime/pprof"
 	"sort"
@@ -126,7 +127,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		o.pids = append(o.pids, int32(n))
 	}
 	for _, c := range comms {
-		if _, err := pathMatch(c, ""); err != nil {
+		if _, err := path.Match(c, ""); err != nil {
 			return nil, usageError{fmt.Errorf("bad -comm pattern %q: %v", c, err)}
 		}
 		o.comms = append(o.comms, c)

@@ -51,8 +51,6 @@ type filter struct {
 
 func (f *filter) inTree(tgid int32) bool { return f.subtree == nil || f.subtree[tgid] }
 
-var pathMatch = path.Match
-
 func (f *filter) commOK(comm string) bool {
 	if len(f.comms) == 0 {
 		return true
@@ -263,14 +261,14 @@ func (m *monitor) handle(ev *proc.Event) {
 		r.p = m.procs[ev.TGID]
 	case proc.KindComm:
 		r.kind, r.k = "comm", kComm
+		r.comm = ev.CommString()
 		if p := m.procs[ev.TGID]; p != nil {
 			if ev.IsProcess() {
 				r.oldComm = p.comm
-				p.comm = ev.CommString()
+				p.comm = r.comm
 			}
 			r.p = p
 		}
-		r.comm = ev.CommString()
 	case proc.KindUID:
 		r.kind, r.k = "uid", kUID
 		if p := m.procs[ev.TGID]; p != nil {

@@ -148,12 +148,8 @@ func (fs *procFS) enrichRest(p *procInfo) {
 	} else {
 		p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
 	}
-	if fs.noCgroup {
-		return
-	}
-	if b, err := fs.read(p.tgid, "cgroup"); err == nil {
-		p.cgroup = parseCgroup(b)
-		p.container = containerOf(b)
+	if !fs.noCgroup {
+		fs.readCgroup(p)
 	}
 }
 
@@ -187,6 +183,11 @@ func (fs *procFS) enrichExec(p *procInfo, wantComm bool) {
 		p.cgroup, p.container = "", ""
 		return
 	}
+	fs.readCgroup(p)
+}
+
+// readCgroup sets p's cgroup path and container from /proc/<pid>/cgroup.
+func (fs *procFS) readCgroup(p *procInfo) {
 	if b, err := fs.read(p.tgid, "cgroup"); err == nil {
 		p.cgroup = parseCgroup(b)
 		p.container = containerOf(b)
@@ -200,12 +201,8 @@ func isKernelThread(p *procInfo) bool { return p.ppid == 2 || p.tgid == 2 }
 // parseStatus takes Name, PPid and Uid from /proc/<pid>/status.
 func parseStatus(b []byte, p *procInfo) {
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte{'\n'})
 		key, val, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
 			continue
@@ -288,12 +285,8 @@ func parseCmdline(b []byte, truncated bool) ([]string, bool) {
 func parseCgroup(b []byte) string {
 	var v1 []byte
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte{'\n'})
 		// hierarchy-ID:controller-list:cgroup-path
 		id, rest, ok := bytes.Cut(line, []byte{':'})
 		if !ok {

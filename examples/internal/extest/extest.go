@@ -77,15 +77,11 @@ func (l *Lines) String() string { return strings.Join(l.All(), "\n") }
 // the stream ends without a match.
 func (l *Lines) Find(t testing.TB, timeout time.Duration, what string, match func(string) bool) string {
 	t.Helper()
-	line, err := l.find(timeout, match)
+	line, err := l.findFrom(0, timeout, match)
 	if err != nil {
 		t.Fatalf("%s: waiting for %s: %v; %s so far:\n%s", l.name, what, err, l.name, l.String())
 	}
 	return line
-}
-
-func (l *Lines) find(timeout time.Duration, match func(string) bool) (string, error) {
-	return l.findFrom(0, timeout, match)
 }
 
 // WaitFrom is Wait looking only at lines after the first n.
@@ -138,7 +134,7 @@ func (l *Lines) Since(n int) []string {
 // Wait is Find without failing the test: it returns an error on timeout or
 // when the stream ends without a match.
 func (l *Lines) Wait(timeout time.Duration, match func(string) bool) (string, error) {
-	return l.find(timeout, match)
+	return l.findFrom(0, timeout, match)
 }
 
 // FindPrefix waits for a line that starts with prefix.
