@@ -60,20 +60,12 @@ func (r *connRecv) run() error {
 	for {
 		m, from, err := rd.Next()
 		if err != nil {
-			if errors.Is(err, connector.ErrOverrun) {
-				r.t.enobufs.Add(1)
-				continue
+			if done, err := r.recvErr(err); done {
+				return err
 			}
-			if errors.Is(err, connector.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		if m.ID != connector.IDProc || !from.Kernel() {
-			r.t.other.Add(1)
 			continue
 		}
-		r.t.procEvent(m.Data)
+		r.count(m, from)
 	}
 }
 
@@ -81,23 +73,37 @@ func (r *connRecv) runReceive() error {
 	for {
 		msgs, from, err := r.c.Receive()
 		if err != nil {
-			if errors.Is(err, connector.ErrOverrun) {
-				r.t.enobufs.Add(1)
-				continue
+			if done, err := r.recvErr(err); done {
+				return err
 			}
-			if errors.Is(err, connector.ErrClosed) {
-				return nil
-			}
-			return err
+			continue
 		}
 		for _, m := range msgs {
-			if m.ID != connector.IDProc || !from.Kernel() {
-				r.t.other.Add(1)
-				continue
-			}
-			r.t.procEvent(m.Data)
+			r.count(m, from)
 		}
 	}
+}
+
+// recvErr sorts a receive error: an overrun is counted and reading goes on;
+// Close ends the run without error; anything else ends it with err.
+func (r *connRecv) recvErr(err error) (done bool, _ error) {
+	switch {
+	case errors.Is(err, connector.ErrOverrun):
+		r.t.enobufs.Add(1)
+		return false, nil
+	case errors.Is(err, connector.ErrClosed):
+		return true, nil
+	}
+	return true, err
+}
+
+// count tallies one received message.
+func (r *connRecv) count(m connector.Message, from connector.Sender) {
+	if m.ID != connector.IDProc || !from.Kernel() {
+		r.t.other.Add(1)
+		return
+	}
+	r.t.procEvent(m.Data)
 }
 
 func (r *connRecv) stop() {

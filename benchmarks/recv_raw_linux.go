@@ -76,28 +76,60 @@ func (r *rawRecv) start(o *recvOpts, t *tally) error {
 		unix.Close(fd)
 		return err
 	}
-	r.fd, r.t, r.size = fd, t, o.msgbuf
-	r.buf = make([]byte, o.batch*o.msgbuf)
-	r.hdrs = make([]mmsghdr, o.batch)
-	r.iovs = make([]unix.Iovec, o.batch)
-	r.names = make([]unix.RawSockaddrNetlink, o.batch)
+	r.t = t
+	r.setup(fd, o.batch, o.msgbuf)
+	return nil
+}
+
+// setup takes fd and allocates the batch of batch buffers of msgbuf bytes
+// that recvmmsg fills.
+func (r *rawRecv) setup(fd, batch, msgbuf int) {
+	r.fd, r.size = fd, msgbuf
+	r.buf = make([]byte, batch*msgbuf)
+	r.hdrs = make([]mmsghdr, batch)
+	r.iovs = make([]unix.Iovec, batch)
+	r.names = make([]unix.RawSockaddrNetlink, batch)
 	for i := range r.hdrs {
-		r.iovs[i].Base = &r.buf[i*o.msgbuf]
-		r.iovs[i].SetLen(o.msgbuf)
+		r.iovs[i].Base = &r.buf[i*msgbuf]
+		r.iovs[i].SetLen(msgbuf)
 		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 		r.hdrs[i].Hdr.Iov = &r.iovs[i]
 		r.hdrs[i].Hdr.SetIovlen(1)
 	}
-	return nil
+}
+
+// recvmmsg reads up to a batch of datagrams from fd with flags.
+func (r *rawRecv) recvmmsg(fd uintptr, flags int) (int, syscall.Errno) {
+	for i := range r.hdrs {
+		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
+	}
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
+		uintptr(flags), 0, 0)
+	return int(n), e
+}
+
+// payload returns the payload of datagram i of the last batch: the bytes
+// after its netlink header, within the length the header gives. It is false
+// for a truncated or malformed datagram.
+func (r *rawRecv) payload(i int) ([]byte, bool) {
+	h := &r.hdrs[i]
+	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		return nil, false
+	}
+	b := r.buf[i*r.size : i*r.size+int(h.Len)]
+	if len(b) < nlmsgHdrLen {
+		return nil, false
+	}
+	l := int(binary.NativeEndian.Uint32(b[0:4]))
+	if l < nlmsgHdrLen || l > len(b) {
+		return nil, false
+	}
+	return b[nlmsgHdrLen:l], true
 }
 
 func (r *rawRecv) run() error {
 	for !r.stopped.Load() {
-		for i := range r.hdrs {
-			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
-		}
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
-			unix.MSG_WAITFORONE, 0, 0)
+		n, e := r.recvmmsg(uintptr(r.fd), unix.MSG_WAITFORONE)
 		switch e {
 		case 0:
 		case unix.EAGAIN, unix.EINTR:
@@ -108,7 +140,7 @@ func (r *rawRecv) run() error {
 		default:
 			return e
 		}
-		r.batch(int(n))
+		r.batch(n)
 	}
 	return nil
 }
@@ -116,22 +148,12 @@ func (r *rawRecv) run() error {
 // batch counts the first n datagrams of the buffer.
 func (r *rawRecv) batch(n int) {
 	for i := 0; i < n; i++ {
-		h := &r.hdrs[i]
-		if r.names[i].Pid != 0 || h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		p, ok := r.payload(i)
+		if !ok || r.names[i].Pid != 0 {
 			r.t.other.Add(1)
 			continue
 		}
-		b := r.buf[i*r.size : i*r.size+int(h.Len)]
-		if len(b) < nlmsgHdrLen {
-			r.t.other.Add(1)
-			continue
-		}
-		l := int(binary.NativeEndian.Uint32(b[0:4]))
-		if l < nlmsgHdrLen || l > len(b) {
-			r.t.other.Add(1)
-			continue
-		}
-		idx, val, data, ok := cnMsg(b[nlmsgHdrLen:l])
+		idx, val, data, ok := cnMsg(p)
 		if !ok || idx != cnIdxProc || val != cnValProc {
 			r.t.other.Add(1)
 			continue
@@ -179,15 +201,11 @@ func (r *rawPollRecv) start(o *recvOpts, t *tally) error {
 	}
 	r.rc = rc
 	r.fn = func(fd uintptr) bool {
-		for i := range r.hdrs {
-			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
-		}
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
-			unix.MSG_DONTWAIT, 0, 0)
+		n, e := r.recvmmsg(fd, unix.MSG_DONTWAIT)
 		if e == unix.EAGAIN {
 			return false
 		}
-		r.n, r.e = int(n), e
+		r.n, r.e = n, e
 		return true
 	}
 	return nil

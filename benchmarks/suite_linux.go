@@ -375,19 +375,26 @@ func liveVals(r contestantResult, sr stormResult) map[string]float64 {
 	if r.Storm > exp {
 		got = float64(exp)
 	}
+	v := resultVals(r, sr, exp)
+	v["loss"] = 100 * (1 - got/float64(max(exp, 1)))
+	v["restarts"] = float64(r.Restarts)
+	v["rcvbuf"] = float64(r.RcvBuf)
+	return v
+}
+
+// resultVals are the values the live and drain phases both report for a
+// contestant that was expected to see exp storm events.
+func resultVals(r contestantResult, sr stormResult, exp uint64) map[string]float64 {
 	return map[string]float64{
 		"storm_rate": sr.rate(),
 		"expected":   float64(exp),
 		"received":   float64(r.Storm),
-		"loss":       100 * (1 - got/float64(max(exp, 1))),
 		"enobufs":    float64(r.ENOBUFS),
-		"restarts":   float64(r.Restarts),
 		"cpu":        perEvent(uint64(r.UserNs+r.SysNs), r.Events),
 		"allocs":     perEvent(r.Mallocs, r.Events),
 		"bytes":      perEvent(r.Bytes, r.Events),
 		"rss":        float64(r.VmHWMKB) / 1024,
 		"events":     float64(r.Events),
-		"rcvbuf":     float64(r.RcvBuf),
 	}
 }
 
@@ -472,17 +479,7 @@ func (o *suiteOpts) phaseDrain() ([]measure, error) {
 			firstErr = cmpErr(firstErr, err)
 			continue
 		}
-		v := map[string]float64{
-			"storm_rate": sr.rate(),
-			"expected":   float64(expect),
-			"received":   float64(r.Storm),
-			"enobufs":    float64(r.ENOBUFS),
-			"cpu":        perEvent(uint64(r.UserNs+r.SysNs), r.Events),
-			"allocs":     perEvent(r.Mallocs, r.Events),
-			"bytes":      perEvent(r.Bytes, r.Events),
-			"rss":        float64(r.VmHWMKB) / 1024,
-			"events":     float64(r.Events),
-		}
+		v := resultVals(r, sr, expect)
 		if r.EndNs > t0 && r.Storm >= expect {
 			v["drained"] = float64(r.EndEvents)
 			v["rate"] = float64(r.EndEvents) / (float64(r.EndNs-t0) / 1e9)

@@ -4,7 +4,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,7 +15,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/cnlink/connector"
 	"github.com/mdlayher/netlink"
@@ -120,28 +118,13 @@ func (r *rawURecv) start(batch, msgbuf int) (uint32, error) {
 		unix.Close(fd)
 		return 0, err
 	}
-	r.fd, r.size = fd, msgbuf
-	r.buf = make([]byte, batch*msgbuf)
-	r.hdrs = make([]mmsghdr, batch)
-	r.iovs = make([]unix.Iovec, batch)
-	r.names = make([]unix.RawSockaddrNetlink, batch)
-	for i := range r.hdrs {
-		r.iovs[i].Base = &r.buf[i*msgbuf]
-		r.iovs[i].SetLen(msgbuf)
-		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-		r.hdrs[i].Hdr.Iov = &r.iovs[i]
-		r.hdrs[i].Hdr.SetIovlen(1)
-	}
+	r.setup(fd, batch, msgbuf)
 	return sa.(*unix.SockaddrNetlink).Pid, nil
 }
 
 func (r *rawURecv) run(cnt *atomic.Uint64, bytes *uint64) error {
 	for !r.stopped.Load() {
-		for i := range r.hdrs {
-			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
-		}
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
-			unix.MSG_WAITFORONE, 0, 0)
+		n, e := r.recvmmsg(uintptr(r.fd), unix.MSG_WAITFORONE)
 		switch e {
 		case 0:
 		case unix.EAGAIN, unix.EINTR:
@@ -149,17 +132,12 @@ func (r *rawURecv) run(cnt *atomic.Uint64, bytes *uint64) error {
 		default:
 			return e
 		}
-		for i := 0; i < int(n); i++ {
-			h := &r.hdrs[i]
-			b := r.buf[i*r.size : i*r.size+int(h.Len)]
-			if h.Hdr.Flags&unix.MSG_TRUNC != 0 || len(b) < nlmsgHdrLen {
+		for i := 0; i < n; i++ {
+			p, ok := r.payload(i)
+			if !ok {
 				continue
 			}
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			if l < nlmsgHdrLen || l > len(b) {
-				continue
-			}
-			if _, _, data, ok := cnMsg(b[nlmsgHdrLen:l]); ok {
+			if _, _, data, ok := cnMsg(p); ok {
 				*bytes += uint64(len(data))
 				cnt.Add(1)
 			}
@@ -185,8 +163,11 @@ func (r *connURecv) start(batch, msgbuf int) (uint32, error) {
 }
 
 func (r *connURecv) run(cnt *atomic.Uint64, bytes *uint64) error {
-	rd := r.c.NewReader()
-	defer rd.Release()
+	var rd *connector.Reader
+	if !r.simple {
+		rd = r.c.NewReader()
+		defer rd.Release()
+	}
 	for {
 		var err error
 		if r.simple {

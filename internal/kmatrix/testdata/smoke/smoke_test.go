@@ -10,6 +10,7 @@ package smoke
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -213,7 +214,8 @@ func TestForkExitEvents(t *testing.T) {
 
 // TestProcInputFilter sends the 8-byte struct proc_input form of LISTEN
 // (6.6+). Asking for every event type keeps the ack visible to the socket.
-// Kernels before 6.6 drop such a request silently, which makes the test skip.
+// Kernels before 6.6 drop such a request silently, which makes the test skip;
+// from 6.6 on, a missing ack fails it.
 func TestProcInputFilter(t *testing.T) {
 	rel := release(t)
 	c := dial(t)
@@ -221,6 +223,10 @@ func TestProcInputFilter(t *testing.T) {
 	c.send(ack, mcastListen, procEventAll)
 	errno, ok := c.waitAck(ack, 2*time.Second)
 	if !ok {
+		var major, minor int
+		if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err == nil && (major > 6 || major == 6 && minor >= 6) {
+			t.Fatalf("kernel %s did not ack the 8-byte proc_input LISTEN within 2s", rel)
+		}
 		t.Skipf("kernel %s did not ack the 8-byte proc_input LISTEN within 2s (per-socket filters arrived in 6.6)", rel)
 	}
 	t.Cleanup(func() { c.send(ack+100, mcastIgnore, 0) })
