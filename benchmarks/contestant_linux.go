@@ -224,7 +224,7 @@ loop:
 		SysNs:       tvNs(ru1.Stime) - tvNs(ru0.Stime),
 		Mallocs:     ms1.Mallocs - ms0.Mallocs,
 		Bytes:       ms1.TotalAlloc - ms0.TotalAlloc,
-		MaxRSSKB:    ru1.Maxrss,
+		MaxRSSKB:    int64(ru1.Maxrss), // int32 on 32-bit systems
 		VmHWMKB:     vmHWM(),
 		RcvBuf:      rcvbuf,
 	}
@@ -239,7 +239,9 @@ loop:
 	return nil
 }
 
-func tvNs(tv unix.Timeval) int64 { return tv.Sec*1e9 + tv.Usec*1e3 }
+// tvNs converts tv to nanoseconds (Timeval's fields are 32-bit on 32-bit
+// systems, so the conversion must widen first: Timeval.Nano does).
+func tvNs(tv unix.Timeval) int64 { return tv.Nano() }
 
 // vmHWM returns the process's peak resident set in KiB from /proc/self/status.
 func vmHWM() int64 {

@@ -28,11 +28,16 @@ type rawRecv struct {
 }
 
 // mmsghdr is struct mmsghdr (include/linux/socket.h, recvmmsg since Linux
-// 2.6.33); x/sys/unix does not define it.
+// 2.6.33); x/sys/unix does not define it. The C struct is a user_msghdr and
+// an unsigned int, padded to the alignment of its pointers: 64 bytes on 64-bit
+// systems, 32 on 32-bit ones. Go pads it the same way by itself; an explicit
+// trailing pad field would be zero-sized on 32-bit systems, and Go gives a
+// struct that ends in a zero-sized field an extra word (36 bytes), which
+// misplaces every entry of a batch after the first. layout_linux.go checks
+// the size and offsets at compile time on every GOARCH.
 type mmsghdr struct {
 	Hdr unix.Msghdr
 	Len uint32
-	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
 }
 
 func init() { receivers["raw"] = func() receiver { return &rawRecv{} } }
