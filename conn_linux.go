@@ -63,12 +63,28 @@ func dial(cfg *Config, mask uint32) (transport.Transport, error) {
 const sendWaitSlice = 10 * time.Millisecond
 
 // mmsghdr is struct mmsghdr from include/linux/socket.h (recvmmsg, Linux
-// 2.6.33): a msghdr and the received length. Go pads it to the C layout.
+// 2.6.33): a msghdr and the received length. Like C, Go rounds the struct's
+// size up to its alignment (the pointer size), which gives the kernel's 64
+// bytes on 64-bit and 32 bytes on 32-bit systems. It must not end in a
+// zero-size field: Go pads such a field, which made the struct 36 bytes on
+// 32-bit systems. layout_linux_test.go checks it against the C layout.
 type mmsghdr struct {
 	Hdr unix.Msghdr
 	Len uint32
-	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
 }
+
+// Compile-time checks, on every GOARCH that builds the package: struct
+// user_msghdr is seven pointer-sized slots (pointers, size_t, and ints
+// padded to the pointer's alignment) and struct mmsghdr one more. A
+// mismatch makes one of these array lengths negative.
+const ptrSize = unsafe.Sizeof(uintptr(0))
+
+var (
+	_ [unsafe.Sizeof(mmsghdr{}) - 8*ptrSize]byte
+	_ [8*ptrSize - unsafe.Sizeof(mmsghdr{})]byte
+	_ [unsafe.Offsetof(mmsghdr{}.Len) - 7*ptrSize]byte
+	_ [7*ptrSize - unsafe.Offsetof(mmsghdr{}.Len)]byte
+)
 
 // mmsgState is the preset recvmmsg state kept with a transport.Batch.
 type mmsgState struct {

@@ -141,16 +141,19 @@ func (d *datagram) next(m *Message) (bool, error) {
 			return false, &MessageError{Reason: fmt.Sprintf("%d bytes are too short for the %d-byte netlink header", n, nlmsgHeaderLen)}
 		}
 		d.fresh = false
-		l := int(binary.NativeEndian.Uint32(d.rest[0:4]))
+		// nlmsg_len is compared as a uint32: converted to int it would be
+		// negative on 32-bit systems for lengths of 2 GiB and more.
+		l32 := binary.NativeEndian.Uint32(d.rest[0:4])
 		switch {
-		case l < nlmsgHeaderLen+HeaderLen:
+		case l32 < nlmsgHeaderLen+HeaderLen:
 			d.rest = nil
-			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d leaves no room for the %d-byte cn_msg header", l, HeaderLen)}
-		case l > len(d.rest):
+			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d leaves no room for the %d-byte cn_msg header", l32, HeaderLen)}
+		case uint64(l32) > uint64(len(d.rest)):
 			n := len(d.rest)
 			d.rest = nil
-			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d is larger than the %d bytes that arrived", l, n)}
+			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d is larger than the %d bytes that arrived", l32, n)}
 		}
+		l := int(l32)
 		d.cur = d.rest[nlmsgHeaderLen:l:l]
 		d.rest = d.rest[min(nlmsgAlign(l), len(d.rest)):]
 	}
