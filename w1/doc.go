@@ -1,0 +1,54 @@
+// Package w1 speaks the kernel's 1-Wire (w1) protocol over the netlink
+// connector: it lists bus masters, searches their buses, registers and
+// removes slaves, and runs reset/write/read/touch transactions, on any
+// kernel with CONFIG_W1_CON (Debian and most distributions: wire.ko).
+//
+// # Protocol
+//
+// The w1 agent has callback id 3:1 (ID). A request is one cn_msg whose
+// payload holds one or more w1_netlink_msg (Msg), each with a type, an
+// 8-byte id (a master number or a slave's ROM code) and, for MASTER_CMD and
+// SLAVE_CMD, one or more w1_netlink_cmd (Cmd). The layout is defined in
+// drivers/w1/w1_netlink.h, which is not a uapi header; it is identical in
+// Linux 6.1, 6.12 and 7.3 and unchanged since the 2014 rework (3.16).
+// ParseMsgs and AppendMsg decode and encode it with every length checked.
+//
+// Replies are unicast to the requesting socket and follow these rules,
+// verified on Linux 6.1, 6.12, 6.18 and 7.3:
+//
+//   - data records (the bytes of a READ or TOUCH, the ids of a SEARCH,
+//     ALARM_SEARCH or LIST_SLAVES, the masters of LIST_MASTERS) carry
+//     seq = the request's seq and ack = seq+1;
+//   - every command then gets one status record with seq = the request's
+//     seq and ack = the request's own ack, whose status byte is 0 or a
+//     positive errno (255 for a RESET without a presence pulse);
+//   - a message-level error (unknown master or slave, no commands, unknown
+//     type, unknown cn_msg flags) is one status record without a command;
+//   - there is no end marker: a request is complete when every command has
+//     its status. A request's ack must therefore differ from seq+1; Conn
+//     picks a random one;
+//   - with FlagBundle (W1_CN_BUNDLE) the records of one request come packed
+//     in as few datagrams as the kernel can manage, several cn_msg in one
+//     netlink message and several w1_netlink_msg in one cn_msg;
+//   - without it, a lone data-less command (a single RESET, say) is preceded
+//     by an empty record with callback id 0:0 (IsStray), which is skipped.
+//
+// Notifications (a master or slave added or removed) are multicast on group
+// 3 (Group) with a sequence number per bus master.
+//
+// # Privileges
+//
+// The kernel checks no privilege on any w1 request: every local user can
+// reset, write to and read from every 1-Wire bus through netlink (rewrite an
+// EEPROM, say), attach slaves and start searches, even where sysfs allows
+// writes only to root. Joining group 3 for notifications needs CAP_NET_ADMIN
+// before Linux 6.6; from 6.6 on anyone may join it, through a quirk of the
+// connector's bind check that a future kernel may fix.
+//
+// # Missing features of the kernel interface
+//
+// Netlink offers no strong pull-up (the kernel's w1_next_pullup is not
+// reachable from it), so a parasite-powered DS18B20 cannot be made to
+// convert a temperature over netlink; power such sensors externally, or use
+// the kernel's w1_therm driver through sysfs.
+package w1
