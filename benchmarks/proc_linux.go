@@ -17,7 +17,7 @@ import (
 )
 
 // A child is a process the suite started: a contestant, a storm or a unicast
-// peer, always a re-executed copy of this binary. Every child is registered
+// peer, a re-executed copy of this binary or one of the C programs. Every child is registered
 // until it has been waited for, so that killAll can stop whatever is left.
 type child struct {
 	name   string
@@ -44,6 +44,11 @@ func spawn(name, role string, env []string, args ...string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
+	return spawnExe(exe, name, role, env, args...)
+}
+
+// spawnExe starts the program exe as a child, as spawn does.
+func spawnExe(exe, name, role string, env []string, args ...string) (*child, error) {
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Env = append(cmd.Env, roleEnv+"="+commName(role))

@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/binary"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -242,4 +243,23 @@ func (r *rawPollRecv) stop() {
 	_ = unix.Sendto(r.fd, nlmsg(procMcastMsg(procCnMcastIgnore, 0), 0), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 	r.stopped.Store(true)
 	_ = r.f.Close()
+}
+
+// lockedRecv is the Go floor the way a C program reads: the raw loop with a
+// fixed batch of 64 (recvmmsg with MSG_WAITFORONE), blocking in the kernel
+// on an OS thread of its own (runtime.LockOSThread), x/sys only.
+type lockedRecv struct{ rawRecv }
+
+func init() { receivers["go-recvmmsg"] = func() receiver { return &lockedRecv{} } }
+
+func (r *lockedRecv) start(o *recvOpts, t *tally) error {
+	oo := *o
+	oo.batch, oo.msgbuf = 64, 8192
+	return r.rawRecv.start(&oo, t)
+}
+
+func (r *lockedRecv) run() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return r.rawRecv.run()
 }

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -30,10 +29,11 @@ type storm struct{ c *child }
 // startStorm starts an armed storm bounded by duration or by clone count
 // (whichever is set), paced to rate events/s if rate > 0.
 func startStorm(d time.Duration, clones, rate int64) (*storm, error) {
-	if !stormAvailable {
-		return nil, errors.New("the storm generator needs cgo on Linux: build with CGO_ENABLED=1 and a C compiler")
+	exe, err := cProgram("storm")
+	if err != nil {
+		return nil, err
 	}
-	env := []string{"CNBENCH_STORM=1"}
+	var env []string
 	if d > 0 {
 		env = append(env, "CNBENCH_STORM_NS="+strconv.FormatInt(d.Nanoseconds(), 10))
 	}
@@ -43,7 +43,7 @@ func startStorm(d time.Duration, clones, rate int64) (*storm, error) {
 	if rate > 0 {
 		env = append(env, "CNBENCH_STORM_RATE="+strconv.FormatInt(rate, 10))
 	}
-	c, err := spawn("storm", "storm", env)
+	c, err := spawnExe(exe, "storm", "storm", env)
 	if err != nil {
 		return nil, err
 	}

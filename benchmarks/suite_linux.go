@@ -49,10 +49,15 @@ type suiteOpts struct {
 }
 
 // allPhases in the order they run.
-var allPhases = []string{"storm", "drain", "shared", "shared-4m", "shared-noenobufs", "alone", "alone-4m", "unicast"}
+var allPhases = []string{"storm", "drain", "drain-alone", "shared", "shared-4m", "shared-noenobufs", "alone", "alone-4m", "unicast"}
 
-// allContestants in table order; raw first, as the reference.
-var allContestants = []string{"raw", "connector", "connector-receive", "proc", "vishvananda", "mdlayher"}
+// allContestants in table order: the floors first (C, then Go), then this
+// library, then the others.
+var allContestants = []string{"c-recv", "c-recvmmsg", "go-recvmmsg", "raw", "connector", "connector-receive", "proc", "vishvananda", "mdlayher"}
+
+// ratioRef is the row every ratio (the "× ref" columns) is taken against, if
+// a set has it; otherwise the raw loop ("raw") is (unicast has no C rows).
+var ratioRef = "go-recvmmsg"
 
 func suiteMain(args []string) error {
 	_, err := runSuite(args, os.Stdout)
@@ -69,13 +74,14 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 	fs.IntVar(&o.runs, "runs", 1, "repeat the suite this many times and print medians")
 	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run")
 	fs.StringVar(&contestants, "contestants", strings.Join(allContestants, ","), "receivers to measure")
+	fs.StringVar(&ratioRef, "ref", ratioRef, "the receiver every ratio is taken against (the raw loop where it did not run)")
 	fs.Int64Var(&o.aloneRate, "alone-rate", 40000, "pace the storms of the alone phases to this many events/s, so that every receiver gets the same load (0: as fast as it goes)")
 	fs.IntVar(&o.bigbuf, "bigbuf", 4<<20, "the large receive buffer (SO_RCVBUFFORCE bytes) of the *-4m phases")
-	fs.Int64Var(&o.drainEvents, "drain-events", 200000, "proc events queued for the drain measurement")
+	fs.Int64Var(&o.drainEvents, "drain-events", 100000, "proc events queued for the drain measurement")
 	fs.IntVar(&o.drainRounds, "drain-rounds", 3, "drain measurements per run (median)")
 	fs.IntVar(&o.nice, "nice", -20, "nice value for the suite and every process it starts, so that other load on the machine disturbs the measurements less (0 leaves it alone)")
-	fs.IntVar(&o.drainBuf, "drain-rcvbuf", 256<<20, "receive buffer (SO_RCVBUFFORCE bytes) for the drain measurement")
-	fs.IntVar(&o.batch, "batch", 16, "datagrams per recvmmsg for raw, connector and proc")
+	fs.IntVar(&o.drainBuf, "drain-rcvbuf", 64<<20, "receive buffer (SO_RCVBUFFORCE bytes) for the drain measurement")
+	fs.IntVar(&o.batch, "batch", 64, "datagrams per recvmmsg for raw, connector and proc (proc.DefaultBatchSize; the go-recvmmsg and c-recvmmsg loops always use 64)")
 	fs.IntVar(&o.msgbuf, "msgbuf", 32<<10, "bytes per datagram buffer for raw, connector and proc")
 	fs.DurationVar(&o.uDuration, "unicast-duration", time.Second, "length of each unicast run")
 	fs.IntVar(&o.unicastRounds, "unicast-rounds", 5, "unicast measurements per payload size and run (median)")
@@ -96,7 +102,7 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 		}
 	}
 	for _, c := range splitList(contestants) {
-		if _, ok := receivers[c]; !ok {
+		if _, ok := receivers[c]; !ok && !cContestants[c] {
 			if c == "proc" && !procAvailable {
 				continue
 			}
@@ -127,6 +133,7 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 	o.loadStart = loadAvg()
 
 	// Whatever happens, stop every process the suite started.
+	defer removeC()
 	defer killAll()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -140,6 +147,7 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 		case s := <-sigs:
 			fmt.Fprintf(os.Stderr, "benchmarks: %v: stopping every process started\n", s)
 			killAll()
+			removeC()
 			os.Exit(1)
 		case <-finished:
 		}
@@ -147,6 +155,7 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 	hard := time.AfterFunc(o.timeout, func() {
 		fmt.Fprintf(os.Stderr, "benchmarks: the suite ran past -timeout %v: stopping every process started\n", o.timeout)
 		killAll()
+		removeC()
 		os.Exit(2)
 	})
 	defer hard.Stop()
@@ -215,8 +224,25 @@ func (o *suiteOpts) runOnce() ([]measure, error) {
 			for i := 0; i < o.drainRounds && err == nil; i++ {
 				o.progress("drain round %d of %d: %d events queued in frozen receivers", i+1, o.drainRounds, o.drainEvents)
 				var g []measure
-				g, err = o.phaseDrain()
+				g, err = o.phaseDrain(p, o.contestants)
 				rounds = append(rounds, g)
+			}
+			got = medians(rounds)
+		case "drain-alone":
+			var rounds [][]measure
+			for i := 0; i < o.drainRounds && err == nil; i++ {
+				var round []measure
+				for _, c := range o.contestants {
+					o.progress("drain alone, round %d of %d: %d events queued in %s, frozen", i+1, o.drainRounds, o.drainEvents, c)
+					var g []measure
+					g, err = o.phaseDrain(p, []string{c})
+					round = append(round, g...)
+					if err != nil {
+						break
+					}
+				}
+				addRatios(round)
+				rounds = append(rounds, round)
 			}
 			got = medians(rounds)
 		case "shared":
@@ -282,7 +308,16 @@ func (o *suiteOpts) contestantArgs(name string, s *storm, rcvbuf int, noENOBUFS 
 func startContestants(names []string, argsFor func(string) []string) ([]*child, error) {
 	var cs []*child
 	for _, n := range names {
-		c, err := spawn(n, n, []string{modeEnv + "=contestant"}, argsFor(n)...)
+		var c *child
+		var err error
+		if cContestants[n] {
+			var exe string
+			if exe, err = cProgram("crecv"); err == nil {
+				c, err = spawnExe(exe, n, n, nil, argsFor(n)...)
+			}
+		} else {
+			c, err = spawn(n, n, []string{modeEnv + "=contestant"}, argsFor(n)...)
+		}
 		if err == nil {
 			_, err = c.line("ready", 20*time.Second)
 		}
@@ -398,12 +433,24 @@ func resultVals(r contestantResult, sr stormResult, exp uint64) map[string]float
 	}
 }
 
-// addRatios adds, to each row, its ratios to the raw row ("raw") of the same set:
-// drain rate and CPU per event.
+// refRow returns the name of the row that ratios in ms are taken against:
+// ratioRef if ms has it, else "raw".
+func refRow(ms []measure) string {
+	for _, m := range ms {
+		if m.Row == ratioRef {
+			return ratioRef
+		}
+	}
+	return "raw"
+}
+
+// addRatios adds, to each row, its ratios to the reference row of the same
+// set (refRow): drain rate and CPU per event.
 func addRatios(ms []measure) {
+	ref := refRow(ms)
 	var raw *measure
 	for i := range ms {
-		if ms[i].Row == "raw" {
+		if ms[i].Row == ref {
 			raw = &ms[i]
 		}
 	}
@@ -423,7 +470,7 @@ func addRatios(ms []measure) {
 
 // phaseDrain freezes every receiver, queues the same storm in all of them,
 // then releases them one at a time and times how fast each empties its queue.
-func (o *suiteOpts) phaseDrain() ([]measure, error) {
+func (o *suiteOpts) phaseDrain(section string, names []string) ([]measure, error) {
 	clones := o.drainEvents / 2
 	s, err := startStorm(0, clones, 0)
 	if err != nil {
@@ -432,14 +479,14 @@ func (o *suiteOpts) phaseDrain() ([]measure, error) {
 	expect := uint64(2 * clones)
 	// Release in a different order each run, so that no receiver is always
 	// the first one after the storm.
-	order := slices.Clone(o.contestants)
+	order := slices.Clone(names)
 	o.drainRound++
 	rot := o.drainRound % len(order)
 	order = append(order[rot:], order[:rot]...)
 	cs, err := startContestants(order, func(n string) []string {
 		a := o.contestantArgs(n, s, o.drainBuf, false, expect)
 		if o.profile != "" {
-			a = append(a, "-cpuprofile", filepath.Join(o.profile, "drain-"+n+".pprof"))
+			a = append(a, "-cpuprofile", filepath.Join(o.profile, section+"-"+n+".pprof"))
 		}
 		return a
 	})
@@ -493,13 +540,15 @@ func (o *suiteOpts) phaseDrain() ([]measure, error) {
 				v["cpu_rate"] = float64(r.EndEvents) / (float64(r.EndCPUNs) / 1e9)
 			}
 		}
-		ms = append(ms, measure{Section: "drain", Row: order[i], Vals: v, Note: fmt.Sprintf("rcvbuf %d", r.RcvBuf)})
+		ms = append(ms, measure{Section: section, Row: order[i], Vals: v, Note: fmt.Sprintf("rcvbuf %d", r.RcvBuf)})
 	}
 	// Back to table order.
 	slices.SortFunc(ms, func(a, b measure) int {
 		return slices.Index(o.contestants, a.Row) - slices.Index(o.contestants, b.Row)
 	})
-	addRatios(ms)
+	if len(names) > 1 {
+		addRatios(ms)
+	}
 	return ms, firstErr
 }
 

@@ -26,8 +26,8 @@ func TestSuiteSmoke(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: CAP_NET_ADMIN for SO_RCVBUFFORCE and unicast, and the initial namespaces for proc events")
 	}
-	if !stormAvailable {
-		t.Skip("the storm generator needs cgo (CGO_ENABLED=1 and a C compiler)")
+	if _, err := cCompiler(); err != nil {
+		t.Skipf("the storm generator and the C contestants need a C compiler: %v", err)
 	}
 	if _, err := os.Stat("/proc/net/connector"); err != nil {
 		t.Skipf("no netlink connector in this network namespace: %v", err)
@@ -48,7 +48,7 @@ func TestSuiteSmoke(t *testing.T) {
 		}
 		rows[m.Section][m.Row] = m
 	}
-	for _, s := range []string{"storm", "drain", "shared", "shared-4m", "shared-noenobufs", "alone", "alone-4m", "unicast-16", "unicast-4096"} {
+	for _, s := range []string{"storm", "drain", "drain-alone", "shared", "shared-4m", "shared-noenobufs", "alone", "alone-4m", "unicast-16", "unicast-4096"} {
 		if len(rows[s]) == 0 {
 			t.Errorf("no results for phase %s", s)
 		}
@@ -60,17 +60,19 @@ func TestSuiteSmoke(t *testing.T) {
 		if c == "proc" && !procAvailable {
 			continue
 		}
-		d, ok := rows["drain"][c]
-		if !ok {
-			t.Errorf("drain: no row for %s", c)
-			continue
-		}
-		// The drain buffer is large: every queued event must arrive.
-		if got, want := d.Vals["received"], d.Vals["expected"]; got != want || want == 0 {
-			t.Errorf("drain: %s received %v storm events, want %v", c, got, want)
-		}
-		if d.Vals["rate"] <= 0 {
-			t.Errorf("drain: %s has no drain rate: %v", c, d.Vals)
+		for _, s := range []string{"drain", "drain-alone"} {
+			d, ok := rows[s][c]
+			if !ok {
+				t.Errorf("%s: no row for %s", s, c)
+				continue
+			}
+			// The drain buffer is large: every queued event must arrive.
+			if got, want := d.Vals["received"], d.Vals["expected"]; got != want || want == 0 {
+				t.Errorf("%s: %s received %v storm events, want %v", s, c, got, want)
+			}
+			if d.Vals["rate"] <= 0 || d.Vals["cpu"] <= 0 {
+				t.Errorf("%s: %s has no drain rate or CPU time: %v", s, c, d.Vals)
+			}
 		}
 		for _, s := range []string{"shared", "alone"} {
 			if l, ok := rows[s][c]; !ok || l.Vals["received"] == 0 {
@@ -79,7 +81,7 @@ func TestSuiteSmoke(t *testing.T) {
 		}
 	}
 	// The zero-allocation paths, measured in their own processes.
-	for _, c := range []string{"raw", "connector", "proc"} {
+	for _, c := range []string{"go-recvmmsg", "raw", "connector", "proc"} {
 		if c == "proc" && !procAvailable {
 			continue
 		}

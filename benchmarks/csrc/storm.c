@@ -1,34 +1,30 @@
-//go:build linux && cgo
-
-package main
-
-// The storm generator. It runs in a re-executed copy of the suite binary, in C,
-// from an ELF constructor: the process never starts the Go runtime, so every
-// task it creates is one of the storm's and contestants can count the storm's
-// events exactly by its pid.
+// The storm generator of the connector benchmarks: a C program of its own,
+// which the suite compiles with the machine's C compiler and starts, so that
+// every task of this process is a storm task and receivers can count the
+// storm's events exactly by its pid (no Go runtime threads come and go here).
 //
 // Each iteration is one clone(2) of a thread (CLONE_VM|CLONE_THREAD and
 // friends) whose function returns at once, so the kernel sends one FORK and
-// one EXIT proc event per iteration, the cheapest pair of events that exists.
-// Up to stormSlots children are alive at a time, each on its own small stack;
+// one EXIT proc event per iteration, the cheapest pair of events there is.
+// Up to STORM_SLOTS children are alive at a time, each on its own small stack;
 // CLONE_PARENT_SETTID and CLONE_CHILD_CLEARTID mark a slot busy until its
 // child has exited (the kernel clears the word and wakes the futex).
 //
 // Protocol on stdin/stdout: the storm prints "armed", waits for a line on
 // stdin, runs, prints "clones=N fails=F ns=T" and exits. Parameters come from
-// the environment: CNBENCH_STORM=1 selects the mode, CNBENCH_STORM_NS bounds
-// the run in nanoseconds, CNBENCH_STORM_COUNT bounds it in clones, and
-// CNBENCH_STORM_RATE, if set, paces it to at most that many events per second.
-
-/*
+// the environment: CNBENCH_STORM_NS bounds the run in nanoseconds,
+// CNBENCH_STORM_COUNT bounds it in clones, CNBENCH_STORM_RATE, if set, paces
+// it to at most that many events per second, and CNBENCH_ROLE names the
+// process (PR_SET_NAME).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
 #include <sched.h>
-#include <sys/prctl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,9 +70,9 @@ static void storm_write(const char *s) {
 	}
 }
 
-__attribute__((constructor)) static void storm_main(void) {
-	const char *mode = getenv("CNBENCH_STORM");
-	if (mode == NULL || strcmp(mode, "1") != 0) return;
+int main(void) {
+	// Die with the suite, even if it is killed outright.
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	const char *role = getenv("CNBENCH_ROLE");
 	if (role != NULL) prctl(PR_SET_NAME, role, 0, 0, 0);
 
@@ -133,8 +129,3 @@ __attribute__((constructor)) static void storm_main(void) {
 	storm_write(line);
 	_exit(0);
 }
-*/
-import "C"
-
-// stormAvailable reports whether this build carries the storm generator.
-const stormAvailable = true
