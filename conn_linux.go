@@ -11,6 +11,7 @@ import (
 
 	"github.com/cnlink/connector/internal/transport"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,7 +92,8 @@ type mmsgState struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrNetlink
-	fn    func(fd uintptr) bool
+	fn    func(fd uintptr) bool // for RawConn.Read: waits while nothing is queued
+	try   func(fd uintptr)      // for RawConn.Control: EAGAIN while nothing is queued
 	n     int
 	err   syscall.Errno
 }
@@ -112,6 +114,11 @@ func newMmsgState(b *transport.Batch) *mmsgState {
 		h.SetIovlen(1)
 	}
 	st.fn = st.recv
+	st.try = func(fd uintptr) {
+		if !st.recv(fd) {
+			st.err = unix.EAGAIN
+		}
+	}
 	return st
 }
 
@@ -139,14 +146,20 @@ func (st *mmsgState) recv(fd uintptr) bool {
 	}
 }
 
-func (t *sockTransport) Recv(b *transport.Batch) (int, error) {
+func (t *sockTransport) Recv(b *transport.Batch, block bool) (int, error) {
 	st, ok := b.Sys.(*mmsgState)
 	if !ok || len(st.hdrs) != len(b.Bufs) {
 		st = newMmsgState(b)
 		b.Sys = st
 	}
 	st.n, st.err = 0, 0
-	if err := t.rc.Read(st.fn); err != nil {
+	var err error
+	if block {
+		err = t.rc.Read(st.fn)
+	} else {
+		err = t.rc.Control(st.try)
+	}
+	if err != nil {
 		return 0, err
 	}
 	if st.err != 0 {
@@ -251,7 +264,6 @@ func (t *sockTransport) Memberships() (uint32, error) {
 	return uint32(v), serr
 }
 
-func (t *sockTransport) SetDeadline(d time.Time) error      { return t.nc.SetDeadline(d) }
 func (t *sockTransport) SetReadDeadline(d time.Time) error  { return t.nc.SetReadDeadline(d) }
 func (t *sockTransport) SetWriteDeadline(d time.Time) error { return t.nc.SetWriteDeadline(d) }
 func (t *sockTransport) SetReadBuffer(n int) error          { return t.nc.SetReadBuffer(n) }
@@ -266,7 +278,7 @@ func (t *sockTransport) SetNoENOBUFS(on bool) error {
 	return t.nc.SetOption(netlink.NoENOBUFS, on)
 }
 
-func (t *sockTransport) SetBPF(filter []BPFInstruction) error {
+func (t *sockTransport) SetBPF(filter []bpf.RawInstruction) error {
 	if len(filter) == 0 {
 		return t.RemoveBPF()
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/cnlink/connector/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -390,7 +391,7 @@ func TestIntegrationClose(t *testing.T) {
 		"SetWriteBuffer":   func() error { return c.SetWriteBuffer(4096) },
 		"WriteBuffer":      func() error { _, err := c.WriteBuffer(); return err },
 		"SetNoENOBUFS":     func() error { return c.SetNoENOBUFS(true) },
-		"SetBPF":           func() error { return c.SetBPF([]connector.BPFInstruction{{Op: 0x06}}) },
+		"SetBPF":           func() error { return c.SetBPF([]bpf.RawInstruction{{Op: 0x06}}) },
 		"RemoveBPF":        func() error { return c.RemoveBPF() },
 		"SyscallConn":      func() error { _, err := c.SyscallConn(); return err },
 		"Close":            func() error { return c.Close() },
@@ -518,7 +519,7 @@ outer:
 }
 
 // TestIntegrationSenderPolicy checks that userspace messages on kernel
-// groups (and anywhere with KernelOnly) are dropped and counted while real
+// groups (and anywhere with SendersKernelOnly) are dropped and counted while real
 // kernel messages arrive.
 func TestIntegrationSenderPolicy(t *testing.T) {
 	requirePrivileged(t)
@@ -558,8 +559,8 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 				t.Errorf("Stats.Foreign = %d, want the spoof counted", st.Foreign)
 			}
 		})
-		t.Run(tier.name+"/KernelOnly", func(t *testing.T) {
-			rx := dial(t, &connector.Config{Groups: []connector.Group{1, groupKernelOnly}, KernelOnly: true, ReadBufferSize: 1 << 20})
+		t.Run(tier.name+"/SendersKernelOnly", func(t *testing.T) {
+			rx := dial(t, &connector.Config{Groups: []connector.Group{1, groupKernelOnly}, Senders: connector.SendersKernelOnly, ReadBufferSize: 1 << 20})
 			src := tier.open(t, rx)
 			peer := dial(t, nil)
 			id := testID()
@@ -571,7 +572,7 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 			}
 			procListenAckFiltered(t, rx, src, func(m connector.Message, from connector.Sender) {
 				if !from.Kernel() {
-					t.Fatalf("KernelOnly delivered a message from %v: %+v", from, m)
+					t.Fatalf("SendersKernelOnly delivered a message from %v: %+v", from, m)
 				}
 			})
 			if st := rx.Stats(); st.Foreign < 2 {
@@ -579,8 +580,8 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 			}
 		})
 	}
-	t.Run("AllowUserSenders", func(t *testing.T) {
-		rx := dial(t, &connector.Config{Groups: []connector.Group{groupSpoof}, AllowUserSenders: true})
+	t.Run("SendersAny", func(t *testing.T) {
+		rx := dial(t, &connector.Config{Groups: []connector.Group{groupSpoof}, Senders: connector.SendersAny})
 		peer := dial(t, nil)
 		id := testID()
 		if err := peer.Multicast(groupSpoof, connector.Message{ID: id, Data: []byte("user message on a kernel group")}); err != nil {
@@ -592,7 +593,7 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 			t.Errorf("got %q from %+v, want the message from %+v", m.Data, from, want)
 		}
 		if st := rx.Stats(); st.Foreign != 0 {
-			t.Errorf("Stats.Foreign = %d with AllowUserSenders", st.Foreign)
+			t.Errorf("Stats.Foreign = %d with SendersAny", st.Foreign)
 		}
 	})
 }
@@ -1132,11 +1133,16 @@ func TestIntegrationBPF(t *testing.T) {
 	id := testID()
 	// Keep datagrams whose first payload byte (offset 16+20) is 'K'. A byte
 	// load is the same on every byte order.
-	keepK := []connector.BPFInstruction{
-		{Op: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 36},
-		{Op: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: 'K'},
-		{Op: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
-		{Op: unix.BPF_RET | unix.BPF_K, K: 0},
+	// The program is built with golang.org/x/net/bpf: Assemble's output
+	// goes to SetBPF as it is.
+	keepK, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 36, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 'K', SkipFalse: 1},
+		bpf.RetConstant{Val: 0xffffffff},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := rx.SetBPF(keepK); err != nil {
 		t.Fatalf("SetBPF: %v", err)
@@ -1168,14 +1174,14 @@ func TestIntegrationBPF(t *testing.T) {
 	}
 
 	// The kernel rejects an invalid program (a jump past the end).
-	err := rx.SetBPF([]connector.BPFInstruction{{Op: unix.BPF_JMP | unix.BPF_JA, K: 10}})
+	err = rx.SetBPF([]bpf.RawInstruction{{Op: unix.BPF_JMP | unix.BPF_JA, K: 10}})
 	errorsIsAll(t, err, syscall.EINVAL)
 	// A program longer than the kernel allows is refused, not cut short:
 	// its length field is 16 bits wide, and 65537 instructions would
 	// wrap to one.
-	long := make([]connector.BPFInstruction, 1<<16+1)
+	long := make([]bpf.RawInstruction, 1<<16+1)
 	for i := range long {
-		long[i] = connector.BPFInstruction{Op: unix.BPF_RET | unix.BPF_K, K: 0}
+		long[i] = bpf.RawInstruction{Op: unix.BPF_RET | unix.BPF_K, K: 0}
 	}
 	err = rx.SetBPF(long)
 	errorsIsAll(t, err, syscall.EINVAL)

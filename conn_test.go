@@ -13,6 +13,7 @@ import (
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/net/bpf"
 )
 
 // These tests run the Conn over the cntest fake kernel: they need no
@@ -51,7 +52,7 @@ func receiveFake(t testing.TB, c *connector.Conn) ([]connector.Message, connecto
 var cmpBytes = cmp.Comparer(func(a, b []byte) bool { return bytes.Equal(a, b) })
 
 func TestSendEncoding(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, nil)
 	for _, n := range []int{0, 1, 3, 4, 40, 1001, connector.MaxKernelPayload} {
 		m := connector.Message{ID: connector.CBID{Idx: 14, Val: 0x456}, Seq: uint32(n) + 1, Ack: 0xabcdef, Flags: 0x8001, Data: bytes.Repeat([]byte{0x42}, n)}
@@ -83,7 +84,7 @@ func TestSendEncoding(t *testing.T) {
 }
 
 func TestSendSizeLimits(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	a, b := dialFake(t, k, nil), dialFake(t, k, nil)
 	big := connector.Message{ID: connector.IDProc, Data: make([]byte, connector.MaxKernelPayload+1)}
 	err := a.Send(big)
@@ -112,7 +113,7 @@ func TestSendSizeLimits(t *testing.T) {
 }
 
 func TestSendToZeroIsSend(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, nil)
 	if err := c.SendTo(0, connector.Message{ID: connector.IDProc, Data: []byte{1, 0, 0, 0}}); err != nil {
 		t.Fatal(err)
@@ -123,7 +124,7 @@ func TestSendToZeroIsSend(t *testing.T) {
 }
 
 func TestMulticastInvalidGroup(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, nil)
 	for _, g := range []connector.Group{0, 33} {
 		err := c.Multicast(g, connector.Message{})
@@ -138,7 +139,7 @@ func TestMulticastInvalidGroup(t *testing.T) {
 }
 
 func TestSendErrorsSayWhatToDo(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, nil)
 	err := c.SendTo(424242, connector.Message{})
 	if !errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, connector.ErrNotInitialNetNS) || !strings.Contains(err.Error(), "424242") {
@@ -157,7 +158,7 @@ func TestSendErrorsSayWhatToDo(t *testing.T) {
 		t.Errorf("unprivileged Dial to group 2: %v; want os.ErrPermission naming CAP_NET_ADMIN", err)
 	}
 
-	ns := cntest.NewKernelWith(cntest.Options{NotInitialNetNS: true})
+	ns := cntest.New(&cntest.Options{NotInitialNetNS: true})
 	nc := dialFake(t, ns, nil)
 	err = nc.Send(connector.Message{ID: connector.IDProc})
 	if !errors.Is(err, connector.ErrNotInitialNetNS) || !strings.Contains(err.Error(), "initial network namespace") {
@@ -166,7 +167,7 @@ func TestSendErrorsSayWhatToDo(t *testing.T) {
 }
 
 func TestWriteDeadline(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 1})
+	k := cntest.New(&cntest.Options{QueueLen: 1})
 	a, b := dialFake(t, k, nil), dialFake(t, k, nil)
 	if err := a.SendTo(b.PortID(), connector.Message{Seq: 1}); err != nil {
 		t.Fatal(err)
@@ -206,7 +207,7 @@ func TestWriteDeadline(t *testing.T) {
 }
 
 func TestCallsAfterClose(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c, err := k.Dial(&connector.Config{Groups: []connector.Group{1}})
 	if err != nil {
 		t.Fatal(err)
@@ -255,9 +256,9 @@ func TestCallsAfterClose(t *testing.T) {
 }
 
 func TestNotSupportedByFake(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, nil)
-	if err := c.SetBPF([]connector.BPFInstruction{{Op: 0x6, K: 0xffffffff}}); !errors.Is(err, connector.ErrNotSupported) {
+	if err := c.SetBPF([]bpf.RawInstruction{{Op: 0x6, K: 0xffffffff}}); !errors.Is(err, connector.ErrNotSupported) {
 		t.Errorf("SetBPF = %v, want ErrNotSupported", err)
 	}
 	if err := c.RemoveBPF(); !errors.Is(err, connector.ErrNotSupported) {
@@ -269,13 +270,13 @@ func TestNotSupportedByFake(t *testing.T) {
 }
 
 func TestConfigDefaultsAndCopies(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	gs := []connector.Group{1, 3}
-	c := dialFake(t, k, &connector.Config{Groups: gs, KernelOnly: true})
+	c := dialFake(t, k, &connector.Config{Groups: gs, Senders: connector.SendersKernelOnly})
 	gs[0] = 7 // the Conn keeps its own copy
 	cfg := c.Config()
-	if cfg.MessageBufferSize != connector.DefaultMessageBufferSize || cfg.BatchSize != connector.DefaultBatchSize || !cfg.KernelOnly {
-		t.Errorf("Config() = %+v, want defaults filled in and KernelOnly kept", cfg)
+	if cfg.MessageBufferSize != connector.DefaultMessageBufferSize || cfg.BatchSize != connector.DefaultBatchSize || cfg.Senders != connector.SendersKernelOnly {
+		t.Errorf("Config() = %+v, want defaults filled in and Senders kept", cfg)
 	}
 	if diff := cmp.Diff([]connector.Group{1, 3}, cfg.Groups); diff != "" {
 		t.Errorf("Config().Groups (-want +got):\n%s", diff)
@@ -295,7 +296,7 @@ func TestConfigDefaultsAndCopies(t *testing.T) {
 }
 
 func TestReceiveReturnsOwnedCopies(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{3}})
 	one, _ := cntest.Bundle(
 		connector.Message{ID: connector.IDW1, Seq: 1, Data: []byte("first")},
@@ -324,7 +325,7 @@ func TestReceiveReturnsOwnedCopies(t *testing.T) {
 }
 
 func TestReceiveSkipsForeignAndCounts(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{1}})
 	spoof := cntest.MustDatagram(connector.Message{ID: connector.IDProc, Data: []byte("fake")})
 	if err := k.InjectRaw(c.PortID(), connector.Sender{Port: 666, Group: 1}, spoof); err != nil {
@@ -363,7 +364,7 @@ func TestSenderString(t *testing.T) {
 }
 
 func TestReceiveMalformedTail(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{3}})
 	good := cntest.MustDatagram(connector.Message{ID: connector.IDW1, Seq: 1, Data: []byte("ok")})
 	inject := func(d []byte) {
@@ -388,5 +389,48 @@ func TestReceiveMalformedTail(t *testing.T) {
 	}
 	if s := c.Stats(); s.Malformed != 1 || s.Messages != 2 {
 		t.Errorf("Stats = %+v, want 1 malformed and 2 messages", s)
+	}
+}
+
+func TestSenderPolicy(t *testing.T) {
+	kernel := connector.Sender{}
+	kernelG20 := connector.Sender{Group: 20}
+	user := func(port uint32, g connector.Group) connector.Sender { return connector.Sender{Port: port, Group: g} }
+	tests := []struct {
+		p    connector.SenderPolicy
+		from connector.Sender
+		want bool
+	}{
+		{connector.SendersDefault, kernel, true},
+		{connector.SendersDefault, kernelG20, true},
+		{connector.SendersDefault, user(9, 1), false},
+		{connector.SendersDefault, user(9, 10), false},
+		{connector.SendersDefault, user(9, 11), true},
+		{connector.SendersDefault, user(9, 0), true},
+		{connector.SendersKernelOnly, kernel, true},
+		{connector.SendersKernelOnly, kernelG20, true},
+		{connector.SendersKernelOnly, user(9, 11), false},
+		{connector.SendersKernelOnly, user(9, 0), false},
+		{connector.SendersAny, user(9, 1), true},
+		{connector.SendersAny, user(9, 0), true},
+		{connector.SendersAny, kernel, true},
+	}
+	for _, tt := range tests {
+		if got := tt.p.Accepts(tt.from); got != tt.want {
+			t.Errorf("%v.Accepts(%v) = %v, want %v", tt.p, tt.from, got, tt.want)
+		}
+	}
+	if s := connector.SenderPolicy(7).String(); s != "SenderPolicy(7)" {
+		t.Errorf("String of an unknown policy = %q", s)
+	}
+}
+
+func TestInvalidSenderPolicy(t *testing.T) {
+	for _, p := range []connector.SenderPolicy{-1, 3} {
+		_, err := cntest.New(nil).Dial(&connector.Config{Senders: p})
+		errorsIsAll(t, err, connector.ErrInvalidConfig)
+		mustContain(t, err, "Config.Senders", "SendersKernelOnly")
+		_, err = connector.Dial(&connector.Config{Senders: p})
+		errorsIsAll(t, err, connector.ErrInvalidConfig)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -63,15 +64,60 @@ type Config struct {
 	// call (recvmmsg). 0 means DefaultBatchSize.
 	BatchSize int
 
-	// KernelOnly drops, and counts in Stats.Foreign, every message that
-	// was not sent by the kernel (port 0).
-	KernelOnly bool
+	// Senders says whose messages are accepted; the others are dropped and
+	// counted in Stats.Foreign. The zero value, SendersDefault, accepts
+	// only the kernel on the kernel agents' groups 1 to 10.
+	Senders SenderPolicy
+}
 
-	// AllowUserSenders accepts messages from userspace senders on the
-	// kernel groups 1 to 10, which by default are dropped and counted in
-	// Stats.Foreign: on those groups a message from a userspace port is a
-	// spoof of the kernel agent.
-	AllowUserSenders bool
+// A SenderPolicy says which senders a Conn accepts messages from. Messages
+// from other senders are dropped and counted in Stats.Foreign, never
+// returned. The sender is read from the datagram's source address, which
+// the kernel fills in: userspace cannot forge port 0.
+type SenderPolicy int
+
+const (
+	// SendersDefault accepts only the kernel (port 0) on the groups
+	// reserved for kernel agents (1 to 10, see Group.Kernel), where a
+	// userspace sender is a spoof of the agent, and anyone on other groups
+	// and in unicasts.
+	SendersDefault SenderPolicy = iota
+	// SendersKernelOnly accepts only the kernel, on every group and in
+	// unicasts.
+	SendersKernelOnly
+	// SendersAny accepts every sender, also userspace senders on the
+	// kernel agents' groups.
+	SendersAny
+)
+
+// Accepts reports whether the policy accepts a message from s.
+func (p SenderPolicy) Accepts(s Sender) bool {
+	switch {
+	case s.Port == 0, p == SendersAny:
+		return true
+	case p == SendersKernelOnly:
+		return false
+	}
+	return !s.Group.Kernel()
+}
+
+func (p SenderPolicy) String() string {
+	switch p {
+	case SendersDefault:
+		return "SendersDefault"
+	case SendersKernelOnly:
+		return "SendersKernelOnly"
+	case SendersAny:
+		return "SendersAny"
+	}
+	return "SenderPolicy(" + strconv.Itoa(int(p)) + ")"
+}
+
+func (p SenderPolicy) check() error {
+	if p < SendersDefault || p > SendersAny {
+		return fmt.Errorf("%w: Config.Senders is %v; use SendersDefault, SendersKernelOnly or SendersAny", ErrInvalidConfig, p)
+	}
+	return nil
 }
 
 // A Sender is the source address of a received message.
@@ -110,17 +156,8 @@ type Stats struct {
 	// Malformed counts datagrams or messages rejected as invalid.
 	Malformed uint64
 	// Foreign counts datagrams dropped because their sender was not the
-	// kernel where the kernel was required (Config.KernelOnly, kernel groups).
+	// kernel where Config.Senders required the kernel.
 	Foreign uint64
-}
-
-// A BPFInstruction is one classic BPF instruction (struct sock_filter in
-// include/uapi/linux/filter.h). Remember that BPF loads are big-endian while
-// connector fields are in host byte order.
-type BPFInstruction struct {
-	Op     uint16
-	Jt, Jf uint8
-	K      uint32
 }
 
 // A Conn is a NETLINK_CONNECTOR socket.
@@ -139,6 +176,8 @@ type Conn struct {
 	sendBuf freeList[[]byte]
 
 	wdeadline atomic.Int64 // unix nanoseconds, 0 = none
+	flush     flushState
+	recvSeen  atomic.Uint64 // the Flush count Receive has seen
 
 	datagrams, messages, overruns, truncated, malformed, foreign atomic.Uint64
 }
@@ -155,6 +194,9 @@ func Dial(cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
+	if err := cfg.validate(); err != nil {
+		return nil, opErr("dial", err)
+	}
 	mask, err := GroupMask(cfg.Groups...)
 	if err != nil {
 		return nil, opErr("dial", err)
@@ -166,9 +208,19 @@ func Dial(cfg *Config) (*Conn, error) {
 	return newConn(t, cfg)
 }
 
+// validate checks the fields of cfg that Dial does not pass to the kernel
+// as they are.
+func (cfg *Config) validate() error {
+	return cfg.Senders.check()
+}
+
 func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
 	c := &Conn{t: t, port: t.PortID()}
 	if cfg != nil {
+		if err := cfg.validate(); err != nil {
+			_ = t.Close()
+			return nil, opErr("dial", err)
+		}
 		c.cfg = *cfg
 		c.cfg.Groups = append([]Group(nil), cfg.Groups...)
 	}
@@ -401,7 +453,7 @@ func (c *Conn) Receive() ([]Message, Sender, error) {
 		if err := c.checkOpen("receive"); err != nil {
 			return nil, Sender{}, err
 		}
-		n, err := c.t.Recv(b)
+		n, err := c.fill(b, &c.recvSeen)
 		if err != nil {
 			return nil, Sender{}, c.recvErr(err)
 		}
@@ -448,7 +500,7 @@ func (c *Conn) parseDatagram(buf []byte, meta transport.Meta) ([]Message, Sender
 // d for walking its messages. ok is false when the datagram was dropped.
 func (c *Conn) admit(d *datagram, buf []byte, meta transport.Meta) (Sender, bool, error) {
 	from := Sender{Port: meta.Port, Group: groupFromMask(meta.Groups)}
-	if from.Port != 0 && (c.cfg.KernelOnly || (from.Group.Kernel() && !c.cfg.AllowUserSenders)) {
+	if !c.cfg.Senders.Accepts(from) {
 		c.foreign.Add(1)
 		return from, false, nil
 	}

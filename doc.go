@@ -29,7 +29,8 @@
 // into a batch of pooled buffers, parses them in place and returns messages
 // whose Data aliases the buffer. In steady state it allocates nothing per
 // message. Both stay on the Go runtime's network poller, so deadlines and
-// Close work while they wait.
+// Close work while they wait, and Conn.Flush wakes them: they return what is
+// still queued without blocking, then ErrFlushed.
 //
 // A datagram may hold several netlink messages, and a netlink message may pack
 // several cn_msg records back to back (w1 does this); both tiers return each
@@ -50,8 +51,9 @@
 // it was multicast on. Any process with CAP_NET_ADMIN can multicast on any
 // group, including a kernel agent's. On the groups reserved for kernel agents
 // (1 to 10) a Conn therefore drops messages from userspace senders and counts
-// them in Stats.Foreign, unless Config.AllowUserSenders is set;
-// Config.KernelOnly applies the same rule to every group and to unicasts. Do
+// them in Stats.Foreign (Config.Senders = SendersDefault); SendersKernelOnly
+// applies the same rule to every group and to unicasts, and SendersAny
+// accepts everyone. Do
 // not trust the nlmsg_pid field of the netlink header: the sender chooses it.
 //
 // # Loss
@@ -98,9 +100,9 @@
 // # Errors
 //
 // Every error is an *OpError naming the operation. Test conditions with
-// errors.Is: ErrClosed, ErrOverrun, ErrTruncated, ErrMalformed,
+// errors.Is: ErrClosed, ErrFlushed, ErrOverrun, ErrTruncated, ErrMalformed,
 // ErrNotInitialNetNS, ErrNoConnector, ErrNotSupported, ErrMessageTooLarge,
-// ErrInvalidGroup, os.ErrPermission and os.ErrDeadlineExceeded. The
+// ErrInvalidGroup, ErrInvalidConfig, os.ErrPermission and os.ErrDeadlineExceeded. The
 // underlying syscall.Errno is kept in the chain where there is one.
 //
 // On systems other than Linux the package compiles, and Dial returns an error

@@ -45,6 +45,10 @@ var (
 	// ErrMessageTooLarge reports a payload above the connector's size limit.
 	ErrMessageTooLarge error = &sentinel{msg: "message too large"}
 
+	// ErrInvalidConfig reports a Config field or a setter's argument out of
+	// range; the error names the field and the range.
+	ErrInvalidConfig error = &sentinel{msg: "invalid configuration"}
+
 	// ErrInvalidGroup reports a group number outside 1 to 32.
 	ErrInvalidGroup error = &sentinel{msg: "invalid connector group"}
 )

@@ -65,7 +65,7 @@ func ExampleReader_Next() {
 			log.Fatal(err)
 		}
 		if !from.Kernel() {
-			continue // a userspace peer; Config.KernelOnly drops these for you
+			continue // a userspace peer; SendersKernelOnly drops these for you
 		}
 		// m.Data is valid until the next call to Next: copy what you keep.
 		fmt.Printf("%v seq %d: %d bytes\n", m.ID, m.Seq, len(m.Data))
@@ -148,7 +148,7 @@ func ExampleConn_Multicast() {
 // Receive returns messages that the caller owns, one datagram at a time.
 // Use a deadline to bound the wait.
 func ExampleConn_Receive() {
-	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{1}, KernelOnly: true})
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{1}, Senders: connector.SendersKernelOnly})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func ExampleConn_Receive() {
 // package cntest, which needs no privileges: here a fake agent for id 14:0x456
 // answers each request with the request's ack plus one.
 func Example_fakeKernel() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	id := connector.CBID{Idx: 14, Val: 0x456}
 	k.Handle(id, func(req connector.Message, from connector.Sender) []cntest.Reply {
 		reply := connector.Message{ID: id, Seq: req.Seq, Ack: req.Ack + 1, Data: []byte("pong")}

@@ -210,7 +210,7 @@ func FuzzReader(f *testing.F) {
 	sentinel := connector.Message{ID: connector.CBID{Idx: 0xdead, Val: 0xbeef}, Seq: 0xfeedface}
 	f.Fuzz(func(t *testing.T, data []byte, port uint32, group uint8) {
 		from := connector.Sender{Port: port, Group: connector.Group(group % 33)}
-		k := cntest.NewKernel()
+		k := cntest.New(nil)
 		c, err := k.Dial(&connector.Config{MessageBufferSize: bufSize, BatchSize: 2})
 		if err != nil {
 			t.Fatal(err)

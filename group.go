@@ -36,7 +36,7 @@ func (g Group) Mask() uint32 {
 // Kernel reports whether g is one of the groups reserved for kernel agents by
 // include/uapi/linux/connector.h (1 to CN_NETLINK_USERS-1 = 10). On these groups
 // a Conn drops messages from userspace senders unless
-// Config.AllowUserSenders is set.
+// Config.Senders is SendersAny.
 func (g Group) Kernel() bool { return g >= 1 && uint32(g) < NetlinkUsers }
 
 // String returns the group number in decimal.

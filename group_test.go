@@ -94,12 +94,12 @@ func TestGroupsFromMask(t *testing.T) {
 // TestSenderGroupIsANumber sends on every group and checks that receivers
 // see the group number, not the source address's bitmask.
 func TestSenderGroupIsANumber(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	all := make([]connector.Group, 0, 32)
 	for g := connector.Group(1); g <= connector.MaxGroup; g++ {
 		all = append(all, g)
 	}
-	rx := dialFake(t, k, &connector.Config{Groups: all, AllowUserSenders: true})
+	rx := dialFake(t, k, &connector.Config{Groups: all, Senders: connector.SendersAny})
 	tx := dialFake(t, k, nil)
 	for _, g := range all {
 		if err := tx.Multicast(g, connector.Message{ID: connector.CBID{Idx: uint32(g)}}); err != nil {
@@ -119,7 +119,7 @@ func TestSenderGroupIsANumber(t *testing.T) {
 }
 
 func TestJoinLeaveGroups(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{1, 20}})
 	groups := func() []connector.Group {
 		t.Helper()

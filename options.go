@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cnlink/connector/internal/transport"
+	"golang.org/x/net/bpf"
 )
 
 type bufferSetter interface {
@@ -16,7 +16,7 @@ type bufferSetter interface {
 }
 
 type bpfSetter interface {
-	SetBPF([]BPFInstruction) error
+	SetBPF([]bpf.RawInstruction) error
 	RemoveBPF() error
 }
 
@@ -95,11 +95,16 @@ func (c *Conn) SetNoENOBUFS(on bool) error {
 	return opErr("set NETLINK_NO_ENOBUFS", c.mapErr(s.SetNoENOBUFS(on), "set NETLINK_NO_ENOBUFS"))
 }
 
-// SetBPF attaches a classic BPF socket filter (SO_ATTACH_FILTER). The kernel
-// runs it on every datagram before queueing it; a filter that returns 0 drops
-// the datagram. Offsets count from the start of the netlink header: the
-// cn_msg header starts at 16 and the payload at 36.
-func (c *Conn) SetBPF(filter []BPFInstruction) error {
+// SetBPF attaches a classic BPF socket filter (SO_ATTACH_FILTER), replacing
+// any earlier one; an empty filter detaches it, as RemoveBPF does. Build the
+// program with golang.org/x/net/bpf: the output of bpf.Assemble fits. The
+// kernel runs it on every datagram before queueing it; a filter that returns
+// 0 drops the datagram. Offsets count from the start of the netlink header:
+// the cn_msg header starts at 16 and the payload at 36. Loads are
+// big-endian while connector fields are in host byte order. A program has at
+// most 4096 instructions (BPF_MAXINSNS); the kernel checks the rest and
+// fails with EINVAL.
+func (c *Conn) SetBPF(filter []bpf.RawInstruction) error {
 	if err := c.checkOpen("set BPF filter"); err != nil {
 		return err
 	}
@@ -141,27 +146,13 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 	return rc, opErr("syscall conn", err)
 }
 
-// SetDeadline sets the read and write deadlines. A receive or send past its
-// deadline fails with an error matching os.ErrDeadlineExceeded; the zero time
-// removes the deadline.
+// SetDeadline sets the read and write deadlines (see SetReadDeadline and
+// SetWriteDeadline).
 func (c *Conn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
 	return c.SetWriteDeadline(t)
-}
-
-// SetReadDeadline sets the deadline for receives, including a receive that
-// is already blocked.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	if err := c.checkOpen("set read deadline"); err != nil {
-		return err
-	}
-	d, ok := c.t.(transport.Deadliner)
-	if !ok {
-		return notSupported("set read deadline")
-	}
-	return opErr("set read deadline", d.SetReadDeadline(t))
 }
 
 // SetWriteDeadline sets the deadline for sends. Only a unicast to a
@@ -177,8 +168,5 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	} else {
 		c.wdeadline.Store(t.UnixNano())
 	}
-	if d, ok := c.t.(transport.Deadliner); ok {
-		return opErr("set write deadline", d.SetWriteDeadline(t))
-	}
-	return nil
+	return opErr("set write deadline", c.mapErr(c.t.SetWriteDeadline(t), "set write deadline"))
 }

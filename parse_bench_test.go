@@ -11,7 +11,7 @@ import (
 // parsed again and again through Reader.Next's walking and sender checks.
 func BenchmarkReaderParse(b *testing.B) {
 	const n = 16
-	c := &Conn{cfg: Config{KernelOnly: true}}
+	c := &Conn{cfg: Config{Senders: SendersKernelOnly}}
 	batch := transport.NewBatch(n, 128)
 	msg := Message{ID: IDProc, Seq: 7, Data: make([]byte, 40)}
 	for i := range batch.Bufs {

@@ -3,6 +3,7 @@ package connector
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/cnlink/connector/internal/transport"
 )
@@ -26,12 +27,15 @@ type Reader struct {
 	d    datagram
 	m    Message // the message being returned, decoded in place
 	from Sender
+	seen atomic.Uint64 // the Flush count this Reader has seen
 }
 
 // NewReader returns a Reader with a batch of Config.BatchSize buffers of
 // Config.MessageBufferSize bytes each, taken from the Conn's pool.
 func (c *Conn) NewReader() *Reader {
-	return &Reader{c: c, b: c.batches.Get().(*transport.Batch)}
+	r := &Reader{c: c, b: c.batches.Get().(*transport.Batch)}
+	r.seen.Store(c.flush.gen.Load())
+	return r
 }
 
 // Release returns the Reader's buffers to the Conn's pool. Messages returned
@@ -49,7 +53,7 @@ func (r *Reader) Release() {
 // the read deadline expires or the Conn is closed. Data aliases the Reader's
 // buffer until the next call (see Reader).
 //
-// Messages that the sender policy rejects (Config.KernelOnly, kernel groups)
+// Messages that the sender policy rejects (Config.Senders)
 // are dropped and counted in Stats.Foreign, never returned. Errors matching
 // ErrOverrun, ErrTruncated and ErrMalformed are reported once and the Reader
 // stays usable: the next call continues with the next message. Errors
@@ -83,7 +87,7 @@ func (r *Reader) Next() (Message, Sender, error) {
 			}
 			continue
 		}
-		n, err := c.t.Recv(r.b)
+		n, err := c.fill(r.b, &r.seen)
 		r.n, r.i = 0, 0
 		if err != nil {
 			return Message{}, Sender{}, c.recvErr(err)

@@ -126,7 +126,7 @@ func TestReaderDatagramShapes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := cntest.NewKernel()
+			k := cntest.New(nil)
 			c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{3}})
 			inject(t, k, c, connector.Sender{Group: 3}, tt.in(t))
 			// A following datagram shows where this one ended.
@@ -159,7 +159,7 @@ func TestReaderDatagramShapes(t *testing.T) {
 // (netlink type NLMSG_DONE, flags 0, nlmsg_pid 0) is a message, not the end
 // of a multipart stream, and that no payload byte is read as an errno.
 func TestReaderKernelShapedDone(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{1}})
 	ev := connector.Message{ID: connector.IDProc, Seq: 8661, Ack: 0x56, Data: []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0}}
 	d := cntest.MustDatagram(ev)
@@ -218,7 +218,7 @@ func TestReaderMalformed(t *testing.T) {
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := cntest.NewKernel()
+			k := cntest.New(nil)
 			c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{3}})
 			from := connector.Sender{Group: 3}
 			inject(t, k, c, from, tt.in)
@@ -256,7 +256,7 @@ func TestReaderMalformed(t *testing.T) {
 }
 
 func TestReaderTruncated(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{3}, MessageBufferSize: 100})
 	from := connector.Sender{Group: 3}
 	fits := w1(1, strings.Repeat("f", 100-36))
@@ -287,7 +287,7 @@ func TestReaderTruncated(t *testing.T) {
 }
 
 func TestReaderOverrun(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 3})
+	k := cntest.New(&cntest.Options{QueueLen: 3})
 	c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{1}})
 	for i := range 5 {
 		if _, err := k.Multicast(1, connector.Message{ID: connector.IDProc, Seq: uint32(i)}); err != nil {
@@ -329,15 +329,17 @@ func TestReaderSenderPolicy(t *testing.T) {
 		{"userspace on group 10 (spoof)", connector.Config{}, user(555, 10), false},
 		{"userspace on group 11", connector.Config{}, user(555, 11), true},
 		{"userspace unicast", connector.Config{}, user(555, 0), true},
-		{"AllowUserSenders on group 1", connector.Config{AllowUserSenders: true}, user(555, 1), true},
-		{"KernelOnly, userspace on group 20", connector.Config{KernelOnly: true}, user(555, 20), false},
-		{"KernelOnly, userspace unicast", connector.Config{KernelOnly: true}, user(555, 0), false},
-		{"KernelOnly, kernel unicast", connector.Config{KernelOnly: true}, connector.Sender{}, true},
-		{"KernelOnly wins over AllowUserSenders", connector.Config{KernelOnly: true, AllowUserSenders: true}, user(555, 1), false},
+		{"SendersAny on group 1", connector.Config{Senders: connector.SendersAny}, user(555, 1), true},
+		{"SendersAny, userspace unicast", connector.Config{Senders: connector.SendersAny}, user(555, 0), true},
+		{"SendersKernelOnly, userspace on group 20", connector.Config{Senders: connector.SendersKernelOnly}, user(555, 20), false},
+		{"SendersKernelOnly, userspace unicast", connector.Config{Senders: connector.SendersKernelOnly}, user(555, 0), false},
+		{"SendersKernelOnly, kernel unicast", connector.Config{Senders: connector.SendersKernelOnly}, connector.Sender{}, true},
+		{"SendersKernelOnly, kernel on group 20", connector.Config{Senders: connector.SendersKernelOnly}, connector.Sender{Group: 20}, true},
+		{"SendersKernelOnly, userspace on group 1", connector.Config{Senders: connector.SendersKernelOnly}, user(555, 1), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := cntest.NewKernel()
+			k := cntest.New(nil)
 			cfg := tt.cfg
 			c, r := readerOn(t, k, &cfg)
 			inject(t, k, c, tt.from, cntest.MustDatagram(connector.Message{ID: connector.IDProc, Seq: 1, Data: []byte("maybe")}))
@@ -363,7 +365,7 @@ func TestReaderSenderPolicy(t *testing.T) {
 // TestReaderSpoofedMalformed checks that the sender policy is applied before
 // the bytes are looked at: a spoofer cannot make a Conn report errors.
 func TestReaderSpoofedMalformed(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{1}})
 	inject(t, k, c, connector.Sender{Port: 9, Group: 1}, []byte("not a netlink message at all"))
 	_, _ = k.Multicast(1, connector.Message{ID: connector.IDProc, Seq: 5})
@@ -376,7 +378,7 @@ func TestReaderSpoofedMalformed(t *testing.T) {
 }
 
 func TestReaderCloseUnblocksNext(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{1}})
 	r := c.NewReader()
 	defer r.Release()
@@ -412,7 +414,7 @@ func TestReaderCloseUnblocksNext(t *testing.T) {
 // TestReaderAfterCloseWithBufferedMessages checks that Close ends the
 // stream even while the Reader still holds received datagrams.
 func TestReaderAfterCloseWithBufferedMessages(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{3}})
 	_ = c.SetReadDeadline(time.Now().Add(fakeWait))
 	r := c.NewReader()
@@ -434,7 +436,7 @@ func TestReaderAfterCloseWithBufferedMessages(t *testing.T) {
 }
 
 func TestReaderRelease(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{1}})
 	r := c.NewReader()
 	r.Release()
@@ -453,7 +455,7 @@ func TestReaderRelease(t *testing.T) {
 }
 
 func TestReaderDeadline(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{1}})
 	r := c.NewReader()
 	defer r.Release()
@@ -472,7 +474,7 @@ func TestReaderDeadline(t *testing.T) {
 }
 
 func TestReaderBatchesAcrossCalls(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 1000})
+	k := cntest.New(&cntest.Options{QueueLen: 1000})
 	c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{1}, BatchSize: 4})
 	const n = 50
 	for i := range n {
@@ -495,7 +497,7 @@ func TestReaderBatchesAcrossCalls(t *testing.T) {
 // conn_linux_integration_test.go checks the same on a real socket.
 func TestReaderNextAllocatesNothing(t *testing.T) {
 	const runs = 1000
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 4 * runs})
+	k := cntest.New(&cntest.Options{QueueLen: 4 * runs})
 	c, r := readerOn(t, k, &connector.Config{Groups: []connector.Group{1}})
 	ev := connector.Message{ID: connector.IDProc, Data: make([]byte, 40)}
 	for range 2 * runs {
@@ -517,7 +519,7 @@ func TestReaderNextAllocatesNothing(t *testing.T) {
 	// Kernel sends interleaved with reads, including bundles, on a fresh
 	// kernel: the fake's queue slots keep the size of the largest datagram
 	// they held, and the first phase left them sized for single events.
-	k = cntest.NewKernel()
+	k = cntest.New(nil)
 	c, r = readerOn(t, k, &connector.Config{Groups: []connector.Group{1}})
 	bundle := mustBundle(t, ev, ev, ev)
 	allocs = testing.AllocsPerRun(runs, func() {

@@ -10,7 +10,7 @@ import (
 // BenchmarkMulticastNext measures a kernel multicast through the fake and
 // its receipt with Reader.Next: the cost a unit test pays per message.
 func BenchmarkMulticastNext(b *testing.B) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c, err := k.Dial(&connector.Config{Groups: []connector.Group{1}})
 	if err != nil {
 		b.Fatal(err)
@@ -34,7 +34,7 @@ func BenchmarkMulticastNext(b *testing.B) {
 // BenchmarkSendHandled measures a request to a fake kernel agent and the
 // receipt of its reply with Receive.
 func BenchmarkSendHandled(b *testing.B) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	id := connector.CBID{Idx: 14, Val: 1}
 	k.Handle(id, func(req connector.Message, _ connector.Sender) []cntest.Reply {
 		return []cntest.Reply{{Message: req}}

@@ -2,7 +2,7 @@
 // built on package connector runs against it unchanged, in any process,
 // without privileges and on any operating system.
 //
-//	k := cntest.NewKernel()
+//	k := cntest.New(nil)
 //	c, err := k.Dial(&connector.Config{Groups: []connector.Group{20}})
 //
 // The Conn that Kernel.Dial returns is a real *connector.Conn; only the

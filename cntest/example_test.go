@@ -13,7 +13,7 @@ import (
 // Two Conns on one fake kernel message each other by group and by port,
 // with the kernel's sender addresses.
 func ExampleKernel() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	a, err := k.Dial(&connector.Config{Groups: []connector.Group{20}})
 	if err != nil {
 		log.Fatal(err)
@@ -48,7 +48,7 @@ func ExampleKernel() {
 // request's ack plus one. Requests lists what the code sent, as the kernel
 // decoded it.
 func ExampleKernel_Handle() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	k.Handle(connector.IDProc, func(req connector.Message, from connector.Sender) []cntest.Reply {
 		ack := connector.Message{ID: connector.IDProc, Ack: req.Ack + 1, Data: make([]byte, 40)}
 		return []cntest.Reply{{Message: ack, Group: 1}}
@@ -78,7 +78,7 @@ func ExampleKernel_Handle() {
 // Malformed bytes and spoofed senders are injected with InjectRaw; Overrun
 // stands for a kernel drop, reported before the messages still queued.
 func ExampleKernel_InjectRaw() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c, err := k.Dial(&connector.Config{Groups: []connector.Group{1}})
 	if err != nil {
 		log.Fatal(err)

@@ -130,7 +130,7 @@ type Rejection struct {
 // it, by an encoder of this package's own.
 //
 // A Kernel is safe for concurrent use. Its zero value is not usable; call
-// NewKernel.
+// New.
 type Kernel struct {
 	opts Options
 
@@ -144,16 +144,17 @@ type Kernel struct {
 	changed  chan struct{} // closed and replaced when a receive starts waiting or a send is refused
 }
 
-// NewKernel returns a fake kernel with the default Options.
-func NewKernel() *Kernel { return NewKernelWith(Options{}) }
-
-// NewKernelWith returns a fake kernel configured by opts.
-func NewKernelWith(opts Options) *Kernel {
-	if opts.QueueLen <= 0 {
-		opts.QueueLen = DefaultQueueLen
+// New returns a fake kernel configured by opts; nil means the defaults.
+func New(opts *Options) *Kernel {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = DefaultQueueLen
 	}
 	return &Kernel{
-		opts:     opts,
+		opts:     o,
 		socks:    make(map[uint32]*socket),
 		handlers: make(map[connector.CBID]HandlerFunc),
 		changed:  make(chan struct{}),
@@ -391,24 +392,18 @@ func (k *Kernel) Members(g connector.Group) []uint32 {
 // Queued returns the number of datagrams waiting in the queue of the socket
 // with the given port id (0 if there is no such socket).
 func (k *Kernel) Queued(port uint32) int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if s := k.socks[port]; s != nil {
-		return s.q.n
-	}
-	return 0
+	var v int
+	k.withSocket(port, func(s *socket) { v = s.q.n })
+	return v
 }
 
 // Drops returns how many messages were dropped for the socket with the
 // given port id because its queue was full or congested: the Drops column
 // of /proc/net/netlink.
 func (k *Kernel) Drops(port uint32) uint64 {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if s := k.socks[port]; s != nil {
-		return s.drops
-	}
-	return 0
+	var v uint64
+	k.withSocket(port, func(s *socket) { v = s.drops })
+	return v
 }
 
 // Refused returns how many userspace unicasts to the socket with the given
@@ -416,12 +411,17 @@ func (k *Kernel) Drops(port uint32) uint64 {
 // is a sender told to wait for room (EAGAIN); a Conn retries until its write
 // deadline.
 func (k *Kernel) Refused(port uint32) uint64 {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if s := k.socks[port]; s != nil {
-		return s.refused
-	}
-	return 0
+	var v uint64
+	k.withSocket(port, func(s *socket) { v = s.refused })
+	return v
+}
+
+// Waiting returns how many receives are blocked waiting for data on the
+// socket with the given port id (0 if there is no such socket).
+func (k *Kernel) Waiting(port uint32) int {
+	var v int
+	k.withSocket(port, func(s *socket) { v = s.waiting })
+	return v
 }
 
 // WaitReceiving blocks until a receive on the socket with the given port id
@@ -443,6 +443,16 @@ func (k *Kernel) WaitRefused(port uint32, n uint64, timeout time.Duration) bool 
 		s := k.socks[port]
 		return s != nil && s.refused > n
 	})
+}
+
+// withSocket calls f with k.mu held on the socket with the given port id,
+// if there is one.
+func (k *Kernel) withSocket(port uint32, f func(*socket)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s := k.socks[port]; s != nil {
+		f(s)
+	}
 }
 
 // waitUntil waits until cond, called with k.mu held, is true or timeout

@@ -100,7 +100,7 @@ func TestIntegrationFakeMatchesKernel(t *testing.T) {
 	// Group 29 is this test's own; other tests may use it at the same time,
 	// so only messages from the scenario's own ports are considered.
 	const g = connector.Group(29)
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	real := scenario(t, g, connector.Dial)
 	fake := scenario(t, g, k.Dial)
 	if real != fake {
@@ -202,7 +202,7 @@ func TestIntegrationOverrunMatchesKernel(t *testing.T) {
 		}
 		return perr != nil
 	}
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	fakeEmpty := func(c *connector.Conn) bool { return k.Queued(c.PortID()) == 0 }
 
 	real := overrunScenario(t, g, connector.Dial, realEmpty)

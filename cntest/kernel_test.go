@@ -167,7 +167,7 @@ func TestDatagramMatchesCapturedKernelBytes(t *testing.T) {
 }
 
 func TestPortIDs(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	seen := map[uint32]bool{}
 	for i := range 4 {
 		c := dial(t, k, nil)
@@ -189,7 +189,7 @@ func TestPortIDs(t *testing.T) {
 }
 
 func TestUnicastBetweenConns(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	a, b := dial(t, k, nil), dial(t, k, nil)
 	m := connector.Message{ID: connector.CBID{Idx: 30, Val: 2}, Seq: 9, Ack: 10, Flags: 1, Data: []byte("hello")}
 	if err := a.SendTo(b.PortID(), m); err != nil {
@@ -213,7 +213,7 @@ func TestUnicastBetweenConns(t *testing.T) {
 }
 
 func TestMulticastBetweenConns(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	sender := dial(t, k, groups(20))
 	m1, m2 := dial(t, k, groups(20)), dial(t, k, groups(20, 21))
 	other := dial(t, k, groups(21))
@@ -242,7 +242,7 @@ func TestMulticastBetweenConns(t *testing.T) {
 }
 
 func TestKernelMulticastAndUnicast(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	a, b := dial(t, k, groups(1)), dial(t, k, nil)
 	ev := connector.Message{ID: connector.IDProc, Seq: 77, Data: make([]byte, 40)}
 	n, err := k.Multicast(1, ev, ev)
@@ -276,7 +276,7 @@ func TestKernelMulticastAndUnicast(t *testing.T) {
 }
 
 func TestHandlerRepliesAndRequests(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	id := connector.CBID{Idx: 3, Val: 1}
 	k.Handle(id, func(req connector.Message, from connector.Sender) []cntest.Reply {
 		r := req
@@ -343,7 +343,7 @@ func TestHandlerRepliesAndRequests(t *testing.T) {
 }
 
 func TestHandlerSeesMulticastToKernel(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	var got []connector.Sender
 	var mu sync.Mutex
 	k.Handle(connector.IDProc, func(req connector.Message, from connector.Sender) []cntest.Reply {
@@ -377,7 +377,7 @@ func (r *recordTB) Errorf(format string, args ...any) {
 }
 
 func TestCheckRequest(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	rec := &recordTB{TB: t}
 	id := connector.CBID{Idx: 14, Val: 0x456}
 	want := connector.Message{ID: id, Data: []byte{1, 2}}
@@ -407,7 +407,7 @@ func TestCheckRequest(t *testing.T) {
 }
 
 func TestPermissions(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	peer := dial(t, k, groups(20))
 	if _, err := k.DialUnprivileged(groups(1, 2)); !errors.Is(err, os.ErrPermission) {
 		t.Errorf("unprivileged Dial joining group 2: %v, want os.ErrPermission", err)
@@ -442,7 +442,7 @@ func TestPermissions(t *testing.T) {
 }
 
 func TestNotInitialNetNS(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{NotInitialNetNS: true})
+	k := cntest.New(&cntest.Options{NotInitialNetNS: true})
 	called := false
 	k.Handle(connector.IDProc, func(connector.Message, connector.Sender) []cntest.Reply { called = true; return nil })
 	c, peer := dial(t, k, nil), dial(t, k, groups(20))
@@ -465,7 +465,7 @@ func TestNotInitialNetNS(t *testing.T) {
 }
 
 func TestDialConfigErrors(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	if _, err := k.Dial(groups(33)); !errors.Is(err, connector.ErrInvalidGroup) {
 		t.Errorf("Dial with group 33: %v, want ErrInvalidGroup", err)
 	}
@@ -478,7 +478,7 @@ func TestDialConfigErrors(t *testing.T) {
 }
 
 func TestQueueOverflowAndCongestion(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 4})
+	k := cntest.New(&cntest.Options{QueueLen: 4})
 	c := dial(t, k, groups(1))
 	for i := range 6 {
 		if _, err := k.Multicast(1, msg(1, uint32(i), "")); err != nil {
@@ -522,7 +522,7 @@ func TestQueueOverflowAndCongestion(t *testing.T) {
 }
 
 func TestNoENOBUFS(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 2})
+	k := cntest.New(&cntest.Options{QueueLen: 2})
 	c := dial(t, k, &connector.Config{Groups: []connector.Group{1}, NoENOBUFS: true})
 	for i := range 3 {
 		_, _ = k.Multicast(1, msg(1, uint32(i), ""))
@@ -545,7 +545,7 @@ func TestNoENOBUFS(t *testing.T) {
 }
 
 func TestInjectedOverrun(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dial(t, k, groups(1))
 	_, _ = k.Multicast(1, msg(1, 1, ""))
 	if err := k.Overrun(c.PortID()); err != nil {
@@ -566,7 +566,7 @@ func TestInjectedOverrun(t *testing.T) {
 }
 
 func TestUserspaceUnicastWaitsForRoom(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 1})
+	k := cntest.New(&cntest.Options{QueueLen: 1})
 	a, b := dial(t, k, nil), dial(t, k, nil)
 	if err := a.SendTo(b.PortID(), msg(20, 1, "")); err != nil {
 		t.Fatal(err)
@@ -595,7 +595,7 @@ func TestUserspaceUnicastWaitsForRoom(t *testing.T) {
 }
 
 func TestReadBufferSetsQueueLength(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dial(t, k, &connector.Config{Groups: []connector.Group{1}, ReadBufferSize: 5 * 832 / 2})
 	n, err := c.ReadBuffer()
 	if err != nil || n != 5*832 {
@@ -640,7 +640,7 @@ func TestReadBufferSetsQueueLength(t *testing.T) {
 }
 
 func TestTruncation(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dial(t, k, &connector.Config{Groups: []connector.Group{1}, MessageBufferSize: 64})
 	_, _ = k.Multicast(1, msg(1, 1, strings.Repeat("x", 100)), msg(1, 2, "fits"))
 	err := receiveErr(t, c)
@@ -654,7 +654,7 @@ func TestTruncation(t *testing.T) {
 }
 
 func TestCloseUnblocksAndRemovesSocket(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c, err := k.Dial(groups(1))
 	if err != nil {
 		t.Fatal(err)
@@ -690,7 +690,7 @@ func TestCloseUnblocksAndRemovesSocket(t *testing.T) {
 }
 
 func TestReadDeadline(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dial(t, k, nil)
 
 	// A deadline in the past fails at once, even with data queued, as the
@@ -734,7 +734,7 @@ func TestReadDeadline(t *testing.T) {
 }
 
 func TestWaitReceivingTimesOut(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dial(t, k, nil)
 	if k.WaitReceiving(c.PortID(), 10*time.Millisecond) {
 		t.Error("WaitReceiving reported a receive that nobody started")
@@ -742,8 +742,8 @@ func TestWaitReceivingTimesOut(t *testing.T) {
 }
 
 func TestInjectRaw(t *testing.T) {
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 1})
-	c := dial(t, k, &connector.Config{AllowUserSenders: true})
+	k := cntest.New(&cntest.Options{QueueLen: 1})
+	c := dial(t, k, &connector.Config{Senders: connector.SendersAny})
 	d := cntest.MustDatagram(msg(1, 5, "spoof"))
 	spoof := connector.Sender{Port: 4321, Group: 1}
 	if err := k.InjectRaw(c.PortID(), spoof, d); err != nil {
@@ -770,7 +770,7 @@ func TestInjectRaw(t *testing.T) {
 
 func TestConcurrentUse(t *testing.T) {
 	testutil.CheckGoroutines(t, wait)
-	k := cntest.NewKernelWith(cntest.Options{QueueLen: 10000})
+	k := cntest.New(&cntest.Options{QueueLen: 10000})
 	k.Handle(connector.CBID{Idx: 25, Val: 1}, func(req connector.Message, from connector.Sender) []cntest.Reply {
 		return []cntest.Reply{{Message: req}}
 	})
@@ -849,7 +849,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestReplyFilter(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	a, b := dial(t, k, groups(1)), dial(t, k, groups(1))
 	var asked []uint32
 	k.Handle(connector.IDProc, func(req connector.Message, from connector.Sender) []cntest.Reply {
@@ -877,7 +877,7 @@ func TestReplyFilter(t *testing.T) {
 }
 
 func TestRequestsKeepsTheLast4096(t *testing.T) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	c := dial(t, k, nil)
 	const n = 3*4096 + 5
 	for i := range n {

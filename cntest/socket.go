@@ -36,10 +36,7 @@ type socket struct {
 	dlc       chan struct{} // closed and replaced when the read deadline changes
 }
 
-var (
-	_ transport.Transport = (*socket)(nil)
-	_ transport.Deadliner = (*socket)(nil)
-)
+var _ transport.Transport = (*socket)(nil)
 
 // signal wakes one waiting receive without blocking. A receive that takes
 // data and leaves some queued signals again, so that wake-ups chain to every
@@ -95,11 +92,12 @@ func (s *socket) rcvWakeLocked() {
 }
 
 // Recv implements transport.Transport like recvmmsg: it waits until at least
-// one datagram is queued, then takes as many as fit in b. A pending overrun
+// one datagram is queued (or, with block false, fails with EAGAIN), then
+// takes as many as fit in b. A pending overrun
 // is reported first, as an error, before any queued datagram. A datagram
 // longer than its buffer is cut, with Meta.Trunc set and Meta.N its full
 // length. It allocates nothing unless it has to wait with a deadline set.
-func (s *socket) Recv(b *transport.Batch) (int, error) {
+func (s *socket) Recv(b *transport.Batch, block bool) (int, error) {
 	k := s.k
 	for {
 		k.mu.Lock()
@@ -108,7 +106,7 @@ func (s *socket) Recv(b *transport.Batch) (int, error) {
 			return 0, os.ErrClosed
 		}
 		dl := s.rdeadline
-		if !dl.IsZero() && !time.Now().Before(dl) {
+		if block && !dl.IsZero() && !time.Now().Before(dl) {
 			k.mu.Unlock()
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -140,6 +138,10 @@ func (s *socket) Recv(b *transport.Batch) (int, error) {
 			return n, nil
 		}
 		s.rcvWakeLocked()
+		if !block {
+			k.mu.Unlock()
+			return 0, syscall.EAGAIN
+		}
 		s.waiting++
 		dlc := s.dlc
 		k.notifyLocked()
@@ -234,15 +236,7 @@ func (s *socket) Close() error {
 	return nil
 }
 
-// SetDeadline implements transport.Deadliner.
-func (s *socket) SetDeadline(t time.Time) error {
-	if err := s.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return s.SetWriteDeadline(t)
-}
-
-// SetReadDeadline implements transport.Deadliner; it applies to receives
+// SetReadDeadline implements transport.Transport; it applies to receives
 // already waiting.
 func (s *socket) SetReadDeadline(t time.Time) error {
 	s.k.mu.Lock()
@@ -256,7 +250,7 @@ func (s *socket) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// SetWriteDeadline implements transport.Deadliner. Sends never block in the
+// SetWriteDeadline implements transport.Transport. Sends never block in the
 // fake (a full receiver gives EAGAIN, which the Conn retries until its write
 // deadline), so the deadline is only kept.
 func (s *socket) SetWriteDeadline(t time.Time) error {

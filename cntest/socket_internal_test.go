@@ -30,7 +30,7 @@ func recvOne(t *testing.T, s *socket) ([]byte, transport.Meta) {
 		t.Fatalf("port %d: nothing queued", s.port)
 	}
 	b := transport.NewBatch(1, 1024)
-	n, err := s.Recv(b)
+	n, err := s.Recv(b, true)
 	if err != nil || n != 1 {
 		t.Fatalf("port %d: Recv = %d, %v", s.port, n, err)
 	}
@@ -38,7 +38,7 @@ func recvOne(t *testing.T, s *socket) ([]byte, transport.Meta) {
 }
 
 func TestMulticastUsesLowestGroupOnly(t *testing.T) {
-	k := NewKernel()
+	k := New(nil)
 	sender := newTestSocket(k)
 	g20 := newTestSocket(k, 20)
 	g21 := newTestSocket(k, 21)
@@ -70,7 +70,7 @@ func TestMulticastUsesLowestGroupOnly(t *testing.T) {
 }
 
 func TestMulticastWithPortSkipsItThenUnicasts(t *testing.T) {
-	k := NewKernel()
+	k := New(nil)
 	sender := newTestSocket(k, 22)
 	a := newTestSocket(k, 22)
 	b := newTestSocket(k, 22)
@@ -130,7 +130,7 @@ func TestKernelRejectsWhatTheKernelDrops(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := NewKernel()
+			k := New(nil)
 			s := newTestSocket(k)
 			if err := s.Send(tt.p, 0, 0); err != nil {
 				t.Fatalf("Send = %v; the kernel accepts every datagram and drops bad ones silently", err)
@@ -156,7 +156,7 @@ func TestKernelRejectsWhatTheKernelDrops(t *testing.T) {
 }
 
 func TestSocketSendErrors(t *testing.T) {
-	k := NewKernel()
+	k := New(nil)
 	s := newTestSocket(k)
 	unpriv := k.newSocket(0, false)
 	p := MustDatagram(connector.Message{})

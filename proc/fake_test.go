@@ -71,7 +71,7 @@ func (k *fakeKernel) conn(t testing.TB, batch int) *connector.Conn {
 		Groups:            []connector.Group{1},
 		MessageBufferSize: messageBufferSize,
 		BatchSize:         batch,
-		KernelOnly:        true,
+		Senders:           connector.SendersKernelOnly,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ func (k *fakeKernel) lose(cpu uint32, n uint32, enobufs bool) {
 	}
 }
 
-func (k *fakeKernel) Recv(b *transport.Batch) (int, error) {
+func (k *fakeKernel) Recv(b *transport.Batch, block bool) (int, error) {
 	for {
 		k.mu.Lock()
 		if k.closed {
@@ -213,6 +213,9 @@ func (k *fakeKernel) Recv(b *transport.Batch) (int, error) {
 		}
 		dl, ch := k.rdl, k.notify
 		k.mu.Unlock()
+		if !block {
+			return 0, syscall.EAGAIN
+		}
 		if dl.IsZero() {
 			<-ch
 			continue

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -534,7 +535,7 @@ func TestIntegrationLoss(t *testing.T) {
 // kernelOnlyFilter is a classic BPF socket filter that accepts only
 // datagrams with nlmsg_pid 0 and connector id 1:1, as the kernel sends
 // process events. BPF loads are big-endian, so the constants are converted.
-func kernelOnlyFilter() []connector.BPFInstruction {
+func kernelOnlyFilter() []bpf.RawInstruction {
 	be := func(v uint32) uint32 {
 		var b [4]byte
 		binary.NativeEndian.PutUint32(b[:], v)
@@ -545,7 +546,7 @@ func kernelOnlyFilter() []connector.BPFInstruction {
 		jeqK   = 0x15 // BPF_JMP | BPF_JEQ | BPF_K
 		retK   = 0x06 // BPF_RET | BPF_K
 	)
-	return []connector.BPFInstruction{
+	return []bpf.RawInstruction{
 		{Op: ldAbsW, K: 12}, // nlmsg_pid
 		{Op: jeqK, K: 0, Jf: 5},
 		{Op: ldAbsW, K: 16}, // cn_msg.id.idx

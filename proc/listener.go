@@ -222,7 +222,7 @@ func Listen(cfg *Config) (*Listener, error) {
 		NetNS:             cfg.NetNS,
 		MessageBufferSize: messageBufferSize,
 		BatchSize:         batchSize(cfg),
-		KernelOnly:        true,
+		Senders:           connector.SendersKernelOnly,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proc: listen: %w", err)

@@ -269,13 +269,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := connector.Dial(&connector.Config{
+	cfg := &connector.Config{
 		// A dump shows everything, including userspace messages on kernel
 		// groups (which may be spoofs: the sender column tells).
-		AllowUserSenders: !o.kernelOnly,
-		KernelOnly:       o.kernelOnly,
-		ReadBufferSize:   o.rcvbuf,
-	})
+		Senders:        connector.SendersAny,
+		ReadBufferSize: o.rcvbuf,
+	}
+	if o.kernelOnly {
+		cfg.Senders = connector.SendersKernelOnly
+	}
+	c, err := connector.Dial(cfg)
 	if err != nil {
 		return err
 	}

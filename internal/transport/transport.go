@@ -41,10 +41,11 @@ func NewBatch(n, size int) *Batch {
 // A Transport carries connector datagrams. Its methods return raw system
 // errors (syscall.Errno); package connector maps them.
 type Transport interface {
-	// Recv blocks until at least one datagram arrives, a deadline expires
-	// or the transport is closed, then fills up to len(b.Bufs) datagrams
-	// and returns how many.
-	Recv(b *Batch) (int, error)
+	// Recv fills up to len(b.Bufs) datagrams and returns how many. If
+	// none is queued it blocks until one arrives, the read deadline
+	// expires or the transport is closed; with block false it returns
+	// EAGAIN instead, whatever the deadline.
+	Recv(b *Batch, block bool) (int, error)
 	// Send sends one datagram to the port id and group bitmask given.
 	Send(p []byte, port, groups uint32) error
 	Join(group uint32) error
@@ -52,14 +53,12 @@ type Transport interface {
 	// Memberships returns the joined groups as a bitmask.
 	Memberships() (uint32, error)
 	PortID() uint32
-	Close() error
-}
-
-// Deadliner is implemented by transports that support deadlines.
-type Deadliner interface {
-	SetDeadline(t time.Time) error
+	// SetReadDeadline sets the deadline of blocking receives, including
+	// one already blocked, which it wakes if the deadline has passed.
 	SetReadDeadline(t time.Time) error
+	// SetWriteDeadline sets the deadline of sends.
 	SetWriteDeadline(t time.Time) error
+	Close() error
 }
 
 // NewConn is set by package connector: it wraps a Transport in a

@@ -1,0 +1,126 @@
+package connector
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cnlink/connector/internal/transport"
+)
+
+// ErrFlushed is returned by a receive (Conn.Receive, Reader.Next) that was
+// woken by Conn.Flush, or that began after it, once it has returned
+// everything that was queued: the socket's queue is empty. Receives after it
+// block again. It is not a failure: the Conn and the Reader stay usable.
+var ErrFlushed = errors.New("flushed: Conn.Flush was called and every queued message has been returned")
+
+// flushState coordinates Flush with the receives blocked on the Conn. Flush
+// wakes them through the transport's read deadline, which it sets in the
+// past while any of them waits; the caller's deadline is kept here and put
+// back when the last woken receive has left the transport. Receives tell a
+// wake-up by Flush from their own deadline by the flush count and by that
+// deadline, which has not passed.
+type flushState struct {
+	gen     atomic.Uint64 // Flush calls so far
+	mu      sync.Mutex
+	waiting int       // receives blocked in the transport
+	forced  bool      // the transport's read deadline is in the past, set by Flush
+	dl      time.Time // the read deadline set by the caller
+}
+
+// past is a read deadline that has passed: setting it wakes every receive
+// blocked in the transport.
+var past = time.Unix(1, 0)
+
+// Flush wakes every receive blocked on the Conn (Receive, Reader.Next).
+// Each of them, and each receive that starts before it has seen the queue
+// empty, returns the messages still queued without blocking, then an error
+// matching ErrFlushed once the socket's queue is empty; receives after that
+// block again. A Flush with no receive waiting applies to the next one.
+// Flush is the way to make a reader return promptly (to finish a batch of
+// work, or to stop without closing the Conn), where a read deadline would be
+// a signal with a race. It is safe to call from any goroutine.
+//
+// Each Reader sees each Flush once; all calls to Receive on a Conn count as
+// one reader.
+func (c *Conn) Flush() error {
+	if err := c.checkOpen("flush"); err != nil {
+		return err
+	}
+	f := &c.flush
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gen.Add(1)
+	if f.waiting == 0 || f.forced {
+		return nil
+	}
+	f.forced = true
+	return opErr("flush", c.mapErr(c.t.SetReadDeadline(past), "flush"))
+}
+
+// SetReadDeadline sets the deadline for receives, including a receive that
+// is already blocked. A receive past its deadline fails with an error
+// matching os.ErrDeadlineExceeded; the zero time removes the deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if err := c.checkOpen("set read deadline"); err != nil {
+		return err
+	}
+	f := &c.flush
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dl = t
+	if f.forced {
+		// A Flush is waking receives: the deadline is applied when the
+		// last of them has left.
+		return nil
+	}
+	return opErr("set read deadline", c.mapErr(c.t.SetReadDeadline(t), "set read deadline"))
+}
+
+// fill receives into b: the one place where a receive waits. seen is the
+// Flush count that the reader (a Reader, or Receive) has seen: while it lags,
+// fill does not block, and when the queue is empty it catches up and returns
+// ErrFlushed. Errors are the transport's own (mapped by recvErr).
+func (c *Conn) fill(b *transport.Batch, seen *atomic.Uint64) (int, error) {
+	f := &c.flush
+	for {
+		g := f.gen.Load()
+		if seen.Load() != g {
+			n, err := c.t.Recv(b, false)
+			if errors.Is(err, syscall.EAGAIN) {
+				seen.Store(g)
+				return 0, ErrFlushed
+			}
+			return n, err
+		}
+		f.mu.Lock()
+		if f.gen.Load() != g {
+			f.mu.Unlock()
+			continue
+		}
+		f.waiting++
+		f.mu.Unlock()
+
+		n, err := c.t.Recv(b, true)
+
+		f.mu.Lock()
+		f.waiting--
+		forced, dl := f.forced, f.dl
+		if forced && f.waiting == 0 {
+			f.forced = false
+			// An error here means the Conn is closing: every later
+			// receive fails anyway.
+			_ = c.t.SetReadDeadline(dl)
+		}
+		f.mu.Unlock()
+		if forced && errors.Is(err, os.ErrDeadlineExceeded) && (dl.IsZero() || time.Now().Before(dl)) {
+			// Woken by a Flush, not by the caller's deadline: drain if
+			// the Flush is news to this reader, else wait again.
+			continue
+		}
+		return n, err
+	}
+}

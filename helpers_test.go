@@ -1,0 +1,33 @@
+package connector_test
+
+// Helpers shared by the tests on every system.
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// errorsIsAll fails the test unless err matches every target.
+func errorsIsAll(t testing.TB, err error, targets ...error) {
+	t.Helper()
+	for _, target := range targets {
+		if !errors.Is(err, target) {
+			t.Errorf("error %q (%T) does not match %v", err, err, target)
+		}
+	}
+}
+
+// mustContain fails the test unless err's text contains every part.
+func mustContain(t testing.TB, err error, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("got no error, want one mentioning %q", parts)
+		return
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Errorf("error %q does not mention %q", err, p)
+		}
+	}
+}
