@@ -23,7 +23,7 @@ type fakeDM struct {
 }
 
 func newFakeDM(t *testing.T) *fakeDM {
-	f := &fakeDM{t: t, k: cntest.NewKernel(), replies: make(chan connector.Message, 64), uuid: testUUID, luid: 0xffff888001234500}
+	f := &fakeDM{t: t, k: cntest.New(nil), replies: make(chan connector.Message, 64), uuid: testUUID, luid: 0xffff888001234500}
 	f.k.Handle(connector.IDDM, func(m connector.Message, from connector.Sender) []cntest.Reply {
 		f.replies <- m
 		return nil

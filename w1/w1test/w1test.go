@@ -2,7 +2,7 @@
 // unit tests of code that talks to the w1 connector without the kernel
 // module, without hardware and without privileges.
 //
-//	k := cntest.NewKernel()
+//	k := cntest.New(nil)
 //	a := w1test.New(k)
 //	m := a.AddMaster()                       // w1_bus_master1, MASTER_ADD on group 3
 //	a.AttachDevice(m, w1.NewSlaveID(0x28, 0x79e36c0))

@@ -45,7 +45,7 @@ func exchange(t *testing.T, k *cntest.Kernel, c *connector.Conn, req connector.M
 }
 
 func setup(t *testing.T) (*cntest.Kernel, *w1test.Agent, *connector.Conn) {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	a := w1test.New(k)
 	c, err := k.Dial(nil)
 	if err != nil {
