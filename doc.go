@@ -89,6 +89,42 @@
 // ErrNotInitialNetNS. Config.NetNS opens the socket in a given namespace. Ids
 // in kernel messages (pids, uids) are always initial-namespace values.
 //
+// # Handlers by callback id, and request/reply
+//
+// A Mux is the userspace side of the connector's founding idea: a handler
+// per callback id. Mux.Serve reads a Conn with a Reader and calls, inline
+// and in socket order, the handler registered for each message's exact id,
+// else the one for its index, else the NotFound handler:
+//
+//	func NewMux() *Mux
+//	func (mx *Mux) Handle(id CBID, h Handler) *Route
+//	func (mx *Mux) HandleFunc(id CBID, f func(Request)) *Route
+//	func (mx *Mux) HandleIndex(idx uint32, h Handler) *Route
+//	func (mx *Mux) NotFound(h Handler)
+//	func (r *Route) Remove()
+//	func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error
+//	func NewQueue(h Handler, depth int, onError func(error)) *Queue
+//
+// A handler gets a Request (the Message, its Sender, Reply); its Data is
+// valid only during the call. Serve recovers handler panics and survives
+// overruns and bad datagrams, reporting them through ServeOptions.OnError;
+// it returns when its context ends or the Conn is closed. A Queue runs a
+// slow handler on its own goroutine behind a bounded queue that counts what
+// it drops, so that the reader never stalls.
+//
+// Call and Exchange send a request and wait for its reply or replies,
+// matched by a Match, because each agent correlates differently
+// (MatchSeqAck, MatchAckPlusOne, MatchSeq, or your own):
+//
+//	func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match) (Message, Sender, error)
+//	func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(Message, Sender) bool) error
+//
+// They work with or without a Serve on the same Conn: under Serve, replies
+// are taken out before routing; without one, a waiting call reads the Conn
+// itself. A request to the kernel for an id no agent registered fails at
+// once with ErrNoAgent; Agents and Conn.Agents list the registered agents
+// (/proc/net/connector).
+//
 // # Concurrency
 //
 // A Conn is safe for concurrent use: any number of goroutines may send while

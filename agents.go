@@ -1,0 +1,118 @@
+package connector
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// An Agent is a kernel agent registered with the connector: a callback for
+// one id (cn_add_callback in drivers/connector/connector.c).
+type Agent struct {
+	// Name is the name the driver registered, for example "cn_proc" or
+	// "w1".
+	Name string
+	// ID is the callback id the agent receives messages for.
+	ID CBID
+}
+
+func (a Agent) String() string { return fmt.Sprintf("%s %d:%d", a.Name, a.ID.Idx, a.ID.Val) }
+
+// ErrNoAgent reports a message to the kernel for a callback id that no
+// kernel agent has registered: the kernel would drop it without a word, and
+// a reply would never come. Load the agent's module (w1: wire; dm:
+// dm-log-userspace; v86d: uvesafb) or check the id.
+var ErrNoAgent = errors.New("no kernel agent is registered for this callback id")
+
+// procConnector lists the registered callbacks: a header line, then one
+// "%-15s %u:%u" line per callback (drivers/connector/connector.c,
+// cn_proc_show). It exists only in the initial network namespace, and
+// anyone may read it.
+const procConnector = "/proc/net/connector"
+
+// An agentTabler is a transport that can list the kernel agents its
+// messages to port 0 reach, in the format of /proc/net/connector.
+type agentTabler interface {
+	AgentTable() ([]byte, error)
+}
+
+// Agents lists the kernel agents the messages that c sends to the kernel
+// reach: for a Conn from Dial those of this machine, read from
+// /proc/net/connector (see the package function Agents); for a cntest Conn
+// the fake agents registered with cntest.Kernel.Handle. It fails with an
+// error matching ErrNotSupported when the Conn cannot tell, and with the
+// read error when the list cannot be read (outside the initial network
+// namespace the file does not exist: fs.ErrNotExist).
+func (c *Conn) Agents() ([]Agent, error) {
+	t, ok := c.t.(agentTabler)
+	if !ok {
+		return nil, notSupported("list agents")
+	}
+	b, err := t.AgentTable()
+	if err != nil {
+		return nil, opErr("list agents", err)
+	}
+	a, err := parseAgents(b)
+	return a, opErr("list agents", err)
+}
+
+// checkAgent fails with ErrNoAgent when the Conn can list the kernel's
+// agents and none has id. When the list cannot be read it says nothing.
+func (c *Conn) checkAgent(id CBID) error {
+	agents, err := c.Agents()
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(agents))
+	for _, a := range agents {
+		if a.ID == id {
+			return nil
+		}
+		names = append(names, a.String())
+	}
+	list := "none"
+	if len(names) > 0 {
+		list = strings.Join(names, ", ")
+	}
+	return &OpError{Op: "call", Err: fmt.Errorf("%w: nothing receives id %d:%d in the kernel (registered: %s); load the agent's module or check the id", ErrNoAgent, id.Idx, id.Val, list)}
+}
+
+// parseAgents decodes the text of /proc/net/connector. The name may hold
+// spaces; the id is the last field.
+func parseAgents(b []byte) ([]Agent, error) {
+	var agents []Agent
+	header := true
+	n := 0
+	for line := range bytes.Lines(b) {
+		n++
+		s := strings.TrimSpace(string(line))
+		if header {
+			if f := strings.Fields(s); len(f) != 2 || f[0] != "Name" || f[1] != "ID" {
+				return nil, fmt.Errorf("%s: line 1 is %q, not the \"Name ID\" header", procConnector, s)
+			}
+			header = false
+			continue
+		}
+		if s == "" {
+			continue
+		}
+		i := strings.LastIndexAny(s, " \t")
+		if i < 0 {
+			return nil, fmt.Errorf("%s: line %d %q has no name and id", procConnector, n, s)
+		}
+		name, idText := strings.TrimSpace(s[:i]), s[i+1:]
+		a, b, ok := strings.Cut(idText, ":")
+		idx, err1 := strconv.ParseUint(a, 10, 32)
+		val, err2 := strconv.ParseUint(b, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("%s: line %d %q: id %q is not IDX:VAL with 32-bit decimal numbers", procConnector, n, s, idText)
+		}
+		agents = append(agents, Agent{Name: name, ID: CBID{Idx: uint32(idx), Val: uint32(val)}})
+	}
+	if header {
+		return nil, fmt.Errorf("%s is empty: the \"Name ID\" header is missing", procConnector)
+	}
+	return agents, nil
+}

@@ -1,0 +1,151 @@
+package connector_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
+)
+
+// A server answers requests by callback id, and a client calls it. The fake
+// kernel (cntest) stands in for the real one; with connector.Dial the code
+// is the same (sending to another socket then needs CAP_NET_ADMIN).
+func ExampleMux() {
+	k := cntest.NewKernel()
+	server, _ := k.Dial(nil)
+	defer server.Close()
+	client, _ := k.Dial(nil)
+	defer client.Close()
+
+	echo := connector.CBID{Idx: 0x627573, Val: 1} // an id of our own
+	mx := connector.NewMux()
+	mx.HandleFunc(echo, func(r connector.Request) {
+		// r.Msg.Data is valid only during the call; Reply sends it now.
+		reply := connector.Message{ID: echo, Seq: r.Msg.Seq, Ack: r.Msg.Seq + 1, Data: r.Msg.Data}
+		if err := r.Reply(reply); err != nil {
+			log.Print(err)
+		}
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- mx.Serve(ctx, server, nil) }()
+
+	callCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := connector.Message{ID: echo, Seq: 1, Data: []byte("hello")}
+	m, from, err := connector.Call(callCtx, client, req, connector.ToPort(server.PortID()), connector.MatchSeqAck)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s from the server's port: %v\n", m.Data, from.Port == server.PortID())
+
+	stop()
+	fmt.Println(<-served)
+	// Output:
+	// hello from the server's port: true
+	// connector: serve: context canceled
+}
+
+// Call a kernel agent and wait for its acknowledgement. The process events
+// connector acknowledges a subscription with ack+1 on its multicast group,
+// so the socket joins the group first. Here a fake agent plays cn_proc.
+func ExampleCall() {
+	k := cntest.NewKernel()
+	k.Handle(connector.IDProc, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+		ack := connector.Message{ID: connector.IDProc, Seq: 77, Ack: req.Ack + 1}
+		return []cntest.Reply{{Message: ack, Group: connector.IDProc.Group()}}
+	})
+	c, _ := k.Dial(&connector.Config{Groups: []connector.Group{connector.IDProc.Group()}})
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	listen := []byte{1, 0, 0, 0} // PROC_CN_MCAST_LISTEN, host byte order
+	req := connector.Message{ID: connector.IDProc, Ack: 0x5eed, Data: listen}
+	m, from, err := connector.Call(ctx, c, req, connector.Destination{}, connector.MatchAckPlusOne)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("ack %#x from %v\n", m.Ack, from)
+
+	// An id that no agent registered fails at once instead of timing out.
+	_, _, err = connector.Call(ctx, c, connector.Message{ID: connector.IDW1}, connector.Destination{}, connector.MatchSeqAck)
+	fmt.Println(err)
+	// Output:
+	// ack 0x5eee from kernel on group 1
+	// connector: call: no kernel agent is registered for this callback id: nothing receives id 3:1 in the kernel (registered: cntest 1:1); load the agent's module or check the id
+}
+
+// Exchange collects several replies to one request: here two data records
+// and a status record, as w1 answers a command, until the status arrives.
+func ExampleExchange() {
+	k := cntest.NewKernel()
+	k.Handle(connector.IDW1, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+		data := func(s string) cntest.Reply {
+			return cntest.Reply{Message: connector.Message{ID: req.ID, Seq: req.Seq, Ack: req.Seq + 1, Data: []byte(s)}}
+		}
+		status := cntest.Reply{Message: connector.Message{ID: req.ID, Seq: req.Seq, Ack: req.Ack}}
+		return []cntest.Reply{data("first"), data("second"), status}
+	})
+	c, _ := k.Dial(nil)
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := connector.Message{ID: connector.IDW1, Seq: 1, Ack: 1000}
+	err := connector.Exchange(ctx, c, req, connector.Destination{}, connector.MatchSeq, func(m connector.Message, _ connector.Sender) bool {
+		if m.Ack == req.Ack {
+			fmt.Println("status")
+			return false // done
+		}
+		fmt.Printf("data %s\n", m.Data)
+		return true
+	})
+	fmt.Println(err)
+	// Output:
+	// data first
+	// data second
+	// status
+	// <nil>
+}
+
+// List the kernel agents of this machine (Linux only; the file exists only
+// in the initial network namespace).
+func ExampleAgents() {
+	agents, err := connector.Agents()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, a := range agents {
+		fmt.Println(a.Name, a.ID)
+	}
+}
+
+// A cntest Conn lists the fake's agents, so that code checking for an agent
+// can be tested without it.
+func ExampleConn_Agents() {
+	k := cntest.NewKernel()
+	k.Handle(connector.IDW1, func(connector.Message, connector.Sender) []cntest.Reply { return nil })
+	c, _ := k.Dial(nil)
+	defer c.Close()
+	agents, err := c.Agents()
+	fmt.Println(agents, err)
+	// Output:
+	// [cntest 3:1] <nil>
+}
+
+// A slow handler behind a Queue: Serve copies each message into the queue
+// and goes on reading; what does not fit is dropped and counted.
+func ExampleQueue() {
+	slow := connector.HandlerFunc(func(r connector.Request) {
+		time.Sleep(10 * time.Millisecond) // stands for slow work
+	})
+	q := connector.NewQueue(slow, 64, func(err error) { log.Print(err) })
+	defer q.Close()
+	mx := connector.NewMux()
+	mx.Handle(connector.CBID{Idx: 0x627573, Val: 1}, q)
+	// ... mx.Serve(ctx, c, nil)
+}

@@ -1,0 +1,376 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+)
+
+// A Request is one message received by Mux.Serve, with its sender and a way
+// to answer on the Conn it came in on.
+//
+// Msg.Data aliases the Reader's buffer: it is valid only until the handler
+// returns. Copy what you keep, or wrap the handler in a Queue, which hands
+// it a copy.
+type Request struct {
+	// Msg is the received message.
+	Msg Message
+	// From is its sender: port 0 is the kernel.
+	From Sender
+
+	conn *Conn
+}
+
+// Conn returns the Conn the request arrived on.
+func (r Request) Conn() *Conn { return r.conn }
+
+// Reply sends m back to the sender of r: to the kernel (Conn.Send) when the
+// kernel sent r, otherwise by unicast to the sender's port (Conn.SendTo),
+// also when r was multicast on a group. Setting m's Seq and Ack is up to the
+// protocol (the connector's convention is m.Seq = r.Msg.Seq, m.Ack =
+// r.Msg.Seq+1; see MatchSeqAck). Replying to a userspace port needs
+// CAP_NET_ADMIN.
+func (r Request) Reply(m Message) error {
+	if r.conn == nil {
+		return &OpError{Op: "reply", Err: errors.New("the Request did not come from Mux.Serve: it has no Conn to reply on")}
+	}
+	if r.From.Port == 0 {
+		return r.conn.Send(m)
+	}
+	return r.conn.SendTo(r.From.Port, m)
+}
+
+// A Handler handles the messages a Mux routes to it.
+//
+// ServeConnector runs on the goroutine of Mux.Serve, one message at a time
+// in socket order: while it runs, nothing else is read from the socket.
+// A handler that blocks stalls the Conn, and through it the kernel: the
+// kernel drops multicasts for a socket that is not read (ErrOverrun), and a
+// w1 bus master's kernel thread waits for a client that does not read its
+// unicast replies. Do slow work elsewhere, or wrap the handler in a Queue.
+// Req.Msg.Data is valid only during the call.
+type Handler interface {
+	ServeConnector(req Request)
+}
+
+// A HandlerFunc is a function used as a Handler.
+type HandlerFunc func(req Request)
+
+// ServeConnector calls f(req).
+func (f HandlerFunc) ServeConnector(req Request) { f(req) }
+
+// A Mux routes received messages to handlers by callback id: the userspace
+// side of the connector's "one callback per id" design.
+//
+// A message goes to the first of:
+//
+//  1. a Call or Exchange on the same Conn that is waiting for it (see Call);
+//  2. the handler registered for its exact id (Handle);
+//  3. the handler registered for its index, any value (HandleIndex);
+//  4. the NotFound handler;
+//
+// and is otherwise counted in MuxStats.Unrouted.
+//
+// A Mux is safe for concurrent use: routes may be added and removed while
+// Serve runs, without locks on the receive path. One Mux may serve several
+// Conns at once.
+type Mux struct {
+	mu    sync.Mutex // serializes writers of table
+	table atomic.Pointer[routeTable]
+
+	dispatched, unrouted, claimed, panics, errs atomic.Uint64
+}
+
+// A routeTable is an immutable snapshot of the routes: writers copy it.
+type routeTable struct {
+	exact    map[CBID]*Route
+	index    map[uint32]*Route
+	notFound Handler
+	// few holds the exact routes when there are at most fewRoutes of
+	// them: a linear scan beats a map lookup there.
+	few []*Route
+}
+
+const fewRoutes = 8
+
+// A Route is one registration on a Mux.
+type Route struct {
+	mx    *Mux
+	id    CBID
+	index bool // registered with HandleIndex: id.Val is ignored
+	h     Handler
+}
+
+// NewMux returns an empty Mux.
+func NewMux() *Mux {
+	mx := &Mux{}
+	mx.table.Store(&routeTable{})
+	return mx
+}
+
+// Handle registers h for messages with exactly the callback id id and
+// returns the registration. It panics if h is nil or if id already has a
+// handler (remove that one first), as net/http.ServeMux does for
+// conflicting patterns: two owners of one id is a bug.
+func (mx *Mux) Handle(id CBID, h Handler) *Route {
+	if h == nil {
+		panic("connector: Mux.Handle: nil handler for " + id.String())
+	}
+	r := &Route{mx: mx, id: id, h: h}
+	mx.update(func(t *routeTable) {
+		if _, dup := t.exact[id]; dup {
+			panic("connector: Mux.Handle: id " + id.String() + " already has a handler")
+		}
+		t.exact[id] = r
+	})
+	return r
+}
+
+// HandleFunc registers f for id, like Handle.
+func (mx *Mux) HandleFunc(id CBID, f func(Request)) *Route {
+	if f == nil {
+		panic("connector: Mux.HandleFunc: nil handler for " + id.String())
+	}
+	return mx.Handle(id, HandlerFunc(f))
+}
+
+// HandleIndex registers h for every message whose id has index idx,
+// whatever its value; handlers registered with Handle for an exact id take
+// precedence. It panics if h is nil or idx already has an index handler.
+func (mx *Mux) HandleIndex(idx uint32, h Handler) *Route {
+	if h == nil {
+		panic(fmt.Sprintf("connector: Mux.HandleIndex: nil handler for index %d", idx))
+	}
+	r := &Route{mx: mx, id: CBID{Idx: idx}, index: true, h: h}
+	mx.update(func(t *routeTable) {
+		if _, dup := t.index[idx]; dup {
+			panic(fmt.Sprintf("connector: Mux.HandleIndex: index %d already has a handler", idx))
+		}
+		t.index[idx] = r
+	})
+	return r
+}
+
+// NotFound sets the handler for messages that no route matches; nil
+// removes it. Without one such messages are counted in MuxStats.Unrouted.
+func (mx *Mux) NotFound(h Handler) {
+	mx.update(func(t *routeTable) { t.notFound = h })
+}
+
+// Remove unregisters the route. Messages that arrive afterwards are routed
+// as if it had never existed; a call of its handler that is already running
+// finishes. Removing a route twice does nothing.
+func (r *Route) Remove() {
+	r.mx.update(func(t *routeTable) {
+		if r.index {
+			if t.index[r.id.Idx] == r {
+				delete(t.index, r.id.Idx)
+			}
+		} else if t.exact[r.id] == r {
+			delete(t.exact, r.id)
+		}
+	})
+}
+
+// update applies f to a copy of the table and publishes it.
+func (mx *Mux) update(f func(*routeTable)) {
+	mx.mu.Lock()
+	defer mx.mu.Unlock()
+	old := mx.table.Load()
+	if old == nil {
+		old = &routeTable{}
+	}
+	t := &routeTable{exact: make(map[CBID]*Route, len(old.exact)+1), index: make(map[uint32]*Route, len(old.index)+1), notFound: old.notFound}
+	for k, v := range old.exact {
+		t.exact[k] = v
+	}
+	for k, v := range old.index {
+		t.index[k] = v
+	}
+	f(t)
+	if len(t.exact) <= fewRoutes {
+		for _, r := range t.exact {
+			t.few = append(t.few, r)
+		}
+	}
+	mx.table.Store(t)
+}
+
+// lookup returns the handler for id, or nil.
+func (t *routeTable) lookup(id CBID) Handler {
+	if t.few != nil || len(t.exact) == 0 {
+		for _, r := range t.few {
+			if r.id == id {
+				return r.h
+			}
+		}
+	} else if r := t.exact[id]; r != nil {
+		return r.h
+	}
+	if len(t.index) > 0 {
+		if r := t.index[id.Idx]; r != nil {
+			return r.h
+		}
+	}
+	return t.notFound
+}
+
+// MuxStats are a Mux's counters since NewMux, summed over every Conn it
+// served.
+type MuxStats struct {
+	// Dispatched counts messages passed to a handler (NotFound included).
+	Dispatched uint64
+	// Unrouted counts messages that matched no route and no waiting call,
+	// with no NotFound handler set.
+	Unrouted uint64
+	// Claimed counts messages handed to a waiting Call or Exchange.
+	Claimed uint64
+	// Panics counts handler panics that Serve recovered.
+	Panics uint64
+	// Errors counts receive errors reported while serving (overruns,
+	// truncated or malformed datagrams).
+	Errors uint64
+}
+
+// Stats returns the Mux's counters.
+func (mx *Mux) Stats() MuxStats {
+	return MuxStats{
+		Dispatched: mx.dispatched.Load(),
+		Unrouted:   mx.unrouted.Load(),
+		Claimed:    mx.claimed.Load(),
+		Panics:     mx.panics.Load(),
+		Errors:     mx.errs.Load(),
+	}
+}
+
+// ServeOptions configure Mux.Serve. A nil *ServeOptions means the defaults.
+type ServeOptions struct {
+	// OnError is called on Serve's goroutine with every condition Serve
+	// survives: receive errors matching ErrOverrun (the kernel dropped
+	// messages), ErrTruncated and ErrMalformed, and handler panics (an
+	// error matching ErrHandlerPanic that holds a *PanicError). Serve goes
+	// on after it returns; cancel Serve's context to stop. Nil means the
+	// conditions are only counted (MuxStats, Conn.Stats).
+	OnError func(err error)
+}
+
+// ErrHandlerPanic matches the error reported through ServeOptions.OnError
+// when a handler panicked. errors.As finds the *PanicError with the details.
+var ErrHandlerPanic = errors.New("handler panicked")
+
+// A PanicError reports a handler panic that Serve recovered.
+type PanicError struct {
+	// ID is the callback id of the message the handler was given.
+	ID CBID
+	// Value is what the handler panicked with.
+	Value any
+	// Stack is the panicking goroutine's stack trace.
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("handler for %v panicked: %v", e.ID, e.Value)
+}
+
+// Is makes a *PanicError match ErrHandlerPanic.
+func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
+
+// Serve reads c and dispatches every message inline, one at a time in
+// socket order, until ctx is done or c is closed. It reads with a Reader
+// (no allocation per message) and first offers each message to the Calls
+// and Exchanges waiting on c, then to the routes (see Mux).
+//
+// Serve survives everything else: receive errors matching ErrOverrun,
+// ErrTruncated and ErrMalformed, and handler panics, which it recovers, are
+// counted in MuxStats and reported through opts.OnError, and serving goes
+// on. It returns an error matching ctx.Err() (context.Canceled or
+// context.DeadlineExceeded) when ctx ends, ErrClosed when c is closed, and
+// any other receive error, all wrapped in an *OpError with Op "serve".
+// Messages that were already read from the socket are dispatched before it
+// returns, so cancellation loses none of them.
+//
+// Serve manages c's read deadline (it wakes the receive through it when ctx
+// ends): do not set one yourself while it runs. Only one Serve may run on a
+// Conn at a time; a second one fails at once. Calls may run on c at the same
+// time from other goroutines; a Call made on c from inside a handler fails
+// with ErrCallInHandler (see Call).
+func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
+	var onErr func(error)
+	if opts != nil {
+		onErr = opts.OnError
+	}
+	l := acquireLine(c)
+	defer l.release()
+	if err := l.startServe(ctx); err != nil {
+		return err
+	}
+	defer l.stopServe()
+	stop := l.interruptOn(ctx)
+	defer stop()
+
+	r := c.NewReader()
+	defer r.Release()
+	for {
+		m, from, err := r.Next()
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrClosed):
+				return &OpError{Op: "serve", Err: ErrClosed}
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				if cerr := l.rearm(ctx); cerr != nil {
+					return &OpError{Op: "serve", Err: cerr}
+				}
+				continue
+			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed):
+				mx.errs.Add(1)
+				if onErr != nil {
+					mx.report(onErr, err)
+				}
+				continue
+			}
+			return &OpError{Op: "serve", Err: err}
+		}
+		if l.ncalls.Load() != 0 && l.claim(m, from, true) {
+			mx.claimed.Add(1)
+			continue
+		}
+		h := mx.table.Load().lookup(m.ID)
+		if h == nil {
+			mx.unrouted.Add(1)
+			continue
+		}
+		mx.dispatched.Add(1)
+		if pe := dispatch(h, Request{Msg: m, From: from, conn: c}); pe != nil {
+			mx.panics.Add(1)
+			if onErr != nil {
+				mx.report(onErr, &OpError{Op: "serve", Err: pe})
+			}
+		}
+	}
+}
+
+// dispatch calls h and recovers a panic. It returns nil unless h panicked.
+func dispatch(h Handler, req Request) (pe *PanicError) {
+	defer func() {
+		if v := recover(); v != nil {
+			pe = &PanicError{ID: req.Msg.ID, Value: v, Stack: debug.Stack()}
+		}
+	}()
+	h.ServeConnector(req)
+	return nil
+}
+
+// report calls onErr, which may itself panic: that is recovered too, so
+// that a faulty error callback cannot end Serve.
+func (mx *Mux) report(onErr func(error), err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			mx.panics.Add(1)
+		}
+	}()
+	onErr(err)
+}
