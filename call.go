@@ -299,9 +299,6 @@ func (l *line) release() {
 	}
 }
 
-// past is a read deadline that has passed: it wakes a blocked receive.
-var past = time.Unix(1, 0)
-
 // wakeLocked makes the current reader's receive return.
 func (l *line) wakeLocked() { _ = l.c.SetReadDeadline(past) }
 
@@ -477,8 +474,9 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 				if l.rearm(ctx) != nil {
 					return nil
 				}
-			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed):
+			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed), errors.Is(err, ErrFlushed):
 				// Counted in Conn.Stats; a lost reply shows as a timeout.
+				// A Flush means nothing to a waiting call.
 			default:
 				return err
 			}

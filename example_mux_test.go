@@ -14,7 +14,7 @@ import (
 // kernel (cntest) stands in for the real one; with connector.Dial the code
 // is the same (sending to another socket then needs CAP_NET_ADMIN).
 func ExampleMux() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	server, _ := k.Dial(nil)
 	defer server.Close()
 	client, _ := k.Dial(nil)
@@ -53,7 +53,7 @@ func ExampleMux() {
 // connector acknowledges a subscription with ack+1 on its multicast group,
 // so the socket joins the group first. Here a fake agent plays cn_proc.
 func ExampleCall() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	k.Handle(connector.IDProc, func(req connector.Message, _ connector.Sender) []cntest.Reply {
 		ack := connector.Message{ID: connector.IDProc, Seq: 77, Ack: req.Ack + 1}
 		return []cntest.Reply{{Message: ack, Group: connector.IDProc.Group()}}
@@ -82,7 +82,7 @@ func ExampleCall() {
 // Exchange collects several replies to one request: here two data records
 // and a status record, as w1 answers a command, until the status arrives.
 func ExampleExchange() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	k.Handle(connector.IDW1, func(req connector.Message, _ connector.Sender) []cntest.Reply {
 		data := func(s string) cntest.Reply {
 			return cntest.Reply{Message: connector.Message{ID: req.ID, Seq: req.Seq, Ack: req.Seq + 1, Data: []byte(s)}}
@@ -127,7 +127,7 @@ func ExampleAgents() {
 // A cntest Conn lists the fake's agents, so that code checking for an agent
 // can be tested without it.
 func ExampleConn_Agents() {
-	k := cntest.NewKernel()
+	k := cntest.New(nil)
 	k.Handle(connector.IDW1, func(connector.Message, connector.Sender) []cntest.Reply { return nil })
 	c, _ := k.Dial(nil)
 	defer c.Close()

@@ -320,6 +320,9 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 			switch {
 			case errors.Is(err, ErrClosed):
 				return &OpError{Op: "serve", Err: ErrClosed}
+			case errors.Is(err, ErrFlushed):
+				// Conn.Flush: everything queued has been dispatched.
+				continue
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				if cerr := l.rearm(ctx); cerr != nil {
 					return &OpError{Op: "serve", Err: cerr}

@@ -19,7 +19,7 @@ var (
 	idC = connector.CBID{Idx: 0x200, Val: 7}
 )
 
-func newKernel() *cntest.Kernel { return cntest.NewKernel() }
+func newKernel() *cntest.Kernel { return cntest.New(nil) }
 
 func dialT(t *testing.T, k *cntest.Kernel, groups ...connector.Group) *connector.Conn {
 	t.Helper()
