@@ -1,6 +1,7 @@
 // Package cntest is a fake netlink connector kernel for unit tests: code
 // built on package connector runs against it unchanged, in any process,
-// without privileges and on any operating system.
+// without privileges and on every system the module builds for (the README
+// lists them).
 //
 //	k := cntest.New(nil)
 //	c, err := k.Dial(&connector.Config{Groups: []connector.Group{20}})

@@ -571,7 +571,7 @@ func (k *Kernel) send(s *socket, p []byte, port, groups uint32) error {
 	switch {
 	case len(p) == 0:
 		k.mu.Unlock()
-		return syscall.ENODATA
+		return errNoData
 	case len(p) > s.sndbuf-32:
 		k.mu.Unlock()
 		return syscall.EMSGSIZE

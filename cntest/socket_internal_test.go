@@ -160,7 +160,7 @@ func TestSocketSendErrors(t *testing.T) {
 	s := newTestSocket(k)
 	unpriv := k.newSocket(0, false)
 	p := MustDatagram(connector.Message{})
-	if err := s.Send(nil, 0, 0); !errors.Is(err, syscall.ENODATA) {
+	if err := s.Send(nil, 0, 0); !errors.Is(err, errNoData) {
 		t.Errorf("empty send = %v, want ENODATA", err)
 	}
 	if err := s.Send(make([]byte, defaultSndBuf), 0, 0); !errors.Is(err, syscall.EMSGSIZE) {

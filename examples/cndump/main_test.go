@@ -55,9 +55,24 @@ func multicast(t *testing.T, c *connector.Conn, g connector.Group, m connector.M
 	}
 }
 
-// startDump runs cndump and waits until it has joined its groups.
+// startDump runs cndump and waits until it has joined its groups. It skips
+// the test if this process may not join those groups (cndump, its child, has
+// the same privileges): even groups, and on kernels before 6.6 every group,
+// need CAP_NET_ADMIN.
 func startDump(t *testing.T, args ...string) (*extest.Proc, uint32) {
 	t.Helper()
+	o, err := parseArgs(args, io.Discard)
+	if err != nil {
+		t.Fatalf("cndump %q: %v", args, err)
+	}
+	probe, err := connector.Dial(&connector.Config{Groups: o.groups})
+	if errors.Is(err, os.ErrPermission) {
+		t.Skipf("joining groups %s needs CAP_NET_ADMIN, which this test lacks: %v", formatGroups(o.groups), err)
+	}
+	if err != nil {
+		t.Fatalf("dial with groups %s: %v", formatGroups(o.groups), err)
+	}
+	probe.Close()
 	p := extest.Start(t, programEnv, args...)
 	line := p.Stderr.FindPrefix(t, timeout, "cndump: port ")
 	f := strings.Fields(line)
