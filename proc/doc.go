@@ -12,6 +12,11 @@
 //		...
 //	}
 //
+// Listen opens its own socket. NewListener subscribes on a connector.Conn the
+// caller opened instead: one from connector.Dial with options of its own, or
+// one on a fake kernel in unit tests, where package proctest plays the
+// kernel's process events agent without privileges.
+//
 // Listener.Next fills a caller-owned Event and allocates nothing; the
 // Listener.Events iterator yields the same with context cancellation. Decode
 // turns a single connector.Message into an Event, for programs that read

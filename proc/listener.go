@@ -8,6 +8,7 @@ import (
 	"iter"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,10 +26,6 @@ const (
 	// DefaultBatchSize is how many datagrams one receive system call
 	// fetches.
 	DefaultBatchSize = 64
-	// messageBufferSize is the receive buffer for one datagram. A
-	// cn_proc datagram is 76 bytes; the rest leaves room for a longer
-	// proc_event from a future kernel.
-	messageBufferSize = 512
 )
 
 // Config configures a Listener. A nil *Config means the zero value: every
@@ -183,17 +180,15 @@ type Listener struct {
 	events, filtered, unknown, acks, lost, overruns, ooo, malformed, foreign atomic.Uint64
 }
 
-// Listen subscribes to process events.
+// Listen opens a connector socket and subscribes to process events on it:
+// it is connector.Dial with the configuration a Listener needs (group 1,
+// only the kernel as sender, message buffers sized for process events,
+// Config.ReadBufferSize, NoENOBUFS, BatchSize and NetNS) followed by
+// NewListener. The Listener owns the socket: Close closes it.
 //
-// It joins the proc connector's multicast group, sends the subscription
-// request to the kernel (never to the group, which would need CAP_NET_ADMIN
-// and disturb other listeners) and waits for the kernel's acknowledgement,
-// which it matches on a random nonce. Acknowledgements of other processes'
-// requests are skipped. For a subset of kinds it first subscribes to
-// everything, which the kernel acknowledges, and then narrows the kernel's
-// filter, which the kernel does not acknowledge; a kernel older than 6.6
-// ignores the first request, and Listen falls back to the classic request
-// and filters in user space (see Mode).
+// Before it opens the socket it checks that this process is in the initial
+// user and PID namespaces, where the kernel answers subscriptions, and that
+// the kernel has process events.
 //
 // Errors match, with errors.Is: connector.ErrNotInitialNetNS outside the
 // initial network namespace; ErrNamespace outside the initial user or PID
@@ -210,30 +205,40 @@ func Listen(cfg *Config) (*Listener, error) {
 		cfg = &Config{}
 	}
 	if err := namespaceCheck(); err != nil {
-		return nil, fmt.Errorf("proc: listen: %w", err)
+		return nil, wrapErr("listen", err)
 	}
 	if err := checkProcEvents(); err != nil {
-		return nil, fmt.Errorf("proc: listen: %w", err)
+		return nil, wrapErr("listen", err)
 	}
 	c, err := connector.Dial(&connector.Config{
 		Groups:            []connector.Group{connector.IDProc.Group()},
 		ReadBufferSize:    cfg.ReadBufferSize,
 		NoENOBUFS:         cfg.NoENOBUFS,
 		NetNS:             cfg.NetNS,
-		MessageBufferSize: messageBufferSize,
+		MessageBufferSize: MessageBufferSize,
 		BatchSize:         batchSize(cfg),
 		Senders:           connector.SendersKernelOnly,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("proc: listen: %w", err)
+		return nil, wrapErr("listen", err)
 	}
-	l, err := listenConn(c, cfg)
+	l, err := newListener(c, cfg, false)
 	if err != nil {
 		_ = c.Close()
-		return nil, err
+		return nil, wrapErr("listen", err)
 	}
 	return l, nil
 }
+
+// MessageBufferSize is the connector.Config.MessageBufferSize Listen uses:
+// a cn_proc datagram is 76 bytes (MinMessageBufferSize); the rest leaves
+// room for a longer proc_event from a future kernel.
+const MessageBufferSize = 512
+
+// MinMessageBufferSize is the smallest connector.Config.MessageBufferSize
+// NewListener accepts: one netlink header (16 bytes), one cn_msg header (20)
+// and one 40-byte struct proc_event.
+const MinMessageBufferSize = 16 + connector.HeaderLen + eventLen
 
 func batchSize(cfg *Config) int {
 	if cfg.BatchSize > 0 {
@@ -242,8 +247,98 @@ func batchSize(cfg *Config) int {
 	return DefaultBatchSize
 }
 
-// listenConn subscribes on an open connection (a real socket, or a fake in
-// tests). It does not close c on failure.
+// NewListener subscribes to process events on c, a Conn the caller opened:
+// with connector.Dial, or on a fake kernel (cntest, with proctest for the
+// process events agent) in unit tests. The Listener takes c over: it reads
+// every message c receives, and Close closes c. On error c is left open.
+//
+// NewListener checks that c can carry process events and says exactly what
+// is wrong otherwise: c must be open; its MessageBufferSize at least
+// MinMessageBufferSize; and its sender policy must not accept userspace
+// senders on the kernel's groups (connector.SendersAny), which
+// would let any local process with CAP_NET_ADMIN forge process events. If c
+// is not yet a member of group 1 it joins it (without CAP_NET_ADMIN this
+// needs Linux 6.6 or later). Config.ReadBufferSize and NoENOBUFS are applied
+// to c; Config.BatchSize and NetNS belong to Listen, which opens the socket,
+// and are refused here. Messages from senders other than the kernel are
+// dropped whatever c's policy (Stats.Foreign).
+//
+// Then it runs the subscription handshake as Listen describes, with the
+// same errors.
+func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	if c == nil {
+		return nil, errors.New("proc: new listener: the *connector.Conn is nil")
+	}
+	if cfg.NetNS != 0 || cfg.BatchSize != 0 {
+		return nil, errors.New("proc: new listener: Config.NetNS and Config.BatchSize configure the socket Listen opens; set them in the connector.Config of the Conn instead")
+	}
+	l, err := newListener(c, cfg, true)
+	if err != nil {
+		return nil, wrapErr("new listener", err)
+	}
+	return l, nil
+}
+
+// newListener checks c, applies cfg's socket options if apply is set (Listen
+// has applied them through connector.Config) and subscribes.
+func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) {
+	if err := checkConn(c); err != nil {
+		return nil, err
+	}
+	if apply && cfg.ReadBufferSize > 0 {
+		if err := c.SetReadBuffer(cfg.ReadBufferSize); err != nil {
+			return nil, err
+		}
+	}
+	if apply && cfg.NoENOBUFS {
+		if err := c.SetNoENOBUFS(true); err != nil {
+			return nil, err
+		}
+	}
+	return listenConn(c, cfg)
+}
+
+// checkConn checks that c can carry process events, joining group 1 if
+// needed.
+func checkConn(c *connector.Conn) error {
+	cc := c.Config()
+	if cc.MessageBufferSize < MinMessageBufferSize {
+		return fmt.Errorf("the Conn's MessageBufferSize of %d bytes cannot hold a process event datagram: dial it with at least %d (proc.MinMessageBufferSize), or %d (proc.MessageBufferSize)", cc.MessageBufferSize, MinMessageBufferSize, MessageBufferSize)
+	}
+	if cc.Senders == connector.SendersAny {
+		return errors.New("the Conn accepts userspace senders on the kernel's groups (connector.Config.Senders is SendersAny), so a local process could forge process events: dial it with SendersKernelOnly or SendersDefault")
+	}
+	groups, err := c.Groups()
+	if err != nil {
+		return err
+	}
+	g := connector.IDProc.Group()
+	for _, have := range groups {
+		if have == g {
+			return nil
+		}
+	}
+	if err := c.JoinGroup(g); err != nil {
+		return fmt.Errorf("the Conn is not a member of group 1, where the kernel sends process events, and joining it failed: %w", err)
+	}
+	return nil
+}
+
+// wrapErr prefixes err with "proc: op: " unless it already carries the
+// prefix of package connector or of this package: one prefix per error.
+func wrapErr(op string, err error) error {
+	var oe *connector.OpError
+	if errors.As(err, &oe) || strings.HasPrefix(err.Error(), "proc: ") {
+		return err
+	}
+	return fmt.Errorf("proc: %s: %w", op, err)
+}
+
+// listenConn runs the subscription handshake on c. It does not close c on
+// failure.
 func listenConn(c *connector.Conn, cfg *Config) (*Listener, error) {
 	l := &Listener{c: c, cfg: *cfg}
 	if l.cfg.AckTimeout <= 0 {
@@ -262,7 +357,7 @@ func listenConn(c *connector.Conn, cfg *Config) (*Listener, error) {
 			_ = l.send(opIgnore, 0, false, rand.Uint32())
 		}
 		l.r.Release()
-		return nil, fmt.Errorf("proc: listen: %w", err)
+		return nil, err
 	}
 	return l, nil
 }
@@ -356,7 +451,7 @@ func (l *Listener) waitAck() error {
 	defer l.restoreDeadline()
 	var ev Event
 	for !l.acked {
-		m, _, err := l.r.Next()
+		m, from, err := l.r.Next()
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
@@ -371,7 +466,7 @@ func (l *Listener) waitAck() error {
 		default:
 			return err
 		}
-		if m.ID != connector.IDProc {
+		if !from.Kernel() || m.ID != connector.IDProc {
 			l.foreign.Add(1)
 			continue
 		}
@@ -449,7 +544,8 @@ func (l *Listener) Next(ev *Event) error {
 			m, l.hasPend = l.pend, false
 		} else {
 			var err error
-			m, _, err = l.r.Next()
+			var from connector.Sender
+			m, from, err = l.r.Next()
 			if err != nil {
 				switch {
 				case errors.Is(err, connector.ErrOverrun):
@@ -459,9 +555,9 @@ func (l *Listener) Next(ev *Event) error {
 				case errors.Is(err, connector.ErrMalformed), errors.Is(err, connector.ErrTruncated):
 					l.malformed.Add(1)
 				}
-				return fmt.Errorf("proc: receive: %w", err)
+				return err
 			}
-			if m.ID != connector.IDProc {
+			if !from.Kernel() || m.ID != connector.IDProc {
 				l.foreign.Add(1)
 				continue
 			}
@@ -481,7 +577,7 @@ func (l *Listener) Next(ev *Event) error {
 		}
 		if err := Decode(m, ev); err != nil {
 			l.malformed.Add(1)
-			return fmt.Errorf("proc: receive: %w", err)
+			return err
 		}
 		switch {
 		case ev.Kind == KindNone:
@@ -605,7 +701,7 @@ func (l *Listener) restoreDeadline() {
 // grow it after an overrun. See Config.ReadBufferSize.
 func (l *Listener) SetReadBuffer(bytes int) error {
 	if err := l.c.SetReadBuffer(bytes); err != nil {
-		return fmt.Errorf("proc: %w", err)
+		return wrapErr("set read buffer", err)
 	}
 	return nil
 }
@@ -615,7 +711,7 @@ func (l *Listener) SetReadBuffer(bytes int) error {
 func (l *Listener) ReadBuffer() (int, error) {
 	n, err := l.c.ReadBuffer()
 	if err != nil {
-		return 0, fmt.Errorf("proc: %w", err)
+		return 0, wrapErr("read buffer", err)
 	}
 	return n, nil
 }
@@ -663,7 +759,7 @@ func (l *Listener) Close() error {
 		l.closeErr = l.c.Close()
 		err = nil
 		if l.closeErr != nil {
-			err = fmt.Errorf("proc: close: %w", l.closeErr)
+			err = wrapErr("close", l.closeErr)
 		}
 	})
 	return err

@@ -1,134 +1,324 @@
-package proc
+package proc_test
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/proc"
+	"github.com/cnlink/connector/proc/proctest"
 	"github.com/google/go-cmp/cmp"
 )
+
+// Kernel ABI values the tests check requests against
+// (include/uapi/linux/cn_proc.h).
+const (
+	opListen = 1
+	opIgnore = 2
+)
+
+// A fixture is a fake kernel with the process events agent.
+type fixture struct {
+	k *cntest.Kernel
+	a *proctest.Agent
+}
+
+func newFixture(opts *proctest.Options) *fixture {
+	k := cntest.New(nil)
+	return &fixture{k: k, a: proctest.New(k, opts)}
+}
+
+// dial opens a Conn configured as Listen configures its own.
+func (f *fixture) dial(t testing.TB, batch int) *connector.Conn {
+	t.Helper()
+	c, err := f.k.Dial(&connector.Config{
+		Groups:            []connector.Group{connector.IDProc.Group()},
+		MessageBufferSize: proc.MessageBufferSize,
+		BatchSize:         batch,
+		Senders:           connector.SendersKernelOnly,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// listen subscribes a Listener on a new Conn; the Listener is closed when
+// the test ends.
+func (f *fixture) listen(t testing.TB, cfg *proc.Config) (*proc.Listener, error) {
+	t.Helper()
+	c := f.dial(t, 4)
+	return f.listenOn(t, c, cfg)
+}
+
+func (f *fixture) listenOn(t testing.TB, c *connector.Conn, cfg *proc.Config) (*proc.Listener, error) {
+	t.Helper()
+	if cfg == nil {
+		cfg = &proc.Config{}
+	}
+	if cfg.AckTimeout == 0 {
+		cfg.AckTimeout = 100 * time.Millisecond
+	}
+	l, err := proc.NewListener(c, cfg)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, nil
+}
+
+// emit sends an event and fails the test if nobody listens.
+func (f *fixture) emit(t testing.TB, ev proc.Event) uint32 {
+	t.Helper()
+	seq, _, ok := f.a.Emit(ev)
+	if !ok {
+		t.Fatal("the fake kernel generated no event: no listener")
+	}
+	return seq
+}
+
+func exec(cpu uint32, pid int32) proc.Event {
+	return proc.Event{Kind: proc.KindExec, CPU: cpu, PID: pid, TGID: pid}
+}
+
+func exit(cpu uint32, pid int32, code uint32) proc.Event {
+	return proc.Event{Kind: proc.KindExit, CPU: cpu, PID: pid, TGID: pid, ExitCode: code, ExitSignal: 17}
+}
 
 // request describes a subscription request: op and, for the 8-byte form,
 // the filter.
 type request struct {
 	Op    uint32
-	Kinds Kind
+	Kinds proc.Kind
 	Input bool
 }
 
-func decodeRequests(t *testing.T, raw [][]byte) []request {
+func requests(t *testing.T, a *proctest.Agent) []request {
 	t.Helper()
 	var rs []request
-	for _, b := range raw {
-		switch len(b) {
+	for _, r := range a.Requests() {
+		switch r.Len {
 		case 4:
-			rs = append(rs, request{Op: binary.NativeEndian.Uint32(b)})
+			rs = append(rs, request{Op: r.Op})
 		case 8:
-			rs = append(rs, request{Op: binary.NativeEndian.Uint32(b), Kinds: Kind(binary.NativeEndian.Uint32(b[4:])), Input: true})
+			rs = append(rs, request{Op: r.Op, Kinds: r.Kinds, Input: true})
 		default:
-			t.Fatalf("request of %d bytes: %x", len(b), b)
+			t.Fatalf("request of %d bytes: %+v", r.Len, r)
 		}
 	}
 	return rs
 }
 
+// sendRequest sends a raw subscription request from c, as another process
+// would.
+func sendRequest(t *testing.T, c *connector.Conn, op, ack uint32) {
+	t.Helper()
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], op)
+	if err := c.Send(connector.Message{ID: connector.IDProc, Ack: ack, Data: b[:]}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestListenHandshake(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		procInput bool
-		kinds     Kind
-		mode      Mode
-		requests  []request
+		name     string
+		legacy   bool
+		kinds    proc.Kind
+		mode     proc.Mode
+		requests []request
 	}{
-		{"unfiltered", true, 0, ModeAll, []request{{Op: opListen}}},
-		{"KindAll is unfiltered", true, KindAll, ModeAll, []request{{Op: opListen}}},
-		{"unfiltered before 6.6", false, 0, ModeAll, []request{{Op: opListen}}},
-		{"kernel filter", true, KindExec | KindExit, ModeKernelFilter, []request{
-			{Op: opListen, Kinds: KindAll, Input: true},
-			{Op: opListen, Kinds: KindExec | KindExit, Input: true},
+		{"unfiltered", false, 0, proc.ModeAll, []request{{Op: opListen}}},
+		{"KindAll is unfiltered", false, proc.KindAll, proc.ModeAll, []request{{Op: opListen}}},
+		{"unfiltered before 6.6", true, 0, proc.ModeAll, []request{{Op: opListen}}},
+		{"kernel filter", false, proc.KindExec | proc.KindExit, proc.ModeKernelFilter, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
+			{Op: opListen, Kinds: proc.KindExec | proc.KindExit, Input: true},
 		}},
-		{"nonzero exit filter", true, KindNonzeroExit, ModeKernelFilter, []request{
-			{Op: opListen, Kinds: KindAll, Input: true},
-			{Op: opListen, Kinds: KindNonzeroExit, Input: true},
+		{"nonzero exit filter", false, proc.KindNonzeroExit, proc.ModeKernelFilter, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
+			{Op: opListen, Kinds: proc.KindNonzeroExit, Input: true},
 		}},
-		{"fallback before 6.6", false, KindExec, ModeUserFilter, []request{
-			{Op: opListen, Kinds: KindAll, Input: true},
+		{"fallback before 6.6", true, proc.KindExec, proc.ModeUserFilter, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
 			{Op: opListen},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := newFakeKernel()
-			k.procInput = tc.procInput
-			l, err := k.listen(t, &Config{Kinds: tc.kinds})
+			f := newFixture(&proctest.Options{Legacy: tc.legacy})
+			l, err := f.listen(t, &proc.Config{Kinds: tc.kinds})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if l.Mode() != tc.mode {
 				t.Errorf("Mode() = %v, want %v", l.Mode(), tc.mode)
 			}
-			if diff := cmp.Diff(tc.requests, decodeRequests(t, k.requestList())); diff != "" {
+			if diff := cmp.Diff(tc.requests, requests(t, f.a)); diff != "" {
 				t.Errorf("requests (-want +got):\n%s", diff)
+			}
+			if n := f.a.Listeners(); n != 1 {
+				t.Errorf("kernel listener count %d after Listen, want 1", n)
 			}
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
 			want := append(tc.requests, request{Op: opIgnore})
-			if diff := cmp.Diff(want, decodeRequests(t, k.requestList())); diff != "" {
+			if diff := cmp.Diff(want, requests(t, f.a)); diff != "" {
 				t.Errorf("requests after Close (-want +got):\n%s", diff)
+			}
+			if n := f.a.Listeners(); n != 0 {
+				t.Errorf("kernel listener count %d after Close, want 0", n)
 			}
 			if err := l.Close(); !errors.Is(err, connector.ErrClosed) {
 				t.Errorf("second Close: %v, want ErrClosed", err)
 			}
-			if n := len(k.requestList()); n != len(want) {
+			if n := len(f.a.Requests()); n != len(want) {
 				t.Errorf("second Close sent another request (%d in all)", n)
 			}
 		})
 	}
 }
 
+func TestNewListenerChecks(t *testing.T) {
+	f := newFixture(nil)
+	t.Run("joins group 1", func(t *testing.T) {
+		c, err := f.k.Dial(&connector.Config{MessageBufferSize: proc.MinMessageBufferSize, Senders: connector.SendersKernelOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := f.listenOn(t, c, nil)
+		if err != nil {
+			t.Fatalf("NewListener on a Conn without group 1: %v", err)
+		}
+		if got := f.k.Members(1); !contains(got, c.PortID()) {
+			t.Errorf("group 1 members %v, want port %d", got, c.PortID())
+		}
+		f.emit(t, exec(0, 5))
+		var ev proc.Event
+		if err := l.Next(&ev); err != nil || ev.PID != 5 {
+			t.Fatalf("Next = %v, %v", &ev, err)
+		}
+	})
+	t.Run("unprivileged join of group 1", func(t *testing.T) {
+		c, err := f.k.DialUnprivileged(&connector.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.listenOn(t, c, nil); err != nil {
+			t.Fatalf("NewListener as an unprivileged user: %v", err)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		cfg  connector.Config
+		pcfg proc.Config
+		want string
+	}{
+		{"message buffer", connector.Config{MessageBufferSize: 64}, proc.Config{}, "MessageBufferSize of 64 bytes"},
+		{"user senders", connector.Config{Senders: connector.SendersAny}, proc.Config{}, "SendersAny"},
+		{"NetNS", connector.Config{}, proc.Config{NetNS: 3}, "Config.NetNS"},
+		{"BatchSize", connector.Config{}, proc.Config{BatchSize: 3}, "Config.BatchSize"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := f.k.Dial(&tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, err = proc.NewListener(c, &tc.pcfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("NewListener: %v, want an error naming %q", err, tc.want)
+			}
+			// Nothing was sent: the checks come first.
+			for _, r := range f.k.Requests() {
+				if r.From.Port == c.PortID() {
+					t.Errorf("a request was sent despite the error: %+v", r.Message)
+				}
+			}
+		})
+	}
+	t.Run("closed", func(t *testing.T) {
+		c := f.dial(t, 4)
+		c.Close()
+		if _, err := proc.NewListener(c, nil); !errors.Is(err, connector.ErrClosed) {
+			t.Fatalf("NewListener on a closed Conn: %v, want ErrClosed", err)
+		}
+	})
+	t.Run("nil", func(t *testing.T) {
+		if _, err := proc.NewListener(nil, nil); err == nil {
+			t.Fatal("NewListener(nil) succeeded")
+		}
+	})
+	t.Run("socket options", func(t *testing.T) {
+		c := f.dial(t, 4)
+		l, err := f.listenOn(t, c, &proc.Config{ReadBufferSize: 10 * 832, NoENOBUFS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := l.ReadBuffer()
+		if err != nil || n != 2*10*832 {
+			t.Errorf("ReadBuffer() = %d, %v; want %d (doubled, as the kernel reports it)", n, err, 2*10*832)
+		}
+	})
+}
+
+func contains(s []uint32, v uint32) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
 func TestListenNonce(t *testing.T) {
-	k := newFakeKernel()
-	// Other clients' acknowledgements, and an event, arrive first.
-	k.push(fakeDgram{b: kernelDatagram(connector.IDProc, 7, 1, payload(KindNone, 0, 1, 0))})
-	k.push(fakeDgram{b: kernelDatagram(connector.IDProc, 8, 0x12345679, payload(KindNone, 0, 1, uint32(syscall.EPERM)))})
-	k.emit(KindFork, 1, 1, 1, 2, 2)
-	l, err := k.listen(t, nil)
+	f := newFixture(nil)
+	c := f.dial(t, 4)
+	other := f.dial(t, 4)
+	defer other.Close()
+	// Other clients' acknowledgements (one of them an error), and an
+	// event, arrive before the subscription.
+	sendRequest(t, other, opListen, 0)
+	sendRequest(t, other, 3, 0x12345678) // EINVAL
+	f.emit(t, proc.Event{Kind: proc.KindFork, CPU: 1, PID: 2, TGID: 2, ParentPID: 1, ParentTGID: 1})
+	l, err := f.listenOn(t, c, nil)
 	if err != nil {
 		t.Fatalf("Listen with other clients' acks queued: %v", err)
 	}
 	if got := l.Stats().Acks; got != 3 {
 		t.Errorf("Stats().Acks = %d, want 3", got)
 	}
-	if k.reqAcks[0] == 0 && k.reqAcks[0]+1 == 1 {
-		t.Log("nonce 0 drawn")
-	}
 	// Acks after the subscription are skipped by Next.
-	k.push(fakeDgram{b: kernelDatagram(connector.IDProc, 9, 5, payload(KindNone, 0, 1, 0))})
-	k.emit(KindExec, 1, 3, 3)
-	var ev Event
+	sendRequest(t, other, opListen, 5)
+	f.emit(t, exec(1, 3))
+	var ev proc.Event
 	if err := l.Next(&ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Kind != KindExec || ev.PID != 3 {
+	if ev.Kind != proc.KindExec || ev.PID != 3 {
 		t.Errorf("Next = %v, want the exec", &ev)
+	}
+	if got := l.Stats().Acks; got != 4 {
+		t.Errorf("Stats().Acks = %d, want 4", got)
 	}
 }
 
 func TestListenErrors(t *testing.T) {
-	defer func(f func() error) { namespaceCheck = f }(namespaceCheck)
-	namespaceCheck = func() error { return nil }
+	defer proc.SetNamespaceCheck(func() error { return nil })()
 
 	t.Run("no ack", func(t *testing.T) {
-		k := newFakeKernel()
-		k.silent = true
+		f := newFixture(&proctest.Options{Silent: true})
 		start := time.Now()
-		_, err := k.listen(t, &Config{AckTimeout: 50 * time.Millisecond})
-		if !errors.Is(err, ErrNoAck) {
+		_, err := f.listen(t, &proc.Config{AckTimeout: 50 * time.Millisecond})
+		if !errors.Is(err, proc.ErrNoAck) {
 			t.Fatalf("Listen: %v, want ErrNoAck", err)
 		}
 		if d := time.Since(start); d > 5*time.Second {
@@ -136,40 +326,42 @@ func TestListenErrors(t *testing.T) {
 		}
 	})
 	t.Run("namespace", func(t *testing.T) {
-		namespaceCheck = func() error { return ErrNamespace }
-		defer func() { namespaceCheck = func() error { return nil } }()
-		k := newFakeKernel()
-		k.silent = true
-		_, err := k.listen(t, &Config{Kinds: KindExit, AckTimeout: 20 * time.Millisecond})
-		if !errors.Is(err, ErrNamespace) {
+		defer proc.SetNamespaceCheck(func() error { return proc.ErrNamespace })()
+		f := newFixture(&proctest.Options{Silent: true})
+		_, err := f.listen(t, &proc.Config{Kinds: proc.KindExit, AckTimeout: 20 * time.Millisecond})
+		if !errors.Is(err, proc.ErrNamespace) {
 			t.Fatalf("Listen: %v, want ErrNamespace", err)
 		}
 	})
 	t.Run("permission", func(t *testing.T) {
-		k := newFakeKernel()
-		k.procInput = false
-		k.ackErr = uint32(syscall.EPERM)
-		_, err := k.listen(t, &Config{Kinds: KindExit, AckTimeout: 20 * time.Millisecond})
+		f := newFixture(&proctest.Options{Legacy: true})
+		f.a.SetAckError(syscall.EPERM)
+		f.a.SetListeners(1) // someone else listens, so the error is acknowledged
+		_, err := f.listen(t, &proc.Config{Kinds: proc.KindExit, AckTimeout: 20 * time.Millisecond})
 		if !errors.Is(err, os.ErrPermission) || !errors.Is(err, syscall.EPERM) {
 			t.Fatalf("Listen: %v, want a permission error", err)
 		}
+		if n := f.a.Listeners(); n != 1 {
+			t.Errorf("listener count %d after a refused Listen, want 1 (no IGNORE sent)", n)
+		}
 	})
 	t.Run("ack error", func(t *testing.T) {
-		k := newFakeKernel()
-		k.ackErr = uint32(syscall.ENOMEM)
-		_, err := k.listen(t, nil)
+		f := newFixture(nil)
+		f.a.SetAckError(syscall.ENOMEM)
+		f.a.SetListeners(1)
+		_, err := f.listen(t, nil)
 		if !errors.Is(err, syscall.ENOMEM) {
 			t.Fatalf("Listen: %v, want ENOMEM", err)
 		}
 	})
 	t.Run("ack lost to overrun", func(t *testing.T) {
-		k := newFakeKernel()
-		k.dropAcks = 1
-		l, err := k.listen(t, nil)
+		f := newFixture(nil)
+		f.a.DropAcks(1)
+		l, err := f.listen(t, nil)
 		if err != nil {
 			t.Fatalf("Listen: %v", err)
 		}
-		if n := len(k.requestList()); n != 2 {
+		if n := len(f.a.Requests()); n != 2 {
 			t.Errorf("%d requests, want 2 (one resent after the overrun)", n)
 		}
 		if st := l.Stats(); st.Overruns != 1 {
@@ -178,56 +370,51 @@ func TestListenErrors(t *testing.T) {
 	})
 	t.Run("not the kernel", func(t *testing.T) {
 		// A spoofed acknowledgement from a userspace port does not count.
-		k := newFakeKernel()
-		k.silent = true
-		c := k.conn(t, 4)
-		defer c.Close()
-		go func() {
-			for {
-				k.mu.Lock()
-				n := len(k.reqAcks)
-				k.mu.Unlock()
-				if n > 0 {
-					k.push(fakeDgram{port: 77, b: kernelDatagram(connector.IDProc, 1, k.reqAcks[0]+1, payload(KindNone, 0, 1, 0))})
-					return
-				}
-				time.Sleep(time.Millisecond)
-			}
-		}()
-		_, err := listenConn(c, &Config{AckTimeout: 100 * time.Millisecond})
-		if !errors.Is(err, ErrNoAck) {
+		f := newFixture(nil)
+		c := f.dial(t, 4)
+		f.k.Handle(connector.IDProc, func(req connector.Message, from connector.Sender) []cntest.Reply {
+			d := cntest.MustDatagram(proctest.Message(&proc.Event{Kind: proc.KindNone, Ack: req.Ack + 1}, 1))
+			_ = f.k.InjectRaw(from.Port, connector.Sender{Port: 77, Group: 1}, d)
+			return nil
+		})
+		_, err := f.listenOn(t, c, &proc.Config{AckTimeout: 100 * time.Millisecond})
+		if !errors.Is(err, proc.ErrNoAck) {
 			t.Fatalf("Listen with a spoofed ack: %v, want ErrNoAck", err)
 		}
 	})
 }
 
 func TestNextLoss(t *testing.T) {
-	k := newFakeKernel()
-	k.seq[1] = 0xFFFFFFFD // wraps during the test
-	l, err := k.listen(t, nil)
+	f := newFixture(nil)
+	l, err := f.listen(t, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.emit(KindExec, 1, 10, 10) // baseline for cpu 1
-	k.emit(KindExec, 1, 11, 11)
-	k.lose(1, 3, true)
-	k.emit(KindExec, 1, 12, 12) // crosses 2^32
-	k.emit(KindExec, 0, 13, 13) // cpu 0 after the ack
-	k.lose(0, 1, false)
-	k.emit(KindExec, 0, 14, 14)
-
+	f.a.SetSeq(1, 0xFFFFFFFD) // wraps during the test
 	var got []string
-	var ev Event
-	for range 8 {
-		if err := l.Next(&ev); err != nil {
-			t.Fatal(err)
+	var ev proc.Event
+	next := func(n int) {
+		t.Helper()
+		for range n {
+			if err := l.Next(&ev); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ev.String())
 		}
-		got = append(got, ev.String())
 	}
+	f.emit(t, exec(1, 10)) // baseline for cpu 1
+	f.emit(t, exec(1, 11))
+	f.a.Drop(1, 3) // reported (ENOBUFS) before the queued events
+	next(3)
+	f.emit(t, exec(1, 12)) // crosses 2^32
+	f.emit(t, exec(0, 13)) // cpu 0 after the ack
+	f.a.Lose(0, 1)         // lost without an overrun
+	f.emit(t, exec(0, 14))
+	next(5)
 	want := []string{
+		"lost cpu=? seq=0 lost=unknown",
 		"exec cpu=1 seq=4294967293 pid=10",
 		"exec cpu=1 seq=4294967294 pid=11",
-		"lost cpu=? seq=0 lost=unknown",
 		"lost cpu=1 seq=4294967295 lost=3",
 		"exec cpu=1 seq=2 pid=12",
 		"exec cpu=0 seq=1 pid=13",
@@ -244,49 +431,54 @@ func TestNextLoss(t *testing.T) {
 }
 
 func TestNextKernelFilterNoGaps(t *testing.T) {
-	k := newFakeKernel()
-	l, err := k.listen(t, &Config{Kinds: KindExit})
+	f := newFixture(nil)
+	l, err := f.listen(t, &proc.Config{Kinds: proc.KindExit})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.emit(KindExit, 0, 1, 1, 0, 17)
-	k.emit(KindFork, 0, 1, 1, 2, 2) // filtered by the kernel: a gap
-	k.emit(KindExit, 0, 2, 2, 0, 17)
-	k.lose(0, 5, true)
-	k.emit(KindExit, 0, 3, 3, 0, 17)
-	var kinds []Kind
-	var ev Event
-	for range 4 {
-		if err := l.Next(&ev); err != nil {
-			t.Fatal(err)
-		}
-		kinds = append(kinds, ev.Kind)
-		if ev.Kind == KindLost && ev.Lost != 0 {
-			t.Errorf("filtered listener counted a loss: %v", &ev)
+	var kinds []proc.Kind
+	var ev proc.Event
+	next := func(n int) {
+		t.Helper()
+		for range n {
+			if err := l.Next(&ev); err != nil {
+				t.Fatal(err)
+			}
+			kinds = append(kinds, ev.Kind)
+			if ev.Kind == proc.KindLost && ev.Lost != 0 {
+				t.Errorf("filtered listener counted a loss: %v", &ev)
+			}
 		}
 	}
-	if diff := cmp.Diff([]Kind{KindExit, KindExit, KindLost, KindExit}, kinds); diff != "" {
+	f.emit(t, exit(0, 1, 0))
+	f.emit(t, proc.Event{Kind: proc.KindFork, PID: 2, TGID: 2, ParentPID: 1, ParentTGID: 1}) // filtered by the kernel: a gap
+	f.emit(t, exit(0, 2, 0))
+	next(2)
+	f.a.Drop(0, 5)
+	next(1) // the overrun, which also ends the socket's congestion
+	f.emit(t, exit(0, 3, 0))
+	next(1)
+	if diff := cmp.Diff([]proc.Kind{proc.KindExit, proc.KindExit, proc.KindLost, proc.KindExit}, kinds); diff != "" {
 		t.Errorf("kinds (-want +got):\n%s", diff)
 	}
 }
 
 func TestNextUserFilter(t *testing.T) {
-	k := newFakeKernel()
-	k.procInput = false
-	l, err := k.listen(t, &Config{Kinds: KindNonzeroExit | KindComm, AckTimeout: 20 * time.Millisecond})
+	f := newFixture(&proctest.Options{Legacy: true})
+	l, err := f.listen(t, &proc.Config{Kinds: proc.KindNonzeroExit | proc.KindComm, AckTimeout: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Mode() != ModeUserFilter {
+	if l.Mode() != proc.ModeUserFilter {
 		t.Fatalf("Mode() = %v", l.Mode())
 	}
-	k.emit(KindFork, 0, 1, 1, 5, 5)
-	k.emit(KindExit, 0, 5, 5, 0, 17)            // exit 0: filtered
-	k.emit(KindExit, 0, 6, 6, 0x300, 17)        // exit 3: delivered
-	k.emit(Kind(0x400), 0, 7, 7)                // unknown kind: filtered
-	k.emit(KindComm, 0, 8, 8, 0x6c6c6568, 0x6f) // "hello"
+	f.emit(t, proc.Event{Kind: proc.KindFork, PID: 5, TGID: 5, ParentPID: 1, ParentTGID: 1})
+	f.emit(t, exit(0, 5, 0))                            // exit 0: filtered
+	f.emit(t, exit(0, 6, 0x300))                        // exit 3: delivered
+	f.emit(t, proc.Event{Kind: 0x400, PID: 7, TGID: 7}) // unknown kind: filtered
+	f.emit(t, proc.Event{Kind: proc.KindComm, PID: 8, TGID: 8, Comm: [16]byte{'h', 'e', 'l', 'l', 'o'}})
 	var got []string
-	var ev Event
+	var ev proc.Event
 	for range 2 {
 		if err := l.Next(&ev); err != nil {
 			t.Fatal(err)
@@ -306,28 +498,38 @@ func TestNextUserFilter(t *testing.T) {
 }
 
 func TestNextUnknownAndMalformed(t *testing.T) {
-	k := newFakeKernel()
-	l, err := k.listen(t, nil)
+	f := newFixture(nil)
+	c := f.dial(t, 4)
+	l, err := f.listenOn(t, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.emit(Kind(0x400), 0, 7, 7)
+	port := c.PortID()
+	kernel := connector.Sender{Group: 1}
+	inject := func(from connector.Sender, d []byte) {
+		t.Helper()
+		if err := f.k.InjectRaw(port, from, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	execPayload := proctest.AppendEvent(nil, &proc.Event{Kind: proc.KindExec, PID: 9, TGID: 9})
+	f.emit(t, proc.Event{Kind: 0x400, PID: 7, TGID: 7})
 	// A message for another connector id, from the kernel.
-	k.push(fakeDgram{b: kernelDatagram(connector.CBID{Idx: 5, Val: 1}, 1, 0, payload(KindExec, 0, 1, 1, 1))})
-	// A userspace sender spoofing a process event.
-	k.push(fakeDgram{port: 99, b: kernelDatagram(connector.IDProc, 1, 0, payload(KindExec, 0, 1, 66, 66))})
+	inject(kernel, cntest.MustDatagram(connector.Message{ID: connector.CBID{Idx: 5, Val: 1}, Seq: 1, Data: execPayload}))
+	// A userspace sender spoofing a process event: the Conn drops it.
+	inject(connector.Sender{Port: 99, Group: 1}, cntest.MustDatagram(connector.Message{ID: connector.IDProc, Seq: 1, Data: execPayload}))
 	// Too short for its kind: an exec of 20 bytes.
-	k.push(fakeDgram{b: kernelDatagram(connector.IDProc, k.nextSeq(0), 0, payload(KindExec, 0, 1, 9, 9)[:20])})
+	f.a.EmitPayload(0, execPayload[:20])
 	// Too short for any event.
-	k.push(fakeDgram{b: kernelDatagram(connector.IDProc, 1000, 0, []byte{1, 2, 3})})
+	inject(kernel, cntest.MustDatagram(connector.Message{ID: connector.IDProc, Seq: 1000, Data: []byte{1, 2, 3}}))
 	// A netlink length beyond the datagram.
-	bad := kernelDatagram(connector.IDProc, 1001, 0, payload(KindExec, 0, 1, 9, 9))
+	bad := cntest.MustDatagram(connector.Message{ID: connector.IDProc, Seq: 1001, Data: execPayload})
 	binary.NativeEndian.PutUint32(bad, 200)
-	k.push(fakeDgram{b: bad})
-	k.emit(KindExec, 0, 8, 8)
+	inject(kernel, bad)
+	f.emit(t, exec(0, 8))
 
-	var ev Event
-	if err := l.Next(&ev); err != nil || ev.Kind != Kind(0x400) || len(ev.Raw) != eventLen {
+	var ev proc.Event
+	if err := l.Next(&ev); err != nil || ev.Kind != proc.Kind(0x400) || len(ev.Raw) != proc.EventLen {
 		t.Fatalf("Next = %v, %v; want the unknown kind with its payload", &ev, err)
 	}
 	for i := range 3 {
@@ -336,7 +538,7 @@ func TestNextUnknownAndMalformed(t *testing.T) {
 			t.Fatalf("malformed message %d: Next = %v, %v; want ErrMalformed", i, &ev, err)
 		}
 	}
-	if err := l.Next(&ev); err != nil || ev.Kind != KindExec || ev.PID != 8 {
+	if err := l.Next(&ev); err != nil || ev.Kind != proc.KindExec || ev.PID != 8 {
 		t.Fatalf("Next = %v, %v; want the exec after the malformed messages", &ev, err)
 	}
 	st := l.Stats()
@@ -346,14 +548,17 @@ func TestNextUnknownAndMalformed(t *testing.T) {
 }
 
 func TestNextClosed(t *testing.T) {
-	k := newFakeKernel()
-	l, err := k.listen(t, nil)
+	f := newFixture(nil)
+	c := f.dial(t, 4)
+	l, err := f.listenOn(t, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- l.Next(new(Event)) }()
-	time.Sleep(10 * time.Millisecond) // let Next block; it must return either way
+	go func() { done <- l.Next(new(proc.Event)) }()
+	if !f.k.WaitReceiving(c.PortID(), 5*time.Second) {
+		t.Fatal("Next did not block")
+	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -365,20 +570,21 @@ func TestNextClosed(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not unblock Next")
 	}
-	k.emit(KindExec, 0, 1, 1)
-	if err := l.Next(new(Event)); !errors.Is(err, connector.ErrClosed) {
+	f.a.SetListeners(1)
+	f.emit(t, exec(0, 1))
+	if err := l.Next(new(proc.Event)); !errors.Is(err, connector.ErrClosed) {
 		t.Fatalf("Next after Close: %v, want ErrClosed", err)
 	}
 }
 
 func TestEvents(t *testing.T) {
-	k := newFakeKernel()
-	l, err := k.listen(t, nil)
+	f := newFixture(nil)
+	l, err := f.listen(t, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for pid := range uint32(5) {
-		k.emit(KindExec, 0, pid, pid)
+	for pid := range int32(5) {
+		f.emit(t, exec(0, pid))
 	}
 	var pids []int32
 	for ev, err := range l.Events(context.Background()) {
@@ -418,8 +624,8 @@ func TestEvents(t *testing.T) {
 		}
 	}
 	// The Listener still works: the interrupting deadline was removed.
-	k.emit(KindExec, 0, 42, 42)
-	var ev Event
+	f.emit(t, exec(0, 42))
+	var ev proc.Event
 	if err := l.Next(&ev); err != nil || ev.PID != 42 {
 		t.Fatalf("Next after the iteration = %v, %v", &ev, err)
 	}
@@ -438,21 +644,20 @@ func TestEvents(t *testing.T) {
 }
 
 func TestNextAllocs(t *testing.T) {
-	k := newFakeKernel()
-	c := k.conn(t, 16)
-	l, err := listenConn(c, &Config{AckTimeout: time.Second})
+	f := newFixture(nil)
+	c := f.dial(t, 16)
+	l, err := f.listenOn(t, c, &proc.Config{AckTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
 	const runs = 200
 	for i := range runs + 1 {
 		if i%50 == 7 {
-			k.lose(0, 2, false)
+			f.a.Lose(0, 2)
 		}
-		k.emit(KindExit, 0, uint32(i), uint32(i), 0x100, 17)
+		f.emit(t, exit(0, int32(i), 0x100))
 	}
-	var ev Event
+	var ev proc.Event
 	allocs := testing.AllocsPerRun(runs, func() {
 		if err := l.Next(&ev); err != nil {
 			t.Fatal(err)
@@ -463,40 +668,13 @@ func TestNextAllocs(t *testing.T) {
 	}
 }
 
-func TestSeqTracker(t *testing.T) {
-	var s seqTracker
-	s.init()
-	type step struct {
-		cpu, seq uint32
-		lost     uint32
-		ooo      bool
-	}
-	for i, st := range []step{
-		{0, 100, 0, false},
-		{0, 101, 0, false},
-		{0, 105, 3, false},
-		{0, 105, 0, true}, // duplicate
-		{0, 90, 0, true},  // older
-		{0, 106, 0, false},
-		{3000, 0xFFFFFFFF, 0, false}, // a CPU beyond the initial table
-		{3000, 1, 1, false},          // wraps: 0 was lost
-		{CPUUnknown, 5, 0, false},    // old kernels' acks: ignored
-		{CPUUnknown, 9, 0, false},
-	} {
-		lost, ooo := s.observe(st.cpu, st.seq)
-		if lost != st.lost || ooo != st.ooo {
-			t.Errorf("step %d %+v: got lost %d, out of order %v", i, st, lost, ooo)
-		}
-	}
-}
-
 func TestModeString(t *testing.T) {
-	for m, want := range map[Mode]string{ModeAll: "all", ModeKernelFilter: "kernel filter", ModeUserFilter: "user-space filter", 0: "Mode(0)"} {
+	for m, want := range map[proc.Mode]string{proc.ModeAll: "all", proc.ModeKernelFilter: "kernel filter", proc.ModeUserFilter: "user-space filter", 0: "Mode(0)"} {
 		if m.String() != want {
 			t.Errorf("%d.String() = %q, want %q", int(m), m.String(), want)
 		}
 	}
-	if !ModeAll.CountsLoss() || !ModeUserFilter.CountsLoss() || ModeKernelFilter.CountsLoss() {
+	if !proc.ModeAll.CountsLoss() || !proc.ModeUserFilter.CountsLoss() || proc.ModeKernelFilter.CountsLoss() {
 		t.Error("CountsLoss wrong")
 	}
 }

@@ -1,0 +1,18 @@
+package proc
+
+// Exported for the external tests (package proc_test), which use proctest:
+// proctest imports proc, so tests that use it cannot be in package proc.
+
+// SetNamespaceCheck replaces the namespace check and returns a function
+// that restores it.
+func SetNamespaceCheck(f func() error) (restore func()) {
+	old := namespaceCheck
+	namespaceCheck = f
+	return func() { namespaceCheck = old }
+}
+
+// Match reports whether the Listener's user-space filter passes ev.
+func (l *Listener) Match(ev *Event) bool { return l.match(ev) }
+
+// EventLen is sizeof(struct proc_event).
+const EventLen = eventLen
