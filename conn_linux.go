@@ -266,10 +266,50 @@ func (t *sockTransport) Memberships() (uint32, error) {
 
 func (t *sockTransport) SetReadDeadline(d time.Time) error  { return t.nc.SetReadDeadline(d) }
 func (t *sockTransport) SetWriteDeadline(d time.Time) error { return t.nc.SetWriteDeadline(d) }
-func (t *sockTransport) SetReadBuffer(n int) error          { return t.nc.SetReadBuffer(n) }
-func (t *sockTransport) ReadBuffer() (int, error)           { return t.nc.ReadBuffer() }
-func (t *sockTransport) SetWriteBuffer(n int) error         { return t.nc.SetWriteBuffer(n) }
-func (t *sockTransport) WriteBuffer() (int, error)          { return t.nc.WriteBuffer() }
+
+// SetReadBuffer sets SO_RCVBUFFORCE, or SO_RCVBUF without CAP_NET_ADMIN.
+// The Conn has checked that n fits the kernel's int.
+func (t *sockTransport) SetReadBuffer(n int) error {
+	return t.setBuffer(unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, n)
+}
+
+// SetWriteBuffer sets SO_SNDBUFFORCE, or SO_SNDBUF without CAP_NET_ADMIN.
+func (t *sockTransport) SetWriteBuffer(n int) error {
+	return t.setBuffer(unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, n)
+}
+
+func (t *sockTransport) setBuffer(force, plain, n int) error {
+	return t.control(func(fd int) error {
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, n)
+		if err == unix.EPERM {
+			err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, n)
+		}
+		return err
+	})
+}
+
+func (t *sockTransport) ReadBuffer() (int, error)  { return t.getInt(unix.SOL_SOCKET, unix.SO_RCVBUF) }
+func (t *sockTransport) WriteBuffer() (int, error) { return t.getInt(unix.SOL_SOCKET, unix.SO_SNDBUF) }
+
+func (t *sockTransport) getInt(level, opt int) (int, error) {
+	var v int
+	err := t.control(func(fd int) error {
+		var err error
+		v, err = unix.GetsockoptInt(fd, level, opt)
+		return err
+	})
+	return v, err
+}
+
+// control runs fn on the socket's file descriptor and returns its error,
+// or the error of reaching the descriptor (the socket is closed).
+func (t *sockTransport) control(fn func(fd int) error) error {
+	var ferr error
+	if err := t.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
 func (t *sockTransport) SyscallConn() (syscall.RawConn, error) {
 	return t.rc, nil
 }

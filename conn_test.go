@@ -3,6 +3,7 @@ package connector_test
 import (
 	"bytes"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -285,10 +286,10 @@ func TestConfigDefaultsAndCopies(t *testing.T) {
 	if c.Config().Groups[0] != 1 {
 		t.Error("modifying the returned Config changed the Conn's")
 	}
-	// A buffer too small for one header is raised to fit one.
-	small := dialFake(t, k, &connector.Config{MessageBufferSize: 8})
+	// The smallest buffer holds the two headers.
+	small := dialFake(t, k, &connector.Config{MessageBufferSize: connector.MinMessageBufferSize})
 	if n := small.Config().MessageBufferSize; n != 36 {
-		t.Errorf("MessageBufferSize 8 became %d, want 36", n)
+		t.Errorf("MessageBufferSize %d became %d", connector.MinMessageBufferSize, n)
 	}
 	if p := dialFake(t, k, nil).PortID(); p == 0 {
 		t.Error("a Conn has port id 0, the kernel's")
@@ -432,5 +433,83 @@ func TestInvalidSenderPolicy(t *testing.T) {
 		mustContain(t, err, "Config.Senders", "SendersKernelOnly")
 		_, err = connector.Dial(&connector.Config{Senders: p})
 		errorsIsAll(t, err, connector.ErrInvalidConfig)
+	}
+}
+
+// TestConfigRanges: every size and count in a Config is range-checked by
+// Dial, on the real socket and the fake alike, with an error that names the
+// field; the limits themselves are accepted.
+func TestConfigRanges(t *testing.T) {
+	bad := []struct {
+		cfg   connector.Config
+		field string
+	}{
+		{connector.Config{ReadBufferSize: -1}, "Config.ReadBufferSize"},
+		{connector.Config{MessageBufferSize: -1}, "Config.MessageBufferSize"},
+		{connector.Config{MessageBufferSize: connector.MinMessageBufferSize - 1}, "Config.MessageBufferSize"},
+		{connector.Config{BatchSize: -1}, "Config.BatchSize"},
+		{connector.Config{BatchSize: connector.MaxBatchSize + 1}, "UIO_MAXIOV"},
+		{connector.Config{MessageBufferSize: 1 << 30, BatchSize: 1000}, "MaxBatchBytes"},
+		{connector.Config{MessageBufferSize: connector.MaxBatchBytes + 1}, "MaxBatchBytes"},
+		{connector.Config{MessageBufferSize: connector.MaxBatchBytes/connector.MaxBatchSize + 1, BatchSize: connector.MaxBatchSize}, "MaxBatchBytes"},
+		{connector.Config{NetNS: -1}, "Config.NetNS"},
+		{connector.Config{Groups: []connector.Group{0}}, "out of range"},
+		{connector.Config{Senders: -1}, "Config.Senders"},
+	}
+	if math.MaxInt > math.MaxInt32 {
+		big := uint64(1) << 31 // the 1<<31, written to compile on 32-bit systems
+		bad = append(bad, struct {
+			cfg   connector.Config
+			field string
+		}{connector.Config{ReadBufferSize: int(big)}, "Config.ReadBufferSize"})
+		// The MessageBufferSize 1<<30 with BatchSize 100000: an
+		// error, not an out-of-memory crash in NewReader.
+		bad = append(bad, struct {
+			cfg   connector.Config
+			field string
+		}{connector.Config{MessageBufferSize: 1 << 30, BatchSize: 100000}, "Config.BatchSize"})
+	}
+	for _, tt := range bad {
+		for name, dial := range map[string]func(*connector.Config) (*connector.Conn, error){
+			"Dial": connector.Dial, "cntest": cntest.New(nil).Dial,
+		} {
+			cfg := tt.cfg
+			c, err := dial(&cfg)
+			if err == nil {
+				_ = c.Close()
+				t.Errorf("%s(%+v) succeeded", name, cfg)
+				continue
+			}
+			if tt.field != "out of range" {
+				errorsIsAll(t, err, connector.ErrInvalidConfig)
+			}
+			mustContain(t, err, tt.field)
+			if strings.Count(err.Error(), "connector:") != 1 {
+				t.Errorf("%s: error %q does not carry exactly one prefix", name, err)
+			}
+		}
+	}
+	k := cntest.New(nil)
+	for _, cfg := range []connector.Config{
+		{MessageBufferSize: connector.MaxBatchBytes / connector.MaxBatchSize, BatchSize: connector.MaxBatchSize},
+		{MessageBufferSize: connector.MaxBatchBytes, BatchSize: 1},
+		{ReadBufferSize: connector.MaxBufferSize},
+	} {
+		c := dialFake(t, k, &cfg)
+		r := c.NewReader() // allocates the batch: must not fail
+		r.Release()
+	}
+}
+
+// TestSetterRanges: the buffer setters refuse sizes the kernel's int cannot
+// hold instead of passing them on cut to 32 bits.
+func TestSetterRanges(t *testing.T) {
+	c := dialFake(t, cntest.New(nil), nil)
+	for _, n := range []int{-1, math.MinInt32} {
+		errorsIsAll(t, c.SetReadBuffer(n), connector.ErrInvalidConfig)
+		errorsIsAll(t, c.SetWriteBuffer(n), connector.ErrInvalidConfig)
+	}
+	if err := c.SetReadBuffer(0); err != nil {
+		t.Errorf("SetReadBuffer(0) = %v, want the kernel's minimum", err)
 	}
 }

@@ -26,6 +26,23 @@ const (
 	// DefaultBatchSize is the default number of datagrams a Reader asks the
 	// kernel for in one system call.
 	DefaultBatchSize = 16
+
+	// MinMessageBufferSize is the smallest Config.MessageBufferSize: a
+	// netlink header and a cn_msg header with no payload.
+	MinMessageBufferSize = nlmsgHeaderLen + HeaderLen
+	// MaxBatchSize is the largest Config.BatchSize: UIO_MAXIOV from
+	// include/uapi/linux/uio.h, the most datagrams recvmmsg(2) returns in
+	// one call (it silently lowers larger counts).
+	MaxBatchSize = 1024
+	// MaxBatchBytes bounds the memory of one receive batch,
+	// Config.MessageBufferSize times Config.BatchSize (64 MiB): every
+	// Reader holds one, allocated up front.
+	MaxBatchBytes = 64 << 20
+	// MaxBufferSize is the largest socket buffer size SetReadBuffer,
+	// SetWriteBuffer and Config.ReadBufferSize accept: the kernel takes
+	// the size as a C int. It keeps at most half of it (INT_MAX/2), doubled
+	// (net/core/sock.c, __sock_set_rcvbuf).
+	MaxBufferSize = 1<<31 - 1
 )
 
 // Config configures a Conn. The zero value (or a nil *Config) opens a socket in
@@ -38,10 +55,12 @@ type Config struct {
 
 	// ReadBufferSize sets the socket's receive buffer (SO_RCVBUF) in bytes,
 	// which bounds how many messages the kernel queues before it drops (see
-	// ErrOverrun). With CAP_NET_ADMIN the size is forced past
-	// net.core.rmem_max (SO_RCVBUFFORCE); without it the kernel caps it
-	// silently. 0 keeps net.core.rmem_default. Read the applied size back
-	// with Conn.ReadBuffer.
+	// ErrOverrun). The kernel keeps twice the size, for its bookkeeping,
+	// and at least 2304 bytes. With CAP_NET_ADMIN the size is forced past
+	// net.core.rmem_max (SO_RCVBUFFORCE); without it the kernel caps it at
+	// rmem_max silently. 0 keeps net.core.rmem_default; sizes outside 0 to
+	// MaxBufferSize fail Dial with ErrInvalidConfig. Read the applied size
+	// back with Conn.ReadBuffer.
 	ReadBufferSize int
 
 	// NoENOBUFS sets NETLINK_NO_ENOBUFS: overruns are no longer reported
@@ -57,11 +76,13 @@ type Config struct {
 
 	// MessageBufferSize is the size in bytes of the buffer one datagram is
 	// read into. A larger datagram is reported as ErrTruncated and dropped.
-	// 0 means DefaultMessageBufferSize.
+	// 0 means DefaultMessageBufferSize; otherwise it must be at least
+	// MinMessageBufferSize, and MessageBufferSize times BatchSize at most
+	// MaxBatchBytes.
 	MessageBufferSize int
 
 	// BatchSize is the number of datagrams a Reader receives per system
-	// call (recvmmsg). 0 means DefaultBatchSize.
+	// call (recvmmsg), 1 to MaxBatchSize. 0 means DefaultBatchSize.
 	BatchSize int
 
 	// Senders says whose messages are accepted; the others are dropped and
@@ -208,29 +229,59 @@ func Dial(cfg *Config) (*Conn, error) {
 	return newConn(t, cfg)
 }
 
-// validate checks the fields of cfg that Dial does not pass to the kernel
-// as they are.
+// validate checks every field of cfg: a value out of range is an error
+// that names the field, never a silent default.
 func (cfg *Config) validate() error {
-	return cfg.Senders.check()
+	if err := cfg.Senders.check(); err != nil {
+		return err
+	}
+	if err := checkBufferSize("Config.ReadBufferSize", cfg.ReadBufferSize); err != nil {
+		return err
+	}
+	if cfg.NetNS < 0 {
+		return fmt.Errorf("%w: Config.NetNS is %d; give a network namespace file descriptor, or 0 for the current namespace", ErrInvalidConfig, cfg.NetNS)
+	}
+	size, n := cfg.MessageBufferSize, cfg.BatchSize
+	if size == 0 {
+		size = DefaultMessageBufferSize
+	}
+	if n == 0 {
+		n = DefaultBatchSize
+	}
+	switch {
+	case size < MinMessageBufferSize:
+		return fmt.Errorf("%w: Config.MessageBufferSize is %d; it must be at least %d bytes (a netlink and a cn_msg header), or 0 for the default %d", ErrInvalidConfig, cfg.MessageBufferSize, MinMessageBufferSize, DefaultMessageBufferSize)
+	case n < 1 || n > MaxBatchSize:
+		return fmt.Errorf("%w: Config.BatchSize is %d; it must be 1 to %d (UIO_MAXIOV, the most datagrams recvmmsg returns), or 0 for the default %d", ErrInvalidConfig, cfg.BatchSize, MaxBatchSize, DefaultBatchSize)
+	case uint64(size)*uint64(n) > MaxBatchBytes:
+		return fmt.Errorf("%w: Config.MessageBufferSize %d times Config.BatchSize %d is %d bytes, above the %d bytes (MaxBatchBytes) one receive batch may hold", ErrInvalidConfig, size, n, uint64(size)*uint64(n), MaxBatchBytes)
+	}
+	return nil
+}
+
+// checkBufferSize checks a socket buffer size in bytes before it reaches
+// the kernel, which takes a C int: a larger value would be cut to 32 bits.
+func checkBufferSize(what string, n int) error {
+	if n < 0 || int64(n) > MaxBufferSize {
+		return fmt.Errorf("%w: %s is %d; it must be 0 to %d bytes (the kernel takes a C int)", ErrInvalidConfig, what, n, int64(MaxBufferSize))
+	}
+	return nil
 }
 
 func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
-	c := &Conn{t: t, port: t.PortID()}
-	if cfg != nil {
-		if err := cfg.validate(); err != nil {
-			_ = t.Close()
-			return nil, opErr("dial", err)
-		}
-		c.cfg = *cfg
-		c.cfg.Groups = append([]Group(nil), cfg.Groups...)
+	if cfg == nil {
+		cfg = &Config{}
 	}
-	if c.cfg.MessageBufferSize <= 0 {
+	if err := cfg.validate(); err != nil {
+		_ = t.Close()
+		return nil, opErr("dial", err)
+	}
+	c := &Conn{t: t, port: t.PortID(), cfg: *cfg}
+	c.cfg.Groups = append([]Group(nil), cfg.Groups...)
+	if c.cfg.MessageBufferSize == 0 {
 		c.cfg.MessageBufferSize = DefaultMessageBufferSize
 	}
-	if c.cfg.MessageBufferSize < nlmsgHeaderLen+HeaderLen {
-		c.cfg.MessageBufferSize = nlmsgHeaderLen + HeaderLen
-	}
-	if c.cfg.BatchSize <= 0 {
+	if c.cfg.BatchSize == 0 {
 		c.cfg.BatchSize = DefaultBatchSize
 	}
 	size, n := c.cfg.MessageBufferSize, c.cfg.BatchSize

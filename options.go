@@ -30,12 +30,18 @@ func notSupported(op string) error {
 	return &OpError{Op: op, Err: fmt.Errorf("%w by this connection", ErrNotSupported)}
 }
 
-// SetReadBuffer sets the socket's receive buffer in bytes. With CAP_NET_ADMIN
+// SetReadBuffer sets the socket's receive buffer in bytes, 0 to
+// MaxBufferSize (ErrInvalidConfig otherwise). The kernel keeps twice the
+// size (at most INT_MAX/2 doubled, at least 2304 bytes). With CAP_NET_ADMIN
 // the size may exceed net.core.rmem_max (SO_RCVBUFFORCE); without it the
-// kernel caps the size silently. Read the result back with ReadBuffer.
+// kernel caps the size at rmem_max silently. Read the result back with
+// ReadBuffer.
 func (c *Conn) SetReadBuffer(bytes int) error {
 	if err := c.checkOpen("set read buffer"); err != nil {
 		return err
+	}
+	if err := checkBufferSize("the read buffer size", bytes); err != nil {
+		return opErr("set read buffer", err)
 	}
 	s, ok := c.t.(bufferSetter)
 	if !ok {
@@ -58,10 +64,17 @@ func (c *Conn) ReadBuffer() (int, error) {
 	return n, opErr("read buffer", c.mapErr(err, "read buffer"))
 }
 
-// SetWriteBuffer sets the socket's send buffer in bytes.
+// SetWriteBuffer sets the socket's send buffer in bytes, 0 to MaxBufferSize
+// (ErrInvalidConfig otherwise), with the kernel's arithmetic of
+// SetReadBuffer: doubled, at least 4608 bytes, capped at net.core.wmem_max
+// without CAP_NET_ADMIN (SO_SNDBUFFORCE with it). A datagram larger than
+// the send buffer fails with EMSGSIZE.
 func (c *Conn) SetWriteBuffer(bytes int) error {
 	if err := c.checkOpen("set write buffer"); err != nil {
 		return err
+	}
+	if err := checkBufferSize("the write buffer size", bytes); err != nil {
+		return opErr("set write buffer", err)
 	}
 	s, ok := c.t.(bufferSetter)
 	if !ok {

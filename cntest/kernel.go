@@ -24,13 +24,19 @@ const (
 	// event on Linux 6.18 x86_64. SetReadBuffer converts bytes to a queue
 	// length with it.
 	chargePerDatagram = 832
-	// minRcvBuf is SOCK_MIN_RCVBUF on x86_64: the smallest receive buffer.
+	// minRcvBuf and minSndBuf are SOCK_MIN_RCVBUF and SOCK_MIN_SNDBUF on
+	// x86_64 (include/net/sock.h): the smallest buffers the kernel keeps.
 	minRcvBuf = 2304
+	minSndBuf = 4608
 	// defaultSndBuf is net.core.wmem_default.
 	defaultSndBuf = 212992
-	// maxUnforcedBuf is 2 * net.core.rmem_max (4194304): the cap on
-	// SO_RCVBUF for a socket that cannot use SO_RCVBUFFORCE.
-	maxUnforcedBuf = 2 * 4194304
+	// DefaultMemMax is the kernel's default net.core.rmem_max and
+	// net.core.wmem_max on 64-bit systems (SK_RMEM_MAX, SK_WMEM_MAX): the
+	// default of Options.RmemMax and Options.WmemMax.
+	DefaultMemMax = 212992
+	// maxQueueLen is the longest queue whose buffer size, QueueLen times
+	// chargePerDatagram bytes, fits the kernel's int.
+	maxQueueLen = (1<<31 - 1) / chargePerDatagram
 
 	// firstPort is the port id of the first socket; later ones get ids with
 	// the top bit set, as the kernel hands out negative ids once a
@@ -43,14 +49,24 @@ const (
 )
 
 // Options configure a fake kernel. The zero value is a kernel in the initial
-// network namespace with DefaultQueueLen.
+// network namespace with DefaultQueueLen and DefaultMemMax. A value out of
+// range makes every Dial on the Kernel fail with an error matching
+// connector.ErrInvalidConfig that names it.
 type Options struct {
 	// QueueLen is the number of datagrams each socket queues before
 	// further messages are dropped (kernel and multicast senders) or the
-	// sender has to wait (userspace unicast). 0 means DefaultQueueLen.
+	// sender has to wait (userspace unicast), at most 2581110 (a receive
+	// buffer of QueueLen times 832 bytes must fit the kernel's int). 0
+	// means DefaultQueueLen.
 	// Conn.SetReadBuffer and Config.ReadBufferSize change it per socket,
 	// at 832 bytes per datagram.
 	QueueLen int
+
+	// RmemMax and WmemMax are net.core.rmem_max and net.core.wmem_max in
+	// bytes: the caps on SetReadBuffer and SetWriteBuffer for sockets
+	// opened with DialUnprivileged. 0 means DefaultMemMax; read
+	// /proc/sys/net/core/rmem_max to model a given machine.
+	RmemMax, WmemMax int
 
 	// NotInitialNetNS makes the fake behave like a network namespace other
 	// than the initial one, where the kernel side of the connector does
@@ -132,7 +148,8 @@ type Rejection struct {
 // A Kernel is safe for concurrent use. Its zero value is not usable; call
 // New.
 type Kernel struct {
-	opts Options
+	opts   Options
+	optErr error // an Options value out of range, reported by Dial
 
 	mu       sync.Mutex
 	socks    map[uint32]*socket
@@ -150,15 +167,36 @@ func New(opts *Options) *Kernel {
 	if opts != nil {
 		o = *opts
 	}
+	optErr := o.check()
 	if o.QueueLen <= 0 {
 		o.QueueLen = DefaultQueueLen
 	}
+	if o.RmemMax <= 0 {
+		o.RmemMax = DefaultMemMax
+	}
+	if o.WmemMax <= 0 {
+		o.WmemMax = DefaultMemMax
+	}
 	return &Kernel{
 		opts:     o,
+		optErr:   optErr,
 		socks:    make(map[uint32]*socket),
 		handlers: make(map[connector.CBID]HandlerFunc),
 		changed:  make(chan struct{}),
 	}
+}
+
+// check range-checks the options before defaults are filled in.
+func (o *Options) check() error {
+	switch {
+	case o.QueueLen < 0 || o.QueueLen > maxQueueLen:
+		return fmt.Errorf("cntest: %w: Options.QueueLen is %d; it must be 1 to %d datagrams, or 0 for DefaultQueueLen", connector.ErrInvalidConfig, o.QueueLen, maxQueueLen)
+	case o.RmemMax < 0 || int64(o.RmemMax) > connector.MaxBufferSize:
+		return fmt.Errorf("cntest: %w: Options.RmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.RmemMax, int64(connector.MaxBufferSize))
+	case o.WmemMax < 0 || int64(o.WmemMax) > connector.MaxBufferSize:
+		return fmt.Errorf("cntest: %w: Options.WmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.WmemMax, int64(connector.MaxBufferSize))
+	}
+	return nil
 }
 
 // Dial opens a Conn on the fake kernel, as a process with CAP_NET_ADMIN.
@@ -177,10 +215,13 @@ func (k *Kernel) DialUnprivileged(cfg *connector.Config) (*connector.Conn, error
 }
 
 func (k *Kernel) dial(cfg *connector.Config, priv bool) (*connector.Conn, error) {
+	if k.optErr != nil {
+		return nil, &connector.OpError{Op: "dial", Err: k.optErr}
+	}
 	if cfg == nil {
 		cfg = &connector.Config{}
 	}
-	if cfg.NetNS != 0 {
+	if cfg.NetNS > 0 { // a negative value is refused by the Conn as out of range
 		return nil, &connector.OpError{Op: "dial", Err: fmt.Errorf("%w: cntest cannot open sockets in another network namespace (Config.NetNS); use cntest.Options.NotInitialNetNS", connector.ErrNotSupported)}
 	}
 	mask, err := connector.GroupMask(cfg.Groups...)

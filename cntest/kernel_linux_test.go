@@ -7,7 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -291,4 +294,101 @@ func contains(s []uint32, v uint32) bool {
 		}
 	}
 	return false
+}
+
+// TestIntegrationBufferSizesMatchKernel sets receive and send buffer sizes
+// on real sockets and on the fake, privileged (SO_*BUFFORCE, through
+// connector.Dial) and unprivileged (plain SO_*BUF on a raw socket, which is
+// what a process without CAP_NET_ADMIN gets, against DialUnprivileged with
+// this machine's rmem_max and wmem_max), and expects the sizes the kernel
+// reports: doubled, floored, capped at INT_MAX/2 doubled. Sizes that do not
+// fit the kernel's int are refused by both alike.
+func TestIntegrationBufferSizesMatchKernel(t *testing.T) {
+	testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	rmemMax, wmemMax := sysctlInt(t, "net/core/rmem_max"), sysctlInt(t, "net/core/wmem_max")
+	k := cntest.New(&cntest.Options{RmemMax: rmemMax, WmemMax: wmemMax})
+	sizes := []int{0, 1, 1151, 1152, 1153, 2303, 2304, 4607, 212992, rmemMax, rmemMax + 1, wmemMax + 1,
+		1<<30 - 1, 1 << 30, 1<<30 + 1, math.MaxInt32}
+	type bufOps struct {
+		name     string
+		set      func(*connector.Conn, int) error
+		get      func(*connector.Conn) (int, error)
+		raw, got int // the plain option and the one read back
+	}
+	ops := []bufOps{
+		{"read", (*connector.Conn).SetReadBuffer, (*connector.Conn).ReadBuffer, unix.SO_RCVBUF, unix.SO_RCVBUF},
+		{"write", (*connector.Conn).SetWriteBuffer, (*connector.Conn).WriteBuffer, unix.SO_SNDBUF, unix.SO_SNDBUF},
+	}
+	open := func(dial func(*connector.Config) (*connector.Conn, error)) *connector.Conn {
+		c, err := dial(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	real, fake, fakeUnpriv := open(connector.Dial), open(k.Dial), open(k.DialUnprivileged)
+	for _, op := range ops {
+		for _, n := range sizes {
+			size := func(c *connector.Conn) int {
+				t.Helper()
+				if err := op.set(c, n); err != nil {
+					t.Fatalf("%s buffer %d: %v", op.name, n, err)
+				}
+				v, err := op.get(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			if r, f := size(real), size(fake); r != f {
+				t.Errorf("privileged %s buffer %d: the kernel keeps %d, the fake %d", op.name, n, r, f)
+			}
+			fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, connector.Protocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, op.raw, n); err != nil {
+				t.Fatalf("setsockopt %d: %v", n, err)
+			}
+			r, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, op.got)
+			unix.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := size(fakeUnpriv); r != f {
+				t.Errorf("unprivileged %s buffer %d: the kernel keeps %d, the fake %d", op.name, n, r, f)
+			}
+		}
+	}
+	bad := []int{-1, math.MinInt32}
+	if math.MaxInt > math.MaxInt32 {
+		big := uint64(1) << 31 // written so that it compiles for 32-bit systems
+		bad = append(bad, int(big), int(big<<1|5))
+	}
+	for _, n := range bad {
+		for _, c := range []*connector.Conn{real, fake} {
+			if err := c.SetReadBuffer(n); !errors.Is(err, connector.ErrInvalidConfig) {
+				t.Errorf("SetReadBuffer(%d) = %v, want ErrInvalidConfig", n, err)
+			}
+		}
+		_, rerr := connector.Dial(&connector.Config{ReadBufferSize: n})
+		_, ferr := k.Dial(&connector.Config{ReadBufferSize: n})
+		if !errors.Is(rerr, connector.ErrInvalidConfig) || !errors.Is(ferr, connector.ErrInvalidConfig) || rerr.Error() != ferr.Error() {
+			t.Errorf("ReadBufferSize %d: Dial = %v, the fake's Dial = %v; want the same ErrInvalidConfig", n, rerr, ferr)
+		}
+	}
+}
+
+func sysctlInt(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return v
 }

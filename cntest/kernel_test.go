@@ -616,8 +616,20 @@ func TestReadBufferSetsQueueLength(t *testing.T) {
 	if err := u.SetReadBuffer(64 << 20); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := u.ReadBuffer(); n != 8388608 {
-		t.Errorf("unprivileged ReadBuffer after asking for 64 MiB = %d, want 8388608 (2 x rmem_max)", n)
+	if n, _ := u.ReadBuffer(); n != 2*cntest.DefaultMemMax {
+		t.Errorf("unprivileged ReadBuffer after asking for 64 MiB = %d, want %d (2 x the default rmem_max)", n, 2*cntest.DefaultMemMax)
+	}
+	k4 := cntest.New(&cntest.Options{RmemMax: 4194304})
+	u4, err := k4.DialUnprivileged(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u4.Close()
+	if err := u4.SetReadBuffer(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := u4.ReadBuffer(); n != 8388608 {
+		t.Errorf("unprivileged ReadBuffer with rmem_max 4194304 after asking for 64 MiB = %d, want 8388608 (2 x rmem_max)", n)
 	}
 	if err := c.SetReadBuffer(64 << 20); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package cntest
 
 import (
+	"math"
 	"os"
 	"syscall"
 	"time"
@@ -264,16 +265,15 @@ func (s *socket) SetWriteDeadline(t time.Time) error {
 }
 
 // SetReadBuffer sets the receive buffer as SO_RCVBUFFORCE does for a
-// privileged socket and SO_RCVBUF for another: the kernel doubles the value,
-// caps it at twice net.core.rmem_max without privilege, and raises it to at
-// least 2304 bytes. The queue then holds one datagram per 832 bytes.
+// privileged socket and SO_RCVBUF for another (see bufSize). The queue then
+// holds one datagram per 832 bytes.
 func (s *socket) SetReadBuffer(n int) error {
 	s.k.mu.Lock()
 	defer s.k.mu.Unlock()
 	if s.closed {
 		return os.ErrClosed
 	}
-	s.rcvbuf = s.bufSize(n, minRcvBuf)
+	s.rcvbuf = bufSize(n, s.priv, s.k.opts.RmemMax, minRcvBuf)
 	s.limit = max(s.rcvbuf/chargePerDatagram, 1)
 	return nil
 }
@@ -288,27 +288,34 @@ func (s *socket) ReadBuffer() (int, error) {
 	return s.rcvbuf, nil
 }
 
-// SetWriteBuffer sets the send buffer (SO_SNDBUF, doubled by the kernel).
-// Sends larger than the buffer fail with EMSGSIZE.
+// SetWriteBuffer sets the send buffer as SO_SNDBUFFORCE or SO_SNDBUF does
+// (see bufSize). Sends larger than the buffer fail with EMSGSIZE.
 func (s *socket) SetWriteBuffer(n int) error {
 	s.k.mu.Lock()
 	defer s.k.mu.Unlock()
 	if s.closed {
 		return os.ErrClosed
 	}
-	s.sndbuf = s.bufSize(n, 4608) // SOCK_MIN_SNDBUF on x86_64
+	s.sndbuf = bufSize(n, s.priv, s.k.opts.WmemMax, minSndBuf)
 	return nil
 }
 
-// bufSize is the buffer size the kernel keeps for a SO_RCVBUF or SO_SNDBUF
-// request of n bytes: doubled, capped unless the socket is privileged,
-// raised to at least floor and kept within an int32.
-func (s *socket) bufSize(n, floor int) int {
-	v := int64(max(n, 0)) * 2
-	if !s.priv {
-		v = min(v, maxUnforcedBuf)
+// bufSize is the buffer size the kernel keeps after
+// setsockopt(SO_RCVBUF/SO_SNDBUF, n), as sk_setsockopt and
+// __sock_set_rcvbuf compute it (net/core/sock.c, Linux 5.10 to 7.3): n
+// arrives as a C int (the low 32 bits); a privileged socket
+// (SO_*BUFFORCE) raises a negative value to 0, an unprivileged one caps the
+// value at sysMax compared as unsigned (so a negative value gets sysMax);
+// then the value is capped at INT_MAX/2, doubled, and raised to floor.
+func bufSize(n int, priv bool, sysMax, floor int) int {
+	v := int32(n)
+	if priv {
+		v = max(v, 0)
+	} else if uint32(v) > uint32(sysMax) {
+		v = int32(sysMax)
 	}
-	return int(min(max(v, int64(floor)), 1<<31-1))
+	v = min(v, math.MaxInt32/2)
+	return max(int(v)*2, floor)
 }
 
 // WriteBuffer returns the send buffer size (SO_SNDBUF).
