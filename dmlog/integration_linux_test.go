@@ -1,0 +1,754 @@
+package dmlog
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+// The integration tests drive the real dm-log-userspace: a mirror on two
+// dm-zero legs, made with device-mapper ioctls, whose log requests this
+// package's Server answers. They need the modules dm-mod, dm-log,
+// dm-region-hash, dm-mirror, dm-zero and dm-log-userspace, which the kernel
+// matrix loads (testdata/kmatrix-modules); the host has none, so there they
+// skip, saying so. Inside the matrix (KMATRIX=1) a missing prerequisite
+// fails the test instead.
+
+func TestMain(m *testing.M) {
+	testutil.Main(m, map[string]testutil.HelperFunc{"nocap-reply": nocapReplyHelper})
+}
+
+const (
+	legSectors = 8192
+	regionSize = 1024
+)
+
+// requireDMLog skips (on the host) or fails (in the matrix) unless the
+// device-mapper control node exists and dm-log-userspace has registered its
+// connector callback.
+func requireDMLog(t *testing.T) {
+	t.Helper()
+	testutil.RequireConnector(t)
+	testutil.RequireCapability(t, unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN")
+	missing := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...)
+		if os.Getenv("KMATRIX") != "" {
+			t.Fatalf("in the kernel matrix: %s (are the modules of testdata/kmatrix-modules loaded?)", msg)
+		}
+		t.Skipf("kernel feature missing: %s; the modules dm-mirror, dm-zero and dm-log-userspace are loaded in the kernel matrix (.ci/matrix -pkgs ./dmlog)", msg)
+	}
+	if _, err := os.Stat("/dev/mapper/control"); err != nil {
+		missing("no device-mapper (/dev/mapper/control: %v)", err)
+	}
+	b, err := os.ReadFile("/proc/net/connector")
+	if err != nil || !strings.Contains(string(b), " 7:1") {
+		missing("dm-log-userspace is not registered with the connector (/proc/net/connector lists no 7:1)")
+	}
+	if os.Getenv("KMATRIX") == "" {
+		// On a real machine, never touch an existing log server's mirrors.
+		t.Skip("runs only in the kernel matrix, where no other dm-log-userspace server can be running")
+	}
+}
+
+// seen is one request as the test saw it.
+type seen struct {
+	req Request
+	raw []byte
+	at  time.Time
+}
+
+// harness runs a Server on its own receive loop, recording every request
+// and letting a test intercept some.
+type harness struct {
+	t  *testing.T
+	c  *connector.Conn
+	s  *Server
+	mu sync.Mutex
+	// log is every request received, in order; changed is closed and
+	// replaced on each append.
+	log     []seen
+	changed chan struct{}
+	// intercept, if it returns true, has dealt with the request itself.
+	intercept func(h *harness, m connector.Message, r seen) bool
+	done      chan struct{}
+}
+
+func startHarness(t *testing.T, s *Server, intercept func(*harness, connector.Message, seen) bool) *harness {
+	t.Helper()
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDDM.Group()}, ReadBufferSize: ReadBufferSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, c: c, s: s, changed: make(chan struct{}), intercept: intercept, done: make(chan struct{})}
+	go h.loop()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	h.c.Close()
+	<-h.done
+}
+
+func (h *harness) loop() {
+	defer close(h.done)
+	r := h.c.NewReader()
+	defer r.Release()
+	for {
+		m, from, err := r.Next()
+		if errors.Is(err, connector.ErrClosed) {
+			return
+		}
+		if err != nil {
+			h.t.Errorf("harness receive: %v", err)
+			continue
+		}
+		if !from.Kernel() || m.ID != connector.IDDM {
+			continue
+		}
+		raw := append([]byte(nil), m.Data...)
+		req, _ := ParseRequest(raw)
+		sn := seen{req: req, raw: raw, at: time.Now()}
+		h.mu.Lock()
+		h.log = append(h.log, sn)
+		close(h.changed)
+		h.changed = make(chan struct{})
+		h.mu.Unlock()
+		if h.intercept != nil && h.intercept(h, m, sn) {
+			continue
+		}
+		h.s.handle(m, from, h.c.Send)
+	}
+}
+
+// waitFor waits for the first request of type typ at index from or later
+// and returns its index.
+func (h *harness) waitFor(typ RequestType, from int, timeout time.Duration) (int, seen) {
+	h.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		h.mu.Lock()
+		for i := from; i < len(h.log); i++ {
+			if h.log[i].req.Type == typ {
+				s := h.log[i]
+				h.mu.Unlock()
+				return i, s
+			}
+		}
+		ch := h.changed
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			h.t.Fatalf("no %v request within %v; seen: %v", typ, timeout, h.types())
+		}
+	}
+}
+
+func (h *harness) types() []RequestType {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ts []RequestType
+	for _, s := range h.log {
+		ts = append(ts, s.req.Type)
+	}
+	return ts
+}
+
+func (h *harness) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.log)
+}
+
+// logSeeds prints the captured requests for the fuzz corpus
+// (testdata/kernel-requests.txt), one of each type.
+func (h *harness) logSeeds() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	done := map[RequestType]bool{}
+	for _, s := range h.log {
+		if done[s.req.Type] || !s.req.Type.Valid() {
+			continue
+		}
+		done[s.req.Type] = true
+		h.t.Logf("seed %s %v %s", os.Getenv("KMATRIX_KERNEL"), s.req.Type, hex.EncodeToString(s.raw))
+	}
+}
+
+// dmEnv is the device-mapper side of a test: two dm-zero legs and the
+// names of what the test creates, removed at cleanup.
+type dmEnv struct {
+	t    *testing.T
+	ctl  *dmControl
+	pfx  string
+	legs [2]string // "major:minor"
+	dir  string
+	// mirror is the mirror device's name while it exists.
+	mirror string
+}
+
+func newDMEnv(t *testing.T) *dmEnv {
+	t.Helper()
+	ctl, err := openDMControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctl.Close() })
+	e := &dmEnv{t: t, ctl: ctl, pfx: fmt.Sprintf("dmlogtest-%d-%s", os.Getpid(), strings.ToLower(strings.TrimPrefix(t.Name(), "TestIntegration"))), dir: t.TempDir()}
+	e.pfx = strings.NewReplacer("/", "-", " ", "-").Replace(e.pfx)
+	for i := range e.legs {
+		name := fmt.Sprintf("%s-z%d", e.pfx, i)
+		dev, err := ctl.create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := ctl.remove(name); err != nil {
+				t.Errorf("removing %s: %v", name, err)
+			}
+		})
+		if err := ctl.load(name, 0, legSectors, "zero", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := ctl.resume(name); err != nil {
+			t.Fatal(err)
+		}
+		e.legs[i] = devString(dev)
+	}
+	return e
+}
+
+func (e *dmEnv) uuid() string { return e.pfx + "-log" }
+
+// mirrorTable is the mirror's parameter string with a userspace log.
+func (e *dmEnv) mirrorTable(extra ...string) string {
+	args := append([]string{e.uuid(), "core", fmt.Sprint(regionSize)}, extra...)
+	return fmt.Sprintf("userspace %d %s 2 %s 0 %s 0", len(args), strings.Join(args, " "), e.legs[0], e.legs[1])
+}
+
+// createMirror creates the mirror device (no table yet) and registers its
+// removal; a server must then still run (cleanups run last-in first-out).
+func (e *dmEnv) createMirror() (string, uint64) {
+	e.t.Helper()
+	name := e.pfx + "-m"
+	dev, err := e.ctl.create(name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mirror = name
+	e.t.Cleanup(func() {
+		if err := e.removeMirror(); err != nil {
+			e.t.Errorf("removing %s: %v", name, err)
+		}
+	})
+	return name, dev
+}
+
+// removeMirror removes the mirror if it still exists.
+func (e *dmEnv) removeMirror() error {
+	if e.mirror == "" {
+		return nil
+	}
+	err := e.ctl.remove(e.mirror)
+	if errors.Is(err, unix.ENXIO) {
+		err = nil
+	}
+	if err == nil {
+		e.mirror = ""
+	}
+	return err
+}
+
+// directIO writes (or reads) 4 KiB at off through the device with O_DIRECT,
+// so that the I/O reaches the mirror at once.
+func directIO(dir string, dev uint64, off int64, write bool, fill byte) ([]byte, error) {
+	f, err := openDev(dir, dev, os.O_RDWR|syscall.O_DIRECT)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Munmap(buf)
+	if write {
+		for i := range buf {
+			buf[i] = fill
+		}
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return nil, err
+		}
+		return nil, f.Sync()
+	}
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), buf...), nil
+}
+
+// TestIntegrationLifeCycle loads a mirror with our server as its log, writes
+// and reads through it, reads its status, suspends and removes it, and checks
+// the requests the kernel sent at each step (measured on all four kernels in
+// agents.md 2.2).
+func TestIntegrationLifeCycle(t *testing.T) {
+	requireDMLog(t)
+	s := &Server{}
+	h := startHarness(t, s, nil)
+	e := newDMEnv(t)
+	name, dev := e.createMirror()
+
+	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
+		t.Fatalf("loading the mirror table: %v", err)
+	}
+	i, ctr := h.waitFor(TypeCtr, 0, time.Second)
+	if i != 0 {
+		t.Errorf("first request %v, want CTR", h.types())
+	}
+	sectors, args, err := ctr.req.CtrArgs()
+	if err != nil || sectors != legSectors || strings.Join(args, " ") != "core 1024" || ctr.req.UUID != e.uuid() || ctr.req.Version != Version {
+		t.Errorf("CTR %v: %d %q %v", ctr.req, sectors, args, err)
+	}
+	if ctr.raw[len(ctr.raw)-1] == 0 {
+		t.Errorf("first CTR string ends in a NUL: %q", ctr.req.Data)
+	}
+	if ctr.req.LUID == 0 {
+		t.Error("luid 0; the kernel sends the address of its log context")
+	}
+	if _, r := h.waitFor(TypeGetRegionSize, i+1, time.Second); r.req.LUID != ctr.req.LUID {
+		t.Errorf("GET_REGION_SIZE luid %#x, CTR's %#x", r.req.LUID, ctr.req.LUID)
+	}
+	n := h.count()
+	if err := e.ctl.resume(name); err != nil {
+		t.Fatalf("resuming the mirror: %v", err)
+	}
+	h.waitFor(TypeResume, n, time.Second)
+
+	// One 4 KiB write into region 2, then the marks and clears.
+	n = h.count()
+	off := int64(2 * regionSize * 512)
+	if _, err := directIO(e.dir, dev, off, true, 0xa5); err != nil {
+		t.Fatalf("writing through the mirror: %v", err)
+	}
+	mi, mark := h.waitFor(TypeMarkRegion, n, 5*time.Second)
+	if rs, _ := mark.req.AppendRegions(nil); len(rs) != 1 || rs[0] != 2 {
+		t.Errorf("MARK_REGION %v, want [2]", rs)
+	}
+	fi, _ := h.waitFor(TypeFlush, mi+1, 5*time.Second)
+	ci, clr := h.waitFor(TypeClearRegion, fi+1, 10*time.Second)
+	if rs, _ := clr.req.AppendRegions(nil); len(rs) != 1 || rs[0] != 2 {
+		t.Errorf("CLEAR_REGION %v, want [2]", rs)
+	}
+	h.waitFor(TypeFlush, ci+1, 5*time.Second)
+	// dm-zero discards writes and reads zeros: what comes back shows the
+	// read was served through the mirror, not that data was stored.
+	got, err := directIO(e.dir, dev, off, false, 0)
+	if err != nil {
+		t.Fatalf("reading through the mirror: %v", err)
+	}
+	for _, b := range got {
+		if b != 0 {
+			t.Fatalf("read back %#x from dm-zero legs, want zeros", b)
+		}
+	}
+
+	// The status line carries the log's STATUS_INFO answer.
+	n = h.count()
+	st, err := e.ctl.status(name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(TypeStatusInfo, n, time.Second)
+	if !strings.HasSuffix(strings.TrimSpace(st), "1 memlog") || !strings.Contains(st, "/8 ") {
+		t.Errorf("status %q: want 8 regions and the log's \"1 memlog\"", st)
+	}
+	tbl, err := e.ctl.status(name, true)
+	if err != nil || !strings.Contains(tbl, "userspace 3 "+e.uuid()+" core 1024") {
+		t.Errorf("table %q %v", tbl, err)
+	}
+
+	n = h.count()
+	if err := e.ctl.suspend(name); err != nil {
+		t.Fatal(err)
+	}
+	pi, _ := h.waitFor(TypePresuspend, n, time.Second)
+	h.waitFor(TypePostsuspend, pi+1, time.Second)
+	l, _ := s.Log(e.uuid(), ctr.req.LUID)
+	if ml, ok := l.(*MemLog); !ok || ml.Stats().Marks == 0 || !ml.Stats().Suspended {
+		t.Errorf("the log did not see the write or the suspend: %+v", l)
+	}
+	n = h.count()
+	if err := e.removeMirror(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(TypeDtr, n, time.Second)
+	if st := s.Stats(); st.Logs != 0 || st.Errors != 0 || st.SendErrors != 0 {
+		t.Errorf("server stats %+v", st)
+	}
+	h.logSeeds()
+	t.Logf("requests: %v", h.types())
+}
+
+// TestIntegrationNoServer: with nobody on group 7 the table load fails at
+// once (the kernel's multicast finds no listener: ESRCH).
+func TestIntegrationNoServer(t *testing.T) {
+	requireDMLog(t)
+	e := newDMEnv(t)
+	name, _ := e.createMirror()
+	start := time.Now()
+	err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable())
+	took := time.Since(start)
+	if !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("table load without a server: %v, want EINVAL", err)
+	}
+	if took > 2*time.Second {
+		t.Errorf("the load failed after %v; the kernel fails it without waiting", took)
+	}
+	t.Logf("failed after %v", took)
+}
+
+// TestIntegrationEAGAIN: a len-0 reply with ack EAGAIN makes the kernel
+// resend the request at once, under a new seq.
+func TestIntegrationEAGAIN(t *testing.T) {
+	requireDMLog(t)
+	var first *seen
+	h := startHarness(t, &Server{}, func(h *harness, m connector.Message, r seen) bool {
+		if r.req.Type != TypeGetRegionSize || first != nil {
+			return false
+		}
+		first = &r
+		if err := h.c.Send(connector.Message{ID: connector.IDDM, Seq: m.Seq, Ack: uint32(syscall.EAGAIN)}); err != nil {
+			h.t.Errorf("sending EAGAIN: %v", err)
+		}
+		return true
+	})
+	e := newDMEnv(t)
+	name, _ := e.createMirror()
+	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
+		t.Fatalf("loading the mirror table: %v", err)
+	}
+	i, _ := h.waitFor(TypeGetRegionSize, 0, time.Second)
+	_, again := h.waitFor(TypeGetRegionSize, i+1, time.Second)
+	if again.req.Seq == first.req.Seq || again.req.LUID != first.req.LUID || string(again.req.Data) != string(first.req.Data) {
+		t.Errorf("resend %v after %v, want the same request under a new seq", again.req, first.req)
+	}
+	t.Logf("resent %v after the EAGAIN", again.at.Sub(first.at))
+}
+
+// TestIntegrationUnprivilegedReply: a reply from a process without
+// CAP_SYS_ADMIN is ignored; the request still waits for a real one.
+func TestIntegrationUnprivilegedReply(t *testing.T) {
+	requireDMLog(t)
+	ctrs := make(chan seen, 1)
+	h := startHarness(t, &Server{}, func(h *harness, m connector.Message, r seen) bool {
+		if r.req.Type == TypeCtr && len(ctrs) == 0 && r.req.Seq != 0 {
+			ctrs <- r
+			return true // answered below
+		}
+		return false
+	})
+	e := newDMEnv(t)
+	name, _ := e.createMirror()
+	loaded := make(chan error, 1)
+	go func() { loaded <- e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()) }()
+	var ctr seen
+	select {
+	case ctr = <-ctrs:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no CTR")
+	}
+	// A process without CAP_SYS_ADMIN answers first, with an error that
+	// would fail the load if the kernel took it.
+	out, err := testutil.RunHelper(t, 10*time.Second, "nocap-reply", hex.EncodeToString(ctr.raw))
+	if err != nil || strings.TrimSpace(string(out)) != "sent" {
+		t.Fatalf("unprivileged helper: %q %v", out, err)
+	}
+	// The helper's send returned, so the kernel has already run its
+	// callback on it (connector callbacks run in the sender's system
+	// call). Now the real answer.
+	m := connector.Message{ID: connector.IDDM, Seq: ctr.req.Seq, Data: ctr.raw}
+	h.s.handle(m, connector.Sender{}, h.c.Send)
+	if err := <-loaded; err != nil {
+		t.Fatalf("the table load failed (%v): the kernel took the unprivileged EIO reply", err)
+	}
+}
+
+// nocapReplyHelper drops CAP_SYS_ADMIN and answers the request given in
+// hex with EIO.
+func nocapReplyHelper(args []string) int {
+	runtime.LockOSThread() // credentials are per thread; never unlocked
+	raw, err := hex.DecodeString(args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	req, err := ParseRequest(raw)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := testutil.DropCapabilityThread(unix.CAP_SYS_ADMIN); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 3
+	}
+	if checkSysAdmin() == nil {
+		fmt.Fprintln(os.Stderr, "CAP_SYS_ADMIN still effective")
+		return 3
+	}
+	c, err := connector.Dial(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 4
+	}
+	defer c.Close()
+	b, err := AppendReply(nil, req.Header, syscall.EIO, nil)
+	if err == nil {
+		err = c.Send(connector.Message{ID: connector.IDDM, Seq: req.Seq, Data: b})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 5
+	}
+	fmt.Println("sent")
+	return 0
+}
+
+// serveFor runs s.Serve on a new Conn until the returned stop is called.
+func serveFor(t *testing.T, s *Server) (stop func()) {
+	t.Helper()
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDDM.Group()}, ReadBufferSize: ReadBufferSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, c) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Serve: %v", err)
+			}
+			c.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// kmsgWaiter reads the kernel log from now on.
+type kmsgWaiter struct {
+	f     *os.File
+	lines chan string
+}
+
+func newKmsgWaiter(t *testing.T) *kmsgWaiter {
+	t.Helper()
+	f, err := os.Open("/dev/kmsg")
+	if err != nil {
+		t.Fatalf("opening the kernel log: %v", err)
+	}
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		t.Fatalf("seeking the kernel log: %v", err)
+	}
+	w := &kmsgWaiter{f: f, lines: make(chan string, 256)}
+	go func() {
+		defer close(w.lines)
+		r := bufio.NewReader(f)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			select {
+			case w.lines <- line:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { f.Close() })
+	return w
+}
+
+func (w *kmsgWaiter) waitFor(t *testing.T, substr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("kernel log closed before %q", substr)
+			}
+			if strings.Contains(l, substr) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no kernel message %q within %v", substr, timeout)
+		}
+	}
+}
+
+// TestIntegrationRestart: the server goes away while the mirror is in use.
+// Blocked I/O resumes once a new server answers the constructor the kernel
+// re-sends, whether the new server was absent when the request came (the
+// kernel's multicast failed) or present but without the log (it answers
+// ESRCH).
+func TestIntegrationRestart(t *testing.T) {
+	requireDMLog(t)
+	trace := func(ch chan<- Trace) func(Trace) {
+		return func(tr Trace) {
+			select {
+			case ch <- tr:
+			default:
+			}
+		}
+	}
+	e := newDMEnv(t)
+	a := &Server{}
+	stopA := serveFor(t, a)
+	name, dev := e.createMirror()
+	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ctl.resume(name); err != nil {
+		t.Fatal(err)
+	}
+	// The last server running at cleanup removes the mirror (DTR).
+	final := &Server{}
+
+	for _, absent := range []bool{true, false} {
+		t.Run(fmt.Sprintf("absent=%v", absent), func(t *testing.T) {
+			stopA()
+			kmsg := newKmsgWaiter(t)
+			traces := make(chan Trace, 256)
+			b := &Server{Trace: trace(traces)}
+			if !absent {
+				stopA = serveFor(t, b)
+			}
+			wrote := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				_, err := directIO(e.dir, dev, 3*regionSize*512, true, 0x5a)
+				wrote <- err
+			}()
+			kmsg.waitFor(t, "Userspace log server not found", 10*time.Second)
+			if absent {
+				stopA = serveFor(t, b)
+			}
+			next := func() Trace {
+				select {
+				case tr := <-traces:
+					return tr
+				case <-time.After(10 * time.Second):
+					t.Fatal("the new server got no request within 10 s")
+				}
+				panic("unreachable")
+			}
+			var got []RequestType
+			for {
+				tr := next()
+				got = append(got, tr.Request.Type)
+				if tr.Request.Type == TypeCtr {
+					break
+				}
+			}
+			if tr := next(); tr.Request.Type != TypeResume {
+				t.Errorf("after the re-sent CTR: %v, want RESUME", tr.Request.Type)
+			}
+			select {
+			case err := <-wrote:
+				if err != nil {
+					t.Fatalf("the blocked write failed: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the blocked write did not resume")
+			}
+			st := b.Stats()
+			if st.Logs != 1 || st.Reconstructed != 0 {
+				t.Errorf("new server stats %+v", st)
+			}
+			if !absent && st.UnknownLog == 0 {
+				t.Errorf("the present server answered no request with ESRCH: %+v", st)
+			}
+			t.Logf("requests before the CTR: %v; write blocked %v", got, time.Since(start))
+		})
+	}
+	// Remove the mirror while a server runs: without one, the removal's
+	// suspend would wait for recoveries stuck in the kernel's reconnect
+	// loop.
+	stopA()
+	serveFor(t, final)
+	if err := e.removeMirror(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// resendKernel is the one matrix kernel that runs the 15 s resend test.
+const resendKernel = "6.12"
+
+// TestMatrixResendAfterTimeout: an unanswered request is resent after 15 s
+// under a new seq, and a late answer to the old seq is ignored. It costs
+// 15 s, so the matrix runs it on one kernel only (named TestMatrix* so that
+// its skip elsewhere is not an integration test skipped).
+func TestMatrixResendAfterTimeout(t *testing.T) {
+	if k := os.Getenv("KMATRIX_KERNEL"); !strings.HasPrefix(k, resendKernel) {
+		t.Skipf("runs on the %s matrix kernel only (it waits 15 s); this is %q", resendKernel, k)
+	}
+	requireDMLog(t)
+	var first *seen
+	h := startHarness(t, &Server{}, func(h *harness, m connector.Message, r seen) bool {
+		if r.req.Type != TypeGetRegionSize {
+			return false
+		}
+		if first == nil {
+			first = &r // left unanswered
+			return true
+		}
+		// The resend: answer the old seq first, with a region size that
+		// would show in the mirror's region count if it were taken.
+		b, _ := AppendReply(nil, first.req.Header, 0, AppendUint64(nil, 2*regionSize))
+		if err := h.c.Send(connector.Message{ID: connector.IDDM, Seq: first.req.Seq, Data: b}); err != nil {
+			h.t.Errorf("late reply: %v", err)
+		}
+		return false // the server answers the new seq: 1024
+	})
+	e := newDMEnv(t)
+	name, _ := e.createMirror()
+	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
+		t.Fatalf("loading the mirror table: %v", err)
+	}
+	i, _ := h.waitFor(TypeGetRegionSize, 0, time.Second)
+	_, again := h.waitFor(TypeGetRegionSize, i+1, time.Second)
+	wait := again.at.Sub(first.at)
+	if wait < RetryTimeout-100*time.Millisecond || wait > RetryTimeout+5*time.Second {
+		t.Errorf("resent after %v, want about %v", wait, RetryTimeout)
+	}
+	if again.req.Seq == first.req.Seq || again.req.LUID != first.req.LUID {
+		t.Errorf("resend %v of %v: want a new seq", again.req, first.req)
+	}
+	if err := e.ctl.resume(name); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.ctl.status(name, false)
+	if err != nil || !strings.Contains(st, "/8 ") {
+		t.Errorf("status %q %v: want 8 regions (the late reply of 2048 ignored)", st, err)
+	}
+	t.Logf("resent after %v", wait)
+}
