@@ -180,4 +180,3 @@ func openDev(dir string, dev uint64, flags int) (*os.File, error) {
 	}
 	return os.OpenFile(p, flags, 0)
 }
-
