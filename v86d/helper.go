@@ -1,0 +1,214 @@
+package v86d
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/capcheck"
+)
+
+// Timeout is how long uvesafb waits for the reply to a task
+// (UVESAFB_TIMEOUT in drivers/video/fbdev/uvesafb.c); then that BIOS call
+// fails.
+const Timeout = 5 * time.Second
+
+// ErrExit is returned by Helper.Serve when the kernel sent a task with
+// FlagExit: uvesafb is being unloaded and the helper it started should exit.
+var ErrExit = errors.New("v86d: the kernel asked the helper to exit (TF_EXIT)")
+
+// ErrNoSysAdmin is returned by Helper.Serve when the process lacks
+// CAP_SYS_ADMIN: uvesafb ignores replies from such processes, silently, and
+// each task would time out after 5 s. It matches os.ErrPermission.
+var ErrNoSysAdmin error = noSysAdmin{}
+
+type noSysAdmin struct{}
+
+func (noSysAdmin) Error() string {
+	return "v86d: the process lacks CAP_SYS_ADMIN: uvesafb ignores replies from such processes without a word; run as root (joining group 4 also needs CAP_NET_ADMIN)"
+}
+func (noSysAdmin) Is(target error) bool { return target == os.ErrPermission }
+
+// A Call is one task the kernel sent, as a Helper's Handle gets it.
+type Call struct {
+	// Slot is the kernel's task slot (cn_msg.seq, 0 to 15) and Ack its
+	// random cookie (cn_msg.ack); the reply must carry both, which Helper
+	// does.
+	Slot, Ack uint32
+	Task      Task
+	// Buf is the task's buffer (Task.BufLen bytes): the kernel's input,
+	// for example the vbe_ib pre-filled with "VBE2". It is valid only
+	// during Handle, which may modify it and return it.
+	Buf []byte
+}
+
+// Stats are a Helper's counters.
+type Stats struct {
+	Tasks, Replies, Malformed, Foreign, SendErrors, Overruns uint64
+}
+
+// A Helper is the userspace side of uvesafb: it receives tasks (BIOS calls)
+// on group 4 and answers each with the registers, and the buffer, after the
+// call. Handle does the work; FakeBIOS is a ready Handle for tests.
+//
+// Only one process should answer: any process with CAP_SYS_ADMIN that
+// listens on group 4 can race the real v86d with its own answers, and the
+// kernel takes the first one that matches the task's slot and cookie.
+//
+// A Helper is safe for concurrent use; it answers one task at a time.
+type Helper struct {
+	// Handle executes a call and returns the task to send back (the
+	// registers after the call; Flags and BufLen are filled in) and the
+	// buffer to return: at most the call's BufLen bytes, copied by the
+	// kernel only for FlagBufRet and FlagVBEIB tasks. Handle must return
+	// well within Timeout.
+	Handle func(c *Call) (Task, []byte)
+
+	// OnExit, if set, is called when a FlagExit task arrives, before
+	// Serve returns ErrExit.
+	OnExit func()
+
+	// ErrorLog receives what Serve survives (malformed tasks, failed
+	// sends, overruns). Nil drops them.
+	ErrorLog func(error)
+
+	// SkipPrivilegeCheck makes Serve skip its CAP_SYS_ADMIN check (for
+	// fakes such as cntest).
+	SkipPrivilegeCheck bool
+
+	mu  sync.Mutex
+	buf []byte
+
+	tasks, replies, malformed, foreign, sendErrs, overruns atomic.Uint64
+}
+
+// Stats returns the Helper's counters.
+func (h *Helper) Stats() Stats {
+	return Stats{h.tasks.Load(), h.replies.Load(), h.malformed.Load(), h.foreign.Load(), h.sendErrs.Load(), h.overruns.Load()}
+}
+
+func (h *Helper) report(err error) {
+	if h.ErrorLog != nil {
+		h.ErrorLog(err)
+	}
+}
+
+// handle answers one message; it reports whether it was a FlagExit task.
+func (h *Helper) handle(m connector.Message, from connector.Sender, send func(connector.Message) error) (exit bool) {
+	if !from.Kernel() {
+		h.foreign.Add(1)
+		return false
+	}
+	if m.ID != connector.IDV86D {
+		return false
+	}
+	t, buf, err := ParseTask(m.Data)
+	if err != nil {
+		h.malformed.Add(1)
+		h.report(fmt.Errorf("v86d: task in slot %d: %w", m.Seq, err))
+		return false
+	}
+	h.tasks.Add(1)
+	if t.Flags&FlagExit != 0 {
+		if h.OnExit != nil {
+			h.OnExit()
+		}
+		return true
+	}
+	if m.Seq >= TasksMax {
+		h.malformed.Add(1)
+		h.report(fmt.Errorf("%w: slot %d, the kernel uses 0 to %d", ErrInvalid, m.Seq, TasksMax-1))
+		return false
+	}
+	c := &Call{Slot: m.Seq, Ack: m.Ack, Task: t, Buf: buf}
+	var out Task
+	var rbuf []byte
+	if h.Handle != nil {
+		out, rbuf = h.Handle(c)
+	} else {
+		out = t
+		out.Regs.EAX = out.Regs.EAX&^0xffff | StatusFailed
+	}
+	if len(rbuf) > int(t.BufLen) {
+		h.report(fmt.Errorf("v86d: Handle returned %d buffer bytes for a %d-byte task buffer (function %#04x); cut", len(rbuf), t.BufLen, t.Function()))
+		rbuf = rbuf[:t.BufLen]
+	}
+	out.Flags = t.Flags
+	h.mu.Lock()
+	b, _ := AppendTask(h.buf[:0], out, rbuf) // len(rbuf) <= BufLen <= MaxBufLen
+	h.buf = b
+	err = send(connector.Message{ID: connector.IDV86D, Seq: m.Seq, Ack: m.Ack, Data: b})
+	h.mu.Unlock()
+	if err != nil {
+		h.sendErrs.Add(1)
+		h.report(fmt.Errorf("v86d: replying to function %#04x in slot %d: %w", t.Function(), m.Seq, err))
+		return false
+	}
+	h.replies.Add(1)
+	return false
+}
+
+// Serve answers tasks on c until ctx is done, c is closed, or a FlagExit
+// task arrives (ErrExit). It joins group 4 if c has not and checks for
+// CAP_SYS_ADMIN first (unless SkipPrivilegeCheck): without it the error
+// matches ErrNoSysAdmin and os.ErrPermission.
+func (h *Helper) Serve(ctx context.Context, c *connector.Conn) error {
+	if !h.SkipPrivilegeCheck {
+		ok, err := capcheck.SysAdmin()
+		if err != nil {
+			return fmt.Errorf("v86d: %w", err)
+		}
+		if !ok {
+			return ErrNoSysAdmin
+		}
+	}
+	if err := join(c, connector.IDV86D.Group()); err != nil {
+		return fmt.Errorf("v86d: joining group 4 (needs CAP_NET_ADMIN): %w", err)
+	}
+	return h.serve0(ctx, c)
+}
+
+func join(c *connector.Conn, g connector.Group) error {
+	if gs, err := c.Groups(); err == nil {
+		for _, x := range gs {
+			if x == g {
+				return nil
+			}
+		}
+	}
+	return c.JoinGroup(g)
+}
+
+func (h *Helper) serve0(ctx context.Context, c *connector.Conn) error {
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	r := c.NewReader()
+	defer r.Release()
+	for {
+		m, from, err := r.Next()
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case errors.Is(err, connector.ErrOverrun):
+				h.overruns.Add(1)
+				h.report(fmt.Errorf("v86d: %w: tasks were lost and will time out in the kernel", err))
+				continue
+			case errors.Is(err, connector.ErrTruncated), errors.Is(err, connector.ErrMalformed):
+				h.report(err)
+				continue
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				continue
+			}
+			return err
+		}
+		if h.handle(m, from, c.Send) {
+			return ErrExit
+		}
+	}
+}
