@@ -50,7 +50,7 @@ func requireDMLog(t *testing.T) {
 		if os.Getenv("KMATRIX") != "" {
 			t.Fatalf("in the kernel matrix: %s (are the modules of testdata/kmatrix-modules loaded?)", msg)
 		}
-		t.Skipf("kernel feature missing: %s; the modules dm-mirror, dm-zero and dm-log-userspace are loaded in the kernel matrix (.ci/matrix -pkgs ./dmlog)", msg)
+		t.Skipf("runs only in the kernel matrix (.ci/matrix -pkgs ./dmlog), which loads dm-mirror, dm-zero and dm-log-userspace: kernel feature missing here: %s", msg)
 	}
 	if _, err := os.Stat("/dev/mapper/control"); err != nil {
 		missing("no device-mapper (/dev/mapper/control: %v)", err)
@@ -61,7 +61,7 @@ func requireDMLog(t *testing.T) {
 	}
 	if os.Getenv("KMATRIX") == "" {
 		// On a real machine, never touch an existing log server's mirrors.
-		t.Skip("runs only in the kernel matrix, where no other dm-log-userspace server can be running")
+		t.Skip("runs only in the kernel matrix (.ci/matrix -pkgs ./dmlog): on a real machine another dm-log-userspace server may own the mirrors")
 	}
 }
 

@@ -3,36 +3,28 @@ package dmlog
 import (
 	"context"
 	"errors"
-	"os"
-	"time"
 
 	"github.com/cnlink/connector"
 )
 
-// serve0 is the receive loop of Serve.
+// ServeConnector answers one dm-log-userspace request: register the Server
+// on a connector.Mux for connector.IDDM to serve it next to other agents
+// (Serve does that for a Conn of its own). It ignores messages that are not
+// from the kernel or not for IDDM, and replies through req.Reply. Register
+// it without a Queue: dm waits for each reply, and ordering matters.
+func (s *Server) ServeConnector(req connector.Request) {
+	s.handle(req.Msg, req.From, req.Reply)
+}
+
+// serve0 serves c through a connector.Mux.
 func (s *Server) serve0(ctx context.Context, c *connector.Conn) error {
-	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	r := c.NewReader()
-	defer r.Release()
-	send := c.Send
-	for {
-		m, from, err := r.Next()
-		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case errors.Is(err, connector.ErrOverrun):
-				s.overrun(err)
-				continue
-			case errors.Is(err, connector.ErrTruncated), errors.Is(err, connector.ErrMalformed):
-				s.report(err)
-				continue
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				continue
-			}
-			return err
+	mx := connector.NewMux()
+	mx.Handle(connector.IDDM, s)
+	return mx.Serve(ctx, c, &connector.ServeOptions{OnError: func(err error) {
+		if errors.Is(err, connector.ErrOverrun) {
+			s.overrun(err)
+			return
 		}
-		s.handle(m, from, send)
-	}
+		s.report(err)
+	}})
 }

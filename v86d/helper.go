@@ -184,31 +184,33 @@ func join(c *connector.Conn, g connector.Group) error {
 	return c.JoinGroup(g)
 }
 
+// ServeConnector answers one task: register the Helper on a connector.Mux
+// for connector.IDV86D to serve it next to other agents. It cannot end the
+// Mux's Serve on FlagExit: use OnExit for that.
+func (h *Helper) ServeConnector(req connector.Request) {
+	h.handle(req.Msg, req.From, req.Reply)
+}
+
+// serve0 serves c through a connector.Mux until a FlagExit task.
 func (h *Helper) serve0(ctx context.Context, c *connector.Conn) error {
-	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	r := c.NewReader()
-	defer r.Release()
-	for {
-		m, from, err := r.Next()
-		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case errors.Is(err, connector.ErrOverrun):
-				h.overruns.Add(1)
-				h.report(fmt.Errorf("v86d: %w: tasks were lost and will time out in the kernel", err))
-				continue
-			case errors.Is(err, connector.ErrTruncated), errors.Is(err, connector.ErrMalformed):
-				h.report(err)
-				continue
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				continue
-			}
-			return err
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	mx := connector.NewMux()
+	mx.HandleFunc(connector.IDV86D, func(req connector.Request) {
+		if h.handle(req.Msg, req.From, req.Reply) {
+			cancel(ErrExit)
 		}
-		if h.handle(m, from, c.Send) {
-			return ErrExit
+	})
+	err := mx.Serve(ctx, c, &connector.ServeOptions{OnError: func(err error) {
+		if errors.Is(err, connector.ErrOverrun) {
+			h.overruns.Add(1)
+			h.report(fmt.Errorf("v86d: %w: tasks were lost and will time out in the kernel", err))
+			return
 		}
+		h.report(err)
+	}})
+	if cause := context.Cause(ctx); errors.Is(cause, ErrExit) {
+		return ErrExit
 	}
+	return err
 }

@@ -22,7 +22,7 @@ type fakeUvesafb struct {
 }
 
 func newFakeUvesafb(t *testing.T) *fakeUvesafb {
-	f := &fakeUvesafb{t: t, k: cntest.NewKernel(), replies: make(chan connector.Message, 16)}
+	f := &fakeUvesafb{t: t, k: cntest.New(nil), replies: make(chan connector.Message, 16)}
 	f.k.Handle(connector.IDV86D, func(m connector.Message, _ connector.Sender) []cntest.Reply {
 		f.replies <- m
 		return nil
