@@ -37,8 +37,10 @@ func goEnv() []string {
 	return append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 }
 
-func goCmd(ctx context.Context, args ...string) *exec.Cmd {
+// goCmd runs go in dir (a module's root).
+func goCmd(ctx context.Context, dir string, args ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, "go", args...)
+	c.Dir = dir
 	c.Env = goEnv()
 	c.WaitDelay = 5 * time.Second
 	return c
@@ -52,7 +54,8 @@ type testPkg struct {
 	XTestGoFiles []string
 	Error        *struct{ Err string }
 
-	name string // short name of its test binary
+	modDir string // root of the module holding it: where it is built
+	name   string // short name of its test binary
 }
 
 func (p testPkg) hasTests() bool { return len(p.TestGoFiles)+len(p.XTestGoFiles) > 0 }
@@ -61,7 +64,7 @@ func (p testPkg) hasTests() bool { return len(p.TestGoFiles)+len(p.XTestGoFiles)
 // nothing, directories without Go files and packages without test files are
 // reported through notef and left out; packages that do not load are
 // returned with Error set.
-func listPackages(ctx context.Context, patterns []string, notef func(string, ...any)) ([]testPkg, error) {
+func listPackages(ctx context.Context, root string, patterns []string, notef func(string, ...any)) ([]testPkg, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	var pkgs []testPkg
@@ -69,7 +72,11 @@ func listPackages(ctx context.Context, patterns []string, notef func(string, ...
 	// One pattern at a time, so that a pattern naming a missing directory
 	// does not hide the others.
 	for _, pat := range patterns {
-		c := goCmd(ctx, "list", "-e", "-json=ImportPath,Dir,TestGoFiles,XTestGoFiles,Error", pat)
+		modDir, rel, err := resolvePattern(root, pat)
+		if err != nil {
+			return nil, err
+		}
+		c := goCmd(ctx, modDir, "list", "-e", "-json=ImportPath,Dir,TestGoFiles,XTestGoFiles,Error", rel)
 		var stderr bytes.Buffer
 		c.Stderr = &stderr
 		out, err := c.Output()
@@ -95,6 +102,7 @@ func listPackages(ctx context.Context, patterns []string, notef func(string, ...
 			if seen[p.ImportPath] {
 				continue
 			}
+			p.modDir = modDir
 			seen[p.ImportPath] = true
 			switch {
 			case p.Error != nil && isNoPackage(p.Error.Err):
@@ -165,6 +173,8 @@ type buildFailure struct {
 }
 
 type buildOptions struct {
+	root        string // where -pkgs patterns are resolved
+	selfDir     string // this module's root, where the guest init is built
 	patterns    []string
 	testArgs    []string
 	testTimeout time.Duration
@@ -175,7 +185,7 @@ type buildOptions struct {
 // build compiles the test binaries and the init and writes the initramfs.
 func build(ctx context.Context, o buildOptions) (*buildResult, error) {
 	start := time.Now()
-	pkgs, err := listPackages(ctx, o.patterns, o.notef)
+	pkgs, err := listPackages(ctx, o.root, o.patterns, o.notef)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +206,7 @@ func build(ctx context.Context, o buildOptions) (*buildResult, error) {
 		}
 		file := filepath.Join(binDir, p.name+".test")
 		bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		out, err := goCmd(bctx, "test", "-c", "-o", file, p.ImportPath).CombinedOutput()
+		out, err := goCmd(bctx, p.modDir, "test", "-c", "-o", file, p.ImportPath).CombinedOutput()
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -213,7 +223,7 @@ func build(ctx context.Context, o buildOptions) (*buildResult, error) {
 	}
 	initFile := filepath.Join(binDir, "init")
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	out, err := goCmd(ictx, "build", "-trimpath", "-ldflags=-s -w", "-o", initFile, initPkg()).CombinedOutput()
+	out, err := goCmd(ictx, o.selfDir, "build", "-trimpath", "-ldflags=-s -w", "-o", initFile, initPkg()).CombinedOutput()
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("building the guest init: %v\n%s", err, out)

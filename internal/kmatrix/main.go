@@ -3,9 +3,11 @@
 // a private apt configuration, booted with TCG and a small initramfs whose
 // init (package guestinit) runs the test binaries and powers off.
 //
-// Run it from the repository root:
+// It is a module of its own (the library module holds only the library).
+// Run it from anywhere in the repository:
 //
-//	go run ./internal/kmatrix [flags]
+//	.ci/matrix [flags]
+//	go run -C internal/kmatrix . [flags]
 //
 // See README.md beside this file for the flags, the cache and timings.
 package main
@@ -47,6 +49,8 @@ type config struct {
 	securityMirror string
 	keep           bool
 	failOnSkip     *regexp.Regexp
+	root           string // where -pkgs patterns are resolved
+	selfDir        string // this module's directory
 }
 
 func defaultCacheDir() string {
@@ -69,7 +73,8 @@ func splitList(s string) []string {
 func parseFlags() config {
 	var c config
 	kernels := flag.String("kernels", "6.1,6.12,6.18,7.3", "comma-separated kernel versions; each picks the newest Debian package whose version starts with it (6.1, 6.12, 6.12.117, 6.12.117-1~deb12u1)")
-	pkgs := flag.String("pkgs", ".,./proc,./examples/...", "comma-separated package patterns whose tests to run; patterns without test files are skipped")
+	pkgs := flag.String("pkgs", ".,./proc,./examples/...", "comma-separated package patterns whose tests to run, relative to -root; patterns without test files are skipped")
+	root := flag.String("root", "", "the repository root, where -pkgs patterns are resolved (default: the module that encloses this one)")
 	flag.IntVar(&c.jobs, "j", 2, "kernels booted at the same time (each VM has one vCPU)")
 	flag.DurationVar(&c.timeout, "timeout", 5*time.Minute, "hard limit for one VM, boot to power-off; qemu is killed after it")
 	flag.DurationVar(&c.testTimeout, "test-timeout", 2*time.Minute, "limit for one test binary in the guest (passed as -test.timeout; the init kills it 15s later)")
@@ -88,7 +93,7 @@ func parseFlags() config {
 	failOnSkip := flag.String("fail-on-skip", "", "regular expression: a skipped test whose name matches it fails its kernel (e.g. '^TestIntegration')")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (test binaries, initramfs) and print its path")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./internal/kmatrix [flags]\n\nRuns the test binaries of -pkgs inside each kernel of -kernels under qemu.\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: .ci/matrix [flags], or go run -C internal/kmatrix . [flags]\n\nRuns the test binaries of -pkgs inside each kernel of -kernels under qemu.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -104,6 +109,11 @@ func parseFlags() config {
 			os.Exit(2)
 		}
 		c.failOnSkip = re
+	}
+	var err error
+	if c.selfDir, c.root, err = locate(*root); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
 	c.kernels = splitList(*kernels)
 	c.pkgs = splitList(*pkgs)
@@ -235,6 +245,8 @@ func run(c config) int {
 	go func() {
 		defer close(buildReady)
 		built, buildErr = build(ctx, buildOptions{
+			root:        c.root,
+			selfDir:     c.selfDir,
 			patterns:    c.pkgs,
 			testArgs:    c.testArgs,
 			testTimeout: c.testTimeout,

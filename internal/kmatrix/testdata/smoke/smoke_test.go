@@ -4,7 +4,7 @@
 // talks to the proc connector directly, without the library, so that the
 // runner can be checked on every kernel before the library's own tests exist.
 //
-//	go run ./internal/kmatrix -pkgs ./internal/kmatrix/testdata/smoke
+//	.ci/matrix -pkgs ./internal/kmatrix/testdata/smoke
 package smoke
 
 import (
