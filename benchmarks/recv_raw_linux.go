@@ -263,3 +263,33 @@ func (r *lockedRecv) run() error {
 	defer runtime.UnlockOSThread()
 	return r.rawRecv.run()
 }
+
+// lockedPolledRecv is lockedRecv with its socket also registered with the
+// runtime poller (os.NewFile of a non-blocking descriptor), then made
+// blocking again, as a library socket opened through the poller is: it
+// shows what the registration alone costs a reader that waits in the
+// kernel (every datagram also wakes the runtime's epoll_pwait).
+type lockedPolledRecv struct {
+	lockedRecv
+	f *os.File
+}
+
+func init() { receivers["go-recvmmsg-polled"] = func() receiver { return &lockedPolledRecv{} } }
+
+func (r *lockedPolledRecv) start(o *recvOpts, t *tally) error {
+	if err := r.lockedRecv.start(o, t); err != nil {
+		return err
+	}
+	d, err := unix.Dup(r.fd)
+	if err != nil {
+		return err
+	}
+	if err := unix.SetNonblock(d, true); err != nil {
+		return err
+	}
+	r.f = os.NewFile(uintptr(d), "netlink-dup") // registers with the poller
+	if _, err := r.f.SyscallConn(); err != nil {
+		return err
+	}
+	return unix.SetNonblock(r.fd, false) // O_NONBLOCK is shared by dups
+}

@@ -71,12 +71,14 @@ var (
 		{"rate", "drain events/s", fK}, {"x_rate", "× ref", fRatio},
 		{"cpu_rate", "events per CPU-second", fK}, {"x_cpu_rate", "× ref", fRatio},
 		{"cpu", "CPU ns/event", fInt}, {"x_cpu", "CPU × ref", fRatio},
+		{"user", "user ns/event", fInt}, {"sys", "sys ns/event", fInt},
 		{"allocs", "allocs/event", f2}, {"bytes", "B/event", f1}, {"rss", "peak RSS MiB", f1},
 	}
 	liveCols = []column{
 		{"received", "received", fInt}, {"expected", "expected", fInt}, {"loss", "loss", fPct},
 		{"enobufs", "ENOBUFS", fInt}, {"restarts", "restarts", fInt},
 		{"cpu", "CPU ns/event", fInt}, {"x_cpu", "CPU × ref", fRatio},
+		{"user", "user ns/event", fInt}, {"sys", "sys ns/event", fInt},
 		{"allocs", "allocs/event", f2}, {"bytes", "B/event", f1}, {"rss", "peak RSS MiB", f1},
 		{"rcvbuf", "SO_RCVBUF", fInt},
 	}

@@ -53,7 +53,7 @@ var allPhases = []string{"storm", "drain", "drain-alone", "shared", "shared-4m",
 
 // allContestants in table order: the floors first (C, then Go), then this
 // library, then the others.
-var allContestants = []string{"c-recv", "c-recvmmsg", "go-recvmmsg", "raw", "connector", "connector-receive", "proc", "vishvananda", "mdlayher"}
+var allContestants = []string{"c-recv", "c-recvmmsg", "go-recvmmsg", "go-recvmmsg-polled", "raw", "connector", "connector-receive", "proc", "vishvananda", "mdlayher"}
 
 // ratioRef is the row every ratio (the "× ref" columns) is taken against, if
 // a set has it; otherwise the raw loop ("raw") is (unicast has no C rows).
@@ -426,6 +426,8 @@ func resultVals(r contestantResult, sr stormResult, exp uint64) map[string]float
 		"received":   float64(r.Storm),
 		"enobufs":    float64(r.ENOBUFS),
 		"cpu":        perEvent(uint64(r.UserNs+r.SysNs), r.Events),
+		"user":       perEvent(uint64(max(r.UserNs, 0)), r.Events),
+		"sys":        perEvent(uint64(max(r.SysNs, 0)), r.Events),
 		"allocs":     perEvent(r.Mallocs, r.Events),
 		"bytes":      perEvent(r.Bytes, r.Events),
 		"rss":        float64(r.VmHWMKB) / 1024,
