@@ -1,0 +1,127 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/dmlog"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestServeJSON runs dmlogd's server on the fake kernel, sends the requests
+// of a mirror load and a write, and checks the -json trace.
+func TestServeJSON(t *testing.T) {
+	k := cntest.New(nil)
+	replies := make(chan connector.Message, 16)
+	k.Handle(connector.IDDM, func(m connector.Message, _ connector.Sender) []cntest.Reply {
+		replies <- m
+		return nil
+	})
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, &options{json: true}, c, &dmlog.Server{SkipPrivilegeCheck: true}, &out, &errOut)
+	}()
+	if !k.WaitReceiving(c.PortID(), 5*time.Second) {
+		t.Fatal("not serving")
+	}
+	reqs := []struct {
+		typ  dmlog.RequestType
+		data []byte
+	}{
+		{dmlog.TypeCtr, []byte("8192 core 1024")},
+		{dmlog.TypeGetRegionSize, nil},
+		{dmlog.TypeMarkRegion, dmlog.AppendUint64(nil, 3)},
+		{dmlog.TypeFlush, nil},
+		{dmlog.TypeIsClean, dmlog.AppendUint64(nil, 99)},
+	}
+	for i, r := range reqs {
+		b, _ := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{UUID: "m1", LUID: 7, Seq: uint32(i + 1), Type: r.typ}, Data: r.data})
+		if _, err := k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: uint32(i + 1), Data: b}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-replies:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no reply to %v", r.typ)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	var got []traceRecord
+	for sc.Scan() {
+		var r traceRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		got = append(got, r)
+	}
+	if len(got) != len(reqs) {
+		t.Fatalf("%d trace lines, want %d:\n%s", len(got), len(reqs), out.String())
+	}
+	for i, r := range got {
+		if r.Type != reqs[i].typ.String() || r.Seq != uint32(i+1) || r.UUID != "m1" || r.LUID != "0x7" || r.DataLen != len(reqs[i].data) {
+			t.Errorf("line %d: %+v", i, r)
+		}
+	}
+	if got[1].ReplyLen != 8 || got[4].Errno != 0 {
+		t.Errorf("GET_REGION_SIZE reply %d bytes; IS_CLEAN errno %d", got[1].ReplyLen, got[4].Errno)
+	}
+	if !strings.Contains(errOut.String(), "5 requests, 5 replies, 0 errors") {
+		t.Errorf("summary: %q", errOut.String())
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	if _, err := parseArgs([]string{"-json", "-q"}, io.Discard); err == nil {
+		t.Error("-json -q accepted")
+	}
+	if _, err := parseArgs([]string{"x"}, io.Discard); err == nil {
+		t.Error("argument accepted")
+	}
+	if _, err := parseArgs([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+	if o, err := parseArgs([]string{"-json"}, io.Discard); err != nil || !o.json {
+		t.Errorf("-json: %+v %v", o, err)
+	}
+}

@@ -1,0 +1,357 @@
+package v86d
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+// The integration tests load uvesafb with this package's fake helper and
+// check that a framebuffer registers, through both ways the kernel finds
+// its helper: a listener already on group 4, and a helper it starts itself.
+// They need the uvesafb module file (the kernel matrix provides it; see
+// testdata/kmatrix-modules) and qemu's standard VGA; on the host, which has
+// neither, they skip.
+
+// helperName is the file name the spawn test gives its copy of the test
+// binary; TestMain runs the fake helper when started under that name.
+const helperName = "fake-v86d"
+
+func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == helperName {
+		os.Exit(fakeHelperMain())
+	}
+	testutil.Main(m, nil)
+}
+
+// fakeHelperMain is the program the kernel starts (argv {path},
+// environment HOME=/ and PATH=/sbin:/bin): it daemonizes, and the daemon
+// answers tasks with a FakeBIOS until TF_EXIT. It logs to <path>.log.
+func fakeHelperMain() int {
+	logf, err := os.OpenFile(os.Args[0]+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return 10
+	}
+	defer logf.Close()
+	logln := func(format string, args ...any) { fmt.Fprintf(logf, format+"\n", args...) }
+	daemon, ready, err := Daemonize(4 * time.Second)
+	if err != nil {
+		logln("error %v", err)
+		return 11
+	}
+	if !daemon {
+		logln("parent exits")
+		return 0
+	}
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDV86D.Group()}})
+	if err != nil {
+		logln("error %v", err)
+		return 12
+	}
+	defer c.Close()
+	logln("daemon pid %d", os.Getpid())
+	if err := ready(); err != nil {
+		logln("error %v", err)
+		return 13
+	}
+	bios := &FakeBIOS{LFB: lfbAddress()}
+	h := &Helper{Handle: func(c *Call) (Task, []byte) {
+		logln("task %#04x", c.Task.Function())
+		return bios.Handle(c)
+	}, ErrorLog: func(err error) { logln("error %v", err) }}
+	err = h.Serve(context.Background(), c)
+	logln("exit %v", err)
+	if errors.Is(err, ErrExit) {
+		return 0
+	}
+	return 14
+}
+
+// lfbAddress returns BAR 0 of the first VGA-class PCI device (qemu's std
+// VGA: 0xfd000000), or 0 for the FakeBIOS default.
+func lfbAddress() uint32 {
+	devs, _ := filepath.Glob("/sys/bus/pci/devices/*")
+	for _, d := range devs {
+		class, err := os.ReadFile(d + "/class")
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(class)), "0x0300") {
+			continue
+		}
+		res, err := os.ReadFile(d + "/resource")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(res))
+		if len(f) > 0 {
+			if v, err := strconv.ParseUint(f[0], 0, 64); err == nil && v != 0 && v <= 0xffffffff {
+				return uint32(v)
+			}
+		}
+	}
+	return 0
+}
+
+// requireUvesafb returns the uvesafb module file, or skips (on the host)
+// or fails (in the matrix).
+func requireUvesafb(t *testing.T) string {
+	t.Helper()
+	testutil.RequireConnector(t)
+	testutil.RequireCapability(t, unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN")
+	missing := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...)
+		if os.Getenv("KMATRIX") != "" {
+			t.Fatalf("in the kernel matrix: %s", msg)
+		}
+		t.Skipf("runs only in the kernel matrix (.ci/matrix -pkgs ./v86d), which provides uvesafb and qemu's standard VGA: %s", msg)
+	}
+	if os.Getenv("KMATRIX") == "" {
+		missing("loading a framebuffer driver on a real machine would take over its console")
+	}
+	if lfbAddress() == 0 {
+		missing("no VGA-class PCI device for a linear framebuffer")
+	}
+	if b, _ := os.ReadFile("/proc/modules"); strings.Contains(string(b), "uvesafb ") {
+		t.Fatal("uvesafb is already loaded")
+	}
+	p, err := findModule("uvesafb")
+	if err != nil {
+		missing("%v", err)
+	}
+	return p
+}
+
+// findModule looks for name.ko[.xz|.zst|.gz] in the directories the kernel
+// matrix puts modules in.
+func findModule(name string) (string, error) {
+	var rel unix.Utsname
+	_ = unix.Uname(&rel)
+	dirs := []string{os.Getenv("KMATRIX_MODULES"), "/lib/modules/" + unix.ByteSliceToString(rel.Release[:])}
+	var found string
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || found != "" {
+				return nil
+			}
+			base := strings.ReplaceAll(e.Name(), "-", "_")
+			for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
+				if base == strings.ReplaceAll(name, "-", "_")+ext {
+					found = p
+					return fs.SkipAll
+				}
+			}
+			return nil
+		})
+		if found != "" {
+			return found, nil
+		}
+	}
+	return "", fmt.Errorf("no %s module file under %q", name, dirs)
+}
+
+// loadModule loads a module file with finit_module; compressed files are
+// decompressed by the kernel (MODULE_INIT_COMPRESSED_FILE, Linux 6.4 and
+// later with CONFIG_MODULE_DECOMPRESS).
+func loadModule(path, params string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	flags := 0
+	if !strings.HasSuffix(path, ".ko") {
+		flags = 4 // MODULE_INIT_COMPRESSED_FILE
+	}
+	if err := unix.FinitModule(int(f.Fd()), params, flags); err != nil {
+		return fmt.Errorf("finit_module %s %q: %w", path, params, err)
+	}
+	return nil
+}
+
+// unloadModule removes a module, retrying briefly while it is busy
+// (fbcon releases the framebuffer asynchronously).
+func unloadModule(name string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := unix.DeleteModule(name, unix.O_NONBLOCK)
+		if err == nil || !(errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY)) || time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("delete_module %s: %w", name, err)
+			}
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond) // no event announces a module reference drop
+	}
+}
+
+// uvesafbRegistered reports whether /proc/fb lists uvesafb's framebuffer.
+func uvesafbRegistered(t *testing.T) (string, bool) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/fb")
+	if err != nil {
+		t.Fatalf("reading /proc/fb: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "VESA VGA") {
+			return l, true
+		}
+	}
+	return string(b), false
+}
+
+// TestIntegrationListener: with our Helper already on group 4, loading
+// uvesafb runs its probe against it (inside finit_module) and registers a
+// framebuffer.
+func TestIntegrationListener(t *testing.T) {
+	mod := requireUvesafb(t)
+	c, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bios := &FakeBIOS{LFB: lfbAddress()}
+	h := &Helper{Handle: bios.Handle, ErrorLog: func(err error) { t.Errorf("helper: %v", err) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Serve(ctx, c) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	// Serve joins group 4 before it reads; wait for the membership.
+	if !testutil.WaitFor(5*time.Second, func() bool {
+		gs, _ := c.Groups()
+		return len(gs) == 1
+	}) {
+		t.Fatal("the helper did not join group 4")
+	}
+
+	start := time.Now()
+	if err := loadModule(mod, "v86d=/nonexistent mtrr=0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("uvesafb loaded in %v", time.Since(start))
+	line, ok := uvesafbRegistered(t)
+	if !ok {
+		t.Errorf("no uvesafb framebuffer in /proc/fb: %q; calls: %v", line, functions(bios.Calls()))
+	}
+	calls := bios.Calls()
+	if len(calls) == 0 || calls[0].Function() != FuncGetInfo || calls[0].Flags != FlagVBEIB {
+		t.Fatalf("first call %v, want 0x4f00 with TF_VBEIB", functions(calls))
+	}
+	n := 0
+	for _, c := range calls {
+		if c.Function() == FuncGetModeInfo {
+			n++
+		}
+	}
+	if n != len(DefaultFakeModes) {
+		t.Errorf("%d mode queries, want one per mode (%d): %v", n, len(DefaultFakeModes), functions(calls))
+	}
+	if err := unloadModule("uvesafb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := uvesafbRegistered(t); ok {
+		t.Error("the framebuffer outlived the module")
+	}
+	t.Logf("line %q; calls %v; mode set %#x", line, functions(calls), bios.Mode())
+}
+
+func functions(ts []Task) []string {
+	var s []string
+	for _, t := range ts {
+		s = append(s, fmt.Sprintf("%#04x", t.Function()))
+	}
+	return s
+}
+
+// TestIntegrationSpawn: with nobody on group 4, uvesafb starts the helper
+// named by its v86d parameter (a copy of this test binary), which
+// daemonizes; the framebuffer registers, and unloading the module sends
+// TF_EXIT, on which the daemon exits.
+func TestIntegrationSpawn(t *testing.T) {
+	mod := requireUvesafb(t)
+	dir, err := os.MkdirTemp("", "v86d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, helperName)
+	if err := copyFile(exe, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := loadModule(mod, "v86d="+path+" mtrr=0"); err != nil {
+		t.Fatal(err)
+	}
+	log := func() string { b, _ := os.ReadFile(path + ".log"); return string(b) }
+	line, ok := uvesafbRegistered(t)
+	if !ok {
+		t.Errorf("no uvesafb framebuffer in /proc/fb: %q; helper log:\n%s", line, log())
+	}
+	pid := 0
+	for _, l := range strings.Split(log(), "\n") {
+		if v, ok := strings.CutPrefix(l, "daemon pid "); ok {
+			pid, _ = strconv.Atoi(v)
+		}
+	}
+	if pid == 0 || !strings.Contains(log(), "parent exits") || !strings.Contains(log(), "task 0x4f00") {
+		t.Fatalf("the kernel did not start the helper, or it did not daemonize:\n%s", log())
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	defer unix.Close(pidfd)
+	if err := unloadModule("uvesafb"); err != nil {
+		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		t.Fatal(err)
+	}
+	// The daemon exits on TF_EXIT: wait for the pidfd to become readable.
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
+		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		t.Fatalf("the helper daemon did not exit within 5 s of the unload (%v); log:\n%s", err, log())
+	}
+	if !strings.Contains(log(), "exit "+ErrExit.Error()) {
+		t.Errorf("the daemon exited without TF_EXIT:\n%s", log())
+	}
+	t.Logf("helper log:\n%s", log())
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, bufio.NewReader(in)); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
