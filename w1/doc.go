@@ -36,6 +36,48 @@
 // Notifications (a master or slave added or removed) are multicast on group
 // 3 (Group) with a sequence number per bus master.
 //
+// # Client
+//
+// Conn (Dial, or NewConn on any connector.Conn, including one of a cntest
+// fake kernel with the fake agent of package w1test) sends each request as
+// one cn_msg with a fresh seq and a random ack that is neither 0 nor seq+1,
+// and collects its records through connector.Exchange until every command
+// has its status. The Conn's socket is read all the time by a connector.Mux
+// on a goroutine of its own: a w1 reply that does not fit in the socket's
+// buffer blocks the bus master's kernel thread, and with it every user of
+// that bus (and, for LIST_MASTERS, the sender's own send), so a client must
+// never stop reading. Requests fail at once with an error matching
+// connector.ErrNoAgent when the w1 agent is not registered (the kernel would
+// drop them without a word), and after Config.Timeout (DefaultTimeout) with
+// ErrNoReply if a reply never completes.
+//
+// The kernel sends LIST_MASTERS replies in the sender's own system call, in
+// page-sized records and without an end marker; Masters therefore appends an
+// empty MASTER_CMD to its request, whose EPROTO status follows the last page
+// and ends the reply.
+//
+// # Transactions and the bus lock
+//
+// The kernel holds a bus master's lock for all the commands of one
+// w1_netlink_msg and releases it between messages. A reset, a ROM command and
+// the reads and writes that belong to it must therefore be one transaction
+// (Conn.Master or Conn.Slave, then Reset, Write, Read, Touch, Do): as
+// separate requests, the kernel's automatic search (every 10 s by default)
+// or another client can come in between. A slave transaction starts with the
+// kernel's own reset and selection of the slave. Each command gets its own
+// status: Do returns an *Error with the command's index and errno, and the
+// kernel runs the following commands anyway, except after a failed slave
+// selection (ENODEV) or a malformed command (E2BIG).
+//
+// # Notifications
+//
+// Watch yields notifications from group 3; EventHandler decodes them on a
+// connector.Mux route. Slave notifications do not say which master the
+// slave is on. Where group 3 cannot be joined (Linux before 6.6 without
+// CAP_NET_ADMIN: Watch's error matches os.ErrPermission), Conn.Poll lists
+// masters and slaves at an interval and yields the differences; it needs no
+// privilege and costs no bus traffic.
+//
 // # Privileges
 //
 // The kernel checks no privilege on any w1 request: every local user can

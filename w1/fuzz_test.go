@@ -22,7 +22,7 @@ func FuzzParseMsgs(f *testing.F) {
 	seed(Msg{Type: MsgListMasters}, Msg{Type: MsgMasterCmd})
 	seed(Msg{Type: MsgMasterCmd, ID: MasterMsgID(1), Cmds: []Cmd{{Cmd: CmdReset}, {Cmd: CmdWrite, Data: []byte{0xcc, 0x44}}, {Cmd: CmdRead, Data: make([]byte, 9)}}})
 	seed(Msg{Type: MsgMasterCmd, Status: 255, ID: MasterMsgID(1), Cmds: []Cmd{{Cmd: CmdReset}}}, Msg{Type: MsgMasterCmd, ID: MasterMsgID(1), Cmds: []Cmd{{Cmd: CmdWrite}}})
-	seed(Msg{Type: MsgSlaveAdd, ID: NewSlaveID(0x28, 0x79e36c0)})
+	seed(Msg{Type: MsgSlaveAdd, ID: SlaveMsgID(NewSlaveID(0x28, 0x79e36c0))})
 	seed(Msg{Type: 9, Data: []byte{1, 2, 3, 4}})
 	f.Add([]byte{4, 0, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -1,6 +1,7 @@
 package w1
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -20,6 +21,25 @@ func (id MasterID) String() string { return "w1_bus_master" + strconv.FormatUint
 // Its String form is the sysfs name of the slave, "28-0000079e36c0": the
 // family and the serial in hex, without the CRC.
 type SlaveID [8]byte
+
+// Kernel returns the id as the kernel stores it in messages: struct
+// w1_reg_num (drivers/w1/w1.h) is a 64-bit bit field, family in the low 8
+// bits, serial in the next 48, CRC in the top 8, so its bytes are in ROM
+// order (as SlaveID holds them) on little-endian machines and reversed on
+// big-endian ones.
+func (id SlaveID) Kernel() [8]byte {
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], binary.LittleEndian.Uint64(id[:]))
+	return b
+}
+
+// SlaveIDFromKernel returns the slave id stored in the first 8 bytes of b
+// as the kernel stores it (see SlaveID.Kernel). b must hold 8 bytes.
+func SlaveIDFromKernel(b []byte) SlaveID {
+	var id SlaveID
+	binary.LittleEndian.PutUint64(id[:], binary.NativeEndian.Uint64(b[:8]))
+	return id
+}
 
 // NewSlaveID returns the id of the given family and 48-bit serial, with its
 // CRC computed. Bits of serial above 48 are ignored.

@@ -1,6 +1,7 @@
 package w1
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 )
@@ -71,5 +72,17 @@ func TestParseSlaveID(t *testing.T) {
 	}
 	if b, _ := want.MarshalText(); string(b) != "28-0000079e36c0" {
 		t.Errorf("MarshalText = %s", b)
+	}
+}
+
+func TestSlaveIDKernelOrder(t *testing.T) {
+	id := NewSlaveID(0x28, 0x79e36c0)
+	k := id.Kernel()
+	// struct w1_reg_num is a u64 bit field: family in the low byte.
+	if v := binary.NativeEndian.Uint64(k[:]); byte(v) != 0x28 || byte(v>>56) != id.CRC() || v>>8&(1<<48-1) != 0x79e36c0 {
+		t.Errorf("Kernel() = % x", k[:])
+	}
+	if back := SlaveIDFromKernel(k[:]); back != id {
+		t.Errorf("SlaveIDFromKernel(Kernel()) = %v, want %v", back, id)
 	}
 }

@@ -126,8 +126,12 @@ type Msg struct {
 // Master returns the master id held in m.ID (id.mst.id).
 func (m Msg) Master() MasterID { return MasterID(binary.NativeEndian.Uint32(m.ID[:4])) }
 
-// Slave returns m.ID as a slave id.
-func (m Msg) Slave() SlaveID { return SlaveID(m.ID) }
+// Slave returns the slave id held in m.ID.
+func (m Msg) Slave() SlaveID { return SlaveIDFromKernel(m.ID[:]) }
+
+// SlaveMsgID returns the id union of a slave message: the slave's
+// struct w1_reg_num as the kernel stores it (see SlaveID.Kernel).
+func SlaveMsgID(id SlaveID) [8]byte { return id.Kernel() }
 
 // MasterMsgID returns the id union of a master message: the u32 id followed
 // by the 4 reserved bytes, zero.
@@ -158,7 +162,7 @@ func (c Cmd) Slaves() ([]SlaveID, error) {
 	}
 	ids := make([]SlaveID, 0, len(c.Data)/8)
 	for b := c.Data; len(b) >= 8; b = b[8:] {
-		ids = append(ids, SlaveID(b[:8]))
+		ids = append(ids, SlaveIDFromKernel(b[:8]))
 	}
 	return ids, nil
 }

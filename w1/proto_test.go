@@ -47,7 +47,7 @@ func TestParseMsgsSeveral(t *testing.T) {
 	b, _ = AppendMsg(b, Msg{Type: MsgMasterCmd, Status: 0, ID: MasterMsgID(1), Cmds: []Cmd{{Cmd: CmdReset}}})
 	b, _ = AppendMsg(b, Msg{Type: MsgMasterCmd, Status: 19, ID: MasterMsgID(1), Cmds: []Cmd{{Cmd: CmdWrite}}})
 	b, _ = AppendMsg(b, Msg{Type: MsgListMasters, Data: cat(binary.NativeEndian.AppendUint32(nil, 1), binary.NativeEndian.AppendUint32(nil, 7))})
-	b, _ = AppendMsg(b, Msg{Type: MsgSlaveAdd, ID: NewSlaveID(0x28, 0x79e36c0)})
+	b, _ = AppendMsg(b, Msg{Type: MsgSlaveAdd, ID: SlaveMsgID(NewSlaveID(0x28, 0x79e36c0))})
 	msgs, err := ParseMsgs(b)
 	if err != nil {
 		t.Fatal(err)

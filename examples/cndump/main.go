@@ -6,8 +6,9 @@
 // It joins the given multicast groups (all 32 by default) and prints each
 // message with its sender (the kernel or a userspace port), the group it came
 // on, the callback id (named when connector.h registers it), seq, ack, len,
-// flags and a hex dump of the payload. Process events (id 1:1),
-// dm-log-userspace requests (7:1) and uvesafb/v86d tasks (4:1) are decoded.
+// flags and a hex dump of the payload. Process events (id 1:1), w1 messages
+// (3:1), dm-log-userspace requests (7:1) and uvesafb/v86d tasks (4:1) are
+// decoded.
 //
 //	cndump [-g all|LIST] [-id ID]... [-c N] [-listen-proc] [-hex=false] [-snap N]
 //
@@ -412,6 +413,7 @@ func (d *dumper) print(now time.Time, m connector.Message, from connector.Sender
 		w.WriteByte('\n')
 	}
 	w.WriteString(describeDMV86D(m, from))
+	w.WriteString(describeW1(m, from))
 	if d.o.hex && len(m.Data) > 0 {
 		data := m.Data
 		cut := 0

@@ -124,7 +124,7 @@ func (a *Agent) RemoveMaster(id w1.MasterID) bool {
 	m.slaves = nil
 	a.mu.Unlock()
 	for _, s := range slaves {
-		a.notify(m, w1.MsgSlaveRemove, s)
+		a.notify(m, w1.MsgSlaveRemove, s.Kernel())
 	}
 	a.notify(m, w1.MsgMasterRemove, w1.MasterMsgID(m.id))
 	return true
@@ -213,7 +213,7 @@ func (a *Agent) handle(req connector.Message, from connector.Sender) []cntest.Re
 	r := &run{a: a, port: from.Port, req: req}
 	r.callback()
 	for _, n := range r.notices {
-		a.notify(n.m, n.t, n.id)
+		a.notify(n.m, n.t, n.id.Kernel())
 	}
 	return nil
 }
@@ -349,7 +349,7 @@ func (r *run) callback() {
 			if t == w1.MsgMasterCmd {
 				n.m = r.a.master(w1.Msg{ID: [8]byte(msg[4:12])}.Master())
 			} else {
-				id := w1.SlaveID(msg[4:12])
+				id := w1.SlaveIDFromKernel(msg[4:12])
 				for _, m := range r.a.masters {
 					if slices.Contains(m.slaves, id) {
 						n.m, n.slave = m, &id
@@ -520,7 +520,8 @@ func (b *block) sendSlave(id w1.SlaveID) {
 		b.queueCmd(cache)
 	}
 	at := b.cmd + cmdHeaderLen + b.get16(b.cmd+2)
-	b.write(at, id[:])
+	k := id.Kernel()
+	b.write(at, k[:])
 	b.add16(b.cn+16, 8)
 	b.add16(b.msg+2, 8)
 	b.add16(b.cmd+2, 8)
@@ -649,7 +650,7 @@ func (b *block) master(m *master, cmd []byte) (syscall.Errno, []byte) {
 		if len(cmd) != cmdHeaderLen+8 {
 			return syscall.EINVAL, cmd
 		}
-		id := w1.SlaveID(cmd[cmdHeaderLen:])
+		id := w1.SlaveIDFromKernel(cmd[cmdHeaderLen:])
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		i := slices.Index(m.slaves, id)

@@ -237,7 +237,7 @@ func TestSlaves(t *testing.T) {
 	// A slave transaction selects with MATCH ROM (two slaves) and reads.
 	a.QueueRead(m, []byte{0xaa, 0xbb})
 	a.Written(m)
-	tx := connector.Message{ID: w1.ID, Seq: 2, Ack: 60, Flags: w1.FlagBundle, Data: payload(t, w1.Msg{Type: w1.MsgSlaveCmd, ID: s2, Cmds: []w1.Cmd{{Cmd: w1.CmdWrite, Data: []byte{0xbe}}, {Cmd: w1.CmdRead, Data: make([]byte, 2)}}})}
+	tx := connector.Message{ID: w1.ID, Seq: 2, Ack: 60, Flags: w1.FlagBundle, Data: payload(t, w1.Msg{Type: w1.MsgSlaveCmd, ID: w1.SlaveMsgID(s2), Cmds: []w1.Cmd{{Cmd: w1.CmdWrite, Data: []byte{0xbe}}, {Cmd: w1.CmdRead, Data: make([]byte, 2)}}})}
 	recs = exchange(t, k, c, tx)
 	var read []byte
 	for _, r := range recs {

@@ -1,0 +1,388 @@
+package w1_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/w1"
+	"github.com/cnlink/connector/w1/w1test"
+)
+
+// fake returns a fake kernel with a w1 agent and a w1 Conn on it.
+func fake(t *testing.T, cfg *w1.Config) (*cntest.Kernel, *w1test.Agent, *w1.Conn) {
+	t.Helper()
+	k := cntest.New(nil)
+	a := w1test.New(k)
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := w1.NewConn(c, cfg)
+	t.Cleanup(func() {
+		w.Close()
+		c.Close()
+	})
+	return k, a, w
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var modes = []struct {
+	name string
+	cfg  *w1.Config
+}{{"bundled", nil}, {"unbundled", &w1.Config{NoBundle: true}}}
+
+func TestMasters(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			k, a, w := fake(t, mode.cfg)
+			ctx := ctxT(t)
+			ms, err := w.Masters(ctx)
+			if err != nil || ms == nil || len(ms) != 0 {
+				t.Fatalf("no masters: %v, %v", ms, err)
+			}
+			a.AddMaster()
+			a.AddMaster()
+			ms, err = w.Masters(ctx)
+			if err != nil || !slices.Equal(ms, []w1.MasterID{1, 2}) {
+				t.Fatalf("Masters = %v, %v", ms, err)
+			}
+			// Every request carries a random ack other than seq+1 and
+			// the bundle flag unless it is turned off.
+			for _, r := range k.Requests() {
+				m := r.Message
+				if m.Ack == m.Seq+1 || m.Ack == 0 || (m.Flags == w1.FlagBundle) == (mode.cfg != nil) {
+					t.Errorf("request seq %d ack %d flags %d", m.Seq, m.Ack, m.Flags)
+				}
+			}
+		})
+	}
+}
+
+// The kernel splits a long master list into page-sized records with no end
+// marker; Masters must collect every page.
+func TestMastersPages(t *testing.T) {
+	_, a, w := fake(t, nil)
+	var want []w1.MasterID
+	for range 2500 {
+		want = append(want, a.AddMaster())
+	}
+	ms, err := w.Masters(ctxT(t))
+	if err != nil || !slices.Equal(ms, want) {
+		t.Fatalf("Masters returned %d ids (err %v), want %d", len(ms), err, len(want))
+	}
+}
+
+func TestReset(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			_, a, w := fake(t, mode.cfg)
+			ctx := ctxT(t)
+			m := a.AddMaster()
+			if ok, err := w.Reset(ctx, m); !ok || err != nil {
+				t.Errorf("presence: Reset = %v, %v", ok, err)
+			}
+			a.SetPresence(m, false)
+			if ok, err := w.Reset(ctx, m); ok || err != nil {
+				t.Errorf("no presence: Reset = %v, %v", ok, err)
+			}
+			_, err := w.Reset(ctx, 99)
+			var e *w1.Error
+			if !errors.Is(err, syscall.ENODEV) || !errors.As(err, &e) || e.Index != -1 {
+				t.Errorf("unknown master: err = %v", err)
+			}
+			// Unbundled, each lone RESET comes after a stray record.
+			if got, want := w.Stats().Strays, map[bool]uint64{true: 2, false: 0}[mode.cfg != nil]; got != want {
+				t.Errorf("%d strays, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestMasterTx(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			_, a, w := fake(t, mode.cfg)
+			m := a.AddMaster()
+			a.QueueRead(m, []byte{1, 2, 3, 4, 5})
+			read := make([]byte, 3)
+			touch := []byte{0xff, 0xff}
+			err := w.Master(m).Reset().Write([]byte{0xcc, 0x44}).Read(read).Touch(touch).Do(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(read, []byte{1, 2, 3}) || !bytes.Equal(touch, []byte{4, 5}) {
+				t.Errorf("read % x, touch % x", read, touch)
+			}
+			if got := a.Written(m); !bytes.Equal(got, []byte{0xcc, 0x44, 0xff, 0xff}) {
+				t.Errorf("bus saw % x", got)
+			}
+			// A bad command in the middle: its own status, the others run.
+			a.SetPresence(m, false)
+			read = make([]byte, 1)
+			err = w.Master(m).Write([]byte{1}).Reset().Read(read).Do(ctxT(t))
+			var e *w1.Error
+			if !errors.Is(err, w1.ErrNoPresence) || !errors.As(err, &e) || e.Index != 1 || e.Cmd != w1.CmdReset {
+				t.Errorf("err = %v, want no presence at index 1", err)
+			}
+			if err := w.Master(m).Do(ctxT(t)); err == nil {
+				t.Error("an empty transaction succeeded")
+			}
+		})
+	}
+}
+
+func TestSlaves(t *testing.T) {
+	_, a, w := fake(t, nil)
+	ctx := ctxT(t)
+	m := a.AddMaster()
+	s1, s2 := w1.NewSlaveID(0x28, 0x79e36c0), w1.NewSlaveID(0x2d, 0x1234)
+	if got, err := w.Slaves(ctx, m); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("empty bus: Slaves = %v, %v", got, err)
+	}
+	a.AttachDevice(m, s1)
+	if got, err := w.Search(ctx, m); err != nil || !slices.Equal(got, []w1.SlaveID{s1}) {
+		t.Fatalf("Search = %v, %v", got, err)
+	}
+	a.SetAlarm(m, s1)
+	if got, err := w.AlarmSearch(ctx, m); err != nil || !slices.Equal(got, []w1.SlaveID{s1}) {
+		t.Fatalf("AlarmSearch = %v, %v", got, err)
+	}
+	if err := w.AddSlave(ctx, m, s2); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddSlave(ctx, m, s2); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("second AddSlave: err = %v, want EINVAL", err)
+	}
+	if got, err := w.Slaves(ctx, m); err != nil || !slices.Equal(got, []w1.SlaveID{s1, s2}) {
+		t.Fatalf("Slaves = %v, %v", got, err)
+	}
+	if err := w.RemoveSlave(ctx, m, s1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RemoveSlave(ctx, m, s1); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("second RemoveSlave: err = %v, want EINVAL", err)
+	}
+	if _, err := w.Slaves(ctx, 42); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("unknown master: err = %v", err)
+	}
+}
+
+func TestSlaveTx(t *testing.T) {
+	_, a, w := fake(t, nil)
+	ctx := ctxT(t)
+	m := a.AddMaster()
+	s := w1.NewSlaveID(0x28, 7)
+	buf := make([]byte, 2)
+	if err := w.Slave(s).Read(buf).Do(ctx); !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("unregistered slave: err = %v", err)
+	}
+	if err := w.AddSlave(ctx, m, s); err != nil {
+		t.Fatal(err)
+	}
+	a.Written(m)
+	a.QueueRead(m, []byte{0x50, 0x05})
+	if err := w.Slave(s).Write([]byte{0xbe}).Read(buf).Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, []byte{0x50, 0x05}) {
+		t.Errorf("read % x", buf)
+	}
+	// The only slave is selected with SKIP ROM.
+	if got := a.Written(m); !bytes.Equal(got, []byte{0xcc, 0xbe}) {
+		t.Errorf("bus saw % x", got)
+	}
+	err := w.Slave(s).Reset().Do(ctx)
+	var e *w1.Error
+	if !errors.Is(err, syscall.EINVAL) || !errors.As(err, &e) || e.Index != 0 {
+		t.Errorf("slave reset: err = %v, want EINVAL for command 0", err)
+	}
+	a.SetPresence(m, false)
+	err = w.Slave(s).Write([]byte{1}).Read(buf).Do(ctx)
+	if !errors.Is(err, syscall.ENODEV) || !errors.As(err, &e) || e.Index != 0 {
+		t.Errorf("no presence: err = %v, want ENODEV for command 0", err)
+	}
+}
+
+func TestNoAgent(t *testing.T) {
+	_, a, w := fake(t, nil)
+	a.Unregister()
+	start := time.Now()
+	_, err := w.Masters(context.Background())
+	if !errors.Is(err, connector.ErrNoAgent) {
+		t.Fatalf("err = %v, want ErrNoAgent", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+// An agent that never answers: the request ends at its deadline with
+// ErrNoReply, and the Conn stays usable.
+func TestNoReply(t *testing.T) {
+	k, _, w := fake(t, &w1.Config{Timeout: 50 * time.Millisecond})
+	k.Handle(w1.ID, func(connector.Message, connector.Sender) []cntest.Reply { return nil })
+	if _, err := w.Masters(context.Background()); !errors.Is(err, w1.ErrNoReply) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want ErrNoReply", err)
+	}
+	k.Handle(w1.ID, nil)
+	a := w1test.New(k)
+	a.AddMaster()
+	if ms, err := w.Masters(ctxT(t)); err != nil || len(ms) != 1 {
+		t.Fatalf("after a timeout: %v, %v", ms, err)
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	_, a, w := fake(t, nil)
+	m := a.AddMaster()
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if i%2 == 0 {
+					if ms, err := w.Masters(ctx); err != nil || len(ms) != 1 {
+						errs <- err
+						return
+					}
+				} else if err := w.Master(m).Reset().Read(make([]byte, 4)).Do(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestClose(t *testing.T) {
+	_, _, w := fake(t, nil)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Masters(ctxT(t)); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("after Close: err = %v", err)
+	}
+	if err := w.Close(); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("second Close: err = %v", err)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	k := cntest.New(nil)
+	a := w1test.New(k)
+	c, err := k.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := w1.NewConn(c, nil)
+	defer w.Close()
+	events := make(chan w1.Event, 16)
+	w.Mux().Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		events <- e
+	}))
+	m := a.AddMaster()
+	s := w1.NewSlaveID(0x28, 1)
+	if err := w.AddSlave(ctxT(t), m, s); err != nil {
+		t.Fatal(err)
+	}
+	a.RemoveMaster(m)
+	want := []w1.Event{
+		{Kind: w1.MasterAdded, Master: m, Seq: 1},
+		{Kind: w1.SlaveAdded, Slave: s, Seq: 2},
+		{Kind: w1.SlaveRemoved, Slave: s, Seq: 3},
+		{Kind: w1.MasterRemoved, Master: m, Seq: 4},
+	}
+	for i, we := range want {
+		select {
+		case e := <-events:
+			if e != we {
+				t.Errorf("event %d = %+v, want %+v", i, e, we)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %d did not arrive", i)
+		}
+	}
+}
+
+func TestWatch(t *testing.T) {
+	k := cntest.New(nil)
+	a := w1test.New(k)
+	c, err := k.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a.AddMaster()
+	a.AddMaster()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	var got []w1.Event
+	for e, err := range w1.Watch(ctx, c) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e)
+		if len(got) == 2 {
+			cancel()
+		}
+	}
+	if len(got) != 2 || got[1].Master != 2 || got[1].Kind != w1.MasterAdded {
+		t.Errorf("events %v", got)
+	}
+	// Cancelled: the loop ended without an error, and c can be read again.
+	a.AddMaster()
+	if msgs, _, err := c.Receive(); err != nil || len(msgs) != 1 {
+		t.Errorf("after Watch: %v, %v", msgs, err)
+	}
+}
+
+func TestPoll(t *testing.T) {
+	_, a, w := fake(t, nil)
+	m := a.AddMaster()
+	s := w1.NewSlaveID(0x28, 1)
+	a.AttachDevice(m, s)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	next, stop := iterPull(w.Poll(ctx, 5*time.Millisecond))
+	defer stop()
+	expect := func(want w1.Event) {
+		t.Helper()
+		e, err := next()
+		if err != nil || e != want {
+			t.Fatalf("got %+v, %v; want %+v", e, err, want)
+		}
+	}
+	expect(w1.Event{Kind: w1.MasterAdded, Master: m})
+	if _, err := w.Search(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	expect(w1.Event{Kind: w1.SlaveAdded, Master: m, Slave: s})
+	a.RemoveMaster(m)
+	expect(w1.Event{Kind: w1.SlaveRemoved, Master: m, Slave: s})
+	expect(w1.Event{Kind: w1.MasterRemoved, Master: m})
+}

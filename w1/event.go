@@ -1,0 +1,271 @@
+package w1
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/cnlink/connector"
+)
+
+// An EventKind says what a notification reports. The values are the
+// message types of the notifications (W1_SLAVE_ADD to W1_MASTER_REMOVE).
+type EventKind uint8
+
+const (
+	SlaveAdded    = EventKind(MsgSlaveAdd)
+	SlaveRemoved  = EventKind(MsgSlaveRemove)
+	MasterAdded   = EventKind(MsgMasterAdd)
+	MasterRemoved = EventKind(MsgMasterRemove)
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case SlaveAdded:
+		return "slave added"
+	case SlaveRemoved:
+		return "slave removed"
+	case MasterAdded:
+		return "master added"
+	case MasterRemoved:
+		return "master removed"
+	}
+	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// An Event is a notification of the w1 agent: a bus master or a slave was
+// added or removed.
+type Event struct {
+	Kind EventKind
+	// Master is the master's id for master events. For slave events the
+	// kernel does not say which master the slave is on: Master is 0 in
+	// events from Watch and EventHandler, and set in events from Poll.
+	Master MasterID
+	// Slave is the slave's id for slave events.
+	Slave SlaveID
+	// Seq is the kernel's sequence number of the notification, counted per
+	// bus master from 1 (so a gap is per master, not global). Poll's
+	// synthesised events have Seq 0.
+	Seq uint32
+}
+
+func (e Event) String() string {
+	switch e.Kind {
+	case SlaveAdded, SlaveRemoved:
+		return fmt.Sprintf("%v %v", e.Kind, e.Slave)
+	}
+	return fmt.Sprintf("%v %v", e.Kind, e.Master)
+}
+
+// ParseEvent decodes a notification of the w1 agent: a message with id 3:1
+// holding one w1_netlink_msg of a notification type. Anything else is an
+// error matching connector.ErrMalformed.
+func ParseEvent(m connector.Message) (Event, error) {
+	if m.ID != ID {
+		return Event{}, malformed("notification has id %v, not %v", m.ID, ID)
+	}
+	msgs, err := ParseMsgs(m.Data)
+	if err != nil {
+		return Event{}, err
+	}
+	if len(msgs) != 1 || msgs[0].Type > MsgMasterRemove {
+		return Event{}, malformed("a notification holds one SLAVE_ADD, SLAVE_REMOVE, MASTER_ADD or MASTER_REMOVE message; got %d messages, the first of type %v", len(msgs), firstType(msgs))
+	}
+	e := Event{Kind: EventKind(msgs[0].Type), Seq: m.Seq}
+	switch e.Kind {
+	case MasterAdded, MasterRemoved:
+		e.Master = msgs[0].Master()
+	default:
+		e.Slave = msgs[0].Slave()
+	}
+	return e, nil
+}
+
+func firstType(msgs []Msg) string {
+	if len(msgs) == 0 {
+		return "none"
+	}
+	return msgs[0].Type.String()
+}
+
+// isEvent reports whether a message is a notification by its sender: the
+// kernel, on group 3.
+func isEvent(from connector.Sender) bool { return from.Kernel() && from.Group == Group }
+
+// EventHandler returns a connector.Handler for the route of id 3:1 on a
+// connector.Mux that serves a Conn joined to group 3: it calls fn with each
+// notification, or with the error of one that does not decode. It ignores
+// messages that did not come from the kernel on group 3. fn runs on the
+// Mux's goroutine and must not block (see connector.Queue for slow work).
+//
+//	mx.Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) { ... }))
+func EventHandler(fn func(Event, error)) connector.Handler {
+	return connector.HandlerFunc(func(r connector.Request) {
+		if !isEvent(r.From) {
+			return
+		}
+		fn(ParseEvent(r.Msg))
+	})
+}
+
+// Watch yields the w1 agent's notifications until ctx ends (the iteration
+// then stops without an error) or the loop breaks. With a nil c it opens a
+// socket of its own, joined to group 3, and closes it at the end; otherwise
+// it reads c, which must have joined group 3 and must not be read by anyone
+// else meanwhile. Receive errors are yielded with a zero Event: an error
+// matching connector.ErrOverrun means notifications were lost (resync with
+// Conn.Masters and Conn.Slaves) and iteration goes on, as it does after a
+// malformed message; any other error ends it.
+//
+// Joining group 3 needs CAP_NET_ADMIN before Linux 6.6 (from 6.6 on anyone
+// may join it, through a quirk of the connector's bind check that a future
+// kernel may fix). Without it the first yielded error matches
+// os.ErrPermission; Conn.Poll is the fallback that needs no privilege.
+func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		if c == nil {
+			var err error
+			c, err = connector.Dial(&connector.Config{Groups: []connector.Group{Group}, ReadBufferSize: 256 << 10})
+			if err != nil {
+				if errors.Is(err, os.ErrPermission) {
+					err = fmt.Errorf("%w; w1 notifications (group 3) need it before Linux 6.6: use Conn.Poll instead", err)
+				}
+				yield(Event{}, err)
+				return
+			}
+			defer c.Close()
+		}
+		stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+		defer func() {
+			if !stop() {
+				_ = c.SetReadDeadline(time.Time{})
+			}
+		}()
+		r := c.NewReader()
+		defer r.Release()
+		for {
+			m, from, err := r.Next()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if !yield(Event{}, err) {
+					return
+				}
+				if errors.Is(err, connector.ErrOverrun) || errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) {
+					continue
+				}
+				return
+			}
+			if !isEvent(from) || m.ID != ID {
+				continue
+			}
+			e, err := ParseEvent(m)
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// Poll is the notification fallback that needs no privilege: it lists the
+// masters and their registered slaves (LIST_MASTERS and LIST_SLAVES, no bus
+// traffic) every interval and yields the differences as events, with Master
+// set for slave events too and Seq 0. The first listing yields an added
+// event for everything already present. It stops without an error when ctx
+// ends; a failed listing is yielded as an error and polling goes on.
+//
+// Changes that come and go within one interval are not seen, and a slave
+// that moves from one master to another shows as removed and added.
+func (w *Conn) Poll(ctx context.Context, interval time.Duration) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		type key struct {
+			m MasterID
+			s SlaveID
+		}
+		var masters []MasterID
+		slaves := map[key]bool{}
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			nm, ns, err := w.snapshot(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				if !yield(Event{}, err) {
+					return
+				}
+			} else {
+				var evs []Event
+				for _, m := range nm {
+					if !slices.Contains(masters, m) {
+						evs = append(evs, Event{Kind: MasterAdded, Master: m})
+					}
+				}
+				next := map[key]bool{}
+				for _, m := range nm {
+					for _, s := range ns[m] {
+						k := key{m, s}
+						next[k] = true
+						if !slaves[k] {
+							evs = append(evs, Event{Kind: SlaveAdded, Master: m, Slave: s})
+						}
+					}
+				}
+				var gone []Event
+				for k := range slaves {
+					if !next[k] {
+						gone = append(gone, Event{Kind: SlaveRemoved, Master: k.m, Slave: k.s})
+					}
+				}
+				slices.SortFunc(gone, func(a, b Event) int {
+					return cmp.Or(cmp.Compare(a.Master, b.Master), bytes.Compare(a.Slave[:], b.Slave[:]))
+				})
+				evs = append(evs, gone...)
+				for _, m := range masters {
+					if !slices.Contains(nm, m) {
+						evs = append(evs, Event{Kind: MasterRemoved, Master: m})
+					}
+				}
+				for _, e := range evs {
+					if !yield(e, nil) {
+						return
+					}
+				}
+				masters, slaves = nm, next
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+func (w *Conn) snapshot(ctx context.Context) ([]MasterID, map[MasterID][]SlaveID, error) {
+	ms, err := w.Masters(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[MasterID][]SlaveID, len(ms))
+	for _, m := range ms {
+		s, err := w.Slaves(ctx, m)
+		if errors.Is(err, syscall.ENODEV) {
+			continue // removed between the two requests
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		out[m] = s
+	}
+	return ms, out, nil
+}

@@ -1,0 +1,740 @@
+//go:build linux
+
+package w1_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/w1"
+	"github.com/cnlink/connector/w1/w1test"
+	"golang.org/x/sys/unix"
+)
+
+// The integration tests run against the kernel's w1 agent with a DS2482
+// bus master emulated on i2c-stub, as the kernel matrix sets it up: the
+// modules wire, i2c-stub (chip_addr=0x18), i2c-dev and ds2482 loaded by the
+// guest's init. The tests preload the stub's registers, instantiate the
+// ds2482 (w1_bus_masterN appears) and remove it at the end. Where the w1
+// agent or the stub is missing (the host has no modules) they skip and say
+// so; the matrix fails them if they skip there.
+
+const (
+	helperEnv = "W1_TEST_HELPER"
+	stubAddr  = 0x18
+	// DS2482 registers as i2c-stub serves them: the driver writes a
+	// command byte and reads the status right after, which the stub
+	// answers from the register named by that command byte
+	// (drivers/w1/masters/ds2482.c, drivers/i2c/i2c-stub.c).
+	regDeviceReset = 0xf0 // status after DEVICE RESET: RST|LL = 0x18
+	reg1WireReset  = 0xb4 // status after 1-WIRE RESET: PPD (0x02) = presence
+	// ioctls of include/uapi/linux/i2c-dev.h and i2c.h.
+	ioctlI2CSlaveForce = 0x0706
+	ioctlI2CSMBus      = 0x0720
+	smbusWrite         = 0
+	smbusByteData      = 2
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "unpriv" {
+		os.Exit(helperUnprivileged())
+	}
+	os.Exit(m.Run())
+}
+
+// requireW1 skips the test unless the kernel's w1 agent is registered.
+func requireW1(t *testing.T) {
+	t.Helper()
+	agents, err := connector.Agents()
+	if err != nil {
+		t.Skipf("w1 agent not registered (cannot list the connector's agents: %v): runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads wire, i2c-stub, i2c-dev and ds2482", err)
+	}
+	if !slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == w1.ID }) {
+		t.Skip("w1 agent not registered: runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads wire, i2c-stub, i2c-dev and ds2482")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("privilege missing: instantiating the ds2482 bus master through sysfs needs root")
+	}
+}
+
+// A stubBus is the DS2482 on i2c-stub.
+type stubBus struct {
+	adapter string // /sys/bus/i2c/devices/i2c-N
+	dev     string // /dev/i2c-N
+	master  w1.MasterID
+	added   w1.Event // the MASTER_ADD notification
+}
+
+var (
+	busOnce sync.Once
+	theBus  *stubBus
+	busErr  error
+	busSkip string
+)
+
+// bus returns the ds2482 bus master, instantiating it on first use while
+// listening on group 3 for its MASTER_ADD.
+func bus(t *testing.T) *stubBus {
+	t.Helper()
+	requireW1(t)
+	busOnce.Do(func() { theBus, busSkip, busErr = setupBus() })
+	if busSkip != "" {
+		t.Skip(busSkip)
+	}
+	if busErr != nil {
+		t.Fatal(busErr)
+	}
+	return theBus
+}
+
+func setupBus() (*stubBus, string, error) {
+	b := &stubBus{}
+	names, _ := filepath.Glob("/sys/bus/i2c/devices/i2c-*/name")
+	for _, n := range names {
+		if s, err := os.ReadFile(n); err == nil && strings.HasPrefix(string(s), "SMBus stub driver") {
+			b.adapter = filepath.Dir(n)
+		}
+	}
+	if b.adapter == "" {
+		return nil, "i2c-stub not loaded: runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads i2c-stub chip_addr=0x18, i2c-dev and ds2482", nil
+	}
+	b.dev = "/dev/" + filepath.Base(b.adapter)
+	if err := b.setReg(regDeviceReset, 0x18); err != nil {
+		return nil, "", err
+	}
+	if err := b.setReg(reg1WireReset, 0x02); err != nil {
+		return nil, "", err
+	}
+	ev, err := connector.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
+	if err != nil {
+		return nil, "", err
+	}
+	defer ev.Close()
+	if err := os.WriteFile(b.adapter+"/new_device", []byte(fmt.Sprintf("ds2482 %#x", stubAddr)), 0); err != nil {
+		return nil, "", fmt.Errorf("instantiating the ds2482: %w", err)
+	}
+	e, err := nextEvent(ev, 10*time.Second)
+	if err != nil {
+		return nil, "", fmt.Errorf("waiting for MASTER_ADD: %w", err)
+	}
+	if e.Kind != w1.MasterAdded {
+		return nil, "", fmt.Errorf("first notification after new_device is %v, want master added", e)
+	}
+	b.master, b.added = e.Master, e
+	return b, "", nil
+}
+
+// nextEvent reads the next w1 notification from c.
+func nextEvent(c *connector.Conn, timeout time.Duration) (w1.Event, error) {
+	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return w1.Event{}, err
+	}
+	defer c.SetReadDeadline(time.Time{})
+	for {
+		msgs, from, err := c.Receive()
+		if err != nil {
+			return w1.Event{}, err
+		}
+		for _, m := range msgs {
+			if m.ID == w1.ID && from.Kernel() && from.Group == w1.Group {
+				return w1.ParseEvent(m)
+			}
+		}
+	}
+}
+
+// setReg writes one register of the stub chip through /dev/i2c-N
+// (I2C_SLAVE_FORCE, as the ds2482 driver holds the address once bound).
+func (b *stubBus) setReg(reg, val byte) error {
+	f, err := os.OpenFile(b.dev, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s (needs i2c-dev): %w", b.dev, err)
+	}
+	defer f.Close()
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), ioctlI2CSlaveForce, stubAddr); e != 0 {
+		return fmt.Errorf("I2C_SLAVE_FORCE %#x on %s: %w", stubAddr, b.dev, e)
+	}
+	var data [34]byte // union i2c_smbus_data
+	data[0] = val
+	args := struct { // struct i2c_smbus_ioctl_data
+		readWrite uint8
+		command   uint8
+		size      uint32
+		data      unsafe.Pointer
+	}{smbusWrite, reg, smbusByteData, unsafe.Pointer(&data)}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), ioctlI2CSMBus, uintptr(unsafe.Pointer(&args))); e != 0 {
+		return fmt.Errorf("I2C_SMBUS write %#x to register %#x: %w", val, reg, e)
+	}
+	return nil
+}
+
+func (b *stubBus) presence(t *testing.T, on bool) {
+	t.Helper()
+	v := byte(0)
+	if on {
+		v = 0x02
+	}
+	if err := b.setReg(reg1WireReset, v); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.setReg(reg1WireReset, 0x02) })
+}
+
+func dialW1(t *testing.T, cfg *w1.Config) *w1.Conn {
+	t.Helper()
+	w, err := w1.Dial(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
+func ctx10(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestIntegrationMasters: the kernel lists the one master, whose MASTER_ADD
+// arrived on group 3 with the master's first sequence number.
+func TestIntegrationMasters(t *testing.T) {
+	b := bus(t)
+	if b.added.Seq != 1 {
+		t.Errorf("MASTER_ADD seq %d, want 1 (per-master counter)", b.added.Seq)
+	}
+	for _, cfg := range []*w1.Config{nil, {NoBundle: true}} {
+		ms, err := dialW1(t, cfg).Masters(ctx10(t))
+		if err != nil || !slices.Equal(ms, []w1.MasterID{b.master}) {
+			t.Errorf("Masters = %v, %v; want [%v]", ms, err, b.master)
+		}
+	}
+}
+
+// TestIntegrationReset: a RESET reports presence as the stub's register
+// says, bundled and not; unbundled, each lone RESET comes after the stray
+// 0:0 record, which the Conn skips and counts.
+func TestIntegrationReset(t *testing.T) {
+	b := bus(t)
+	for _, bundle := range []bool{true, false} {
+		w := dialW1(t, &w1.Config{NoBundle: !bundle})
+		for _, on := range []bool{true, false} {
+			b.presence(t, on)
+			got, err := w.Reset(ctx10(t), b.master)
+			if err != nil || got != on {
+				t.Errorf("bundle %v, presence %v: Reset = %v, %v", bundle, on, got, err)
+			}
+		}
+		if want := map[bool]uint64{true: 0, false: 2}[bundle]; w.Stats().Strays != want {
+			t.Errorf("bundle %v: %d stray records, want %d", bundle, w.Stats().Strays, want)
+		}
+	}
+	b.presence(t, true)
+}
+
+// rawRecord is one cn_msg the kernel sent, with its datagram's index.
+type rawRecord struct {
+	m        connector.Message
+	from     connector.Sender
+	datagram int
+	dgLen    int
+}
+
+// rawExchange sends req on a socket of its own and collects what the kernel
+// sends back until done says the reply is complete.
+func rawExchange(t *testing.T, req connector.Message, done func([]rawRecord) bool) []rawRecord {
+	t.Helper()
+	c, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var recs []rawRecord
+	for n := 0; !done(recs); n++ {
+		msgs, from, err := c.Receive()
+		if err != nil {
+			t.Fatalf("after %d records: %v", len(recs), err)
+		}
+		size := 0
+		for _, m := range msgs {
+			size += m.Len()
+		}
+		for _, m := range msgs {
+			recs = append(recs, rawRecord{m: m, from: from, datagram: n, dgLen: 16 + size})
+		}
+	}
+	return recs
+}
+
+// statuses counts the status records (ack = the request's ack) of recs.
+func statuses(req connector.Message, recs []rawRecord) int {
+	n := 0
+	for _, r := range recs {
+		if r.m.ID == w1.ID && r.m.Ack == req.Ack {
+			msgs, _ := w1.ParseMsgs(r.m.Data)
+			n += len(msgs)
+		}
+	}
+	return n
+}
+
+func encode(t *testing.T, msgs ...w1.Msg) []byte {
+	var b []byte
+	for _, m := range msgs {
+		var err error
+		if b, err = w1.AppendMsg(b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// TestIntegrationStrayRecord: a lone data-less command without bundling is
+// answered by a 36-byte datagram holding an empty 0:0 cn_msg, then the
+// status; with bundling, by the status alone.
+func TestIntegrationStrayRecord(t *testing.T) {
+	b := bus(t)
+	for _, flags := range []uint16{0, w1.FlagBundle} {
+		req := connector.Message{ID: w1.ID, Seq: 11, Ack: 500, Flags: flags, Data: encode(t, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.master), Cmds: []w1.Cmd{{Cmd: w1.CmdReset}}})}
+		recs := rawExchange(t, req, func(r []rawRecord) bool { return statuses(req, r) == 1 })
+		logSeed(t, "stray", recs)
+		stray := len(recs) == 2 && w1.IsStray(recs[0].m, recs[0].from) && recs[0].dgLen == 36
+		if (flags == 0) != stray {
+			t.Errorf("flags %d: records %+v; want a stray record first only without bundling", flags, recs)
+		}
+	}
+}
+
+// TestIntegrationReplyShape sends the request of agents.md 1.4 and compares
+// the kernel's reply, datagram by datagram and byte for byte (READ and TOUCH
+// data aside), with what the fake agent of package w1test builds: the fake
+// is checked against every kernel of the matrix.
+func TestIntegrationReplyShape(t *testing.T) {
+	b := bus(t)
+	found, err := dialW1(t, nil).Search(ctx10(t), b.master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.master), Cmds: []w1.Cmd{
+		{Cmd: w1.CmdReset}, {Cmd: w1.CmdWrite, Data: []byte{1, 2}}, {Cmd: w1.CmdRead, Data: make([]byte, 3)},
+		{Cmd: w1.CmdTouch, Data: []byte{0xff, 0xff}}, {Cmd: w1.CmdListSlaves}, {Cmd: w1.CmdSearch},
+	}}
+	for _, flags := range []uint16{0, w1.FlagBundle} {
+		req := connector.Message{ID: w1.ID, Seq: 460, Ack: 9000, Flags: flags, Data: encode(t, msg)}
+		kernel := rawExchange(t, req, func(r []rawRecord) bool { return statuses(req, r) == 6 })
+		logSeed(t, fmt.Sprintf("shape flags %d", flags), kernel)
+
+		k := cntest.New(nil)
+		a := w1test.New(k)
+		for a.AddMaster() < b.master {
+		}
+		for _, id := range found {
+			a.AttachDevice(b.master, id)
+		}
+		c, err := k.Dial(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		var fake []rawRecord
+		for n := 0; k.Queued(c.PortID()) > 0; n++ {
+			msgs, from, err := c.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				fake = append(fake, rawRecord{m: m, from: from, datagram: n})
+			}
+		}
+		c.Close()
+		if got, want := describe(kernel), describe(fake); got != want {
+			t.Errorf("flags %d: the kernel's reply differs from the fake's:\nkernel:\n%s\nfake:\n%s", flags, got, want)
+		}
+		t.Logf("flags %d: %d records in %d datagrams", flags, len(kernel), kernel[len(kernel)-1].datagram+1)
+	}
+}
+
+// describe prints records for comparison, with READ and TOUCH data masked.
+func describe(recs []rawRecord) string {
+	var s strings.Builder
+	for _, r := range recs {
+		data := bytes.Clone(r.m.Data)
+		if msgs, err := w1.ParseMsgs(data); err == nil {
+			for _, m := range msgs {
+				for _, c := range m.Cmds {
+					if c.Cmd == w1.CmdRead || c.Cmd == w1.CmdTouch {
+						clear(c.Data)
+					}
+				}
+			}
+		}
+		fmt.Fprintf(&s, "datagram %d id %v seq %d ack %d flags %d len %d: %x\n", r.datagram, r.m.ID, r.m.Seq, r.m.Ack, r.m.Flags, len(r.m.Data), data)
+	}
+	return s.String()
+}
+
+// logSeed logs the payloads of records in the format of fuzz corpus files,
+// so that captures from the matrix's kernels can seed FuzzParseMsgs.
+func logSeed(t *testing.T, what string, recs []rawRecord) {
+	for i, r := range recs {
+		if r.m.ID == w1.ID {
+			t.Logf("seed %s %d: %s", what, i, hex.EncodeToString(r.m.Data))
+		}
+	}
+}
+
+// TestIntegrationTransactions: reset, write, read and touch as one message,
+// on the master and on a registered slave, as far as the stub allows (it has
+// no 1-Wire device: reads return what its registers hold).
+func TestIntegrationTransactions(t *testing.T) {
+	b := bus(t)
+	for _, cfg := range []*w1.Config{nil, {NoBundle: true}} {
+		w := dialW1(t, cfg)
+		read := make([]byte, 8)
+		touch := []byte{0xff, 0x00, 0xff}
+		if err := w.Master(b.master).Reset().Write([]byte{0xcc, 0x44}).Read(read).Touch(touch).Do(ctx10(t)); err != nil {
+			t.Errorf("master transaction: %v", err)
+		}
+		t.Logf("read % x, touch % x", read, touch)
+	}
+	w := dialW1(t, nil)
+	id := w1.NewSlaveID(0x01, 0x665544332211)
+	if err := w.AddSlave(ctx10(t), b.master, id); err != nil {
+		t.Fatal(err)
+	}
+	defer w.RemoveSlave(context.Background(), b.master, id)
+	buf := make([]byte, 4)
+	if err := w.Slave(id).Write([]byte{0x33}).Read(buf).Do(ctx10(t)); err != nil {
+		t.Errorf("slave transaction: %v", err)
+	}
+	// A slave takes only READ, WRITE and TOUCH.
+	var e *w1.Error
+	if err := w.Slave(id).Write([]byte{1}).Reset().Do(ctx10(t)); !errors.Is(err, syscall.EINVAL) || !errors.As(err, &e) || e.Index != 1 {
+		t.Errorf("slave RESET: err = %v, want EINVAL for command 1", err)
+	}
+	// Without presence the selecting reset fails: ENODEV for the message.
+	b.presence(t, false)
+	if err := w.Slave(id).Read(buf).Do(ctx10(t)); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("slave without presence: err = %v, want ENODEV", err)
+	}
+}
+
+// TestIntegrationErrors checks every documented error status.
+func TestIntegrationErrors(t *testing.T) {
+	b := bus(t)
+	w := dialW1(t, nil)
+	var e *w1.Error
+	if _, err := w.Reset(ctx10(t), 999); !errors.Is(err, syscall.ENODEV) || !errors.As(err, &e) || e.Index != -1 {
+		t.Errorf("unknown master: err = %v, want ENODEV for the message", err)
+	}
+	if err := w.Slave(w1.NewSlaveID(0x28, 0xdead)).Read(make([]byte, 1)).Do(ctx10(t)); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("unknown slave: err = %v, want ENODEV", err)
+	}
+	if err := w.RemoveSlave(ctx10(t), b.master, w1.NewSlaveID(0x28, 0xdead)); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("removing an unknown slave: err = %v, want EINVAL", err)
+	}
+	m := w1.MasterMsgID(b.master)
+	for _, tc := range []struct {
+		name   string
+		flags  uint16
+		msg    w1.Msg
+		status syscall.Errno
+		cmd    bool
+	}{
+		{"empty command list", w1.FlagBundle, w1.Msg{Type: w1.MsgMasterCmd, ID: m}, syscall.EPROTO, false},
+		{"bad type", w1.FlagBundle, w1.Msg{Type: 9, Data: []byte{1, 2, 3, 4}}, syscall.EPROTO, false},
+		{"bad command", w1.FlagBundle, w1.Msg{Type: w1.MsgMasterCmd, ID: m, Cmds: []w1.Cmd{{Cmd: 17}}}, syscall.EINVAL, true},
+		{"unknown flag", 2 | w1.FlagBundle, w1.Msg{Type: w1.MsgMasterCmd, ID: m, Cmds: []w1.Cmd{{Cmd: w1.CmdReset}}}, syscall.EINVAL, false},
+	} {
+		req := connector.Message{ID: w1.ID, Seq: 21, Ack: 77, Flags: tc.flags, Data: encode(t, tc.msg)}
+		recs := rawExchange(t, req, func(r []rawRecord) bool { return statuses(req, r) >= 1 })
+		logSeed(t, tc.name, recs)
+		last := recs[len(recs)-1]
+		msgs, err := w1.ParseMsgs(last.m.Data)
+		if err != nil || len(msgs) != 1 || syscall.Errno(msgs[0].Status) != tc.status || (len(msgs[0].Cmds) == 1) != tc.cmd || last.m.Flags != req.Flags {
+			t.Errorf("%s: got %+v flags %d (%v); want status %d, command header %v, flags mirrored", tc.name, msgs, last.m.Flags, err, tc.status, tc.cmd)
+		}
+	}
+}
+
+// TestIntegrationSlaves: an empty bus has no registered slaves, a search on
+// the stub returns what the stub's registers make up (ids the kernel does
+// not register), and AddSlave/RemoveSlave register a slave with their
+// notifications.
+func TestIntegrationSlaves(t *testing.T) {
+	b := bus(t)
+	w := dialW1(t, nil)
+	ctx := ctx10(t)
+	if got, err := w.Slaves(ctx, b.master); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("empty bus: Slaves = %v, %v", got, err)
+	}
+	found, err := w.Search(ctx, b.master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("search on the stub found %v", found)
+	for _, id := range found {
+		if id != (w1.SlaveID{}) && id.Valid() {
+			t.Errorf("search found a plausible id %v on a bus without devices", id)
+		}
+	}
+	if alarm, err := w.AlarmSearch(ctx, b.master); err != nil {
+		t.Errorf("AlarmSearch: %v, %v", alarm, err)
+	}
+	if got, err := w.Slaves(ctx, b.master); err != nil || len(got) != 0 {
+		t.Errorf("after the search: Slaves = %v, %v; want none registered", got, err)
+	}
+
+	ev, err := connector.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Close()
+	id := w1.NewSlaveID(0x01, 0x123456789abc)
+	if err := w.AddSlave(ctx, b.master, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddSlave(ctx, b.master, id); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("adding it twice: err = %v, want EINVAL", err)
+	}
+	if got, err := w.Slaves(ctx, b.master); err != nil || !slices.Equal(got, []w1.SlaveID{id}) {
+		t.Errorf("Slaves = %v, %v; want [%v]", got, err, id)
+	}
+	if err := w.RemoveSlave(ctx, b.master, id); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint32
+	for _, kind := range []w1.EventKind{w1.SlaveAdded, w1.SlaveRemoved} {
+		e, err := nextEvent(ev, 10*time.Second)
+		if err != nil || e.Kind != kind || e.Slave != id {
+			t.Fatalf("notification %+v, %v; want %v %v", e, err, kind, id)
+		}
+		seqs = append(seqs, e.Seq)
+	}
+	if seqs[1] != seqs[0]+1 {
+		t.Errorf("notification seqs %v are not consecutive (per-master counter)", seqs)
+	}
+	if got, err := w.Slaves(ctx, b.master); err != nil || len(got) != 0 {
+		t.Errorf("after RemoveSlave: Slaves = %v, %v", got, err)
+	}
+}
+
+// TestIntegrationNoStall: many requests at once through a Conn with the
+// smallest receive buffer the kernel allows. The kernel's thread blocks
+// while a reply does not fit; the Conn's reader must keep draining so that
+// every request completes.
+func TestIntegrationNoStall(t *testing.T) {
+	b := bus(t)
+	c, err := connector.Dial(&connector.Config{ReadBufferSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := w1.NewConn(c, &w1.Config{NoBundle: true, Timeout: 30 * time.Second})
+	defer w.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Master(b.master).Read(make([]byte, 64)).Read(make([]byte, 64)).Reset().Do(context.Background()); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	n, _ := c.ReadBuffer()
+	t.Logf("receive buffer %d bytes, %d records claimed", n, w.Stats().Mux.Claimed)
+}
+
+func kernelVersion(t *testing.T) (int, int) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		t.Fatal(err)
+	}
+	return major, minor
+}
+
+// TestIntegrationUnprivileged: as uid 65534 without capabilities, w1
+// requests work on every kernel (the agent checks no privilege), while
+// joining group 3 for notifications needs CAP_NET_ADMIN before 6.6.
+func TestIntegrationUnprivileged(t *testing.T) {
+	b := bus(t)
+	major, minor := kernelVersion(t)
+	modern := major > 6 || major == 6 && minor >= 6
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=unpriv", fmt.Sprintf("W1_TEST_MASTER=%d", b.master))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	timer := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
+	out, err := cmd.Output()
+	timer.Stop()
+	if err != nil {
+		t.Fatalf("unprivileged helper: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.Bytes())
+	}
+	got := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ": ")
+		got[k] = v
+	}
+	t.Logf("kernel %d.%d, uid 65534: %v", major, minor, got)
+	want := map[string]string{
+		"cap_net_admin": "absent",
+		"masters":       fmt.Sprint([]w1.MasterID{b.master}),
+		"reset":         "true",
+		"transaction":   "ok",
+		"join group 3":  "EPERM",
+		"watch":         "os.ErrPermission",
+	}
+	if modern {
+		want["join group 3"] = "ok"
+		want["watch"] = "ok"
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("kernel %d.%d unprivileged %s: got %q, want %q", major, minor, k, got[k], v)
+		}
+	}
+}
+
+func helperUnprivileged() int {
+	if err := syscall.Setgroups(nil); err != nil {
+		fmt.Fprintln(os.Stderr, "setgroups:", err)
+		return 10
+	}
+	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
+		fmt.Fprintln(os.Stderr, "setresgid:", err)
+		return 11
+	}
+	if err := syscall.Setresuid(65534, 65534, 65534); err != nil {
+		fmt.Fprintln(os.Stderr, "setresuid:", err)
+		return 12
+	}
+	var caps [2]unix.CapUserData
+	if err := unix.Capget(&unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}, &caps[0]); err == nil && caps[0].Effective&(1<<unix.CAP_NET_ADMIN) == 0 {
+		fmt.Println("cap_net_admin: absent")
+	}
+	var master w1.MasterID
+	fmt.Sscan(os.Getenv("W1_TEST_MASTER"), &master)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := w1.Dial(nil)
+	if err != nil {
+		fmt.Println("dial:", err)
+		return 0
+	}
+	defer w.Close()
+	ms, err := w.Masters(ctx)
+	if err != nil {
+		fmt.Println("masters:", err)
+	} else {
+		fmt.Println("masters:", ms)
+	}
+	present, err := w.Reset(ctx, master)
+	fmt.Printf("reset: %v%s\n", present, errString(err))
+	err = w.Master(master).Write([]byte{0xcc}).Read(make([]byte, 2)).Do(ctx)
+	if err == nil {
+		fmt.Println("transaction: ok")
+	} else {
+		fmt.Println("transaction:", err)
+	}
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
+	switch {
+	case err == nil:
+		c.Close()
+		fmt.Println("join group 3: ok")
+	case errors.Is(err, syscall.EPERM):
+		fmt.Println("join group 3: EPERM")
+	default:
+		fmt.Println("join group 3:", err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	watch := "ok"
+	wcancel() // a cancelled watch ends at once unless joining failed
+	for _, err := range w1.Watch(wctx, nil) {
+		if errors.Is(err, os.ErrPermission) {
+			watch = "os.ErrPermission"
+		} else if err != nil {
+			watch = err.Error()
+		}
+		break
+	}
+	fmt.Println("watch:", watch)
+	return 0
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " " + err.Error()
+}
+
+// TestIntegrationZMasterRemove runs last (tests run in source order): it
+// removes the ds2482 and expects MASTER_REMOVE, after which the master is
+// gone from the list.
+func TestIntegrationZMasterRemove(t *testing.T) {
+	b := bus(t)
+	ev, err := connector.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Close()
+	if err := os.WriteFile(b.adapter+"/delete_device", []byte(fmt.Sprintf("%#x", stubAddr)), 0); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e, err := nextEvent(ev, 10*time.Second)
+		if err != nil {
+			t.Fatalf("waiting for MASTER_REMOVE: %v", err)
+		}
+		if e.Kind == w1.MasterRemoved {
+			if e.Master != b.master {
+				t.Errorf("MASTER_REMOVE for %v, want %v", e.Master, b.master)
+			}
+			break
+		}
+	}
+	if ms, err := dialW1(t, nil).Masters(ctx10(t)); err != nil || len(ms) != 0 {
+		t.Errorf("after removal: Masters = %v, %v", ms, err)
+	}
+}
