@@ -33,11 +33,38 @@
 // kernel (the multicast reached nobody), so a server must expect a second
 // CTR for a log it already has.
 //
+// # Serving
+//
+// Server answers the requests with one Log per mirror (its uuid and luid);
+// the zero value keeps MemLogs, in-memory logs with the core log's
+// semantics, built from the table's log arguments ("core 1024 [nosync]").
+// Server.Serve runs it on a Conn of its own through a connector.Mux; the
+// Server is also a connector.Handler for a Mux that serves other agents. It
+// answers inline, in socket order, and:
+//
+//   - echoes each request's header with the reply (the kernel matches on its
+//     seq), and never sends more reply data than the kernel's buffer for
+//     the type holds (Type.ReplyDataLimit): the kernel would fail the call
+//     with ENOSPC;
+//   - answers a request it cannot parse with a payload-less EAGAIN ack, so
+//     that the kernel sends it again at once, and a request of a type it
+//     does not know with EINVAL;
+//   - answers a request for a log it does not have (it was restarted) with
+//     ESRCH: the kernel then re-sends the constructor every 2 s until it is
+//     answered, then RESUME and the request;
+//   - rebuilds a log whose constructor comes again (Ctr.Again) instead of
+//     failing it, as cmirrord does;
+//   - refuses to start without CAP_SYS_ADMIN (ErrNoSysAdmin), raises the
+//     socket's receive buffer, and reports receive overruns through
+//     ErrorLog without stopping.
+//
 // # Privileges
 //
 // The kernel ignores, silently, replies from processes without
 // CAP_SYS_ADMIN. Listening on group 7 needs CAP_NET_ADMIN before Linux 6.6;
 // since 6.6 any process may listen (7 is odd), and so read every request.
 // The requests carry the log's luid, which the kernel sets to the address of
-// its log context: a kernel pointer, shown only to such listeners.
+// its log context: a kernel pointer, shown to every listener (a small KASLR
+// leak). Any CAP_SYS_ADMIN process can also answer the kernel's requests in
+// a server's place: the first reply with the right seq wins.
 package dmlog
