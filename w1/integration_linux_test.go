@@ -79,6 +79,7 @@ type stubBus struct {
 	dev     string // /dev/i2c-N
 	master  w1.MasterID
 	added   w1.Event // the MASTER_ADD notification
+	raw     []byte   // and its payload
 }
 
 var (
@@ -129,10 +130,11 @@ func setupBus() (*stubBus, string, error) {
 	if err := os.WriteFile(b.adapter+"/new_device", []byte(fmt.Sprintf("ds2482 %#x", stubAddr)), 0); err != nil {
 		return nil, "", fmt.Errorf("instantiating the ds2482: %w", err)
 	}
-	e, err := nextEvent(ev, 10*time.Second)
+	e, raw, err := nextEventRaw(ev, 10*time.Second)
 	if err != nil {
 		return nil, "", fmt.Errorf("waiting for MASTER_ADD: %w", err)
 	}
+	b.raw = raw
 	if e.Kind != w1.MasterAdded {
 		return nil, "", fmt.Errorf("first notification after new_device is %v, want master added", e)
 	}
@@ -142,18 +144,26 @@ func setupBus() (*stubBus, string, error) {
 
 // nextEvent reads the next w1 notification from c.
 func nextEvent(c *connector.Conn, timeout time.Duration) (w1.Event, error) {
+	e, _, err := nextEventRaw(c, timeout)
+	return e, err
+}
+
+// nextEventRaw reads the next w1 notification from c and returns its
+// payload too.
+func nextEventRaw(c *connector.Conn, timeout time.Duration) (w1.Event, []byte, error) {
 	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return w1.Event{}, err
+		return w1.Event{}, nil, err
 	}
 	defer c.SetReadDeadline(time.Time{})
 	for {
 		msgs, from, err := c.Receive()
 		if err != nil {
-			return w1.Event{}, err
+			return w1.Event{}, nil, err
 		}
 		for _, m := range msgs {
 			if m.ID == w1.ID && from.Kernel() && from.Group == w1.Group {
-				return w1.ParseEvent(m)
+				e, err := w1.ParseEvent(m)
+				return e, m.Data, err
 			}
 		}
 	}
@@ -218,6 +228,16 @@ func TestIntegrationMasters(t *testing.T) {
 	b := bus(t)
 	if b.added.Seq != 1 {
 		t.Errorf("MASTER_ADD seq %d, want 1 (per-master counter)", b.added.Seq)
+	}
+	t.Logf("seed master add 0: %x", b.raw)
+	// The raw reply: one record, ack = seq+1, holding the u32 ids.
+	req := connector.Message{ID: w1.ID, Seq: 31, Ack: 7, Data: encode(t, w1.Msg{Type: w1.MsgListMasters})}
+	recs := rawExchange(t, req, func(r []rawRecord) bool { return len(r) >= 1 })
+	logSeed(t, "list masters", recs)
+	if msgs, err := w1.ParseMsgs(recs[0].m.Data); err != nil || recs[0].m.Ack != 32 || len(msgs) != 1 || msgs[0].Type != w1.MsgListMasters {
+		t.Errorf("LIST_MASTERS reply %+v: %+v, %v", recs[0].m, msgs, err)
+	} else if ids, _ := msgs[0].Masters(); !slices.Equal(ids, []w1.MasterID{b.master}) {
+		t.Errorf("LIST_MASTERS ids %v", ids)
 	}
 	for _, cfg := range []*w1.Config{nil, {NoBundle: true}} {
 		ms, err := dialW1(t, cfg).Masters(ctx10(t))
