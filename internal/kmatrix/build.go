@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,6 +167,10 @@ type buildResult struct {
 	binaries  []guest.Binary
 	failures  []buildFailure // packages that did not build
 	size      int64          // initramfs size in bytes
+	// moduleNames are the kernel modules the binaries' packages name in
+	// testdata/kmatrix-modules (normalized, sorted): each kernel's
+	// initramfs gets them with their dependencies.
+	moduleNames []string
 }
 
 type buildFailure struct {
@@ -221,6 +226,20 @@ func build(ctx context.Context, o buildOptions) (*buildResult, error) {
 		}
 		ok = append(ok, built{p, file})
 	}
+	var mods [][]moduleLine
+	for _, b := range ok {
+		ml, err := readModuleLines(b.pkg.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.pkg.ImportPath, err)
+		}
+		mods = append(mods, ml)
+		for _, m := range ml {
+			if n := guest.ModuleName(m.name); !slices.Contains(res.moduleNames, n) {
+				res.moduleNames = append(res.moduleNames, n)
+			}
+		}
+	}
+	slices.Sort(res.moduleNames)
 	initFile := filepath.Join(binDir, "init")
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	out, err := goCmd(ictx, o.selfDir, "build", "-trimpath", "-ldflags=-s -w", "-o", initFile, initPkg()).CombinedOutput()
@@ -270,12 +289,19 @@ func build(ctx context.Context, o buildOptions) (*buildResult, error) {
 		"LOGNAME=root",
 		"TERM=dumb",
 		"KMATRIX=1",
+		"KMATRIX_MODULES=" + guest.ModulesDir,
 	}}
 	args := append([]string{}, o.testArgs...)
 	if !hasFlag(args, "test.timeout") {
 		args = append(args, "-test.timeout="+o.testTimeout.String())
 	}
-	for _, b := range ok {
+	for i, b := range ok {
+		var loads []guest.ModuleLoad
+		for _, m := range mods[i] {
+			if m.load {
+				loads = append(loads, guest.ModuleLoad{Name: guest.ModuleName(m.name), Params: m.params})
+			}
+		}
 		guestBin := path.Join(guest.BinDir, b.pkg.name+".test")
 		if err := addFile(cw, guestBin, b.file); err != nil {
 			return nil, err
@@ -293,6 +319,7 @@ func build(ctx context.Context, o buildOptions) (*buildResult, error) {
 			Dir:     dir,
 			Args:    args,
 			Timeout: o.testTimeout,
+			Modules: loads,
 		})
 	}
 	plan.Binaries = res.binaries

@@ -285,6 +285,22 @@ func run(c config) int {
 				kr.err = fmt.Errorf("not booted: %v", qemuErr)
 				return
 			}
+			vmBuild := built
+			if len(built.moduleNames) > 0 {
+				idx, err := ensureModules(ctx, c, repo, tools, kr.entry, built.moduleNames, kf)
+				var ird string
+				if err == nil {
+					ird, err = kernelInitramfs(built, idx, kr.entry.path("modules"), work, label)
+				}
+				if err != nil {
+					kr.err = fmt.Errorf("not booted: %v", err)
+					kf("%v", kr.err)
+					return
+				}
+				cp := *built
+				cp.initramfs = ird
+				vmBuild = &cp
+			}
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -293,7 +309,7 @@ func run(c config) int {
 			}
 			defer func() { <-sem }()
 			kf("booting %s %s (%s)", kr.entry.Pkg.Name(), kr.entry.Pkg.Version, filepath.Base(kr.entry.bootImage(c.bzImage)))
-			kr.vm = runVM(ctx, label, kr.entry, built, vmOptions{
+			kr.vm = runVM(ctx, label, kr.entry, vmBuild, vmOptions{
 				accel:   c.accel,
 				mem:     c.mem,
 				append:  c.appendArgs,

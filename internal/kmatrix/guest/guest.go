@@ -15,7 +15,39 @@ const (
 	PlanPath = "/kmatrix/plan.json" // the Plan, as JSON
 	BinDir   = "/kmatrix/bin"       // test binaries, one file per package
 	WorkDir  = "/kmatrix/work"      // per-binary working directories
+	// ModulesDir holds the kernel modules the packages asked for, with
+	// their dependencies, and ModuleIndexName, their ModuleIndex. The
+	// init exports it to the test binaries as KMATRIX_MODULES.
+	ModulesDir      = "/kmatrix/modules"
+	ModuleIndexName = "index.json"
 )
+
+// ModuleIndex describes the modules in ModulesDir: one kernel's, since the
+// runner appends a per-kernel archive of them to the shared initramfs.
+// Tests read it too (the root module's internal/testutil keeps its own copy
+// of this JSON shape).
+type ModuleIndex struct {
+	Release string            `json:"release"` // uname -r of the kernel they belong to
+	Modules map[string]Module `json:"modules"` // by name, '-' written as '_'
+}
+
+// Module is one module file and what must be loaded before it.
+type Module struct {
+	File string `json:"file"` // base name in ModulesDir (.ko, .ko.xz, .ko.zst)
+	// Deps are the names of the modules it depends on, directly or not, in
+	// load order (each after its own dependencies).
+	Deps []string `json:"deps,omitempty"`
+}
+
+// ModuleName normalizes a module name as the kernel does ('-' is '_').
+func ModuleName(s string) string { return strings.ReplaceAll(s, "-", "_") }
+
+// ModuleLoad is a module the init loads (with its dependencies first, as
+// the index gives them) before a binary runs.
+type ModuleLoad struct {
+	Name   string `json:"name"`
+	Params string `json:"params,omitempty"` // module parameters, e.g. "chip_addr=0x18"
+}
 
 // KernelParam is the kernel command-line parameter that names the kernel
 // under test (for example kmatrix.kernel=6.1). The init passes its value to
@@ -38,6 +70,10 @@ type Binary struct {
 	// Timeout is how long the binary may run before the init kills its
 	// process group.
 	Timeout time.Duration `json:"timeout"`
+	// Modules are loaded, in order, right before the binary runs (from
+	// its package's testdata/kmatrix-modules). Modules stay loaded for the
+	// binaries after it.
+	Modules []ModuleLoad `json:"modules,omitempty"`
 }
 
 // Marker prefixes. Each marker is printed by the init on a line of its own;
@@ -49,6 +85,7 @@ const (
 	MarkResult = "KMATRIX-RESULT" // KMATRIX-RESULT pass|fail <name> <exit code> <duration> [reason]
 	MarkDone   = "KMATRIX-DONE"   // KMATRIX-DONE pass|fail passed=N failed=M
 	MarkError  = "KMATRIX-ERROR"  // KMATRIX-ERROR <message>: the init itself failed
+	MarkModule = "KMATRIX-MODULE" // KMATRIX-MODULE <name> loaded|failed <detail>
 )
 
 // Result is one binary's outcome, as carried by a MarkResult line.

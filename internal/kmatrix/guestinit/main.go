@@ -135,9 +135,16 @@ func run() {
 	}
 	env := append(plan.Env, "KMATRIX_KERNEL="+kernelLabel())
 	passed, failed := 0, 0
+	mods := newModules()
 	for _, bin := range plan.Binaries {
 		say("%s %s", guest.MarkBegin, bin.Name)
-		r := runBinary(bin, env)
+		var r guest.Result
+		if err := loadModules(mods, bin.Modules); err != nil {
+			// The tests would only fail or skip for want of them.
+			r = guest.Result{Name: bin.Name, ExitCode: -1, Reason: "modules: " + strings.ReplaceAll(err.Error(), "\n", " ")}
+		} else {
+			r = runBinary(bin, env)
+		}
 		// The binary's output may not end with a newline.
 		say("\n%s", r)
 		if r.Pass {
@@ -151,6 +158,15 @@ func run() {
 		verdict = "fail"
 	}
 	say("%s %s passed=%d failed=%d", guest.MarkDone, verdict, passed, failed)
+}
+
+func loadModules(mods *modules, loads []guest.ModuleLoad) error {
+	for _, l := range loads {
+		if err := mods.load(l.Name, l.Params); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func runBinary(bin guest.Binary, env []string) guest.Result {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,4 +235,31 @@ func TestProcInputFilter(t *testing.T) {
 		t.Fatalf("8-byte LISTEN ack carries error %d", errno)
 	}
 	t.Logf("kernel %s acked the 8-byte proc_input LISTEN", rel)
+}
+
+// TestModuleLoaded checks the matrix's module loading: testdata/kmatrix-modules
+// names wire, the w1 core, which registers the connector callback 3:1 when
+// it loads (drivers/w1/w1_netlink.c). Outside the matrix it skips.
+func TestModuleLoaded(t *testing.T) {
+	if os.Getenv("KMATRIX") == "" {
+		t.Skip("runs only in the kernel matrix, which loads the wire module (testdata/kmatrix-modules)")
+	}
+	b, err := os.ReadFile("/proc/net/connector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "w1" && f[1] == "3:1" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("/proc/net/connector lists no w1 3:1 after the wire module was loaded:\n%s", b)
+	}
+	if _, err := os.Stat("/sys/module/wire"); err != nil {
+		t.Errorf("wire is not in /sys/module: %v", err)
+	}
+	t.Logf("%s: /proc/net/connector:\n%s", release(t), b)
 }
