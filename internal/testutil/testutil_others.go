@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"testing"
@@ -39,3 +40,25 @@ func DropCapabilityThread(int) error {
 
 // FDCount skips the test: it counts descriptors through Linux's /proc.
 func FDCount(t testing.TB) int { t.Helper(); skipNotLinux(t); return 0 }
+
+// InMatrix reports false: the kernel matrix runs Linux.
+func InMatrix() bool { return false }
+
+// MatrixKernel returns "": the kernel matrix runs Linux.
+func MatrixKernel() string { return "" }
+
+// LoadModule fails: kernel modules are a Linux feature.
+func LoadModule(name, _ string) error {
+	return errors.New("load module " + name + ": kernel modules are a Linux feature")
+}
+
+// UnloadModule fails: kernel modules are a Linux feature.
+func UnloadModule(name string) error {
+	return errors.New("unload module " + name + ": kernel modules are a Linux feature")
+}
+
+// ModuleLoaded reports false: kernel modules are a Linux feature.
+func ModuleLoaded(string) bool { return false }
+
+// RequireModule skips the test: kernel modules are a Linux feature.
+func RequireModule(t testing.TB, _, _ string) { t.Helper(); skipNotLinux(t) }
