@@ -11,17 +11,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/w1stub"
 	"github.com/cnlink/connector/w1"
 	"github.com/cnlink/connector/w1/w1test"
 	"golang.org/x/sys/unix"
@@ -35,21 +34,7 @@ import (
 // agent or the stub is missing (the host has no modules) they skip and say
 // so; the matrix fails them if they skip there.
 
-const (
-	helperEnv = "W1_TEST_HELPER"
-	stubAddr  = 0x18
-	// DS2482 registers as i2c-stub serves them: the driver writes a
-	// command byte and reads the status right after, which the stub
-	// answers from the register named by that command byte
-	// (drivers/w1/masters/ds2482.c, drivers/i2c/i2c-stub.c).
-	regDeviceReset = 0xf0 // status after DEVICE RESET: RST|LL = 0x18
-	reg1WireReset  = 0xb4 // status after 1-WIRE RESET: PPD (0x02) = presence
-	// ioctls of include/uapi/linux/i2c-dev.h and i2c.h.
-	ioctlI2CSlaveForce = 0x0706
-	ioctlI2CSMBus      = 0x0720
-	smbusWrite         = 0
-	smbusByteData      = 2
-)
+const helperEnv = "W1_TEST_HELPER"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "unpriv" {
@@ -58,152 +43,70 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requireW1 skips the test unless the kernel's w1 agent is registered.
+// inMatrix reports whether the test runs in the kernel matrix, which loads
+// the modules of testdata/kmatrix-modules: there a missing agent is a
+// failure, not a reason to skip.
+func inMatrix() bool { return os.Getenv("KMATRIX") == "1" }
+
+// requireW1 skips the test unless the kernel's w1 agent is registered (and
+// fails it in the matrix, where it must be).
 func requireW1(t *testing.T) {
 	t.Helper()
+	why := ""
 	agents, err := connector.Agents()
-	if err != nil {
-		t.Skipf("w1 agent not registered (cannot list the connector's agents: %v): runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads wire, i2c-stub, i2c-dev and ds2482", err)
-	}
-	if !slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == w1.ID }) {
-		t.Skip("w1 agent not registered: runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads wire, i2c-stub, i2c-dev and ds2482")
-	}
-	if os.Geteuid() != 0 {
+	switch {
+	case err != nil:
+		why = fmt.Sprintf("w1 agent not registered (cannot list the connector's agents: %v)", err)
+	case !slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == w1.ID }):
+		why = "w1 agent not registered"
+	case os.Geteuid() != 0:
 		t.Skip("privilege missing: instantiating the ds2482 bus master through sysfs needs root")
+	default:
+		return
 	}
+	if inMatrix() {
+		t.Fatalf("%s in the kernel matrix: are the modules of testdata/kmatrix-modules loaded?", why)
+	}
+	t.Skip(why + ": runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads wire, i2c-stub, i2c-dev and ds2482")
 }
 
 // A stubBus is the DS2482 on i2c-stub.
-type stubBus struct {
-	adapter string // /sys/bus/i2c/devices/i2c-N
-	dev     string // /dev/i2c-N
-	master  w1.MasterID
-	added   w1.Event // the MASTER_ADD notification
-	raw     []byte   // and its payload
-}
+type stubBus struct{ *w1stub.Bus }
 
 var (
 	busOnce sync.Once
-	theBus  *stubBus
+	theBus  *w1stub.Bus
 	busErr  error
-	busSkip string
 )
 
 // bus returns the ds2482 bus master, instantiating it on first use while
 // listening on group 3 for its MASTER_ADD.
-func bus(t *testing.T) *stubBus {
+func bus(t *testing.T) stubBus {
 	t.Helper()
 	requireW1(t)
-	busOnce.Do(func() { theBus, busSkip, busErr = setupBus() })
-	if busSkip != "" {
-		t.Skip(busSkip)
+	busOnce.Do(func() { theBus, busErr = w1stub.Setup() })
+	if errors.Is(busErr, w1stub.ErrNoStub) && !inMatrix() {
+		t.Skip(busErr.Error() + ": runs only in the kernel matrix (.ci/matrix -pkgs ./w1)")
 	}
 	if busErr != nil {
 		t.Fatal(busErr)
 	}
-	return theBus
+	return stubBus{theBus}
 }
 
-func setupBus() (*stubBus, string, error) {
-	b := &stubBus{}
-	names, _ := filepath.Glob("/sys/bus/i2c/devices/i2c-*/name")
-	for _, n := range names {
-		if s, err := os.ReadFile(n); err == nil && strings.HasPrefix(string(s), "SMBus stub driver") {
-			b.adapter = filepath.Dir(n)
-		}
+// presence sets the presence pulse for the rest of the test.
+func (b stubBus) presence(t *testing.T, on bool) {
+	t.Helper()
+	if err := b.SetPresence(on); err != nil {
+		t.Fatal(err)
 	}
-	if b.adapter == "" {
-		return nil, "i2c-stub not loaded: runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads i2c-stub chip_addr=0x18, i2c-dev and ds2482", nil
-	}
-	b.dev = "/dev/" + filepath.Base(b.adapter)
-	if err := b.setReg(regDeviceReset, 0x18); err != nil {
-		return nil, "", err
-	}
-	if err := b.setReg(reg1WireReset, 0x02); err != nil {
-		return nil, "", err
-	}
-	ev, err := connector.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
-	if err != nil {
-		return nil, "", err
-	}
-	defer ev.Close()
-	if err := os.WriteFile(b.adapter+"/new_device", []byte(fmt.Sprintf("ds2482 %#x", stubAddr)), 0); err != nil {
-		return nil, "", fmt.Errorf("instantiating the ds2482: %w", err)
-	}
-	e, raw, err := nextEventRaw(ev, 10*time.Second)
-	if err != nil {
-		return nil, "", fmt.Errorf("waiting for MASTER_ADD: %w", err)
-	}
-	b.raw = raw
-	if e.Kind != w1.MasterAdded {
-		return nil, "", fmt.Errorf("first notification after new_device is %v, want master added", e)
-	}
-	b.master, b.added = e.Master, e
-	return b, "", nil
+	t.Cleanup(func() { _ = b.SetPresence(true) })
 }
 
 // nextEvent reads the next w1 notification from c.
 func nextEvent(c *connector.Conn, timeout time.Duration) (w1.Event, error) {
-	e, _, err := nextEventRaw(c, timeout)
+	e, _, err := w1stub.NextEvent(c, timeout)
 	return e, err
-}
-
-// nextEventRaw reads the next w1 notification from c and returns its
-// payload too.
-func nextEventRaw(c *connector.Conn, timeout time.Duration) (w1.Event, []byte, error) {
-	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return w1.Event{}, nil, err
-	}
-	defer c.SetReadDeadline(time.Time{})
-	for {
-		msgs, from, err := c.Receive()
-		if err != nil {
-			return w1.Event{}, nil, err
-		}
-		for _, m := range msgs {
-			if m.ID == w1.ID && from.Kernel() && from.Group == w1.Group {
-				e, err := w1.ParseEvent(m)
-				return e, m.Data, err
-			}
-		}
-	}
-}
-
-// setReg writes one register of the stub chip through /dev/i2c-N
-// (I2C_SLAVE_FORCE, as the ds2482 driver holds the address once bound).
-func (b *stubBus) setReg(reg, val byte) error {
-	f, err := os.OpenFile(b.dev, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("opening %s (needs i2c-dev): %w", b.dev, err)
-	}
-	defer f.Close()
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), ioctlI2CSlaveForce, stubAddr); e != 0 {
-		return fmt.Errorf("I2C_SLAVE_FORCE %#x on %s: %w", stubAddr, b.dev, e)
-	}
-	var data [34]byte // union i2c_smbus_data
-	data[0] = val
-	args := struct { // struct i2c_smbus_ioctl_data
-		readWrite uint8
-		command   uint8
-		size      uint32
-		data      unsafe.Pointer
-	}{smbusWrite, reg, smbusByteData, unsafe.Pointer(&data)}
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), ioctlI2CSMBus, uintptr(unsafe.Pointer(&args))); e != 0 {
-		return fmt.Errorf("I2C_SMBUS write %#x to register %#x: %w", val, reg, e)
-	}
-	return nil
-}
-
-func (b *stubBus) presence(t *testing.T, on bool) {
-	t.Helper()
-	v := byte(0)
-	if on {
-		v = 0x02
-	}
-	if err := b.setReg(reg1WireReset, v); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.setReg(reg1WireReset, 0x02) })
 }
 
 func dialW1(t *testing.T, cfg *w1.Config) *w1.Conn {
@@ -226,23 +129,23 @@ func ctx10(t *testing.T) context.Context {
 // arrived on group 3 with the master's first sequence number.
 func TestIntegrationMasters(t *testing.T) {
 	b := bus(t)
-	if b.added.Seq != 1 {
-		t.Errorf("MASTER_ADD seq %d, want 1 (per-master counter)", b.added.Seq)
+	if b.Added.Seq != 1 {
+		t.Errorf("MASTER_ADD seq %d, want 1 (per-master counter)", b.Added.Seq)
 	}
-	t.Logf("seed master add 0: %x", b.raw)
+	t.Logf("seed master add 0: %x", b.Raw)
 	// The raw reply: one record, ack = seq+1, holding the u32 ids.
 	req := connector.Message{ID: w1.ID, Seq: 31, Ack: 7, Data: encode(t, w1.Msg{Type: w1.MsgListMasters})}
 	recs := rawExchange(t, req, func(r []rawRecord) bool { return len(r) >= 1 })
 	logSeed(t, "list masters", recs)
 	if msgs, err := w1.ParseMsgs(recs[0].m.Data); err != nil || recs[0].m.Ack != 32 || len(msgs) != 1 || msgs[0].Type != w1.MsgListMasters {
 		t.Errorf("LIST_MASTERS reply %+v: %+v, %v", recs[0].m, msgs, err)
-	} else if ids, _ := msgs[0].Masters(); !slices.Equal(ids, []w1.MasterID{b.master}) {
+	} else if ids, _ := msgs[0].Masters(); !slices.Equal(ids, []w1.MasterID{b.Master}) {
 		t.Errorf("LIST_MASTERS ids %v", ids)
 	}
 	for _, cfg := range []*w1.Config{nil, {NoBundle: true}} {
 		ms, err := dialW1(t, cfg).Masters(ctx10(t))
-		if err != nil || !slices.Equal(ms, []w1.MasterID{b.master}) {
-			t.Errorf("Masters = %v, %v; want [%v]", ms, err, b.master)
+		if err != nil || !slices.Equal(ms, []w1.MasterID{b.Master}) {
+			t.Errorf("Masters = %v, %v; want [%v]", ms, err, b.Master)
 		}
 	}
 }
@@ -256,7 +159,7 @@ func TestIntegrationReset(t *testing.T) {
 		w := dialW1(t, &w1.Config{NoBundle: !bundle})
 		for _, on := range []bool{true, false} {
 			b.presence(t, on)
-			got, err := w.Reset(ctx10(t), b.master)
+			got, err := w.Reset(ctx10(t), b.Master)
 			if err != nil || got != on {
 				t.Errorf("bundle %v, presence %v: Reset = %v, %v", bundle, on, got, err)
 			}
@@ -337,7 +240,7 @@ func encode(t *testing.T, msgs ...w1.Msg) []byte {
 func TestIntegrationStrayRecord(t *testing.T) {
 	b := bus(t)
 	for _, flags := range []uint16{0, w1.FlagBundle} {
-		req := connector.Message{ID: w1.ID, Seq: 11, Ack: 500, Flags: flags, Data: encode(t, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.master), Cmds: []w1.Cmd{{Cmd: w1.CmdReset}}})}
+		req := connector.Message{ID: w1.ID, Seq: 11, Ack: 500, Flags: flags, Data: encode(t, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.Master), Cmds: []w1.Cmd{{Cmd: w1.CmdReset}}})}
 		recs := rawExchange(t, req, func(r []rawRecord) bool { return statuses(req, r) == 1 })
 		logSeed(t, "stray", recs)
 		stray := len(recs) == 2 && w1.IsStray(recs[0].m, recs[0].from) && recs[0].dgLen == 36
@@ -353,11 +256,11 @@ func TestIntegrationStrayRecord(t *testing.T) {
 // is checked against every kernel of the matrix.
 func TestIntegrationReplyShape(t *testing.T) {
 	b := bus(t)
-	found, err := dialW1(t, nil).Search(ctx10(t), b.master)
+	found, err := dialW1(t, nil).Search(ctx10(t), b.Master)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.master), Cmds: []w1.Cmd{
+	msg := w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.Master), Cmds: []w1.Cmd{
 		{Cmd: w1.CmdReset}, {Cmd: w1.CmdWrite, Data: []byte{1, 2}}, {Cmd: w1.CmdRead, Data: make([]byte, 3)},
 		{Cmd: w1.CmdTouch, Data: []byte{0xff, 0xff}}, {Cmd: w1.CmdListSlaves}, {Cmd: w1.CmdSearch},
 	}}
@@ -368,10 +271,10 @@ func TestIntegrationReplyShape(t *testing.T) {
 
 		k := cntest.New(nil)
 		a := w1test.New(k)
-		for a.AddMaster() < b.master {
+		for a.AddMaster() < b.Master {
 		}
 		for _, id := range found {
-			a.AttachDevice(b.master, id)
+			a.AttachDevice(b.Master, id)
 		}
 		c, err := k.Dial(nil)
 		if err != nil {
@@ -436,17 +339,17 @@ func TestIntegrationTransactions(t *testing.T) {
 		w := dialW1(t, cfg)
 		read := make([]byte, 8)
 		touch := []byte{0xff, 0x00, 0xff}
-		if err := w.Master(b.master).Reset().Write([]byte{0xcc, 0x44}).Read(read).Touch(touch).Do(ctx10(t)); err != nil {
+		if err := w.Master(b.Master).Reset().Write([]byte{0xcc, 0x44}).Read(read).Touch(touch).Do(ctx10(t)); err != nil {
 			t.Errorf("master transaction: %v", err)
 		}
 		t.Logf("read % x, touch % x", read, touch)
 	}
 	w := dialW1(t, nil)
 	id := w1.NewSlaveID(0x01, 0x665544332211)
-	if err := w.AddSlave(ctx10(t), b.master, id); err != nil {
+	if err := w.AddSlave(ctx10(t), b.Master, id); err != nil {
 		t.Fatal(err)
 	}
-	defer w.RemoveSlave(context.Background(), b.master, id)
+	defer w.RemoveSlave(context.Background(), b.Master, id)
 	buf := make([]byte, 4)
 	if err := w.Slave(id).Write([]byte{0x33}).Read(buf).Do(ctx10(t)); err != nil {
 		t.Errorf("slave transaction: %v", err)
@@ -474,10 +377,10 @@ func TestIntegrationErrors(t *testing.T) {
 	if err := w.Slave(w1.NewSlaveID(0x28, 0xdead)).Read(make([]byte, 1)).Do(ctx10(t)); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("unknown slave: err = %v, want ENODEV", err)
 	}
-	if err := w.RemoveSlave(ctx10(t), b.master, w1.NewSlaveID(0x28, 0xdead)); !errors.Is(err, syscall.EINVAL) {
+	if err := w.RemoveSlave(ctx10(t), b.Master, w1.NewSlaveID(0x28, 0xdead)); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("removing an unknown slave: err = %v, want EINVAL", err)
 	}
-	m := w1.MasterMsgID(b.master)
+	m := w1.MasterMsgID(b.Master)
 	for _, tc := range []struct {
 		name   string
 		flags  uint16
@@ -509,10 +412,10 @@ func TestIntegrationSlaves(t *testing.T) {
 	b := bus(t)
 	w := dialW1(t, nil)
 	ctx := ctx10(t)
-	if got, err := w.Slaves(ctx, b.master); err != nil || got == nil || len(got) != 0 {
+	if got, err := w.Slaves(ctx, b.Master); err != nil || got == nil || len(got) != 0 {
 		t.Fatalf("empty bus: Slaves = %v, %v", got, err)
 	}
-	found, err := w.Search(ctx, b.master)
+	found, err := w.Search(ctx, b.Master)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,10 +425,10 @@ func TestIntegrationSlaves(t *testing.T) {
 			t.Errorf("search found a plausible id %v on a bus without devices", id)
 		}
 	}
-	if alarm, err := w.AlarmSearch(ctx, b.master); err != nil {
+	if alarm, err := w.AlarmSearch(ctx, b.Master); err != nil {
 		t.Errorf("AlarmSearch: %v, %v", alarm, err)
 	}
-	if got, err := w.Slaves(ctx, b.master); err != nil || len(got) != 0 {
+	if got, err := w.Slaves(ctx, b.Master); err != nil || len(got) != 0 {
 		t.Errorf("after the search: Slaves = %v, %v; want none registered", got, err)
 	}
 
@@ -535,16 +438,16 @@ func TestIntegrationSlaves(t *testing.T) {
 	}
 	defer ev.Close()
 	id := w1.NewSlaveID(0x01, 0x123456789abc)
-	if err := w.AddSlave(ctx, b.master, id); err != nil {
+	if err := w.AddSlave(ctx, b.Master, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.AddSlave(ctx, b.master, id); !errors.Is(err, syscall.EINVAL) {
+	if err := w.AddSlave(ctx, b.Master, id); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("adding it twice: err = %v, want EINVAL", err)
 	}
-	if got, err := w.Slaves(ctx, b.master); err != nil || !slices.Equal(got, []w1.SlaveID{id}) {
+	if got, err := w.Slaves(ctx, b.Master); err != nil || !slices.Equal(got, []w1.SlaveID{id}) {
 		t.Errorf("Slaves = %v, %v; want [%v]", got, err, id)
 	}
-	if err := w.RemoveSlave(ctx, b.master, id); err != nil {
+	if err := w.RemoveSlave(ctx, b.Master, id); err != nil {
 		t.Fatal(err)
 	}
 	var seqs []uint32
@@ -558,7 +461,7 @@ func TestIntegrationSlaves(t *testing.T) {
 	if seqs[1] != seqs[0]+1 {
 		t.Errorf("notification seqs %v are not consecutive (per-master counter)", seqs)
 	}
-	if got, err := w.Slaves(ctx, b.master); err != nil || len(got) != 0 {
+	if got, err := w.Slaves(ctx, b.Master); err != nil || len(got) != 0 {
 		t.Errorf("after RemoveSlave: Slaves = %v, %v", got, err)
 	}
 }
@@ -582,7 +485,7 @@ func TestIntegrationNoStall(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w.Master(b.master).Read(make([]byte, 64)).Read(make([]byte, 64)).Reset().Do(context.Background()); err != nil {
+			if err := w.Master(b.Master).Read(make([]byte, 64)).Read(make([]byte, 64)).Reset().Do(context.Background()); err != nil {
 				errs <- err
 			}
 		}()
@@ -620,7 +523,7 @@ func TestIntegrationUnprivileged(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=unpriv", fmt.Sprintf("W1_TEST_MASTER=%d", b.master))
+	cmd.Env = append(os.Environ(), helperEnv+"=unpriv", fmt.Sprintf("W1_TEST_MASTER=%d", b.Master))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	timer := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
@@ -638,7 +541,7 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	t.Logf("kernel %d.%d, uid 65534: %v", major, minor, got)
 	want := map[string]string{
 		"cap_net_admin": "absent",
-		"masters":       fmt.Sprint([]w1.MasterID{b.master}),
+		"masters":       fmt.Sprint([]w1.MasterID{b.Master}),
 		"reset":         "true",
 		"transaction":   "ok",
 		"join group 3":  "EPERM",
@@ -739,7 +642,7 @@ func TestIntegrationZMasterRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ev.Close()
-	if err := os.WriteFile(b.adapter+"/delete_device", []byte(fmt.Sprintf("%#x", stubAddr)), 0); err != nil {
+	if err := b.Remove(); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -748,8 +651,8 @@ func TestIntegrationZMasterRemove(t *testing.T) {
 			t.Fatalf("waiting for MASTER_REMOVE: %v", err)
 		}
 		if e.Kind == w1.MasterRemoved {
-			if e.Master != b.master {
-				t.Errorf("MASTER_REMOVE for %v, want %v", e.Master, b.master)
+			if e.Master != b.Master {
+				t.Errorf("MASTER_REMOVE for %v, want %v", e.Master, b.Master)
 			}
 			break
 		}

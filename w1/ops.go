@@ -117,7 +117,9 @@ func (w *Conn) RemoveSlave(ctx context.Context, m MasterID, id SlaveID) error {
 // whether a device answered with a presence pulse. No presence is not an
 // error.
 func (w *Conn) Reset(ctx context.Context, m MasterID) (present bool, err error) {
-	err = w.Master(m).Reset().Do(ctx)
+	tx := w.Master(m).Reset()
+	tx.op = "reset " + m.String()
+	err = tx.Do(ctx)
 	if errors.Is(err, ErrNoPresence) {
 		return false, nil
 	}
