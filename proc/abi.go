@@ -39,21 +39,5 @@ const (
 	offData      = 16 // union event_data
 )
 
-// Minimum payload length needed to decode each kind: the header plus the
-// union members that kind uses. Kernels send eventLen bytes for every kind,
-// but older layouts were shorter (see Decode).
-const (
-	needAck      = offData + 4  // ack: u32 err
-	needFork     = offData + 16 // parent pid/tgid, child pid/tgid
-	needPIDTGID  = offData + 8  // exec, sid: process pid/tgid
-	needID       = offData + 16 // pid/tgid, r{u,g}id, e{u,g}id
-	needPtrace   = offData + 16 // pid/tgid, tracer pid/tgid
-	needComm     = offData + 8 + commLen
-	needCoredump = offData + 8  // pid/tgid; parent pid/tgid since 4.18
-	needExit     = offData + 16 // pid/tgid, exit_code, exit_signal; parent since 4.18
-	fullCoredump = offData + 16
-	fullExit     = offData + 24
-)
-
 // commLen is TASK_COMM_LEN, the size of the comm event's name field.
 const commLen = 16

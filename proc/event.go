@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"syscall"
 
 	"github.com/cnlink/connector"
 )
@@ -105,6 +106,47 @@ func (e *Event) IsThread() bool { return e.PID != e.TGID }
 // (PID == TGID). See IsThread.
 func (e *Event) IsProcess() bool { return e.PID == e.TGID }
 
+// A WaitStatus is a Linux wait(2) status word, as in Event.ExitCode. Its
+// methods decode it the same way on every system (the Linux encoding,
+// include/uapi/linux/wait.h and the W* macros of glibc).
+type WaitStatus uint32
+
+// Exited reports whether the task exited normally (exit(2) or a return from
+// main).
+func (w WaitStatus) Exited() bool { return w&0x7f == 0 }
+
+// ExitStatus returns the exit status (0 to 255), or -1 if the task did not
+// exit normally.
+func (w WaitStatus) ExitStatus() int {
+	if !w.Exited() {
+		return -1
+	}
+	return int(w>>8) & 0xff
+}
+
+// Signaled reports whether a signal killed the task.
+func (w WaitStatus) Signaled() bool { return w&0x7f != 0x7f && w&0x7f != 0 }
+
+// Signal returns the number of the signal that killed the task, or 0 if no
+// signal did. (golang.org/x/sys/unix.WaitStatus.Signal returns -1 there;
+// syscall.Signal cannot hold -1 on every system.)
+func (w WaitStatus) Signal() syscall.Signal {
+	if !w.Signaled() {
+		return 0
+	}
+	return syscall.Signal(w & 0x7f)
+}
+
+// CoreDump reports whether the task was killed by a signal and dumped core.
+func (w WaitStatus) CoreDump() bool { return w.Signaled() && w&0x80 != 0 }
+
+// WaitStatus returns ExitCode as a wait(2) status, whose methods tell how
+// the task ended: [WaitStatus.Exited] and [WaitStatus.ExitStatus] for a
+// normal exit, [WaitStatus.Signaled] and [WaitStatus.Signal] for death by a
+// signal, [WaitStatus.CoreDump] when a core file was written. It is
+// meaningful for KindExit only, and the same type on every system.
+func (e *Event) WaitStatus() WaitStatus { return WaitStatus(e.ExitCode) }
+
 // CommString returns Comm up to its first NUL byte. It allocates; use Comm
 // directly on a path that must not.
 func (e *Event) CommString() string {
@@ -127,55 +169,9 @@ func (e *Event) String() string {
 	}
 	b = append(b, " seq="...)
 	b = strconv.AppendUint(b, uint64(e.Seq), 10)
-	task := func(b []byte, name string, pid, tgid int32) []byte {
-		b = append(b, ' ')
-		b = append(b, name...)
-		b = append(b, '=')
-		b = strconv.AppendInt(b, int64(pid), 10)
-		if pid != tgid {
-			b = append(b, '/')
-			b = strconv.AppendInt(b, int64(tgid), 10)
-		}
-		return b
-	}
-	switch e.Kind {
-	case KindNone:
-		b = append(b, " ack="...)
-		b = strconv.AppendUint(b, uint64(e.Ack), 10)
-		b = append(b, " err="...)
-		b = strconv.AppendUint(b, uint64(e.AckErr), 10)
-	case KindFork:
-		b = task(b, "pid", e.PID, e.TGID)
-		b = task(b, "parent", e.ParentPID, e.ParentTGID)
-	case KindExec, KindSID:
-		b = task(b, "pid", e.PID, e.TGID)
-	case KindUID:
-		b = task(b, "pid", e.PID, e.TGID)
-		b = fmt.Appendf(b, " ruid=%d euid=%d", e.RUID, e.EUID)
-	case KindGID:
-		b = task(b, "pid", e.PID, e.TGID)
-		b = fmt.Appendf(b, " rgid=%d egid=%d", e.RGID, e.EGID)
-	case KindPtrace:
-		b = task(b, "pid", e.PID, e.TGID)
-		b = task(b, "tracer", e.TracerPID, e.TracerTGID)
-	case KindComm:
-		b = task(b, "pid", e.PID, e.TGID)
-		b = strconv.AppendQuote(append(b, " comm="...), e.CommString())
-	case KindCoredump:
-		b = task(b, "pid", e.PID, e.TGID)
-		b = task(b, "parent", e.ParentPID, e.ParentTGID)
-	case KindExit:
-		b = task(b, "pid", e.PID, e.TGID)
-		b = task(b, "parent", e.ParentPID, e.ParentTGID)
-		b = fmt.Appendf(b, " code=%#x signal=%d", e.ExitCode, e.ExitSignal)
-	case KindLost:
-		b = append(b, " lost="...)
-		if e.Lost == 0 {
-			b = append(b, "unknown"...)
-		} else {
-			b = strconv.AppendUint(b, uint64(e.Lost), 10)
-		}
-	default:
+	if ki := e.Kind.info(); ki != nil && ki.format != nil {
+		b = ki.format(b, e)
+	} else {
 		b = fmt.Appendf(b, " raw=%x", e.Raw)
 	}
 	return string(b)
@@ -222,79 +218,25 @@ func Decode(m connector.Message, ev *Event) error {
 	if len(d) < headerLen {
 		return &DecodeError{Len: len(d), Need: headerLen, Reason: strconv.Itoa(len(d)) + " bytes are too short for the 16-byte proc_event header"}
 	}
-	ne := binary.NativeEndian
-	ev.Kind = Kind(ne.Uint32(d[offWhat:]))
-	ev.CPU = ne.Uint32(d[offCPU:])
-	ev.Timestamp = ne.Uint64(d[offTimestamp:])
-
-	need := 0
-	switch ev.Kind {
-	case KindNone:
-		need = needAck
-	case KindFork:
-		need = needFork
-	case KindExec, KindSID:
-		need = needPIDTGID
-	case KindUID, KindGID:
-		need = needID
-	case KindPtrace:
-		need = needPtrace
-	case KindComm:
-		need = needComm
-	case KindCoredump:
-		need = needCoredump
-	case KindExit:
-		need = needExit
-	case KindLost:
+	ev.Kind = Kind(u32(d, offWhat))
+	ev.CPU = u32(d, offCPU)
+	ev.Timestamp = binary.NativeEndian.Uint64(d[offTimestamp:])
+	if ev.Kind == KindLost {
 		// The package's own loss record must never be forged by a message:
 		// a kernel that sends this value as a kind is newer than the
 		// package.
 		return &DecodeError{Kind: ev.Kind, Len: len(d),
 			Reason: "event kind 0x00100000 is the value this package reserves for loss records (KindLost); this kernel uses it for something new: upgrade github.com/cnlink/connector"}
-	default:
+	}
+	ki := ev.Kind.info()
+	if ki == nil || ki.decode == nil {
 		ev.Raw = d
 		return nil
 	}
-	if len(d) < need {
-		return &DecodeError{Kind: ev.Kind, Len: len(d), Need: need,
-			Reason: ev.Kind.String() + " event of " + strconv.Itoa(len(d)) + " bytes is shorter than the " + strconv.Itoa(need) + " bytes it needs"}
+	if len(d) < ki.need {
+		return &DecodeError{Kind: ev.Kind, Len: len(d), Need: ki.need,
+			Reason: ki.name + " event of " + strconv.Itoa(len(d)) + " bytes is shorter than the " + strconv.Itoa(ki.need) + " bytes it needs"}
 	}
-	u := d[offData:need]
-	i32 := func(off int) int32 { return int32(ne.Uint32(u[off:])) }
-	switch ev.Kind {
-	case KindNone:
-		ev.AckErr = ne.Uint32(u[0:])
-	case KindFork:
-		ev.ParentPID, ev.ParentTGID = i32(0), i32(4)
-		ev.PID, ev.TGID = i32(8), i32(12)
-	case KindExec, KindSID:
-		ev.PID, ev.TGID = i32(0), i32(4)
-	case KindUID:
-		ev.PID, ev.TGID = i32(0), i32(4)
-		ev.RUID, ev.EUID = ne.Uint32(u[8:]), ne.Uint32(u[12:])
-	case KindGID:
-		ev.PID, ev.TGID = i32(0), i32(4)
-		ev.RGID, ev.EGID = ne.Uint32(u[8:]), ne.Uint32(u[12:])
-	case KindPtrace:
-		ev.PID, ev.TGID = i32(0), i32(4)
-		ev.TracerPID, ev.TracerTGID = i32(8), i32(12)
-	case KindComm:
-		ev.PID, ev.TGID = i32(0), i32(4)
-		copy(ev.Comm[:], u[8:8+commLen])
-	case KindCoredump:
-		ev.PID, ev.TGID = i32(0), i32(4)
-		if len(d) >= fullCoredump {
-			p := d[offData+8 : fullCoredump]
-			ev.ParentPID, ev.ParentTGID = int32(ne.Uint32(p[0:])), int32(ne.Uint32(p[4:]))
-		}
-	case KindExit:
-		ev.PID, ev.TGID = i32(0), i32(4)
-		ev.ExitCode = ne.Uint32(u[8:])
-		ev.ExitSignal = i32(12)
-		if len(d) >= fullExit {
-			p := d[offData+16 : fullExit]
-			ev.ParentPID, ev.ParentTGID = int32(ne.Uint32(p[0:])), int32(ne.Uint32(p[4:]))
-		}
-	}
+	ki.decode(d, ev)
 	return nil
 }

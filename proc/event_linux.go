@@ -9,21 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// WaitStatus returns ExitCode as a wait(2) status, whose methods tell how
-// the task ended: Exited and ExitStatus for a normal exit, Signaled and
-// Signal for death by a signal, CoreDump when a core file was written.
-// It is meaningful for KindExit only.
-func (e *Event) WaitStatus() unix.WaitStatus { return unix.WaitStatus(e.ExitCode) }
-
 // Time converts Timestamp to wall-clock time. The kernel stamps events with
 // CLOCK_MONOTONIC, which has no fixed relation to the wall clock, so Time
 // adds the current offset between the two clocks:
 //
 //	Time = Timestamp + (wall clock - CLOCK_MONOTONIC)
 //
-// The offset is measured with a few clock reads (see measureOffset) and
-// reused for offsetRefresh (100 ms), so converting costs no system call per
-// event. The result is exact to within the time between the clock reads plus
+// The offset is measured with a few clock reads and reused for 100 ms, so
+// converting costs no system call per event. The result is exact to within the time between the clock reads plus
 // the drift the wall clock's adjustment can add within 100 ms (at most
 // 50 µs), unless the wall clock was stepped between the event and the call
 // (the result then shifts by the step) or the machine was suspended in

@@ -16,3 +16,12 @@ func (l *Listener) Match(ev *Event) bool { return l.match(ev) }
 
 // EventLen is sizeof(struct proc_event).
 const EventLen = eventLen
+
+// SetDropCounter makes the Listener read its socket's drop counter with f:
+// on a cntest fake, which has no socket, the fake kernel's count.
+func SetDropCounter(l *Listener, f func() (uint64, error)) {
+	if l.loss.exact || l.mode == ModeKernelFilter {
+		return
+	}
+	l.loss.setDrops(f)
+}

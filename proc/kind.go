@@ -1,6 +1,9 @@
 package proc
 
 import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -22,9 +25,14 @@ const (
 	KindFork Kind = 0x00000001
 	// KindExec (PROC_EVENT_EXEC, 2.6.15): a successful execve.
 	KindExec Kind = 0x00000002
-	// KindUID (PROC_EVENT_UID, 2.6.15): real or effective user id changed.
+	// KindUID (PROC_EVENT_UID, 2.6.15): one of the task's user ids
+	// changed: real, effective, saved or filesystem (the kernel also sends
+	// it for setfsuid and for setresuid that changes only the saved id).
+	// RUID and EUID are the real and effective ids after the change.
 	KindUID Kind = 0x00000004
-	// KindGID (PROC_EVENT_GID, 2.6.15): real or effective group id changed.
+	// KindGID (PROC_EVENT_GID, 2.6.15): one of the task's group ids
+	// changed: real, effective, saved or filesystem, as for KindUID. RGID
+	// and EGID are the real and effective ids after the change.
 	KindGID Kind = 0x00000040
 	// KindSID (PROC_EVENT_SID, 2.6.32): setsid(2) made a new session.
 	KindSID Kind = 0x00000080
@@ -43,7 +51,7 @@ const (
 	// comes even when no core file is written (RLIMIT_CORE 0).
 	KindCoredump Kind = 0x40000000
 	// KindExit (PROC_EVENT_EXIT, 2.6.15): a task exited. Threads send it
-	// too; see Event.IsThread.
+	// too; see [Event.IsThread].
 	KindExit Kind = 0x80000000
 
 	// KindAll selects every kind (PROC_EVENT_ALL, Linux 6.6): the OR of all
@@ -61,59 +69,164 @@ const (
 	KindLost Kind = 0x00100000
 )
 
-var kindNames = [...]struct {
-	k    Kind
-	name string
-}{
-	{KindFork, "fork"},
-	{KindExec, "exec"},
-	{KindUID, "uid"},
-	{KindGID, "gid"},
-	{KindSID, "sid"},
-	{KindPtrace, "ptrace"},
-	{KindComm, "comm"},
-	{KindNonzeroExit, "nonzero-exit"},
-	{KindCoredump, "coredump"},
-	{KindExit, "exit"},
-	{KindLost, "lost"},
+// A kindInfo describes one event kind: adding a kind the kernel sends is one
+// entry in kindTable. need is the payload length the kind's fields end at
+// (the 16-byte header included); decode fills ev's kind-specific fields
+// from d, which holds at least need bytes; format appends them for
+// Event.String.
+type kindInfo struct {
+	kind   Kind
+	name   string
+	need   int
+	decode func(d []byte, ev *Event)
+	format func(b []byte, ev *Event) []byte
+}
+
+// The union event_data starts at offData; offsets below are within the
+// payload (include/uapi/linux/cn_proc.h, struct proc_event).
+var kindTable = [...]kindInfo{
+	{KindNone, "none", offData + 4, func(d []byte, ev *Event) {
+		ev.AckErr = u32(d, offData)
+	}, func(b []byte, ev *Event) []byte {
+		return fmt.Appendf(b, " ack=%d err=%d", ev.Ack, ev.AckErr)
+	}},
+	{KindFork, "fork", offData + 16, func(d []byte, ev *Event) {
+		ev.ParentPID, ev.ParentTGID = i32(d, offData), i32(d, offData+4)
+		ev.PID, ev.TGID = i32(d, offData+8), i32(d, offData+12)
+	}, formatTaskParent},
+	{KindExec, "exec", offData + 8, decodeTask, formatTask},
+	{KindUID, "uid", offData + 16, func(d []byte, ev *Event) {
+		decodeTask(d, ev)
+		ev.RUID, ev.EUID = u32(d, offData+8), u32(d, offData+12)
+	}, func(b []byte, ev *Event) []byte {
+		return fmt.Appendf(formatTask(b, ev), " ruid=%d euid=%d", ev.RUID, ev.EUID)
+	}},
+	{KindGID, "gid", offData + 16, func(d []byte, ev *Event) {
+		decodeTask(d, ev)
+		ev.RGID, ev.EGID = u32(d, offData+8), u32(d, offData+12)
+	}, func(b []byte, ev *Event) []byte {
+		return fmt.Appendf(formatTask(b, ev), " rgid=%d egid=%d", ev.RGID, ev.EGID)
+	}},
+	{KindSID, "sid", offData + 8, decodeTask, formatTask},
+	{KindPtrace, "ptrace", offData + 16, func(d []byte, ev *Event) {
+		decodeTask(d, ev)
+		ev.TracerPID, ev.TracerTGID = i32(d, offData+8), i32(d, offData+12)
+	}, func(b []byte, ev *Event) []byte {
+		return appendTask(formatTask(b, ev), "tracer", ev.TracerPID, ev.TracerTGID)
+	}},
+	{KindComm, "comm", offData + 8 + commLen, func(d []byte, ev *Event) {
+		decodeTask(d, ev)
+		copy(ev.Comm[:], d[offData+8:offData+8+commLen])
+	}, func(b []byte, ev *Event) []byte {
+		return strconv.AppendQuote(append(formatTask(b, ev), " comm="...), ev.CommString())
+	}},
+	// Coredump and exit carry the parent since Linux 4.18, inside the
+	// same 40 bytes; older kernels left those bytes out or zero.
+	{KindCoredump, "coredump", offData + 8, func(d []byte, ev *Event) {
+		decodeTask(d, ev)
+		if len(d) >= offData+16 {
+			ev.ParentPID, ev.ParentTGID = i32(d, offData+8), i32(d, offData+12)
+		}
+	}, formatTaskParent},
+	{KindExit, "exit", offData + 16, func(d []byte, ev *Event) {
+		decodeTask(d, ev)
+		ev.ExitCode, ev.ExitSignal = u32(d, offData+8), i32(d, offData+12)
+		if len(d) >= offData+24 {
+			ev.ParentPID, ev.ParentTGID = i32(d, offData+16), i32(d, offData+20)
+		}
+	}, func(b []byte, ev *Event) []byte {
+		return fmt.Appendf(formatTaskParent(b, ev), " code=%#x signal=%d", ev.ExitCode, ev.ExitSignal)
+	}},
+	// Filter bits and the package's own record: names, no decoder.
+	{KindNonzeroExit, "nonzero-exit", 0, nil, nil},
+	{KindLost, "lost", 0, nil, func(b []byte, ev *Event) []byte {
+		if ev.Lost == 0 {
+			return append(b, " lost=unknown"...)
+		}
+		return strconv.AppendUint(append(b, " lost="...), uint64(ev.Lost), 10)
+	}},
+}
+
+// kindByBit indexes kindTable by kind: 0 for KindNone, 1+bit for a one-bit
+// kind; nil where the kind is unknown.
+var kindByBit = func() (t [33]*kindInfo) {
+	for i := range kindTable {
+		t[kindIndex(kindTable[i].kind)] = &kindTable[i]
+	}
+	return t
+}()
+
+func kindIndex(k Kind) int {
+	if k == 0 {
+		return 0
+	}
+	if k&(k-1) != 0 {
+		return -1
+	}
+	return 1 + bits.TrailingZeros32(uint32(k))
+}
+
+// info returns the table entry of a single kind, or nil.
+func (k Kind) info() *kindInfo {
+	if i := kindIndex(k); i >= 0 {
+		return kindByBit[i]
+	}
+	return nil
+}
+
+func u32(d []byte, off int) uint32 { return binary.NativeEndian.Uint32(d[off:]) }
+func i32(d []byte, off int) int32  { return int32(binary.NativeEndian.Uint32(d[off:])) }
+
+// decodeTask reads process_pid and process_tgid, the first two fields of
+// every union member but fork's.
+func decodeTask(d []byte, ev *Event) { ev.PID, ev.TGID = i32(d, offData), i32(d, offData+4) }
+
+func formatTask(b []byte, ev *Event) []byte { return appendTask(b, "pid", ev.PID, ev.TGID) }
+
+func formatTaskParent(b []byte, ev *Event) []byte {
+	return appendTask(formatTask(b, ev), "parent", ev.ParentPID, ev.ParentTGID)
+}
+
+func appendTask(b []byte, name string, pid, tgid int32) []byte {
+	b = append(b, ' ')
+	b = append(b, name...)
+	b = append(b, '=')
+	b = strconv.AppendInt(b, int64(pid), 10)
+	if pid != tgid {
+		b = append(b, '/')
+		b = strconv.AppendInt(b, int64(tgid), 10)
+	}
+	return b
 }
 
 // Known reports whether k is a single kind this package decodes: one of the
 // kernel's event kinds (KindNone included) or KindLost. KindNonzeroExit is a
 // filter bit and not a known event kind.
 func (k Kind) Known() bool {
-	switch k {
-	case KindNone, KindFork, KindExec, KindUID, KindGID, KindSID, KindPtrace,
-		KindComm, KindCoredump, KindExit, KindLost:
-		return true
-	}
-	return false
+	ki := k.info()
+	return ki != nil && (ki.decode != nil || k == KindLost)
 }
 
 // String returns the kind's name ("fork", "exit", ...). A set of several
 // kinds is written as names joined by "|", KindAll as "all", and bits this
 // package does not know as hexadecimal.
 func (k Kind) String() string {
-	switch k {
-	case KindNone:
-		return "none"
-	case KindAll:
+	if k == KindAll {
 		return "all"
 	}
-	for _, n := range kindNames {
-		if k == n.k {
-			return n.name
-		}
+	if ki := k.info(); ki != nil {
+		return ki.name
 	}
 	var sb strings.Builder
 	rest := k
-	for _, n := range kindNames {
-		if k&n.k != 0 {
+	for i := range kindTable {
+		n := &kindTable[i]
+		if n.kind != 0 && k&n.kind != 0 {
 			if sb.Len() > 0 {
 				sb.WriteByte('|')
 			}
 			sb.WriteString(n.name)
-			rest &^= n.k
+			rest &^= n.kind
 		}
 	}
 	if rest != 0 {

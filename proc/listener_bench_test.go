@@ -22,7 +22,7 @@ func BenchmarkListenerNext(b *testing.B) {
 			const ring = 4096
 			k := cntest.New(&cntest.Options{QueueLen: ring})
 			f := &fixture{k: k, a: proctest.New(k, &proctest.Options{Legacy: true})}
-			c := f.dial(b, proc.DefaultBatchSize)
+			c := f.dial(b, proc.DefaultListenBatchSize)
 			l, err := f.listenOn(b, c, &proc.Config{Kinds: bc.kinds, AckTimeout: time.Millisecond})
 			if err != nil {
 				b.Fatal(err)

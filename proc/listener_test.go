@@ -136,12 +136,30 @@ func TestListenHandshake(t *testing.T) {
 		mode     proc.Mode
 		requests []request
 	}{
-		{"unfiltered", false, 0, proc.ModeAll, []request{{Op: opListen}}},
-		{"KindAll is unfiltered", false, proc.KindAll, proc.ModeAll, []request{{Op: opListen}}},
-		{"unfiltered before 6.6", true, 0, proc.ModeAll, []request{{Op: opListen}}},
+		// Unfiltered on 6.6+: every kind, but no acknowledgements.
+		{"unfiltered", false, 0, proc.ModeAll, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
+			{Op: opListen, Kinds: ^proc.KindNonzeroExit, Input: true},
+		}},
+		{"KindAll is unfiltered", false, proc.KindAll, proc.ModeAll, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
+			{Op: opListen, Kinds: ^proc.KindNonzeroExit, Input: true},
+		}},
+		{"unknown bits only are unfiltered", false, 0x400, proc.ModeAll, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
+			{Op: opListen, Kinds: ^proc.KindNonzeroExit, Input: true},
+		}},
+		{"unfiltered before 6.6", true, 0, proc.ModeAll, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
+			{Op: opListen},
+		}},
 		{"kernel filter", false, proc.KindExec | proc.KindExit, proc.ModeKernelFilter, []request{
 			{Op: opListen, Kinds: proc.KindAll, Input: true},
 			{Op: opListen, Kinds: proc.KindExec | proc.KindExit, Input: true},
+		}},
+		{"kernel filter without unknown bits", false, proc.KindExec | 0x400 | proc.KindLost, proc.ModeKernelFilter, []request{
+			{Op: opListen, Kinds: proc.KindAll, Input: true},
+			{Op: opListen, Kinds: proc.KindExec, Input: true},
 		}},
 		{"nonzero exit filter", false, proc.KindNonzeroExit, proc.ModeKernelFilter, []request{
 			{Op: opListen, Kinds: proc.KindAll, Input: true},
@@ -279,35 +297,82 @@ func contains(s []uint32, v uint32) bool {
 	return false
 }
 
+// Other clients' acknowledgements never pass for the Listener's own: those
+// queued before the subscription are skipped, and after it the kernel's
+// filter keeps them out (6.6+) or Next skips them (before 6.6, on a socket
+// without a BPF filter, as on the fake).
 func TestListenNonce(t *testing.T) {
-	f := newFixture(nil)
-	c := f.dial(t, 4)
-	other := f.dial(t, 4)
-	defer other.Close()
-	// Other clients' acknowledgements (one of them an error), and an
-	// event, arrive before the subscription.
-	sendRequest(t, other, opListen, 0)
-	sendRequest(t, other, 3, 0x12345678) // EINVAL
-	f.emit(t, proc.Event{Kind: proc.KindFork, CPU: 1, PID: 2, TGID: 2, ParentPID: 1, ParentTGID: 1})
-	l, err := f.listenOn(t, c, nil)
-	if err != nil {
-		t.Fatalf("Listen with other clients' acks queued: %v", err)
+	for _, legacy := range []bool{false, true} {
+		f := newFixture(&proctest.Options{Legacy: legacy})
+		c := f.dial(t, 4)
+		other := f.dial(t, 4)
+		defer other.Close()
+		sendRequest(t, other, opListen, 0)
+		sendRequest(t, other, 3, 0x12345678) // EINVAL
+		f.emit(t, proc.Event{Kind: proc.KindFork, CPU: 1, PID: 2, TGID: 2, ParentPID: 1, ParentTGID: 1})
+		l, err := f.listenOn(t, c, &proc.Config{AckTimeout: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("legacy %v: Listen with other clients' acks queued: %v", legacy, err)
+		}
+		if got := l.Stats().Acks; got != 1 {
+			t.Errorf("legacy %v: Stats().Acks = %d after Listen, want 1 (its own)", legacy, got)
+		}
+		sendRequest(t, other, opListen, 5)
+		f.emit(t, exec(1, 3))
+		var ev proc.Event
+		if err := l.Next(&ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind != proc.KindExec || ev.PID != 3 {
+			t.Errorf("legacy %v: Next = %v, want the exec", legacy, &ev)
+		}
+		want := uint64(1)
+		if legacy {
+			want = 2 // the other's acknowledgement reached the socket and was skipped
+		}
+		if got := l.Stats().Acks; got != want {
+			t.Errorf("legacy %v: Stats().Acks = %d, want %d", legacy, got, want)
+		}
 	}
-	if got := l.Stats().Acks; got != 3 {
-		t.Errorf("Stats().Acks = %d, want 3", got)
-	}
-	// Acks after the subscription are skipped by Next.
-	sendRequest(t, other, opListen, 5)
-	f.emit(t, exec(1, 3))
-	var ev proc.Event
-	if err := l.Next(&ev); err != nil {
-		t.Fatal(err)
-	}
-	if ev.Kind != proc.KindExec || ev.PID != 3 {
-		t.Errorf("Next = %v, want the exec", &ev)
-	}
-	if got := l.Stats().Acks; got != 4 {
-		t.Errorf("Stats().Acks = %d, want 4", got)
+}
+
+// An unprivileged flooder's acknowledgements do not cost a Listener any
+// event: on 6.6+ the kernel filter keeps them out in every mode.
+func TestAckFlood(t *testing.T) {
+	for _, kinds := range []proc.Kind{0, proc.KindFork | proc.KindExit} {
+		f := newFixture(nil)
+		c := f.dial(t, 4)
+		l, err := f.listenOn(t, c, &proc.Config{Kinds: kinds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		proc.SetDropCounter(l, func() (uint64, error) { return f.k.Drops(c.PortID()), nil })
+		flooder, err := f.k.DialUnprivileged(&connector.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const forks = 100
+		for i := range forks {
+			for range 20 {
+				sendRequest(t, flooder, 3, uint32(i)) // invalid op: an EINVAL ack for every group-1 socket
+			}
+			f.emit(t, proc.Event{Kind: proc.KindFork, PID: int32(1000 + i), TGID: int32(1000 + i), ParentPID: 1, ParentTGID: 1})
+			f.emit(t, exit(0, int32(1000+i), 0))
+		}
+		flooder.Close()
+		var ev proc.Event
+		for i := range 2 * forks {
+			if err := l.Next(&ev); err != nil {
+				t.Fatal(err)
+			}
+			want := int32(1000 + i/2)
+			if ev.PID != want || (i%2 == 0) != (ev.Kind == proc.KindFork) {
+				t.Fatalf("kinds %v: event %d = %v, want the fork or exit of %d", kinds, i, &ev, want)
+			}
+		}
+		if st := l.Stats(); st.Acks != 1 || st.Lost != 0 || st.Overruns != 0 || f.k.Drops(c.PortID()) != 0 {
+			t.Errorf("kinds %v: Stats %+v, drops %d; want only the own ack, no loss", kinds, st, f.k.Drops(c.PortID()))
+		}
 	}
 }
 
@@ -361,8 +426,8 @@ func TestListenErrors(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Listen: %v", err)
 		}
-		if n := len(f.a.Requests()); n != 2 {
-			t.Errorf("%d requests, want 2 (one resent after the overrun)", n)
+		if n := len(f.a.Requests()); n != 3 {
+			t.Errorf("%d requests, want 3 (the probe twice, resent after the overrun, then the filter)", n)
 		}
 		if st := l.Stats(); st.Overruns != 1 {
 			t.Errorf("Stats %+v, want 1 overrun", st)
@@ -384,12 +449,20 @@ func TestListenErrors(t *testing.T) {
 	})
 }
 
+// Loss on a Listener whose socket does not see every message (6.6+: the
+// kernel filter keeps acknowledgements out): gaps say when, the socket's
+// drop counter how many, so other processes' acknowledgements and events
+// the kernel never queued (Lose) are not counted as lost.
 func TestNextLoss(t *testing.T) {
 	f := newFixture(nil)
-	l, err := f.listen(t, nil)
+	c := f.dial(t, 4)
+	l, err := f.listenOn(t, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	proc.SetDropCounter(l, func() (uint64, error) { return f.k.Drops(c.PortID()), nil })
+	other := f.dial(t, 4)
+	defer other.Close()
 	f.a.SetSeq(1, 0xFFFFFFFD) // wraps during the test
 	var got []string
 	var ev proc.Event
@@ -407,16 +480,49 @@ func TestNextLoss(t *testing.T) {
 	f.a.Drop(1, 3) // reported (ENOBUFS) before the queued events
 	next(3)
 	f.emit(t, exec(1, 12)) // crosses 2^32
-	f.emit(t, exec(0, 13)) // cpu 0 after the ack
-	f.a.Lose(0, 1)         // lost without an overrun
-	f.emit(t, exec(0, 14))
-	next(5)
+	f.emit(t, exec(0, 13)) // baseline for cpu 0
+	sendRequest(t, other, opListen, 9)
+	f.a.Lose(0, 1)
+	f.emit(t, exec(0, 14)) // a gap of 2, none of it dropped here
+	next(4)
 	want := []string{
 		"lost cpu=? seq=0 lost=unknown",
 		"exec cpu=1 seq=4294967293 pid=10",
 		"exec cpu=1 seq=4294967294 pid=11",
 		"lost cpu=1 seq=4294967295 lost=3",
 		"exec cpu=1 seq=2 pid=12",
+		"exec cpu=0 seq=2 pid=13", // seq 0 and 1: the acks of the Listener's two requests
+		"exec cpu=0 seq=5 pid=14",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	st := l.Stats()
+	if st.Lost != 3 || st.Overruns != 1 || st.Events != 5 {
+		t.Errorf("Stats %+v, want Lost 3, Overruns 1, Events 5", st)
+	}
+}
+
+// A socket that sees every message the kernel sends (before 6.6, without a
+// socket filter) counts every gap as lost, per CPU.
+func TestNextLossExact(t *testing.T) {
+	f := newFixture(&proctest.Options{Legacy: true})
+	l, err := f.listen(t, &proc.Config{AckTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var ev proc.Event
+	f.emit(t, exec(0, 13)) // after the ack: no gap
+	f.a.Lose(0, 1)
+	f.emit(t, exec(0, 14))
+	for range 3 {
+		if err := l.Next(&ev); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.String())
+	}
+	want := []string{
 		"exec cpu=0 seq=1 pid=13",
 		"lost cpu=0 seq=2 lost=1",
 		"exec cpu=0 seq=3 pid=14",
@@ -424,9 +530,8 @@ func TestNextLoss(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
-	st := l.Stats()
-	if st.Lost != 4 || st.Overruns != 1 || st.Events != 5 {
-		t.Errorf("Stats %+v, want Lost 4, Overruns 1, Events 5", st)
+	if st := l.Stats(); st.Lost != 1 {
+		t.Errorf("Stats %+v, want Lost 1", st)
 	}
 }
 
@@ -498,7 +603,7 @@ func TestNextUserFilter(t *testing.T) {
 }
 
 func TestNextUnknownAndMalformed(t *testing.T) {
-	f := newFixture(nil)
+	f := newFixture(&proctest.Options{NewKinds: 0x400})
 	c := f.dial(t, 4)
 	l, err := f.listenOn(t, c, nil)
 	if err != nil {

@@ -1,16 +1,77 @@
 package proc
 
-import "runtime"
+import (
+	"runtime"
+
+	"github.com/cnlink/connector"
+)
 
 // maxTrackedCPU bounds the CPU numbers whose sequences are tracked. Larger
 // values are not real CPUs: acknowledgements from kernels around 3.10 carry
 // CPU -1.
 const maxTrackedCPU = 1 << 16
 
-// seqTracker follows the per-CPU cn_msg sequence numbers of an unfiltered
-// subscription. The kernel numbers each CPU's messages (events and
-// acknowledgements alike) consecutively, modulo 2^32, and an unfiltered
-// socket receives all of them, so a jump of n > 1 means n-1 lost messages.
+// A lossCounter turns the per-CPU sequence numbers into counts of lost
+// events. The kernel numbers each CPU's messages (events and
+// acknowledgements alike, for every listener) consecutively, modulo 2^32.
+//
+// When the socket receives every message (exact), a jump of n > 1 means n-1
+// lost messages. When a filter keeps messages out (the kernel's, or the
+// socket filter that drops other processes' acknowledgements), a gap also
+// holds what was filtered: the count then comes from the socket's own drop
+// counter, and a gap only says when to read it. Each gap takes at most its
+// size from the drops not yet reported, so the reported total never exceeds
+// what the kernel dropped, and reaches it as soon as every CPU that lost an
+// event has sent another one; which CPU a drop is reported on can then be
+// wrong when another process's acknowledgement made a gap first.
+type lossCounter struct {
+	seqs  seqTracker
+	exact bool
+	// drops reads the socket's drop counter; nil when loss is not counted
+	// (the kernel filters by kind, or the Conn has no socket).
+	drops       func() (uint64, error)
+	seen, avail uint64
+}
+
+func (lc *lossCounter) init(c *connector.Conn, mode Mode, exact bool) {
+	lc.seqs.init()
+	lc.exact = exact
+	if exact || mode == ModeKernelFilter {
+		return
+	}
+	if d, err := newDropReader(c); err == nil {
+		lc.setDrops(d.read)
+	}
+}
+
+// setDrops sets the drop counter and its baseline.
+func (lc *lossCounter) setDrops(f func() (uint64, error)) {
+	lc.drops, lc.seen, lc.avail = nil, 0, 0
+	if n, err := f(); err == nil {
+		lc.drops, lc.seen = f, n
+	}
+}
+
+// observe records seq from cpu and returns how many events were lost
+// before it, and whether seq was not after the previous one from that CPU.
+func (lc *lossCounter) observe(cpu, seq uint32) (lost uint32, outOfOrder bool) {
+	gap, ooo := lc.seqs.observe(cpu, seq)
+	if gap == 0 || lc.exact {
+		return gap, ooo
+	}
+	if lc.drops == nil {
+		return 0, ooo
+	}
+	if n, err := lc.drops(); err == nil && n > lc.seen {
+		lc.avail += n - lc.seen
+		lc.seen = n
+	}
+	l := min(uint64(gap), lc.avail)
+	lc.avail -= l
+	return uint32(l), ooo
+}
+
+// seqTracker follows the per-CPU cn_msg sequence numbers.
 type seqTracker struct {
 	cpus []seqSlot
 }
@@ -28,7 +89,7 @@ func (t *seqTracker) init() {
 // since the previous one from that CPU, and whether seq was not after it
 // (a duplicate or reordering, which leaves the baseline alone). The first
 // message from a CPU only sets the baseline.
-func (t *seqTracker) observe(cpu, seq uint32) (lost uint32, outOfOrder bool) {
+func (t *seqTracker) observe(cpu, seq uint32) (skipped uint32, outOfOrder bool) {
 	if cpu >= maxTrackedCPU {
 		return 0, false
 	}

@@ -3,14 +3,15 @@
 package proc
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io/fs"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
+
+	"github.com/cnlink/connector"
+	"golang.org/x/sys/unix"
 )
 
 // Inode numbers of the initial namespaces' /proc/<pid>/ns files, fixed since
@@ -38,78 +39,151 @@ func checkConnectorFile(path string) error {
 	return fmt.Errorf("%w (checked %s)", ErrNoProcEvents, path)
 }
 
-// checkNamespaces reports ErrNamespace when this process is not in the
-// initial user or PID namespace, where cn_proc ignores subscriptions
-// (drivers/connector/cn_proc.c, cn_proc_mcast_ctl). It compares the inode
-// numbers of /proc/self/ns/{user,pid}, the active namespaces, with the
-// initial namespaces' fixed ones. If /proc cannot tell, it returns nil.
-func checkNamespaces() error {
-	var which []string
+// ioctls on a pidfd that return a file descriptor of the process's
+// namespace (include/uapi/linux/pidfd.h, Linux 6.11: _IO(PIDFS_IOCTL_MAGIC,
+// n) with PIDFS_IOCTL_MAGIC 0xFF).
+const (
+	pidfdGetPIDNamespace  = 0xFF05 // PIDFD_GET_PID_NAMESPACE
+	pidfdGetUserNamespace = 0xFF09 // PIDFD_GET_USER_NAMESPACE
+)
+
+// nsEvidence says whether this process is in the initial user and PID
+// namespaces, on evidence a mount namespace cannot fake: namespace file
+// descriptors from the kernel, checked to be on nsfs, compared by inode with
+// the initial namespaces' fixed ones. notInit names the non-initial
+// namespaces; unknown, if not empty, says what could not be determined.
+func nsEvidence() (notInit []string, unknown string) {
+	var why []string
 	for _, ns := range [...]struct {
-		name string
-		ino  uint64
-	}{{"user", initUserNSIno}, {"pid", initPIDNSIno}} {
-		ino, ok := nsInode("/proc/self/ns/" + ns.name)
-		if ok && ino != ns.ino {
-			which = append(which, ns.name)
+		name  string
+		ioctl uintptr
+		ino   uint64
+	}{{"user", pidfdGetUserNamespace, initUserNSIno}, {"pid", pidfdGetPIDNamespace, initPIDNSIno}} {
+		ino, err := nsInode(ns.name, ns.ioctl)
+		switch {
+		case err != nil:
+			why = append(why, err.Error())
+		case ino != ns.ino:
+			notInit = append(notInit, ns.name)
 		}
 	}
+	return notInit, strings.Join(why, "; ")
+}
+
+// nsInode returns the inode of this process's namespace of the given kind:
+// from a pidfd (Linux 6.11 and later), else from /proc/self/ns/<name>, which
+// counts only if the file opened is really on nsfs (a /proc mounted by
+// someone else, or a tmpfs over it, is not).
+func nsInode(name string, ioctl uintptr) (uint64, error) {
+	if pfd, err := unix.PidfdOpen(os.Getpid(), 0); err == nil {
+		nsfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(pfd), ioctl, 0)
+		_ = unix.Close(pfd)
+		if errno == 0 {
+			defer unix.Close(int(nsfd))
+			return nsfsInode(int(nsfd))
+		}
+	}
+	fd, err := unix.Open("/proc/self/ns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("the %s namespace is unknown: no pidfd namespace ioctl (Linux 6.11) and /proc/self/ns/%s cannot be opened (%v)", name, name, err)
+	}
+	defer unix.Close(fd)
+	ino, err := nsfsInode(fd)
+	if err != nil {
+		return 0, fmt.Errorf("the %s namespace is unknown: no pidfd namespace ioctl (Linux 6.11) and /proc/self/ns/%s %v", name, name, err)
+	}
+	return ino, nil
+}
+
+// nsfsInode returns the inode of fd if it is a namespace file (on nsfs).
+func nsfsInode(fd int) (uint64, error) {
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return 0, err
+	}
+	if uint32(fs.Type) != unix.NSFS_MAGIC {
+		return 0, fmt.Errorf("is not a namespace file (file system type %#x, not nsfs): /proc is not the kernel's", uint32(fs.Type))
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// checkNamespaces reports ErrNamespace when this process is not in the
+// initial user or PID namespace, where cn_proc ignores subscriptions
+// (drivers/connector/cn_proc.c, cn_proc_mcast_ctl). See nsEvidence. If it
+// cannot tell, it returns nil.
+func checkNamespaces() error {
+	which, _ := nsEvidence()
 	if len(which) == 0 {
 		return nil
 	}
 	return fmt.Errorf("%w (this process is in a non-initial %s namespace)", ErrNamespace, strings.Join(which, " and "))
 }
 
-func nsInode(path string) (uint64, bool) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0, false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return st.Ino, true
+// namespaceUnknown says what could not be determined about this process's
+// namespaces, or "" if they are known.
+func namespaceUnknown() string {
+	_, unknown := nsEvidence()
+	return unknown
 }
 
-// socketDrops returns the Drops column of /proc/net/netlink for the
-// NETLINK_CONNECTOR socket with the given port id.
-func socketDrops(port uint32) (uint64, error) {
-	f, err := os.Open("/proc/net/netlink")
+// socketDrops returns the socket's drop counter.
+func socketDrops(c *connector.Conn) (uint64, error) {
+	d, err := newDropReader(c)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	return parseNetlinkDrops(f, port)
+	return d.read()
 }
 
-// parseNetlinkDrops reads the /proc/net/netlink table (net/netlink/af_netlink.c,
-// netlink_seq_show): sk, Eth (protocol), Pid (port id), Groups, Rmem, Wmem,
-// Dump, Locks, Drops, Inode.
-func parseNetlinkDrops(r interface{ Read([]byte) (int, error) }, port uint32) (uint64, error) {
-	sc := bufio.NewScanner(r)
-	want := strconv.FormatUint(uint64(port), 10)
-	header := true
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if header {
-			header = false
-			if len(f) < 9 || f[1] != "Eth" || f[2] != "Pid" || f[8] != "Drops" {
-				return 0, fmt.Errorf("unexpected /proc/net/netlink header %q", sc.Text())
-			}
-			continue
-		}
-		if len(f) < 9 || f[1] != "11" || f[2] != want {
-			continue
-		}
-		n, err := strconv.ParseUint(f[8], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("bad Drops field %q in /proc/net/netlink", f[8])
-		}
-		return n, nil
+// A dropReader reads a socket's drop counter (sk_drops) with
+// getsockopt(SO_MEMINFO), which the kernel answers for the socket itself,
+// in whatever namespace. It allocates nothing per read.
+type dropReader struct {
+	rc  syscall.RawConn
+	fn  func(fd uintptr)
+	v   uint64
+	err error
+}
+
+func newDropReader(c *connector.Conn) (*dropReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
 	}
-	if err := sc.Err(); err != nil {
+	d := &dropReader{rc: rc}
+	d.fn = func(fd uintptr) { d.v, d.err = getDrops(int(fd)) }
+	return d, nil
+}
+
+func (d *dropReader) read() (uint64, error) {
+	if err := d.rc.Control(d.fn); err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("no connector socket with port id %d in /proc/net/netlink: %w", port, fs.ErrNotExist)
+	return d.v, d.err
+}
+
+// skMeminfoVars and skMeminfoDrops are SK_MEMINFO_VARS and SK_MEMINFO_DROPS
+// (include/uapi/linux/sock_diag.h): SO_MEMINFO returns an array of u32, the
+// drop counter at index 8 since Linux 4.7.
+const (
+	skMeminfoVars  = 9
+	skMeminfoDrops = 8
+)
+
+func getDrops(fd int) (uint64, error) {
+	var m [skMeminfoVars]uint32
+	l := uint32(unsafe.Sizeof(m))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&m[0])), uintptr(unsafe.Pointer(&l)), 0)
+	if errno != 0 {
+		return 0, fmt.Errorf("getsockopt SO_MEMINFO: %w", errno)
+	}
+	if l < (skMeminfoDrops+1)*4 {
+		return 0, fmt.Errorf("getsockopt SO_MEMINFO returned %d bytes, without the drop counter (Linux 4.7 and later): %w", l, connector.ErrNotSupported)
+	}
+	return uint64(m[skMeminfoDrops]), nil
 }

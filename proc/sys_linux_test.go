@@ -3,14 +3,20 @@
 package proc
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -62,6 +68,34 @@ const netlinkTable = `sk               Eth Pid        Groups   Rmem     Wmem    
 00000000cccccccc 11  99         00000001 0        0        0     2        5        5557
 `
 
+// parseNetlinkDrops reads the /proc/net/netlink table
+// (net/netlink/af_netlink.c, netlink_seq_show): sk, Eth (protocol), Pid
+// (port id), Groups, Rmem, Wmem, Dump, Locks, Drops, Inode. The tests
+// compare the socket's own counter (SO_MEMINFO) with it.
+func parseNetlinkDrops(r io.Reader, port uint32) (uint64, error) {
+	sc := bufio.NewScanner(r)
+	want := strconv.FormatUint(uint64(port), 10)
+	header := true
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if header {
+			header = false
+			if len(f) < 9 || f[1] != "Eth" || f[2] != "Pid" || f[8] != "Drops" {
+				return 0, fmt.Errorf("unexpected /proc/net/netlink header %q", sc.Text())
+			}
+			continue
+		}
+		if len(f) < 9 || f[1] != "11" || f[2] != want {
+			continue
+		}
+		return strconv.ParseUint(f[8], 10, 64)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("no connector socket with port id %d in /proc/net/netlink: %w", port, fs.ErrNotExist)
+}
+
 func TestParseNetlinkDrops(t *testing.T) {
 	n, err := parseNetlinkDrops(strings.NewReader(netlinkTable), 4242)
 	if err != nil || n != 17 {
@@ -70,12 +104,48 @@ func TestParseNetlinkDrops(t *testing.T) {
 	if _, err := parseNetlinkDrops(strings.NewReader(netlinkTable), 7); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("absent port: %v, want ErrNotExist", err)
 	}
-	if _, err := parseNetlinkDrops(strings.NewReader("garbage\n"), 7); err == nil {
-		t.Error("bad header accepted")
+}
+
+// Listener.Drops reads the socket's own counter: the kernel's
+// /proc/net/netlink agrees with it, it works for a socket in another
+// network namespace, and it fails with ErrClosed after Close.
+func TestIntegrationDrops(t *testing.T) {
+	l := listen(t, nil)
+	if err := l.SetReadBuffer(1); err != nil {
+		t.Fatal(err)
 	}
-	bad := strings.Replace(netlinkTable, "17 ", "x7 ", 1)
-	if _, err := parseNetlinkDrops(strings.NewReader(bad), 4242); err == nil {
-		t.Error("bad Drops field accepted")
+	for range 4 {
+		runHelperProc(t, "exit3")
+	}
+	got, err := l.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/net/netlink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := parseNetlinkDrops(f, l.c.PortID())
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want || got == 0 {
+		t.Errorf("Drops() = %d, /proc/net/netlink says %d; want equal and above 0 after 4 children with a minimal buffer", got, want)
+	}
+	l.Close()
+	if _, err := l.Drops(); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("Drops after Close: %v, want ErrClosed", err)
+	}
+
+	ns := testutil.NewNetNS(t)
+	c, err := connector.Dial(&connector.Config{NetNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n, err := socketDrops(c); err != nil || n != 0 {
+		t.Errorf("drops of a socket in another network namespace = %d, %v; want 0, nil", n, err)
 	}
 }
 
@@ -189,4 +259,24 @@ func FuzzParseStatus(f *testing.F) {
 		var p Process
 		_ = parseStatus(b, &p)
 	})
+}
+
+// Reading the drop counter on a gap must not allocate: Next stays free of
+// allocations however many gaps other processes' acknowledgements make.
+func TestIntegrationDropReaderAllocs(t *testing.T) {
+	c, err := connector.Dial(nil)
+	if err != nil {
+		t.Skipf("no connector socket: %v", err)
+	}
+	defer c.Close()
+	d, err := newDropReader(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.read(); err != nil {
+		t.Fatal(err)
+	}
+	if a := testing.AllocsPerRun(100, func() { _, _ = d.read() }); a != 0 {
+		t.Errorf("reading the drop counter allocates %v times, want 0", a)
+	}
 }

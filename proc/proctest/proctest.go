@@ -75,6 +75,11 @@ type Options struct {
 	// AckCPU is the CPU acknowledgements come from (the CPU of the
 	// requesting task in the kernel).
 	AckCPU uint32
+	// NewKinds are event kinds this kernel knows beyond Linux 6.6's
+	// PROC_EVENT_ALL, as a newer kernel would: its filter keeps them when
+	// a socket asks for every kind. Kinds not in PROC_EVENT_ALL or
+	// NewKinds pass only sockets without a filter or with exactly ALL.
+	NewKinds proc.Kind
 }
 
 // A Request is a subscription request the agent received, decoded.
@@ -236,8 +241,9 @@ func (a *Agent) handle(req connector.Message, from connector.Sender) []cntest.Re
 	switch {
 	case len(req.Data) == 4:
 	case len(req.Data) == 8 && !a.opts.Legacy:
-		filter = uint32(r.Kinds) & eventAll
-		if filter == 0 {
+		all := eventAll | uint32(a.opts.NewKinds)
+		filter = uint32(r.Kinds) & all
+		if filter == 0 || filter == all {
 			filter = eventAll
 		}
 	default:

@@ -1,0 +1,155 @@
+package proc
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cnlink/connector"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultAckTimeout is how long a subscription waits for each
+	// acknowledgement. The kernel acknowledges within the sending system
+	// call, so the wait only ends by timeout on kernels that ignore the
+	// request.
+	DefaultAckTimeout = time.Second
+	// DefaultListenBatchSize is how many datagrams one receive system call
+	// fetches on the socket Listen opens (connector.Config.BatchSize);
+	// larger than the package connector's DefaultBatchSize, because process
+	// events come in bursts.
+	DefaultListenBatchSize = 64
+)
+
+// MessageBufferSize is the connector.Config.MessageBufferSize Listen uses:
+// a cn_proc datagram is 76 bytes (MinMessageBufferSize); the rest leaves
+// room for a longer proc_event from a future kernel.
+const MessageBufferSize = 512
+
+// MinMessageBufferSize is the smallest connector.Config.MessageBufferSize
+// NewListener accepts: one netlink header (16 bytes), one cn_msg header (20)
+// and one 40-byte struct proc_event.
+const MinMessageBufferSize = 16 + connector.HeaderLen + eventLen
+
+// Config configures a Listener. A nil *Config means the zero value: every
+// event kind, default buffers.
+type Config struct {
+	// Kinds selects the event kinds to deliver, as a bitwise OR of Kind
+	// values; KindNonzeroExit selects the exits with a nonzero ExitCode. 0
+	// or KindAll means every kind, and so does a value with no bit of
+	// KindAll, as the kernel reads it. Other bits (KindNone, KindLost,
+	// bits the kernel does not define) are ignored: acknowledgements are
+	// never delivered and loss records always are. Events whose kind is not
+	// a single kind this package knows (new kernel kinds, several bits at
+	// once) are delivered, with Event.Raw, only when every kind is
+	// selected.
+	//
+	// With a subset, the kernel filters (Linux 6.6 and later) or, on older
+	// kernels, the Listener filters in user space; [Listener.Mode] says
+	// which. Events are always filtered in user space as well.
+	Kinds Kind
+
+	// ReadBufferSize is the socket receive buffer in bytes, which bounds
+	// how many events the kernel queues before it drops them. Each event
+	// costs about 800 bytes of it. 0 keeps net.core.rmem_default (often
+	// 212992, room for about 256 events). See connector.Config.
+	ReadBufferSize int
+
+	// NoENOBUFS turns off the kernel's overrun reports (ENOBUFS). The
+	// socket then drops events only while its buffer is full, instead of
+	// until it has been drained. Loss is still counted where the Listener
+	// can count it (see Mode), from sequence gaps and the socket's drop
+	// counter.
+	NoENOBUFS bool
+
+	// BatchSize is how many datagrams one receive system call fetches on
+	// the socket Listen opens. 0 means DefaultListenBatchSize. NewListener
+	// refuses it: set connector.Config.BatchSize instead.
+	BatchSize int
+
+	// AckTimeout bounds each wait for the kernel's acknowledgement. 0 means
+	// DefaultAckTimeout. On kernels older than 6.6 a subscription waits
+	// this long once before it falls back to the classic request.
+	AckTimeout time.Duration
+
+	// NetNS, if not 0, is a network namespace file descriptor to open
+	// Listen's socket in (see connector.Config.NetNS). Process events exist
+	// only in the initial network namespace. NewListener refuses it: open
+	// the Conn in the namespace instead.
+	NetNS int
+}
+
+// A Mode says how a Listener filters events.
+type Mode int
+
+// Filtering modes.
+const (
+	// ModeAll: the Listener takes every kind. On Linux 6.6 and later the
+	// kernel's filter is set to every event kind, which keeps other
+	// processes' subscription acknowledgements out of the socket; before
+	// 6.6 a classic BPF socket filter does that, where the socket takes
+	// one. Losses are counted exactly (see Event.Lost).
+	ModeAll Mode = iota + 1
+	// ModeKernelFilter: the kernel filters by kind (struct proc_input,
+	// Linux 6.6 and later) and the Listener filters again in user space.
+	// The kernel's filter leaves gaps in the sequence numbers, so losses
+	// are reported (overruns) but not counted per event; see
+	// [Listener.Drops] for the total.
+	ModeKernelFilter
+	// ModeUserFilter: the kernel ignored the filter request (before 6.6)
+	// and sends every event; the Listener filters in user space. Losses
+	// are counted exactly, as in ModeAll.
+	ModeUserFilter
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeAll:
+		return "all"
+	case ModeKernelFilter:
+		return "kernel filter"
+	case ModeUserFilter:
+		return "user-space filter"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// CountsLoss reports whether a Listener in this mode counts lost events
+// (KindLost records with a Lost count), rather than only learn that some
+// were lost.
+func (m Mode) CountsLoss() bool { return m == ModeAll || m == ModeUserFilter }
+
+// Stats are a Listener's counters since it subscribed.
+type Stats struct {
+	// Events is the number of events delivered, KindLost records excluded.
+	Events uint64
+	// Filtered counts events received but not delivered because their kind
+	// was not selected (the user-space half of filtering).
+	Filtered uint64
+	// Unknown counts delivered events of a kind this package does not know
+	// (their payload is in Event.Raw).
+	Unknown uint64
+	// Acks counts acknowledgements received: this Listener's own, and
+	// other processes' ones that reached the socket (none where a kernel
+	// or socket filter keeps them out; see Mode).
+	Acks uint64
+	// Lost is the number of events counted as lost, the sum of the
+	// delivered KindLost counts.
+	Lost uint64
+	// Overruns counts receive buffer overruns (ENOBUFS): each lost one or
+	// more events.
+	Overruns uint64
+	// OutOfOrder counts events whose sequence number was not after the
+	// previous one from the same CPU (not expected from current kernels).
+	OutOfOrder uint64
+	// Malformed counts messages that could not be decoded.
+	Malformed uint64
+	// Foreign counts messages the Listener dropped because they were not
+	// process events from the kernel: other connector ids, or userspace
+	// senders the Conn's sender policy let through. Messages the Conn
+	// itself dropped (userspace senders, under the policy Listen sets) are
+	// counted in Conn.Foreign instead.
+	Foreign uint64
+	// Conn are the underlying connection's counters.
+	Conn connector.Stats
+}

@@ -1,0 +1,151 @@
+package proc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cnlink/connector"
+)
+
+// Next waits for the next event and decodes it into ev, overwriting all of
+// it. It does not allocate. ev.Raw aliases the Listener's buffer until the
+// next call.
+//
+// Loss is reported in the stream, not as an error: a KindLost event with a
+// count when lost events were counted (see Event.Lost and Mode), or with
+// Lost 0 and CPU CPUUnknown when the kernel reports a receive buffer
+// overrun, after which the Listener keeps going.
+//
+// Errors matching connector.ErrClosed (after Close), os.ErrDeadlineExceeded
+// (see SetDeadline) and connector.ErrFlushed (see Flush) end a wait; after
+// the last two the Listener stays usable. Errors matching
+// connector.ErrMalformed or connector.ErrTruncated report one undecodable
+// message; the Listener stays usable, and the next call continues.
+func (l *Listener) Next(ev *Event) error {
+	if l.closed.Load() {
+		return fmt.Errorf("proc: receive: %w", connector.ErrClosed)
+	}
+	for {
+		m, lossFirst, err := l.receive(ev)
+		if err != nil || lossFirst {
+			return err
+		}
+		if err := Decode(m, ev); err != nil {
+			l.malformed.Add(1)
+			return err
+		}
+		switch {
+		case ev.Kind == KindNone:
+			l.acks.Add(1)
+			continue
+		case !l.match(ev):
+			l.filtered.Add(1)
+			continue
+		case ev.Raw != nil:
+			l.unknown.Add(1)
+		}
+		l.events.Add(1)
+		return nil
+	}
+}
+
+// receive is the one step that takes a process event message off the
+// socket: the message held back behind a loss record, or the Reader's next
+// message from the kernel with id 1:1. When a sequence gap shows lost
+// events, or the kernel reports an overrun, it fills ev with the KindLost
+// record and returns lossFirst; the message that showed the gap is held
+// back for the next call.
+func (l *Listener) receive(ev *Event) (m connector.Message, lossFirst bool, err error) {
+	if l.hasPend {
+		l.hasPend = false
+		return l.pend, false, nil
+	}
+	for {
+		m, from, err := l.r.Next()
+		if err != nil {
+			if l.flushDebt && errors.Is(err, connector.ErrFlushed) {
+				// The Flush of a cancelled Events iteration, which
+				// that iteration did not wait for: not news to the
+				// caller.
+				l.flushDebt = false
+				continue
+			}
+			if l.classify(err, ev) {
+				return m, true, nil
+			}
+			return m, false, err
+		}
+		if !from.Kernel() || m.ID != connector.IDProc {
+			l.foreign.Add(1)
+			continue
+		}
+		if len(m.Data) < headerLen {
+			return m, false, nil // Decode reports it
+		}
+		cpu := u32(m.Data, offCPU)
+		lost, ooo := l.loss.observe(cpu, m.Seq)
+		if ooo {
+			l.ooo.Add(1)
+		}
+		if lost > 0 {
+			l.lost.Add(uint64(lost))
+			l.pend, l.hasPend = m, true
+			*ev = Event{Kind: KindLost, CPU: cpu, Seq: m.Seq - lost, Lost: lost,
+				Timestamp: binary.NativeEndian.Uint64(m.Data[offTimestamp:])}
+			return m, true, nil
+		}
+		return m, false, nil
+	}
+}
+
+// classify counts a receive error, the one place where they are told
+// apart. For an overrun it fills ev with a KindLost record and reports
+// true: the overrun is delivered as an event, not as an error.
+func (l *Listener) classify(err error, ev *Event) bool {
+	switch {
+	case errors.Is(err, connector.ErrOverrun):
+		l.overruns.Add(1)
+		*ev = Event{Kind: KindLost, CPU: CPUUnknown}
+		return true
+	case errors.Is(err, connector.ErrMalformed), errors.Is(err, connector.ErrTruncated):
+		l.malformed.Add(1)
+	}
+	return false
+}
+
+// recoverable reports whether Next may be called again after err.
+func recoverable(err error) bool {
+	return errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) ||
+		errors.Is(err, connector.ErrFlushed)
+}
+
+// userFilter returns the user-space filter for Config.Kinds: the kernel
+// kinds selected, and whether that is every kind. Like the kernel, it
+// ignores bits outside KindAll and reads a selection of none of them as
+// all.
+func userFilter(k Kind) (Kind, bool) {
+	k &= KindAll
+	if k == 0 || k == KindAll {
+		return KindAll, true
+	}
+	return k, false
+}
+
+// match applies the user-space filter, with the kernel's rules (cn_filter):
+// every event when unfiltered; otherwise an event of a single known kind
+// that is selected, or an exit with a nonzero ExitCode when KindNonzeroExit
+// is selected. An event whose kind is not a single known kind (a newer
+// kernel's kind, several bits, the KindNonzeroExit bit itself) passes only
+// when unfiltered.
+func (l *Listener) match(ev *Event) bool {
+	switch {
+	case l.all:
+		return true
+	case ev.Raw != nil || !ev.Kind.Known() || ev.Kind == KindNone || ev.Kind == KindLost:
+		return false
+	case l.kinds&ev.Kind != 0:
+		return true
+	}
+	return ev.Kind == KindExit && ev.ExitCode != 0 && l.kinds&KindNonzeroExit != 0
+}
