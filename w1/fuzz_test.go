@@ -3,6 +3,8 @@ package w1
 import (
 	"bytes"
 	"testing"
+
+	"github.com/cnlink/connector"
 )
 
 // FuzzParseMsgs checks that any payload decodes without panicking, and that
@@ -71,5 +73,52 @@ func FuzzParseSlaveID(f *testing.F) {
 				t.Fatalf("%q -> %v -> %q -> %v, %v", s, id, text, back, err)
 			}
 		}
+	})
+}
+
+// FuzzReply feeds arbitrary records to the state machine that completes a
+// request (one status per command, data records before them), as a faulty
+// or hostile kernel might send them: it must never panic, never count more
+// statuses than commands, and never write a data record into the wrong
+// buffer.
+func FuzzReply(f *testing.F) {
+	f.Add(uint8(3), []byte{0, 4, 0, 4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0})
+	st, _ := AppendMsg(nil, Msg{Type: MsgMasterCmd, Status: 19, ID: MasterMsgID(1), Cmds: []Cmd{{Cmd: CmdRead}}})
+	data, _ := AppendMsg(nil, Msg{Type: MsgMasterCmd, ID: MasterMsgID(1), Cmds: []Cmd{{Cmd: CmdRead, Data: []byte{1, 2}}}})
+	f.Add(uint8(2), append(append([]byte{1}, data...), append([]byte{0}, st...)...))
+	f.Fuzz(func(t *testing.T, ncmds uint8, b []byte) {
+		req := connector.Message{ID: ID, Seq: 10, Ack: 99}
+		dests := make([][]byte, ncmds%8)
+		for i := range dests {
+			dests[i] = make([]byte, i)
+		}
+		r := &reply{op: "fuzz", ncmds: len(dests), data: func(i int, c Cmd) error {
+			if i < 0 || i >= len(dests) {
+				t.Fatalf("data for command %d of %d", i, len(dests))
+			}
+			if len(c.Data) == len(dests[i]) {
+				copy(dests[i], c.Data)
+			}
+			return nil
+		}}
+		// Records: a kind byte (odd: data, ack = seq+1; even: status) and
+		// a length byte, then that many payload bytes.
+		for len(b) >= 2 {
+			kind, n := b[0], int(b[1])
+			b = b[2:]
+			n = min(n, len(b))
+			m := connector.Message{ID: ID, Seq: req.Seq, Ack: req.Ack, Data: b[:n]}
+			if kind%2 == 1 {
+				m.Ack = req.Seq + 1
+			}
+			b = b[n:]
+			if r.handle(req, m) {
+				break
+			}
+		}
+		if r.next > max(r.ncmds, 1) {
+			t.Fatalf("%d statuses counted for %d commands", r.next, r.ncmds)
+		}
+		_ = r.err()
 	})
 }

@@ -499,6 +499,52 @@ func TestIntegrationNoStall(t *testing.T) {
 	t.Logf("receive buffer %d bytes, %d records claimed", n, w.Stats().Mux.Claimed)
 }
 
+// TestIntegrationStallWithoutReader shows the hazard the Conn's reader
+// exists for, on every kernel: a socket that sends requests and does not
+// read its replies blocks the bus master's kernel thread once its receive
+// buffer is full, so another client's request to the same master gets no
+// reply; once the socket is read, the other client is served again.
+func TestIntegrationStallWithoutReader(t *testing.T) {
+	b := bus(t)
+	stuck, err := connector.Dial(&connector.Config{ReadBufferSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	const n = 40
+	for i := range n {
+		req := connector.Message{ID: w1.ID, Seq: uint32(1000 + i), Ack: 5, Data: encode(t, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.Master), Cmds: []w1.Cmd{{Cmd: w1.CmdRead, Data: make([]byte, 64)}}})}
+		if err := stuck.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := dialW1(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := w.Reset(ctx, b.Master); !errors.Is(err, w1.ErrNoReply) {
+		t.Errorf("with a socket that does not read: Reset err = %v, want ErrNoReply (the master's thread blocked)", err)
+	}
+	// Read the stuck socket: its 40 statuses arrive, and the master's
+	// thread goes on.
+	if err := stuck.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for got := 0; got < n; {
+		msgs, _, err := stuck.Receive()
+		if err != nil {
+			t.Fatalf("draining after %d statuses: %v", got, err)
+		}
+		for _, m := range msgs {
+			if m.ID == w1.ID && m.Ack == 5 {
+				got++
+			}
+		}
+	}
+	if ok, err := w.Reset(ctx10(t), b.Master); err != nil || !ok {
+		t.Errorf("after draining: Reset = %v, %v", ok, err)
+	}
+}
+
 func kernelVersion(t *testing.T) (int, int) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {

@@ -47,3 +47,17 @@ func TestDescribeW1(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDescribeW1 checks that any w1 payload from any sender is described
+// without panicking.
+func FuzzDescribeW1(f *testing.F) {
+	f.Add([]byte{4, 0, 4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0}, uint32(0), uint8(0), uint32(7))
+	f.Add([]byte{6, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, uint32(0), uint8(0), uint32(8))
+	f.Add([]byte{0, 0, 0, 0, 0x28, 1, 0, 0, 0, 0, 0, 0x9a}, uint32(0), uint8(3), uint32(0))
+	f.Fuzz(func(t *testing.T, data []byte, port uint32, group uint8, ack uint32) {
+		m := connector.Message{ID: w1.ID, Seq: 7, Ack: ack, Flags: uint16(group & 1), Data: data}
+		if s := describeW1(m, connector.Sender{Port: port, Group: connector.Group(group % 33)}); len(data) > 0 && s == "" {
+			t.Fatalf("no description for % x", data)
+		}
+	})
+}

@@ -53,12 +53,21 @@ func exitCode(err error) int {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintln(os.Stderr, "w1:", err)
+		fmt.Fprintln(os.Stderr, errText(err))
 		return 2
 	default:
-		fmt.Fprintln(os.Stderr, "w1:", err)
+		fmt.Fprintln(os.Stderr, errText(err))
 		return 1
 	}
+}
+
+// errText prefixes an error with the program's name, unless package w1's
+// own prefix already names it.
+func errText(err error) string {
+	if s := err.Error(); strings.HasPrefix(s, "w1: ") {
+		return s
+	}
+	return "w1: " + err.Error()
 }
 
 type usageError struct{ error }
