@@ -1,0 +1,96 @@
+//go:build linux
+
+package connector_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+)
+
+// chunkLoop is receiveLoop for paths that take a whole chunk at a time: a
+// raw peer queues n messages untimed, then recv(n) must consume exactly n.
+func chunkLoop(b *testing.B, port uint32, dgram []byte, recv func(n int)) {
+	b.Helper()
+	p := newBlockingPeer(b)
+	b.SetBytes(int64(len(dgram)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var cpu time.Duration
+	for left := b.N; left > 0; {
+		n := min(left, fillChunk)
+		left -= n
+		b.StopTimer()
+		fill(b, p, port, dgram, n)
+		b.StartTimer()
+		c0 := cpuTime(b)
+		recv(n)
+		cpu += cpuTime(b) - c0
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
+}
+
+// BenchmarkDispatch compares Mux.Serve with the loop it replaces: a Reader
+// and a switch on the id. Both read the same queued messages from a real
+// socket, on the benchmark's goroutine; Serve is started per chunk of 1024
+// messages and stopped by its handler, so its setup is included.
+//
+//	go test -run '^$' -bench Dispatch -benchtime 200000x
+func BenchmarkDispatch(b *testing.B) {
+	requirePrivileged(b)
+	for _, size := range benchSizes {
+		id := testID()
+		other := connector.CBID{Idx: id.Idx + 1, Val: id.Val}
+		dgram := nlmsg(-1, cnmsg(id, 1, -1, payload(size, 0)))
+		total := 0
+		b.Run(fmt.Sprintf("payload=%dB/Reader+switch", size), func(b *testing.B) {
+			rx := dial(b, &connector.Config{ReadBufferSize: recvBufSize})
+			r := rx.NewReader()
+			defer r.Release()
+			chunkLoop(b, rx.PortID(), dgram, func(n int) {
+				for range n {
+					m, _, err := r.Next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					switch m.ID {
+					case id:
+						total += len(m.Data)
+					case other:
+						total--
+					default:
+						b.Fatalf("unexpected id %v", m.ID)
+					}
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("payload=%dB/Mux.Serve", size), func(b *testing.B) {
+			rx := dial(b, &connector.Config{ReadBufferSize: recvBufSize})
+			var count, target int
+			var cancel context.CancelFunc
+			mx := connector.NewMux()
+			mx.HandleFunc(id, func(r connector.Request) {
+				total += len(r.Msg.Data)
+				if count++; count == target {
+					cancel()
+				}
+			})
+			mx.HandleFunc(other, func(connector.Request) { total-- })
+			mx.NotFound(connector.HandlerFunc(func(r connector.Request) { b.Fatalf("unexpected id %v", r.Msg.ID) }))
+			chunkLoop(b, rx.PortID(), dgram, func(n int) {
+				count, target = 0, n
+				var ctx context.Context
+				ctx, cancel = context.WithCancel(context.Background())
+				if err := mx.Serve(ctx, rx, nil); !errors.Is(err, context.Canceled) || count != n {
+					b.Fatalf("Serve: %v after %d of %d messages", err, count, n)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,236 @@
+//go:build linux
+
+package connector_test
+
+// Mux, Call and Agents against the real kernel: the process events
+// connector as a real agent, and a second userspace socket as a peer, by
+// unicast and by multicast on groups above the kernel's range.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
+)
+
+const (
+	groupMuxServe connector.Group = 29
+	groupMuxAlloc connector.Group = 30
+)
+
+func ctxWait(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// serveReal runs mx.Serve on c until the test ends.
+func serveReal(t *testing.T, mx *connector.Mux, c *connector.Conn, opts *connector.ServeOptions) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mx.Serve(ctx, c, opts) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Serve returned %v, want context.Canceled", err)
+			}
+		case <-time.After(promptly):
+			t.Error("Serve did not return promptly after cancel")
+		}
+	})
+}
+
+// dialServe opens a Conn for Serve or Call: without the read deadline that
+// dial sets, which they manage themselves.
+func dialServe(t *testing.T, cfg *connector.Config) *connector.Conn {
+	t.Helper()
+	c := dial(t, cfg)
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestIntegrationMuxPeer serves requests on one socket and calls it from
+// another, by unicast to its port and by multicast on its group, several
+// calls at once.
+func TestIntegrationMuxPeer(t *testing.T) {
+	requirePrivileged(t)
+	id := testID()
+	srv := dialServe(t, &connector.Config{Groups: []connector.Group{groupMuxServe}})
+	cli := dialServe(t, nil)
+	mx := connector.NewMux()
+	var mu sync.Mutex
+	senders := map[connector.Sender]int{}
+	mx.HandleFunc(id, func(r connector.Request) {
+		mu.Lock()
+		senders[r.From]++
+		mu.Unlock()
+		out := append([]byte("re:"), r.Msg.Data...)
+		if err := r.Reply(connector.Message{ID: id, Seq: r.Msg.Seq, Ack: r.Msg.Seq + 1, Data: out}); err != nil {
+			t.Errorf("reply: %v", err)
+		}
+	})
+	serveReal(t, mx, srv, nil)
+
+	for _, to := range []connector.Destination{connector.ToPort(srv.PortID()), connector.ToGroup(groupMuxServe)} {
+		t.Run(to.String(), func(t *testing.T) {
+			const n = 8
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					seq := rand.Uint32()
+					body := []byte{byte(i), 'x'}
+					m, from, err := connector.Call(ctxWait(t), cli, connector.Message{ID: id, Seq: seq, Data: body}, to, connector.MatchSeqAck)
+					if err != nil {
+						t.Errorf("call %d to %v: %v", i, to, err)
+						return
+					}
+					if string(m.Data) != "re:"+string(body) || m.Seq != seq || from != (connector.Sender{Port: srv.PortID()}) {
+						t.Errorf("call %d to %v: reply %+v from %v", i, to, m, from)
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[connector.Sender]int{{Port: cli.PortID()}: 8, {Port: cli.PortID(), Group: groupMuxServe}: 8}
+	if len(senders) != 2 || senders[connector.Sender{Port: cli.PortID()}] != 8 || senders[connector.Sender{Port: cli.PortID(), Group: groupMuxServe}] != 8 {
+		t.Errorf("the server saw senders %v, want %v", senders, want)
+	}
+}
+
+// TestIntegrationCallProc subscribes to process events through Call, the
+// kernel's cn_proc being the agent, with and without a Serve on the same
+// Conn; under Serve, the events still reach the handler.
+func TestIntegrationCallProc(t *testing.T) {
+	requirePrivileged(t)
+	testutil.RequireProcEvents(t)
+	for _, serve := range []bool{false, true} {
+		name := "alone"
+		if serve {
+			name = "under Serve"
+		}
+		t.Run(name, func(t *testing.T) {
+			c := dialServe(t, &connector.Config{Groups: []connector.Group{connector.IDProc.Group()}, ReadBufferSize: 4 << 20})
+			events := make(chan struct{}, 1)
+			if serve {
+				mx := connector.NewMux()
+				mx.HandleFunc(connector.IDProc, func(r connector.Request) {
+					select {
+					case events <- struct{}{}:
+					default:
+					}
+				})
+				serveReal(t, mx, c, nil)
+				// Until Serve reads, the call would read c itself; both
+				// work, but this subtest is about Serve.
+				waitReading(t, "(*Mux).Serve")
+			}
+			ack := rand.Uint32N(1<<31) + 1
+			m, from, err := connector.Call(ctxWait(t), c, procOp(procListen, ack), connector.Destination{}, connector.MatchAckPlusOne)
+			t.Cleanup(func() { _ = c.Send(procOp(procIgnore, rand.Uint32())) })
+			if err != nil {
+				t.Fatalf("LISTEN through Call: %v", err)
+			}
+			if !isProcAck(m, from, ack) {
+				t.Fatalf("reply %+v from %v is not the proc ack to %#x", m, from, ack)
+			}
+			if e := binary.NativeEndian.Uint32(m.Data[16:20]); e != 0 {
+				t.Fatalf("the kernel refused LISTEN: err %d", e)
+			}
+			if serve {
+				// Make an event of our own and wait for the handler.
+				spawnAndWait(t)
+				select {
+				case <-events:
+				case <-time.After(waitTimeout):
+					t.Fatal("no process event reached the handler")
+				}
+			}
+		})
+	}
+}
+
+// waitReading waits until a goroutine with fn in its stack blocks reading
+// a socket.
+func waitReading(t *testing.T, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for ioWaiters(fn) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never blocked reading", fn)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// spawnAndWait makes the kernel emit process events: it runs the test
+// binary itself, running no test, and waits for it to exit.
+func spawnAndWait(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command(os.Args[0], "-test.run=^$").CombinedOutput(); err != nil {
+		t.Fatalf("running %s: %v\n%s", os.Args[0], err, out)
+	}
+}
+
+func TestIntegrationAgents(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	testutil.RequireProcEvents(t)
+	agents, err := connector.Agents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(agents, connector.Agent{Name: "cn_proc", ID: connector.IDProc}) {
+		t.Errorf("Agents() = %v, want cn_proc 1:1 among them", agents)
+	}
+	c := dialServe(t, nil)
+	own, err := c.Agents()
+	if err != nil || !slices.Equal(own, agents) {
+		t.Errorf("Conn.Agents() = %v, %v; want %v", own, err, agents)
+	}
+	// An id that nothing registered: Call fails at once, without sending.
+	id := testID()
+	for slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == id }) {
+		id = testID()
+	}
+	start := time.Now()
+	_, _, err = connector.Call(ctxWait(t), c, connector.Message{ID: id, Seq: 1}, connector.Destination{}, connector.MatchSeqAck)
+	if !errors.Is(err, connector.ErrNoAgent) {
+		t.Fatalf("Call to %v: %v, want ErrNoAgent", id, err)
+	}
+	if d := time.Since(start); d > promptly {
+		t.Errorf("ErrNoAgent took %v", d)
+	}
+}
+
+// TestAllocsMuxServe guards the dispatch path on real sockets: in steady
+// state, Serve allocates nothing per message, also with a call waiting.
+func TestAllocsMuxServe(t *testing.T) {
+	requirePrivileged(t)
+	rx := dialServe(t, &connector.Config{ReadBufferSize: 8 << 20, Groups: []connector.Group{groupMuxAlloc}})
+	tx := dial(t, nil)
+	data := make([]byte, 40)
+	for _, withCall := range []bool{false, true} {
+		a := serveAllocs(t, rx, func(seq uint32) error {
+			return tx.SendTo(rx.PortID(), connector.Message{ID: connector.CBID{Idx: 0x4242, Val: 1}, Seq: seq, Data: data})
+		}, withCall)
+		if a != 0 {
+			t.Errorf("Mux.Serve (waiting call: %v) allocates %.2f times per dispatched message, want 0", withCall, a)
+		}
+	}
+}
