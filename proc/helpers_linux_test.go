@@ -101,8 +101,33 @@ func runHelper(mode string) int {
 		return 0
 	case "listener":
 		return helperListener()
+	case "flood":
+		return helperFlood()
 	case "unpriv":
 		return helperUnprivileged()
+	case "nslisten-fakeproc":
+		// A /proc that is not the kernel's: a tmpfs over it, in this
+		// process's own mount namespace.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			fmt.Fprintln(os.Stderr, "mount private:", err)
+			return 30
+		}
+		if err := unix.Mount("tmpfs", "/proc", "tmpfs", 0, ""); err != nil {
+			fmt.Fprintln(os.Stderr, "mount tmpfs:", err)
+			return 31
+		}
+		start := time.Now()
+		_, err := Listen(&Config{AckTimeout: time.Second})
+		took := time.Since(start)
+		switch {
+		case errors.Is(err, ErrNamespace):
+			fmt.Printf("ErrNamespace %d\n", took.Milliseconds())
+		case errors.Is(err, ErrNoAck):
+			fmt.Printf("ErrNoAck %d %v\n", took.Milliseconds(), err)
+		default:
+			fmt.Printf("other %d %v\n", took.Milliseconds(), err)
+		}
+		return 0
 	case "nslisten":
 		l, err := Listen(&Config{AckTimeout: 200 * time.Millisecond})
 		switch {

@@ -24,10 +24,16 @@ type Process struct {
 	RUID, EUID, RGID, EGID uint32
 	// Threads is the number of threads.
 	Threads int
-	// StartTime is when the process started, as time since boot on
-	// CLOCK_BOOTTIME, in the kernel's user-visible clock ticks (10ms). It
-	// tells a process from an earlier one with the same reused PID. Note
-	// that Event.Timestamp is CLOCK_MONOTONIC, which unlike CLOCK_BOOTTIME
+	// StartTime is when the process started, as a duration since boot
+	// on CLOCK_BOOTTIME. /proc/<pid>/stat gives it in clock ticks of
+	// USER_HZ (100 per second), so it is a multiple of 10 ms. It tells a
+	// process from an earlier one with the same reused PID. Note that
+	// Event.Timestamp is CLOCK_MONOTONIC, which unlike CLOCK_BOOTTIME
 	// stops while the machine is suspended.
 	StartTime time.Duration
+	// Err is set when the process's files could not be read or parsed
+	// (for example other users' processes under hidepid=1); only PID and
+	// TGID are then set. It matches os.ErrPermission where the kernel
+	// refused access.
+	Err error
 }

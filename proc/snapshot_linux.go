@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -22,13 +23,19 @@ const userHZ = 100
 // event). Subscribe first and snapshot second: a process that starts or
 // exits in between then shows up in both, instead of in neither.
 //
-// Processes that exit while the listing runs are left out. The listing
-// covers the PID namespace of the mounted /proc, while events carry ids of
-// the initial PID namespace; the two agree when the caller runs in the
-// initial namespace, as listening requires.
-func Snapshot() ([]Process, error) { return snapshot("/proc") }
+// An error about one process never fails the listing. A process that exits
+// while the listing runs is left out. A process whose files cannot be read
+// or parsed (with /proc mounted hidepid=1, other users' processes are
+// listed but unreadable; hidepid=2 hides them altogether) is listed with
+// only PID, TGID and Err set. Snapshot fails only when /proc itself cannot
+// be listed.
+//
+// The listing covers the PID namespace of the mounted /proc, while events
+// carry ids of the initial PID namespace; the two agree when the caller runs
+// in the initial namespace, as listening requires.
+func Snapshot() ([]Process, error) { return snapshot("/proc", os.ReadFile) }
 
-func snapshot(root string) ([]Process, error) {
+func snapshot(root string, readFile func(string) ([]byte, error)) ([]Process, error) {
 	d, err := os.Open(root)
 	if err != nil {
 		return nil, fmt.Errorf("proc: snapshot: %w", err)
@@ -44,46 +51,49 @@ func snapshot(root string) ([]Process, error) {
 		if err != nil || pid <= 0 {
 			continue
 		}
-		p, err := readProcess(filepath.Join(root, name))
+		dir := filepath.Join(root, name)
+		p, err := readProcess(dir, readFile)
+		if err == nil && p.PID != int32(pid) {
+			err = fmt.Errorf("%s/stat names pid %d", dir, p.PID)
+		}
 		if err != nil {
 			if gone(err) {
 				continue
 			}
-			return nil, fmt.Errorf("proc: snapshot: process %d: %w", pid, err)
-		}
-		if p.PID != int32(pid) {
-			return nil, fmt.Errorf("proc: snapshot: %s/stat names pid %d", filepath.Join(root, name), p.PID)
+			p = Process{PID: int32(pid), TGID: int32(pid), Err: fmt.Errorf("proc: snapshot: process %d: %w", pid, err)}
 		}
 		ps = append(ps, p)
 	}
 	return ps, nil
 }
 
-// gone reports whether err means the process exited while it was read.
+// gone reports whether err means the process exited while it was read:
+// its directory or files are gone (ENOENT), or the kernel found the task
+// dead while reading (ESRCH, or an empty file).
 func gone(err error) bool {
-	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, errESRCH)
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) || errors.Is(err, errVanished)
 }
 
-var errESRCH = errors.New("no such process")
+var errVanished = errors.New("the file was empty: the process exited while it was read")
 
-func readProcess(dir string) (Process, error) {
+func readProcess(dir string, readFile func(string) ([]byte, error)) (Process, error) {
 	var p Process
-	stat, err := os.ReadFile(dir + "/stat")
+	stat, err := readFile(dir + "/stat")
 	if err != nil {
 		return p, err
 	}
 	if len(stat) == 0 {
-		return p, errESRCH
+		return p, errVanished
 	}
 	if err := parseStat(stat, &p); err != nil {
 		return p, err
 	}
-	status, err := os.ReadFile(dir + "/status")
+	status, err := readFile(dir + "/status")
 	if err != nil {
 		return p, err
 	}
 	if len(status) == 0 {
-		return p, errESRCH
+		return p, errVanished
 	}
 	if err := parseStatus(status, &p); err != nil {
 		return p, err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,12 +211,31 @@ func TestSnapshotDir(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "44"), 0o755); err != nil { // exited: no files
 		t.Fatal(err)
 	}
-	ps, err := snapshot(root)
+	// The kernel's answers when a process exits during the read (ESRCH)
+	// or hides it (EACCES under hidepid=1).
+	write("46/stat", "")
+	write("47/stat", "")
+	read := func(name string) ([]byte, error) {
+		switch name {
+		case filepath.Join(root, "46/stat"):
+			return nil, &fs.PathError{Op: "read", Path: name, Err: syscall.ESRCH}
+		case filepath.Join(root, "47/stat"):
+			return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EACCES}
+		}
+		return os.ReadFile(name)
+	}
+	ps, err := snapshot(root, read)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[int32]Process{}
 	for _, p := range ps {
+		if p.PID == 47 {
+			if !errors.Is(p.Err, os.ErrPermission) || p.TGID != 47 {
+				t.Errorf("unreadable process listed as %+v, want PID 47 with an Err matching os.ErrPermission", p)
+			}
+			continue
+		}
 		got[p.PID] = p
 	}
 	want := map[int32]Process{
@@ -227,10 +247,22 @@ func TestSnapshotDir(t *testing.T) {
 	}
 	write("45/stat", "45 (bad")
 	write("45/status", "")
-	if _, err := snapshot(root); err == nil {
-		t.Error("a malformed stat file was accepted")
+	write("48/stat", "1 (init) S 0 1 1 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0 2 1000 100\n")
+	write("48/status", "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
+	ps, err = snapshot(root, read)
+	if err != nil {
+		t.Fatalf("a malformed stat file failed the listing: %v", err)
 	}
-	if _, err := snapshot(filepath.Join(root, "absent")); err == nil {
+	bad := 0
+	for _, p := range ps {
+		if p.Err != nil && (p.PID == 45 || p.PID == 48) {
+			bad++
+		}
+	}
+	if bad != 2 || len(ps) != 5 {
+		t.Errorf("listing %+v: want 5 processes, 45 (malformed) and 48 (names pid 1) with Err set", ps)
+	}
+	if _, err := snapshot(filepath.Join(root, "absent"), os.ReadFile); err == nil {
 		t.Error("an absent root was accepted")
 	}
 }

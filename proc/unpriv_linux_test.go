@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -99,17 +100,8 @@ func TestIntegrationUnprivileged(t *testing.T) {
 // thread, which clears all capabilities) and prints, one "key: value" line
 // each, what the kernel then allows.
 func helperUnprivileged() int {
-	if err := syscall.Setgroups(nil); err != nil {
-		fmt.Fprintln(os.Stderr, "setgroups:", err)
-		return 10
-	}
-	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
-		fmt.Fprintln(os.Stderr, "setresgid:", err)
-		return 11
-	}
-	if err := syscall.Setresuid(65534, 65534, 65534); err != nil {
-		fmt.Fprintln(os.Stderr, "setresuid:", err)
-		return 12
+	if code := dropRoot(); code != 0 {
+		return code
 	}
 	if has, err := testutil.HasCapability(unix.CAP_NET_ADMIN); err != nil {
 		fmt.Println("cap_net_admin: error", err)
@@ -166,5 +158,133 @@ func helperUnprivileged() int {
 			fmt.Println("event: COMM", ev.CommString())
 			return 0
 		}
+	}
+}
+
+// dropRoot makes this process uid and gid 65534 on every thread, which
+// clears all capabilities. It returns a nonzero exit code on failure.
+func dropRoot() int {
+	if os.Geteuid() != 0 {
+		return 0 // already unprivileged
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		fmt.Fprintln(os.Stderr, "setgroups:", err)
+		return 10
+	}
+	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
+		fmt.Fprintln(os.Stderr, "setresgid:", err)
+		return 11
+	}
+	if err := syscall.Setresuid(65534, 65534, 65534); err != nil {
+		fmt.Fprintln(os.Stderr, "setresuid:", err)
+		return 12
+	}
+	return 0
+}
+
+// helperFlood is the unprivileged attacker: it sends subscription requests
+// with an invalid operation, each of which the kernel acknowledges (EINVAL)
+// to every group-1 socket without a narrowing filter, until stdin closes.
+// It prints "flooding" when it starts and the number of requests at the end.
+func helperFlood() int {
+	if code := dropRoot(); code != 0 {
+		return code
+	}
+	c, err := connector.Dial(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dial:", err)
+		return 20
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	fmt.Println("flooding")
+	op := []byte{3, 0, 0, 0} // neither LISTEN nor IGNORE: EINVAL
+	n := 0
+	for ack := uint32(1); ; ack++ {
+		select {
+		case <-stop:
+			fmt.Println("sent", n)
+			return 0
+		default:
+		}
+		if err := c.Send(connector.Message{ID: connector.IDProc, Ack: ack, Data: op}); err != nil {
+			fmt.Fprintln(os.Stderr, "send:", err)
+			return 21
+		}
+		n++
+	}
+}
+
+// An unprivileged process flooding the kernel with invalid subscription
+// requests makes it acknowledge each to every unfiltered proc socket. A
+// Listener must lose none of a fork workload's events to that flood, in
+// every mode: the kernel filter (6.6+) or a socket filter (older kernels)
+// keeps other processes' acknowledgements out.
+func TestIntegrationAckFlood(t *testing.T) {
+	testutil.RequireProcEvents(t)
+	testutil.RequireInitialNetNS(t)
+	for _, kinds := range []Kind{0, KindFork | KindExit} {
+		t.Run(kinds.String(), func(t *testing.T) {
+			// A buffer for about 5000 events: the flood would fill it in
+			// milliseconds if its acknowledgements reached the socket.
+			l := listen(t, &Config{Kinds: kinds, ReadBufferSize: 2 << 20})
+			r := record(t, l, nil)
+			// A passive socket in group 1 shows that the flood is real:
+			// without a filter, the acknowledgements reach it.
+			passive, err := connector.Dial(&connector.Config{Groups: []connector.Group{1}, Senders: connector.SendersKernelOnly})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer passive.Close()
+
+			flooder := startHelper(t, "flood", nil)
+			if got := flooder.line(t, 10*time.Second); got != "flooding" {
+				t.Fatalf("flooder said %q", got)
+			}
+			floodAcks := 0
+			if err := passive.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				msgs, _, err := passive.Receive()
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				for _, m := range msgs {
+					var ev Event
+					if Decode(m, &ev) == nil && ev.Kind == KindNone && ev.AckErr == uint32(syscall.EINVAL) {
+						floodAcks++
+					}
+				}
+			}
+			if floodAcks < 100 {
+				t.Fatalf("only %d flood acknowledgements reached an unfiltered socket in 100 ms: the flood is not real", floodAcks)
+			}
+
+			mark := r.mark()
+			const children = 30
+			pids := map[int32]bool{}
+			for range children {
+				pids[runHelperProc(t, "exit3")] = true
+			}
+			keep := func(e *Event) bool {
+				return pids[e.TGID] && e.PID == e.TGID && (e.Kind == KindFork || e.Kind == KindExit)
+			}
+			evs, ok := r.await(t, mark, keep, func(evs []Event) bool { return len(evs) == 2*children })
+			_ = flooder.stdin.Close()
+			if !ok || len(evs) != 2*children {
+				t.Fatalf("%d of the workload's %d fork and exit events delivered during the flood; stats %+v", len(evs), 2*children, l.Stats())
+			}
+			st := l.Stats()
+			t.Logf("mode %v: %d flood acknowledgements reached a passive socket in 100 ms; the Listener got all %d workload events, %d acks (its own), %d lost, %d overruns",
+				l.Mode(), floodAcks, len(evs), st.Acks, st.Lost, st.Overruns)
+			if l.Mode() != ModeUserFilter && st.Acks > 1 {
+				t.Errorf("the Listener received %d acknowledgements, want only its own", st.Acks)
+			}
+		})
 	}
 }
