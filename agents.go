@@ -32,12 +32,6 @@ var ErrNoAgent = errors.New("no kernel agent is registered for this callback id"
 // anyone may read it.
 const procConnector = "/proc/net/connector"
 
-// An agentTabler is a transport that can list the kernel agents its
-// messages to port 0 reach, in the format of /proc/net/connector.
-type agentTabler interface {
-	AgentTable() ([]byte, error)
-}
-
 // Agents lists the kernel agents the messages that c sends to the kernel
 // reach: for a Conn from Dial those of this machine, read from
 // /proc/net/connector (see the package function Agents); for a cntest Conn
@@ -46,13 +40,12 @@ type agentTabler interface {
 // read error when the list cannot be read (outside the initial network
 // namespace the file does not exist: fs.ErrNotExist).
 func (c *Conn) Agents() ([]Agent, error) {
-	t, ok := c.t.(agentTabler)
-	if !ok {
-		return nil, notSupported("list agents")
+	if err := c.checkOpen("list agents"); err != nil {
+		return nil, err
 	}
-	b, err := t.AgentTable()
+	b, err := c.t.AgentTable()
 	if err != nil {
-		return nil, opErr("list agents", err)
+		return nil, opErr("list agents", c.mapErr(err, "list agents"))
 	}
 	a, err := parseAgents(b)
 	return a, opErr("list agents", err)

@@ -17,5 +17,5 @@ func Agents() ([]Agent, error) {
 	return a, opErr("list agents", err)
 }
 
-// AgentTable implements agentTabler: the kernel's own list.
+// AgentTable implements transport.Transport: the kernel's own list.
 func (t *sockTransport) AgentTable() ([]byte, error) { return os.ReadFile(procConnector) }

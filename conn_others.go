@@ -12,3 +12,8 @@ import (
 func dial(*Config, uint32) (transport.Transport, error) {
 	return nil, fmt.Errorf("%w: the netlink connector exists only on Linux, not on %s/%s", ErrNotSupported, runtime.GOOS, runtime.GOARCH)
 }
+
+// notSupported is the error of an operation this system does not support.
+func notSupported(op string) error {
+	return &OpError{Op: op, Err: fmt.Errorf("%w by this connection", ErrNotSupported)}
+}

@@ -12,25 +12,27 @@
 //
 // # Messages, ids and groups
 //
-// Message is a cn_msg with its payload; CBID is the callback id, with named
-// values for every id in include/uapi/linux/connector.h; Group is a group
-// number from 1 to 32. The socket API uses both group numbers (joining a
-// group) and group bitmasks (bind, source addresses); this package takes and
-// returns numbers only and converts at the edge, so the two cannot be mixed
-// up. Protocol conventions such as seq/ack correlation belong to each agent:
+// [Message] is a cn_msg with its payload; [CBID] is the callback id, with
+// named values for every id in include/uapi/linux/connector.h; [Group] is a
+// group number from 1 to 32. The socket API uses both group numbers (joining
+// a group) and group bitmasks (bind, source addresses); the Conn takes and
+// returns group numbers only and converts at the edge, so the two cannot be
+// mixed up. [Group.Mask], [GroupMask] and [GroupsFromMask] convert
+// explicitly where a bitmask is wanted. Protocol conventions such as seq/ack correlation belong to each agent:
 // the proc connector, for instance, answers a request with ack+1 and a seq of
 // its own.
 //
 // # Receiving
 //
-// There are two tiers. Conn.Receive reads one datagram and returns messages
-// the caller owns; it is simple and allocates. A Reader (Conn.NewReader) is the
-// fast path: it asks the kernel for many datagrams per system call (recvmmsg)
-// into a batch of pooled buffers, parses them in place and returns messages
-// whose Data aliases the buffer. In steady state it allocates nothing per
-// message. Both stay on the Go runtime's network poller, so deadlines and
-// Close work while they wait, and Conn.Flush wakes them: they return what is
-// still queued without blocking, then ErrFlushed.
+// There are two tiers, with one implementation. A [Reader]
+// ([Conn.NewReader]) is the fast path: it asks the kernel for many datagrams
+// per system call (recvmmsg) into a batch of pooled buffers, parses them in
+// place and returns messages whose Data aliases the buffer. In steady state
+// it allocates nothing per message. [Conn.Receive] is a Reader with a batch
+// of one whose messages are copied out for the caller to own: simpler, and
+// it allocates. Both stay on the Go runtime's network poller, so deadlines
+// and [Conn.Close] work while they wait, and [Conn.Flush] wakes them: they
+// return what is still queued without blocking, then [ErrFlushed].
 //
 // A datagram may hold several netlink messages, and a netlink message may pack
 // several cn_msg records back to back (w1 does this); both tiers return each
@@ -40,34 +42,36 @@
 //
 // # Buffer lifetime
 //
-// A Message returned by Reader.Next is valid until the next call to Next or
-// Release on that Reader: copy Data to keep it. Messages returned by Receive
-// and by UnmarshalBinary alias only the bytes they were decoded from.
+// A Message returned by [Reader.Next] is valid until the next call to Next
+// or [Reader.Release] on that Reader: copy Data to keep it. Messages
+// returned by [Conn.Receive] are the caller's; those of
+// [Message.UnmarshalBinary] and [ParseMessages] alias the bytes they were
+// decoded from.
 //
 // # Senders and spoofing
 //
-// Every received message comes with its Sender: the port id of the socket
+// Every received message comes with its [Sender]: the port id of the socket
 // that sent it (0 is the kernel; userspace cannot bind port 0) and the group
 // it was multicast on. Any process with CAP_NET_ADMIN can multicast on any
-// group, including a kernel agent's. On the groups reserved for kernel agents
-// (1 to 10) a Conn therefore drops messages from userspace senders and counts
-// them in Stats.Foreign (Config.Senders = SendersDefault); SendersKernelOnly
-// applies the same rule to every group and to unicasts, and SendersAny
-// accepts everyone. Do
-// not trust the nlmsg_pid field of the netlink header: the sender chooses it.
+// group, including a kernel agent's. On the groups reserved for kernel
+// agents (1 to 10) a Conn therefore drops messages from userspace senders
+// and counts them in [Stats.Foreign] ([SendersDefault]); [SendersKernelOnly]
+// applies the same rule to every group and to unicasts, and [SendersAny]
+// accepts everyone ([Config.Senders]). Do not trust the nlmsg_pid field of the
+// netlink header: the sender chooses it.
 //
 // # Loss
 //
 // When the receive buffer is full the kernel drops multicast messages. The
-// next read returns an error matching ErrOverrun before any queued message;
+// next read returns an error matching [ErrOverrun] before any queued message;
 // the Conn stays usable, and the next read returns what was queued. Until the
 // queue has been drained completely, the kernel keeps dropping new messages,
-// so drain quickly. Raise Config.ReadBufferSize to absorb bursts (forcing past
-// net.core.rmem_max needs CAP_NET_ADMIN). With Config.NoENOBUFS the kernel
+// so drain quickly. Raise [Config.ReadBufferSize] to absorb bursts (forcing past
+// net.core.rmem_max needs CAP_NET_ADMIN). With [Config.NoENOBUFS] the kernel
 // stops reporting overruns and loss becomes silent unless the protocol can
 // count it (package proc counts sequence gaps). A datagram larger than
-// Config.MessageBufferSize is reported as ErrTruncated and never delivered
-// cut. Every drop is counted in Stats.
+// [Config.MessageBufferSize] is reported as [ErrTruncated] and never delivered
+// cut. Every drop is counted in [Stats].
 //
 // # Privileges
 //
@@ -86,7 +90,7 @@
 // namespace. A socket opened in another network namespace can exchange
 // messages with userspace peers in that namespace, receives no kernel
 // messages, and every send to the kernel fails with an error matching
-// ErrNotInitialNetNS. Config.NetNS opens the socket in a given namespace. Ids
+// ErrNotInitialNetNS. [Config.NetNS] opens the socket in a given namespace. Ids
 // in kernel messages (pids, uids) are always initial-namespace values.
 //
 // # Handlers by callback id, and request/reply
@@ -122,24 +126,33 @@
 // They work with or without a Serve on the same Conn: under Serve, replies
 // are taken out before routing; without one, a waiting call reads the Conn
 // itself. A request to the kernel for an id no agent registered fails at
-// once with ErrNoAgent; Agents and Conn.Agents list the registered agents
+// once with ErrNoAgent; Agents and [Conn.Agents] list the registered agents
 // (/proc/net/connector).
 //
 // # Concurrency
 //
-// A Conn is safe for concurrent use: any number of goroutines may send while
-// others receive, and Close may be called from any goroutine, which unblocks a
-// blocked Receive or Reader.Next promptly. Every call after Close returns an
-// error matching ErrClosed. A Reader is not safe for concurrent use; use one
-// Reader per goroutine. Stats may be read at any time.
+// A [Conn] is safe for concurrent use: any number of goroutines may send
+// while others receive, and Close and Flush may be called from any
+// goroutine, which unblock a blocked Receive or [Reader.Next] promptly. Every
+// call after Close returns an error matching [ErrClosed]. A Reader is not
+// safe for concurrent use; use one Reader per goroutine. Stats may be read
+// at any time.
 //
 // # Errors
 //
-// Every error is an *OpError naming the operation. Test conditions with
-// errors.Is: ErrClosed, ErrFlushed, ErrOverrun, ErrTruncated, ErrMalformed,
-// ErrNotInitialNetNS, ErrNoConnector, ErrNotSupported, ErrMessageTooLarge,
-// ErrInvalidGroup, ErrInvalidConfig, os.ErrPermission and os.ErrDeadlineExceeded. The
-// underlying syscall.Errno is kept in the chain where there is one.
+// Every error of a method of a Conn or a Reader, and of Dial, is an
+// [*OpError] naming the operation, whose text starts with the one
+// "connector:" prefix. Functions that are not methods return their cause
+// without it: [GroupMask] an error wrapping [ErrInvalidGroup],
+// [Message.UnmarshalBinary] and [ParseMessages] a [*MessageError] (which
+// matches [ErrMalformed]), [Message.AppendBinary] one wrapping
+// [ErrMessageTooLarge]. Test conditions with errors.Is: [ErrClosed] (also
+// matched by os.ErrClosed and net.ErrClosed), [ErrFlushed], [ErrOverrun],
+// [ErrTruncated], [ErrMalformed], [ErrNotInitialNetNS], [ErrNoConnector],
+// [ErrNotSupported], [ErrMessageTooLarge], [ErrInvalidGroup],
+// [ErrInvalidConfig], os.ErrPermission and os.ErrDeadlineExceeded. Where the
+// kernel gave an errno, the syscall.Errno is in the chain too, so both the
+// kind and the errno match.
 //
 // On systems other than Linux the package compiles, and Dial returns an error
 // matching ErrNotSupported.

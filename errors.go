@@ -5,78 +5,76 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
+
+	"github.com/cnlink/connector/internal/transport"
 )
 
-// Sentinel errors. Every error returned by this package is an *OpError that
-// names the operation; test for these conditions with errors.Is.
+// Sentinel errors; test for them with errors.Is. The errors this package
+// returns wrap them, together with the system call's errno where there is
+// one (so errors.Is(err, os.ErrPermission) works for EPERM).
 var (
-	// ErrClosed is returned by every call on a Conn (or its Readers) after
-	// Close. It also matches os.ErrClosed and net.ErrClosed.
-	ErrClosed error = &sentinel{msg: "use of closed connector connection", also: []error{os.ErrClosed, net.ErrClosed}}
+	// ErrClosed matches every error of a call on a Conn (or its Readers)
+	// after Close. Those errors also match os.ErrClosed and net.ErrClosed.
+	ErrClosed = errors.New("use of closed connector connection")
 
 	// ErrOverrun reports that the socket's receive buffer overflowed and the
 	// kernel dropped messages (ENOBUFS). The connection stays usable: the next
 	// read returns the messages still queued. The kernel does not say how many
 	// were lost; see the package documentation on loss.
-	ErrOverrun error = &sentinel{msg: "receive buffer overrun: the kernel dropped messages (ENOBUFS); read faster or raise Config.ReadBufferSize"}
+	ErrOverrun = errors.New("receive buffer overrun: the kernel dropped messages (ENOBUFS); read faster or raise Config.ReadBufferSize")
 
 	// ErrTruncated reports a datagram larger than the receive buffer. The
 	// kernel discards the rest of such a datagram, so it is reported and
 	// never delivered cut.
-	ErrTruncated error = &sentinel{msg: "datagram larger than the message buffer was discarded; raise Config.MessageBufferSize"}
+	ErrTruncated = errors.New("datagram larger than the message buffer")
 
 	// ErrMalformed matches a *MessageError: bytes that are not a valid
 	// connector message.
-	ErrMalformed error = &sentinel{msg: "malformed connector message"}
+	ErrMalformed = errors.New("malformed connector message")
 
 	// ErrNotInitialNetNS reports that the kernel refused a message to port 0
 	// (ECONNREFUSED): the kernel side of the connector exists only in the
 	// initial network namespace, so a socket in any other namespace can talk
 	// only to userspace peers in that namespace.
-	ErrNotInitialNetNS error = &sentinel{msg: "the netlink connector exists only in the initial network namespace (ECONNREFUSED); open the socket there (Config.NetNS) or run in the host's network namespace"}
+	ErrNotInitialNetNS = errors.New("the netlink connector exists only in the initial network namespace (ECONNREFUSED); open the socket there (Config.NetNS) or run in the host's network namespace")
 
 	// ErrNoConnector reports a kernel built without CONFIG_CONNECTOR.
-	ErrNoConnector error = &sentinel{msg: "this kernel has no netlink connector (build it with CONFIG_CONNECTOR=y)"}
+	ErrNoConnector = errors.New("this kernel has no netlink connector (build it with CONFIG_CONNECTOR=y)")
 
 	// ErrNotSupported reports an operation that this system or this kind of
 	// Conn (for example a cntest fake) does not support.
-	ErrNotSupported error = &sentinel{msg: "operation not supported"}
+	ErrNotSupported = errors.New("operation not supported")
 
 	// ErrMessageTooLarge reports a payload above the connector's size limit.
-	ErrMessageTooLarge error = &sentinel{msg: "message too large"}
+	ErrMessageTooLarge = errors.New("message too large")
+
+	// ErrInvalidGroup reports a group number outside 1 to 32.
+	ErrInvalidGroup = errors.New("invalid connector group")
 
 	// ErrInvalidConfig reports a Config field or a setter's argument out of
 	// range; the error names the field and the range.
-	ErrInvalidConfig error = &sentinel{msg: "invalid configuration"}
-
-	// ErrInvalidGroup reports a group number outside 1 to 32.
-	ErrInvalidGroup error = &sentinel{msg: "invalid connector group"}
+	ErrInvalidConfig = errors.New("invalid configuration")
 )
 
-// A sentinel is an error value that may also match other well-known errors.
-type sentinel struct {
-	msg  string
-	also []error
-}
+// errClosed is the cause of every error after Close: it reads as ErrClosed
+// and matches ErrClosed, os.ErrClosed and net.ErrClosed.
+var errClosed = closedError{}
 
-func (e *sentinel) Error() string { return e.msg }
+type closedError struct{}
 
-func (e *sentinel) Is(target error) bool {
-	for _, a := range e.also {
-		if a == target {
-			return true
-		}
-	}
-	return false
-}
+func (closedError) Error() string   { return ErrClosed.Error() }
+func (closedError) Unwrap() []error { return []error{ErrClosed, os.ErrClosed, net.ErrClosed} }
 
-// An OpError is the error type of every failed operation in this package.
+// An OpError is the error of a failed method of a Conn or a Reader: it
+// names the operation and is the only place where the "connector:" prefix
+// is written. Functions that are not methods (GroupMask,
+// [Message.UnmarshalBinary], ParseMessages) return their cause without it.
 type OpError struct {
 	// Op names the operation: "dial", "send", "receive", "join group", ...
 	Op string
 	// Err is the cause. It unwraps to the sentinel (ErrOverrun, ...) and the
-	// system call error (a syscall.Errno) where there is one, so
-	// errors.Is(err, os.ErrPermission) works for EPERM.
+	// system call error (a syscall.Errno) where there is one.
 	Err error
 }
 
@@ -87,17 +85,6 @@ func (e *OpError) Unwrap() error { return e.Err }
 
 // Timeout reports whether the error is a deadline expiry.
 func (e *OpError) Timeout() bool { return errors.Is(e.Err, os.ErrDeadlineExceeded) }
-
-// causeError joins a sentinel and the system error it was derived from, with
-// a message that says what to do.
-type causeError struct {
-	kind  error
-	errno error
-	msg   string
-}
-
-func (e *causeError) Error() string   { return e.msg }
-func (e *causeError) Unwrap() []error { return []error{e.kind, e.errno} }
 
 // A MessageError describes bytes that are not a valid connector message. It
 // matches ErrMalformed.
@@ -121,6 +108,7 @@ func (e *MessageError) Error() string {
 // Is makes a *MessageError match ErrMalformed.
 func (e *MessageError) Is(target error) bool { return target == ErrMalformed }
 
+// opErr wraps err in an *OpError for op, unless it is nil or already one.
 func opErr(op string, err error) error {
 	if err == nil {
 		return nil
@@ -130,4 +118,66 @@ func opErr(op string, err error) error {
 		return err
 	}
 	return &OpError{Op: op, Err: err}
+}
+
+// The functions below turn the transports' bare errors into the messages
+// users read: each message is written here, once.
+
+// mapErr maps an error of a transport call made for op.
+func (c *Conn) mapErr(err error, op string) error {
+	switch {
+	case err == nil:
+		return nil
+	case c.closed.Load() || errors.Is(err, os.ErrClosed):
+		return errClosed
+	case errors.Is(err, transport.ErrUnsupported):
+		return fmt.Errorf("%w by this connection (%s)", ErrNotSupported, op)
+	case errors.Is(err, syscall.ENOBUFS):
+		return fmt.Errorf("%w (%w)", ErrOverrun, err)
+	case errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("%s needs CAP_NET_ADMIN: %w", op, err)
+	}
+	return err
+}
+
+// mapSendErr maps an error of a send to port (0: the kernel).
+func (c *Conn) mapSendErr(err error, port uint32) error {
+	switch {
+	case errors.Is(err, os.ErrClosed) || c.closed.Load():
+		return errClosed
+	case errors.Is(err, syscall.ECONNREFUSED) && port == 0:
+		return fmt.Errorf("%w (%w)", ErrNotInitialNetNS, err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("no socket has port id %d (or it is connected to another peer): %w", port, err)
+	case errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("sending to a userspace port or a group needs CAP_NET_ADMIN; only messages to the kernel (port 0) are unprivileged: %w", err)
+	case errors.Is(err, syscall.EMSGSIZE):
+		return fmt.Errorf("%w: the datagram is larger than the socket's send buffer; raise it with SetWriteBuffer: %w", ErrMessageTooLarge, err)
+	}
+	return err
+}
+
+// mapDialErr maps an error of opening the socket: an *os.SyscallError that
+// names the step.
+func mapDialErr(err error, cfg *Config) error {
+	var se *os.SyscallError
+	step := ""
+	if errors.As(err, &se) {
+		step = se.Syscall
+	}
+	switch {
+	case errors.Is(err, transport.ErrUnsupported) && cfg.NetNS != 0:
+		return fmt.Errorf("%w: this transport cannot open a socket in another network namespace (Config.NetNS); a cntest Kernel models one with Options.NotInitialNetNS", ErrNotSupported)
+	case errors.Is(err, transport.ErrUnsupported):
+		return fmt.Errorf("%w by this transport", ErrNotSupported)
+	case errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.EAFNOSUPPORT):
+		return fmt.Errorf("%w: %w", ErrNoConnector, err)
+	case step == "setns" && errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("entering the network namespace of Config.NetNS (fd %d) needs CAP_SYS_ADMIN: %w", cfg.NetNS, err)
+	case step == "setns":
+		return fmt.Errorf("Config.NetNS (fd %d) is not an open network namespace file descriptor (setns: %w)", cfg.NetNS, err)
+	case errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("joining these groups needs CAP_NET_ADMIN (without it, Linux 6.6 and later allow odd-numbered groups only, and older kernels none): %w", err)
+	}
+	return err
 }

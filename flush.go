@@ -11,8 +11,8 @@ import (
 	"github.com/cnlink/connector/internal/transport"
 )
 
-// ErrFlushed is returned by a receive (Conn.Receive, Reader.Next) that was
-// woken by Conn.Flush, or that began after it, once it has returned
+// ErrFlushed is returned by a receive ([Conn.Receive], [Reader.Next]) that was
+// woken by [Conn.Flush], or that began after it, once it has returned
 // everything that was queued: the socket's queue is empty. Receives after it
 // block again. It is not a failure: the Conn and the Reader stay usable.
 var ErrFlushed = errors.New("flushed: Conn.Flush was called and every queued message has been returned")
@@ -35,7 +35,7 @@ type flushState struct {
 // blocked in the transport.
 var past = time.Unix(1, 0)
 
-// Flush wakes every receive blocked on the Conn (Receive, Reader.Next).
+// Flush wakes every receive blocked on the Conn (Receive, [Reader.Next]).
 // Each of them, and each receive that starts before it has seen the queue
 // empty, returns the messages still queued without blocking, then an error
 // matching ErrFlushed once the socket's queue is empty; receives after that
@@ -59,6 +59,15 @@ func (c *Conn) Flush() error {
 	}
 	f.forced = true
 	return opErr("flush", c.mapErr(c.t.SetReadDeadline(past), "flush"))
+}
+
+// SetDeadline sets the read and write deadlines (see [Conn.SetReadDeadline]
+// and [Conn.SetWriteDeadline]).
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
 // SetReadDeadline sets the deadline for receives, including a receive that

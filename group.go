@@ -1,9 +1,11 @@
 package connector
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"strconv"
+	"syscall"
 )
 
 // A Group is a connector multicast group number, 1 to 32. Kernel agents send on
@@ -36,7 +38,7 @@ func (g Group) Mask() uint32 {
 // Kernel reports whether g is one of the groups reserved for kernel agents by
 // include/uapi/linux/connector.h (1 to CN_NETLINK_USERS-1 = 10). On these groups
 // a Conn drops messages from userspace senders unless
-// Config.Senders is SendersAny.
+// [Config.Senders] is SendersAny.
 func (g Group) Kernel() bool { return g >= 1 && uint32(g) < NetlinkUsers }
 
 // String returns the group number in decimal.
@@ -81,4 +83,46 @@ func groupFromMask(mask uint32) Group {
 		return 0
 	}
 	return Group(bits.TrailingZeros32(mask) + 1)
+}
+
+// JoinGroup joins multicast group g (setsockopt NETLINK_ADD_MEMBERSHIP with
+// the group number). Without CAP_NET_ADMIN only odd-numbered groups can be
+// joined, and only on Linux 6.6 and later; the error then matches
+// os.ErrPermission.
+func (c *Conn) JoinGroup(g Group) error {
+	if err := c.checkOpen("join group"); err != nil {
+		return err
+	}
+	if err := g.check(); err != nil {
+		return opErr("join group", err)
+	}
+	err := c.t.Join(uint32(g))
+	if errors.Is(err, syscall.EPERM) {
+		return &OpError{Op: "join group", Err: fmt.Errorf("joining group %d needs CAP_NET_ADMIN (without it, Linux 6.6 and later allow odd-numbered groups only, and older kernels none): %w", uint32(g), err)}
+	}
+	return opErr("join group", c.mapErr(err, "join group"))
+}
+
+// LeaveGroup leaves multicast group g.
+func (c *Conn) LeaveGroup(g Group) error {
+	if err := c.checkOpen("leave group"); err != nil {
+		return err
+	}
+	if err := g.check(); err != nil {
+		return opErr("leave group", err)
+	}
+	return opErr("leave group", c.mapErr(c.t.Leave(uint32(g)), "leave group"))
+}
+
+// Groups returns the groups the socket is a member of
+// (NETLINK_LIST_MEMBERSHIPS).
+func (c *Conn) Groups() ([]Group, error) {
+	if err := c.checkOpen("list groups"); err != nil {
+		return nil, err
+	}
+	m, err := c.t.Memberships()
+	if err != nil {
+		return nil, opErr("list groups", c.mapErr(err, "list groups"))
+	}
+	return GroupsFromMask(m), nil
 }

@@ -15,26 +15,20 @@ const (
 	// include/uapi/linux/connector.h: the largest cn_msg payload this package
 	// encodes or accepts. The kernel's input path is stricter: it drops a
 	// message whose header plus payload exceeds 16384 bytes, so the largest
-	// payload that Conn.Send delivers to a kernel agent is MaxKernelPayload.
+	// payload that [Conn.Send] delivers to a kernel agent is MaxKernelPayload.
 	MaxMessageSize = 16384
 
 	// MaxKernelPayload is the largest payload a message sent to the kernel
 	// (port 0) may carry: CONNECTOR_MAX_MSG_SIZE minus the cn_msg header.
 	// drivers/connector/connector.c silently drops anything larger.
 	MaxKernelPayload = MaxMessageSize - HeaderLen
-
-	// nlmsgHeaderLen is sizeof(struct nlmsghdr).
-	nlmsgHeaderLen = 16
-	// nlmsgDone is NLMSG_DONE: the connector sends every message with this
-	// type and flags 0. It is not the end of a multipart stream.
-	nlmsgDone = 3
 )
 
 // A Message is one connector message: a struct cn_msg header and its payload.
 //
 // Messages returned by a Reader alias the Reader's buffer: Data is valid only
 // until the next call to the Reader (see Reader). Messages returned by
-// Conn.Receive and UnmarshalBinary alias the bytes they were decoded from.
+// [Conn.Receive] and UnmarshalBinary alias the bytes they were decoded from.
 type Message struct {
 	// ID routes the message to a kernel callback, or names what it carries.
 	ID CBID
@@ -123,35 +117,4 @@ func ParseMessages(b []byte) ([]Message, error) {
 		b = b[n:]
 	}
 	return msgs, nil
-}
-
-// isPadding reports whether b is netlink alignment padding: fewer than four
-// zero bytes.
-func isPadding(b []byte) bool {
-	if len(b) >= 4 {
-		return false
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// nlmsgAlign rounds n up to the netlink alignment of 4 bytes (NLMSG_ALIGN).
-func nlmsgAlign(n int) int { return (n + 3) &^ 3 }
-
-// appendNetlink appends a netlink header and m to b: type NLMSG_DONE, flags 0,
-// nlmsg_seq = m.Seq and nlmsg_pid = port, as the kernel and its samples do.
-// nlmsg_len is not padded; the kernel only requires the datagram to hold it.
-// It fails, as AppendBinary does, if the payload exceeds MaxMessageSize; b
-// is then returned with the netlink header appended.
-func appendNetlink(b []byte, m Message, port uint32) ([]byte, error) {
-	b = binary.NativeEndian.AppendUint32(b, uint32(nlmsgHeaderLen+m.Len()))
-	b = binary.NativeEndian.AppendUint16(b, nlmsgDone)
-	b = binary.NativeEndian.AppendUint16(b, 0)
-	b = binary.NativeEndian.AppendUint32(b, m.Seq)
-	b = binary.NativeEndian.AppendUint32(b, port)
-	return m.AppendBinary(b)
 }

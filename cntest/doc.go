@@ -6,8 +6,9 @@
 //	k := cntest.New(nil)
 //	c, err := k.Dial(&connector.Config{Groups: []connector.Group{20}})
 //
-// The Conn that Kernel.Dial returns is a real *connector.Conn; only the
-// socket under it is fake. Several Conns on one Kernel get their own port ids
+// The Conn that [Kernel.Dial] returns is a real *connector.Conn, set up and
+// checked as connector.Dial sets up a socket; only the socket under it is
+// fake. Several Conns on one Kernel get their own port ids
 // and can message each other by port and by group with the kernel's
 // semantics, and Handle installs fake kernel agents that answer what the code
 // under test sends to the kernel.
@@ -61,8 +62,10 @@
 // empty, NETLINK_NO_ENOBUFS, and userspace unicast that waits instead;
 // truncation of datagrams larger than the Conn's MessageBufferSize; read
 // deadlines and Close while a receive waits; and the initial network
-// namespace (Options.NotInitialNetNS). It does not model BPF socket filters
-// or SyscallConn (both fail with connector.ErrNotSupported), credentials,
+// namespace (Options.NotInitialNetNS); and the kernel's buffer size
+// arithmetic (Options.RmemMax, Options.WmemMax). It does not model BPF
+// socket filters or SyscallConn (both fail with connector.ErrNotSupported),
+// credentials,
 // or kernel agents other than those a test registers. The package's own
 // integration tests run the same scenarios on real sockets and on the fake
 // and compare the results.

@@ -190,11 +190,11 @@ func New(opts *Options) *Kernel {
 func (o *Options) check() error {
 	switch {
 	case o.QueueLen < 0 || o.QueueLen > maxQueueLen:
-		return fmt.Errorf("cntest: %w: Options.QueueLen is %d; it must be 1 to %d datagrams, or 0 for DefaultQueueLen", connector.ErrInvalidConfig, o.QueueLen, maxQueueLen)
+		return fmt.Errorf("cntest: dial: %w: Options.QueueLen is %d; it must be 1 to %d datagrams, or 0 for DefaultQueueLen", connector.ErrInvalidConfig, o.QueueLen, maxQueueLen)
 	case o.RmemMax < 0 || int64(o.RmemMax) > connector.MaxBufferSize:
-		return fmt.Errorf("cntest: %w: Options.RmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.RmemMax, int64(connector.MaxBufferSize))
+		return fmt.Errorf("cntest: dial: %w: Options.RmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.RmemMax, int64(connector.MaxBufferSize))
 	case o.WmemMax < 0 || int64(o.WmemMax) > connector.MaxBufferSize:
-		return fmt.Errorf("cntest: %w: Options.WmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.WmemMax, int64(connector.MaxBufferSize))
+		return fmt.Errorf("cntest: dial: %w: Options.WmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.WmemMax, int64(connector.MaxBufferSize))
 	}
 	return nil
 }
@@ -216,42 +216,41 @@ func (k *Kernel) DialUnprivileged(cfg *connector.Config) (*connector.Conn, error
 
 func (k *Kernel) dial(cfg *connector.Config, priv bool) (*connector.Conn, error) {
 	if k.optErr != nil {
-		return nil, &connector.OpError{Op: "dial", Err: k.optErr}
+		return nil, k.optErr
 	}
-	if cfg == nil {
-		cfg = &connector.Config{}
-	}
-	if cfg.NetNS > 0 { // a negative value is refused by the Conn as out of range
-		return nil, &connector.OpError{Op: "dial", Err: fmt.Errorf("%w: cntest cannot open sockets in another network namespace (Config.NetNS); use cntest.Options.NotInitialNetNS", connector.ErrNotSupported)}
-	}
-	mask, err := connector.GroupMask(cfg.Groups...)
-	if err != nil {
-		return nil, &connector.OpError{Op: "dial", Err: err}
-	}
-	if !priv {
-		for _, g := range cfg.Groups {
-			if err := joinAllowed(g, false); err != nil {
-				return nil, &connector.OpError{Op: "dial", Err: err}
-			}
+	netns := cfg != nil && cfg.NetNS > 0
+	// The Conn checks cfg, then calls open with the groups' bind mask,
+	// as connector.Dial opens a socket: both map the errors alike.
+	open := func(mask uint32) (transport.Transport, error) {
+		if netns {
+			return nil, transport.ErrUnsupported
 		}
+		if !joinAllowed(mask, priv) {
+			return nil, os.NewSyscallError("bind", syscall.EPERM)
+		}
+		return k.newSocket(mask, priv), nil
 	}
-	s := k.newSocket(mask, priv)
-	c, err := transport.NewConn(s, cfg)
+	c, err := transport.NewConn(open, cfg)
 	if err != nil {
-		_ = s.Close()
 		return nil, err
 	}
 	return c.(*connector.Conn), nil
 }
 
-// joinAllowed applies cn_bind (drivers/connector/connector.c, Linux 6.6):
-// without CAP_NET_ADMIN only groups whose number has bit 0 set may be joined.
-// The kernel means to allow only group 1 but tests the number as a mask.
-func joinAllowed(g connector.Group, priv bool) error {
-	if priv || g%2 == 1 {
-		return nil
+// joinAllowed applies cn_bind (drivers/connector/connector.c, Linux 6.6) to
+// a bitmask of groups: without CAP_NET_ADMIN only groups whose number has
+// bit 0 set may be joined. The kernel means to allow only group 1 but tests
+// the number as a mask.
+func joinAllowed(mask uint32, priv bool) bool {
+	if priv {
+		return true
 	}
-	return fmt.Errorf("joining group %d needs CAP_NET_ADMIN (without it the kernel allows only odd-numbered groups): %w", uint32(g), syscall.EPERM)
+	for g := connector.Group(1); g <= connector.MaxGroup; g++ {
+		if mask&g.Mask() != 0 && g%2 == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (k *Kernel) newSocket(mask uint32, priv bool) *socket {
@@ -271,6 +270,7 @@ func (k *Kernel) newSocket(mask uint32, priv bool) *socket {
 		limit:  k.opts.QueueLen,
 		sndbuf: defaultSndBuf,
 		wake:   make(chan struct{}, 1),
+		room:   make(chan struct{}),
 		done:   make(chan struct{}),
 		dlc:    make(chan struct{}),
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/transport"
+	"golang.org/x/net/bpf"
 )
 
 // A socket is one fake netlink socket: the transport under a Conn. All its
@@ -27,7 +28,11 @@ type socket struct {
 	errPend   bool   // sk_err = ENOBUFS, reported by the next receive
 	drops     uint64 // sk_drops
 	refused   uint64 // userspace unicasts told to wait
-	closed    bool
+	// room is closed and replaced when a receive takes datagrams while
+	// senders wait for room (sendWaiters).
+	room        chan struct{}
+	sendWaiters int
+	closed      bool
 
 	rdeadline time.Time
 	wdeadline time.Time
@@ -130,6 +135,10 @@ func (s *socket) Recv(b *transport.Batch, block bool) (int, error) {
 				s.q.pop()
 				n++
 			}
+			if s.sendWaiters > 0 {
+				close(s.room)
+				s.room = make(chan struct{})
+			}
 			s.rcvWakeLocked()
 			more := s.q.n > 0
 			k.mu.Unlock()
@@ -174,13 +183,56 @@ func (s *socket) Send(p []byte, port, groups uint32) error {
 	return s.k.send(s, p, port, groups)
 }
 
+// sendWaitSlice bounds one SendWait, as SO_SNDTIMEO bounds the real
+// socket's wait for room in a full receiver.
+const sendWaitSlice = 10 * time.Millisecond
+
+// SendWait implements transport.Transport: a unicast refused for a full
+// receiver waits, for at most sendWaitSlice, until that receiver has taken
+// datagrams from its queue, then tries once more.
+func (s *socket) SendWait(p []byte, port, groups uint32) error {
+	err := s.Send(p, port, groups)
+	if err != syscall.EAGAIN {
+		return err
+	}
+	k := s.k
+	k.mu.Lock()
+	dst := k.socks[port]
+	if dst == nil {
+		k.mu.Unlock()
+		return s.Send(p, port, groups)
+	}
+	dst.sendWaiters++
+	room := dst.room
+	k.mu.Unlock()
+	t := time.NewTimer(sendWaitSlice)
+	select {
+	case <-room:
+	case <-t.C:
+	case <-s.done:
+	}
+	t.Stop()
+	k.mu.Lock()
+	dst.sendWaiters--
+	k.mu.Unlock()
+	return s.Send(p, port, groups)
+}
+
+// SetBPF implements transport.Transport: the fake does not model socket
+// filters.
+func (s *socket) SetBPF([]bpf.RawInstruction) error { return transport.ErrUnsupported }
+
+// SyscallConn implements transport.Transport: a fake socket has no file
+// descriptor.
+func (s *socket) SyscallConn() (syscall.RawConn, error) { return nil, transport.ErrUnsupported }
+
 // Join implements transport.Transport (NETLINK_ADD_MEMBERSHIP).
 func (s *socket) Join(group uint32) error {
 	g := connector.Group(group)
 	if !g.Valid() {
 		return syscall.EINVAL
 	}
-	if err := joinAllowed(g, s.priv); err != nil {
+	if !joinAllowed(g.Mask(), s.priv) {
 		return syscall.EPERM
 	}
 	s.k.mu.Lock()

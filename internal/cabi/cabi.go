@@ -10,7 +10,10 @@
 // bytes.
 package cabi
 
-import "unsafe"
+import (
+	"testing"
+	"unsafe"
+)
 
 // A Type is a C type: its size and alignment in bytes on the target.
 type Type struct {
@@ -60,3 +63,30 @@ func Struct(fields ...Field) Layout {
 }
 
 func roundUp(n, a uintptr) uintptr { return (n + a - 1) / a * a }
+
+// A GoField is a Go struct field's name, offset and size
+// (unsafe.Offsetof, unsafe.Sizeof), listed in the order of the C fields it
+// mirrors.
+type GoField struct {
+	Name         string
+	Offset, Size uintptr
+}
+
+// Check reports through t every difference between a Go struct (its size
+// and fields) and the C layout of the fields it mirrors.
+func Check(t testing.TB, name string, goSize uintptr, gf []GoField, cf []Field) {
+	t.Helper()
+	c := Struct(cf...)
+	if goSize != c.Type.Size {
+		t.Errorf("%s: Go size %d, C size %d", name, goSize, c.Type.Size)
+	}
+	if len(gf) != len(cf) {
+		t.Fatalf("%s: %d Go fields against %d C fields", name, len(gf), len(cf))
+	}
+	for i := range gf {
+		if gf[i].Offset != c.Offsets[i] || gf[i].Size != cf[i].Type.Size {
+			t.Errorf("%s.%s: Go offset %d size %d, C (%s) offset %d size %d",
+				name, gf[i].Name, gf[i].Offset, gf[i].Size, cf[i].Name, c.Offsets[i], cf[i].Type.Size)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package connector
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// The netlink framing around connector messages (include/uapi/linux/netlink.h).
+const (
+	// nlmsgHeaderLen is sizeof(struct nlmsghdr).
+	nlmsgHeaderLen = 16
+	// nlmsgDone is NLMSG_DONE: the connector sends every message with this
+	// type and flags 0. It is not the end of a multipart stream.
+	nlmsgDone = 3
+)
+
+// A datagram walks the netlink messages of one datagram and the cn_msg
+// records packed in each netlink message's payload.
+type datagram struct {
+	rest []byte // netlink bytes after the current netlink message
+	cur  []byte // cn_msg bytes left in the current netlink message
+	// fresh is set until the first netlink message has been taken: a
+	// datagram must hold at least one, and alignment padding may only
+	// follow one. The zero datagram is exhausted, not fresh.
+	fresh bool
+}
+
+func (d *datagram) reset(b []byte) { d.rest, d.cur, d.fresh = b, nil, true }
+
+// next decodes the next cn_msg into m and returns true, false when the
+// datagram is exhausted, or an error, after which the rest of the datagram
+// is abandoned. Filling m in place keeps the fast path free of large
+// return values.
+func (d *datagram) next(m *Message) (bool, error) {
+	for {
+		if len(d.cur) > 0 {
+			if len(d.cur) < HeaderLen && isPadding(d.cur) {
+				d.cur = nil
+				continue
+			}
+			n, err := m.decode(d.cur)
+			if err != nil {
+				d.cur, d.rest = nil, nil
+				return false, err
+			}
+			d.cur = d.cur[n:]
+			return true, nil
+		}
+		if len(d.rest) == 0 {
+			if d.fresh {
+				d.fresh = false
+				return false, &MessageError{Reason: "the datagram is empty: it holds no netlink message"}
+			}
+			return false, nil
+		}
+		if len(d.rest) < nlmsgHeaderLen {
+			if !d.fresh && isPadding(d.rest) {
+				d.rest = nil
+				continue
+			}
+			n := len(d.rest)
+			d.rest, d.fresh = nil, false
+			return false, &MessageError{Reason: fmt.Sprintf("%d bytes are too short for the %d-byte netlink header", n, nlmsgHeaderLen)}
+		}
+		d.fresh = false
+		// nlmsg_len is compared as a uint32: converted to int it would be
+		// negative on 32-bit systems for lengths of 2 GiB and more.
+		l32 := binary.NativeEndian.Uint32(d.rest[0:4])
+		switch {
+		case l32 < nlmsgHeaderLen+HeaderLen:
+			d.rest = nil
+			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d leaves no room for the %d-byte cn_msg header", l32, HeaderLen)}
+		case uint64(l32) > uint64(len(d.rest)):
+			n := len(d.rest)
+			d.rest = nil
+			return false, &MessageError{Reason: fmt.Sprintf("netlink length %d is larger than the %d bytes that arrived", l32, n)}
+		}
+		l := int(l32)
+		d.cur = d.rest[nlmsgHeaderLen:l:l]
+		d.rest = d.rest[min(nlmsgAlign(l), len(d.rest)):]
+	}
+}
+
+// isPadding reports whether b is netlink alignment padding: fewer than four
+// zero bytes.
+func isPadding(b []byte) bool {
+	if len(b) >= 4 {
+		return false
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// nlmsgAlign rounds n up to the netlink alignment of 4 bytes (NLMSG_ALIGN).
+func nlmsgAlign(n int) int { return (n + 3) &^ 3 }
+
+// appendNetlink appends a netlink header and m to b: type NLMSG_DONE, flags 0,
+// nlmsg_seq = m.Seq and nlmsg_pid = port, as the kernel and its samples do.
+// nlmsg_len is not padded; the kernel only requires the datagram to hold it.
+// It fails, as AppendBinary does, if the payload exceeds MaxMessageSize; b
+// is then returned with the netlink header appended.
+func appendNetlink(b []byte, m Message, port uint32) ([]byte, error) {
+	b = binary.NativeEndian.AppendUint32(b, uint32(nlmsgHeaderLen+m.Len()))
+	b = binary.NativeEndian.AppendUint16(b, nlmsgDone)
+	b = binary.NativeEndian.AppendUint16(b, 0)
+	b = binary.NativeEndian.AppendUint32(b, m.Seq)
+	b = binary.NativeEndian.AppendUint32(b, port)
+	return m.AppendBinary(b)
+}

@@ -1,0 +1,119 @@
+//go:build linux
+
+package transport
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// mmsghdr is struct mmsghdr from include/linux/socket.h (recvmmsg, Linux
+// 2.6.33): a msghdr and the received length. Like C, Go rounds the struct's
+// size up to its alignment (the pointer size), which gives the kernel's 64
+// bytes on 64-bit and 32 bytes on 32-bit systems. It must not end in a
+// zero-size field: Go pads such a field, which made the struct 36 bytes on
+// 32-bit systems. layout_linux_test.go checks it against the C layout.
+type mmsghdr struct {
+	Hdr unix.Msghdr
+	Len uint32
+}
+
+// Compile-time checks, on every GOARCH that builds the package: struct
+// user_msghdr is seven pointer-sized slots (pointers, size_t, and ints
+// padded to the pointer's alignment) and struct mmsghdr one more. A
+// mismatch makes one of these array lengths negative.
+const ptrSize = unsafe.Sizeof(uintptr(0))
+
+var (
+	_ [unsafe.Sizeof(mmsghdr{}) - 8*ptrSize]byte
+	_ [8*ptrSize - unsafe.Sizeof(mmsghdr{})]byte
+	_ [unsafe.Offsetof(mmsghdr{}.Len) - 7*ptrSize]byte
+	_ [7*ptrSize - unsafe.Offsetof(mmsghdr{}.Len)]byte
+)
+
+// Mmsg is the socket transport's per-batch state: recvmmsg headers, one
+// iovec and one source address per buffer, and the calls prebuilt for
+// syscall.RawConn, so that a receive allocates nothing.
+type Mmsg struct {
+	hdrs  []mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrNetlink
+	// Read is for syscall.RawConn.Read: it returns false (wait) while
+	// nothing is queued. Try is for syscall.RawConn.Control: it sets
+	// EAGAIN instead.
+	Read func(fd uintptr) bool
+	Try  func(fd uintptr)
+	// N and Err are the result of the last call: datagrams received, or
+	// the errno.
+	N   int
+	Err syscall.Errno
+}
+
+// Prepare points the headers at b's buffers, once: it does nothing when
+// they already do.
+func (m *Mmsg) Prepare(b *Batch) {
+	n := len(b.Bufs)
+	if len(m.hdrs) == n && m.Read != nil {
+		m.N, m.Err = 0, 0
+		return
+	}
+	m.hdrs = make([]mmsghdr, n)
+	m.iovs = make([]unix.Iovec, n)
+	m.names = make([]unix.RawSockaddrNetlink, n)
+	for i := range m.hdrs {
+		m.iovs[i].Base = unsafe.SliceData(b.Bufs[i])
+		m.iovs[i].SetLen(len(b.Bufs[i]))
+		h := &m.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&m.names[i]))
+		h.Iov = &m.iovs[i]
+		h.SetIovlen(1)
+	}
+	m.Read = m.recv
+	m.Try = func(fd uintptr) {
+		if !m.recv(fd) {
+			m.Err = unix.EAGAIN
+		}
+	}
+	m.N, m.Err = 0, 0
+}
+
+// recv is one recvmmsg call that never blocks. It returns false when
+// nothing is queued (EAGAIN), so that RawConn.Read waits for the socket.
+func (m *Mmsg) recv(fd uintptr) bool {
+	for i := range m.hdrs {
+		m.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
+		m.hdrs[i].Hdr.Flags = 0
+		m.hdrs[i].Len = 0
+	}
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		switch e {
+		case 0:
+			m.N = int(n)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			m.Err = e
+			return true
+		}
+	}
+}
+
+// Fill copies the sender and length of each received datagram into b.Meta.
+func (m *Mmsg) Fill(b *Batch) {
+	for i := 0; i < m.N; i++ {
+		h := &m.hdrs[i]
+		b.Meta[i] = Meta{
+			N:      int(h.Len),
+			Port:   m.names[i].Pid,
+			Groups: m.names[i].Groups,
+			Trunc:  h.Hdr.Flags&unix.MSG_TRUNC != 0,
+		}
+	}
+}
