@@ -12,15 +12,15 @@
 //		...
 //	}
 //
-// Listen opens its own socket. NewListener subscribes on a connector.Conn the
-// caller opened instead: one from connector.Dial with options of its own, or
-// one on a fake kernel in unit tests, where package proctest plays the
-// kernel's process events agent without privileges.
+// [Listen] opens its own socket. [NewListener] subscribes on a
+// connector.Conn the caller opened instead: one from connector.Dial with
+// options of its own, or one on a fake kernel in unit tests, where package
+// proctest plays the kernel's process events agent without privileges.
 //
-// Listener.Next fills a caller-owned Event and allocates nothing; the
-// Listener.Events iterator yields the same with context cancellation. Decode
-// turns a single connector.Message into an Event, for programs that read
-// the socket themselves.
+// [Listener.Next] fills a caller-owned Event and allocates nothing; the
+// [Listener.Events] iterator yields the same with context cancellation.
+// [Decode] turns a single connector.Message into an Event, for programs that
+// read the socket themselves.
 //
 // # Privileges
 //
@@ -36,8 +36,9 @@
 // Listen fails with an error matching connector.ErrNotInitialNetNS. Open the
 // socket in the host's namespace with Config.NetNS, or run there. The kernel
 // also ignores, without replying, subscriptions from processes outside the
-// initial user or PID namespace; Listen detects that and fails with
-// ErrNamespace. A kernel built without CONFIG_PROC_EVENTS gives
+// initial user or PID namespace; Listen detects that before it subscribes,
+// on evidence from the kernel that a mount namespace cannot fake, and fails
+// with ErrNamespace at once (see ErrNamespace for what it can tell when). A kernel built without CONFIG_PROC_EVENTS gives
 // ErrNoProcEvents. Every id in an event (pids, uids, gids) is an
 // initial-namespace value.
 //
@@ -65,11 +66,21 @@
 // Config.Kinds selects event kinds, KindNonzeroExit selecting failed exits
 // only. On Linux 6.6 and later the kernel filters (struct proc_input), so
 // unwanted events never cross into user space. Older kernels ignore the
-// filter request without a reply; Listen detects that (it waits up to
-// Config.AckTimeout once), subscribes the classic way and filters in user
-// space. Listener.Mode says which happened. Events are always filtered in
-// user space as well, because the kernel sends everything until it has
-// processed the filter.
+// filter request without a reply; the Listener detects that (it waits up
+// to Config.AckTimeout once), subscribes the classic way and filters in
+// user space. [Listener.Mode] says which happened. Events are always
+// filtered in user space as well, because the kernel sends everything until
+// it has processed the filter.
+//
+// # Other processes' acknowledgements
+//
+// The kernel acknowledges every subscription request, from any process,
+// to every group-1 socket without a narrowing filter, and any local user may
+// send requests: a flood of them could crowd a Listener's buffer and cost it
+// real events. No Listener receives them: on Linux 6.6 and later even an
+// unfiltered Listener (ModeAll) sets the kernel's filter to every event kind,
+// which acknowledgements do not pass, and on older kernels it attaches a
+// classic BPF socket filter that drops them.
 //
 // # Loss
 //
@@ -80,26 +91,28 @@
 //
 //   - When the kernel reports an overrun (ENOBUFS), Next delivers a KindLost
 //     event with Lost 0 and CPU CPUUnknown: some events were lost.
-//   - An unfiltered Listener (ModeAll, and ModeUserFilter on old kernels)
-//     also follows each CPU's sequence numbers, which count every message
-//     the kernel sends, and turns each gap into a KindLost event with the
-//     CPU and the exact count. The count arrives with the next event from
-//     that CPU. Counting on a CPU starts with the first message received
-//     from it, so events lost before that are reported by the overrun only.
-//   - With the kernel filter (ModeKernelFilter) the gaps also hold the
-//     events filtered out, so lost events cannot be counted there; only the
-//     overrun is reported. Listener.Drops returns the kernel's own total of
-//     dropped messages for the socket, in every mode.
+//   - In ModeAll and ModeUserFilter the Listener also follows each CPU's
+//     sequence numbers, and turns each gap into a KindLost event with the
+//     CPU and the count. The numbers are shared by every message the
+//     kernel sends, acknowledgements included, so where a filter keeps
+//     messages out a gap only says when to look: the count comes from the
+//     socket's own drop counter, and the total reported equals what the
+//     kernel dropped for the socket. The count arrives with the next event
+//     from that CPU.
+//   - With the kernel filter (ModeKernelFilter) gaps mostly hold the events
+//     filtered out, so only the overrun is reported; [Listener.Drops]
+//     returns the kernel's total of dropped messages for the socket, in
+//     every mode.
 //
-// After a loss, rebuild state with Snapshot, which lists the live processes
-// from /proc. To lose less, raise Config.ReadBufferSize (or call
-// Listener.SetReadBuffer when an overrun is reported) and read promptly.
+// After a loss, rebuild state with [Snapshot], which lists the live
+// processes from /proc. To lose less, raise Config.ReadBufferSize (or call
+// [Listener.SetReadBuffer] when an overrun is reported) and read promptly.
 //
 // # Concurrency and allocation
 //
-// One goroutine reads a Listener (Next or Events); Close, Stats, Mode, Drops,
-// SetReadBuffer and SetDeadline may be called from any goroutine, and Close
-// unblocks a pending read. The receive path reads many datagrams per system
+// One goroutine reads a Listener (Next or Events); Close, Flush, Stats, Mode,
+// Drops, SetReadBuffer and SetDeadline may be called from any goroutine, and
+// Close and Flush unblock a pending read. The receive path reads many datagrams per system
 // call into reused buffers and decodes in place: Next allocates nothing per
 // event.
 //
@@ -107,8 +120,9 @@
 //
 // Any number of Listeners, in one process or many, receive every event
 // independently. Each socket has its own port id and its own kernel filter,
-// acknowledgements are matched on a random nonce so other processes' ones
-// are skipped, and Close unsubscribes only its own socket. On kernels before
+// acknowledgements are matched on a random nonce (connector.Call) so other
+// processes' ones never pass for the Listener's own, and Close unsubscribes
+// only its own socket. On kernels before
 // 6.6 the kernel keeps one global listener count: Close sends exactly one
 // IGNORE, and only after a successful subscription. (If an acknowledgement
 // is lost to a buffer overrun during Listen, the request is sent again; on

@@ -2,7 +2,7 @@ package proc
 
 import "errors"
 
-// Errors returned by Listen, besides those of package connector (notably
+// Errors returned by Listen and NewListener, besides those of package connector (notably
 // connector.ErrNotInitialNetNS when the socket is not in the initial network
 // namespace, and errors matching os.ErrPermission). Test for them with
 // errors.Is.
@@ -17,6 +17,14 @@ var (
 	// any reply (events may still arrive, but only while another process
 	// on the host subscribes). Run the listener in the host's user and PID
 	// namespaces, for example outside the container.
+	//
+	// The evidence is the namespace files the kernel hands out for a pidfd
+	// of this process (Linux 6.11 and later), or else /proc/self/ns when
+	// they are really on nsfs, compared with the initial namespaces' fixed
+	// inode numbers. Where neither is available (older kernels with a /proc
+	// that is not the kernel's), Listen cannot tell in advance: it then
+	// waits for the acknowledgement and fails with ErrNoAck, saying what it
+	// could not determine.
 	ErrNamespace = errors.New("the kernel ignores process event subscriptions from a non-initial user or PID namespace: run in the host's namespaces")
 
 	// ErrNoAck reports that the kernel did not acknowledge a subscription

@@ -78,13 +78,15 @@ type Event struct {
 	// success, otherwise a positive errno.
 	AckErr uint32
 
-	// Lost is, for KindLost, how many events were lost on CPU: the size of
-	// a gap in that CPU's sequence numbers. It is 0 when the count is not
-	// known: the kernel reported a receive buffer overrun (ENOBUFS), and
-	// CPU is CPUUnknown. On an unfiltered Listener the exact counts then
-	// follow as further KindLost records, one per CPU, when the next event
-	// from that CPU arrives. Seq is then the first lost sequence number and
-	// Timestamp that of the event that revealed the gap.
+	// Lost is, for KindLost, how many events were lost, found at a gap in
+	// CPU's sequence numbers. It is 0 when the count is not known: the
+	// kernel reported a receive buffer overrun (ENOBUFS), and CPU is
+	// CPUUnknown. In ModeAll and ModeUserFilter the counts then follow as
+	// further KindLost records when the next event from an affected CPU
+	// arrives; their sum is the kernel's own drop count for the socket
+	// (see the package documentation on loss). Seq is then the first
+	// sequence number of the gap and Timestamp that of the event that
+	// revealed it.
 	Lost uint32
 
 	// Raw is the whole proc_event payload of an event whose Kind this
