@@ -66,6 +66,7 @@ type Conn struct {
 	own    bool
 	cfg    Config
 	mx     *connector.Mux
+	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
 	served chan struct{}
 	closed atomic.Bool
@@ -105,6 +106,7 @@ func NewConn(c *connector.Conn, cfg *Config) *Conn {
 	w := &Conn{
 		c:      c,
 		mx:     connector.NewMux(),
+		life:   ctx,
 		cancel: cancel,
 		served: make(chan struct{}),
 		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
@@ -182,8 +184,9 @@ func (w *Conn) Mux() *connector.Mux { return w.mx }
 // Conn returns the connector.Conn the requests go through.
 func (w *Conn) Conn() *connector.Conn { return w.c }
 
-// Close stops serving the socket; requests still waiting fail. It closes the
-// connector.Conn if Dial opened it, and leaves it open otherwise.
+// Close stops serving the socket; requests still waiting return at once
+// with an error matching connector.ErrClosed. It closes the connector.Conn
+// if Dial opened it, and leaves it open otherwise.
 func (w *Conn) Close() error {
 	if w.closed.Swap(true) {
 		return &connector.OpError{Op: "close", Err: connector.ErrClosed}
@@ -248,6 +251,10 @@ func (w *Conn) exchange(ctx context.Context, op string, payload []byte, handle f
 		ctx, cancel = context.WithTimeout(ctx, w.cfg.Timeout)
 		defer cancel()
 	}
+	// Close ends the request too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(w.life, cancel)()
 	seq, ack := w.nextSeqAck()
 	req := connector.Message{ID: ID, Seq: seq, Ack: ack, Data: payload}
 	if !w.cfg.NoBundle {
@@ -258,6 +265,9 @@ func (w *Conn) exchange(ctx context.Context, op string, payload []byte, handle f
 		got = true
 		return !handle(req, m)
 	})
+	if err != nil && w.closed.Load() && errors.Is(err, context.Canceled) {
+		return &connector.OpError{Op: "w1 " + op, Err: connector.ErrClosed}
+	}
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
 		what := "no reply at all"
 		if got {

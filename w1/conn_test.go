@@ -386,3 +386,26 @@ func TestPoll(t *testing.T) {
 	expect(w1.Event{Kind: w1.SlaveRemoved, Master: m, Slave: s})
 	expect(w1.Event{Kind: w1.MasterRemoved, Master: m})
 }
+
+// Close ends a request that waits for a reply that never comes, at once,
+// on a Conn that NewConn was given (and so does not close).
+func TestCloseWhileWaiting(t *testing.T) {
+	k, _, w := fake(t, &w1.Config{Timeout: time.Minute})
+	sent := make(chan struct{})
+	k.Handle(w1.ID, func(connector.Message, connector.Sender) []cntest.Reply { close(sent); return nil })
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Masters(context.Background())
+		done <- err
+	}()
+	<-sent
+	w.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, connector.ErrClosed) {
+			t.Errorf("err = %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the waiting request")
+	}
+}

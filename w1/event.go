@@ -19,6 +19,7 @@ import (
 // message types of the notifications (W1_SLAVE_ADD to W1_MASTER_REMOVE).
 type EventKind uint8
 
+// The kinds of events.
 const (
 	SlaveAdded    = EventKind(MsgSlaveAdd)
 	SlaveRemoved  = EventKind(MsgSlaveRemove)

@@ -33,11 +33,11 @@ func (id SlaveID) Kernel() [8]byte {
 	return b
 }
 
-// SlaveIDFromKernel returns the slave id stored in the first 8 bytes of b
-// as the kernel stores it (see SlaveID.Kernel). b must hold 8 bytes.
-func SlaveIDFromKernel(b []byte) SlaveID {
+// SlaveIDFromKernel returns the slave id that b holds as the kernel stores
+// it (see SlaveID.Kernel).
+func SlaveIDFromKernel(b [8]byte) SlaveID {
 	var id SlaveID
-	binary.LittleEndian.PutUint64(id[:], binary.NativeEndian.Uint64(b[:8]))
+	binary.LittleEndian.PutUint64(id[:], binary.NativeEndian.Uint64(b[:]))
 	return id
 }
 

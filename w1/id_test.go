@@ -82,7 +82,7 @@ func TestSlaveIDKernelOrder(t *testing.T) {
 	if v := binary.NativeEndian.Uint64(k[:]); byte(v) != 0x28 || byte(v>>56) != id.CRC() || v>>8&(1<<48-1) != 0x79e36c0 {
 		t.Errorf("Kernel() = % x", k[:])
 	}
-	if back := SlaveIDFromKernel(k[:]); back != id {
+	if back := SlaveIDFromKernel(k); back != id {
 		t.Errorf("SlaveIDFromKernel(Kernel()) = %v, want %v", back, id)
 	}
 }

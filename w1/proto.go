@@ -127,7 +127,7 @@ type Msg struct {
 func (m Msg) Master() MasterID { return MasterID(binary.NativeEndian.Uint32(m.ID[:4])) }
 
 // Slave returns the slave id held in m.ID.
-func (m Msg) Slave() SlaveID { return SlaveIDFromKernel(m.ID[:]) }
+func (m Msg) Slave() SlaveID { return SlaveIDFromKernel(m.ID) }
 
 // SlaveMsgID returns the id union of a slave message: the slave's
 // struct w1_reg_num as the kernel stores it (see SlaveID.Kernel).
@@ -162,7 +162,7 @@ func (c Cmd) Slaves() ([]SlaveID, error) {
 	}
 	ids := make([]SlaveID, 0, len(c.Data)/8)
 	for b := c.Data; len(b) >= 8; b = b[8:] {
-		ids = append(ids, SlaveIDFromKernel(b[:8]))
+		ids = append(ids, SlaveIDFromKernel([8]byte(b)))
 	}
 	return ids, nil
 }

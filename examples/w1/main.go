@@ -128,6 +128,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 	open := func() (*w1.Conn, error) {
 		return dial(&w1.Config{Timeout: *timeout, NoBundle: *noBundle})
 	}
+	// onMaster checks the arguments of a command on a master (the first
+	// argument), opens the connection and runs f.
+	onMaster := func(n int, what string, f func(w *w1.Conn, m w1.MasterID) error) error {
+		if err := want(n, what); err != nil {
+			return err
+		}
+		m, err := parseMaster(rest[0])
+		if err != nil {
+			return usageError{err}
+		}
+		w, err := open()
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		return f(w, m)
+	}
 
 	switch cmd {
 	case "masters":
@@ -146,72 +163,46 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		return out.masters(ms)
 
 	case "slaves", "search", "alarm":
-		if err := want(1, "MASTER"); err != nil {
-			return err
-		}
-		m, err := parseMaster(rest[0])
-		if err != nil {
-			return usageError{err}
-		}
-		w, err := open()
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		op := map[string]func(context.Context, w1.MasterID) ([]w1.SlaveID, error){
-			"slaves": w.Slaves, "search": w.Search, "alarm": w.AlarmSearch,
-		}[cmd]
-		ids, err := op(ctx, m)
-		if err != nil {
-			return err
-		}
-		return out.slaves(m, ids)
+		return onMaster(1, "MASTER", func(w *w1.Conn, m w1.MasterID) error {
+			op := map[string]func(context.Context, w1.MasterID) ([]w1.SlaveID, error){
+				"slaves": w.Slaves, "search": w.Search, "alarm": w.AlarmSearch,
+			}[cmd]
+			ids, err := op(ctx, m)
+			if err != nil {
+				return err
+			}
+			return out.slaves(m, ids)
+		})
 
 	case "reset":
-		if err := want(1, "MASTER"); err != nil {
-			return err
-		}
-		m, err := parseMaster(rest[0])
-		if err != nil {
-			return usageError{err}
-		}
-		w, err := open()
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		present, err := w.Reset(ctx, m)
-		if err != nil {
-			return err
-		}
-		return out.reset(m, present)
+		return onMaster(1, "MASTER", func(w *w1.Conn, m w1.MasterID) error {
+			present, err := w.Reset(ctx, m)
+			if err != nil {
+				return err
+			}
+			return out.reset(m, present)
+		})
 
 	case "add", "remove":
-		if err := want(2, "MASTER SLAVE"); err != nil {
-			return err
+		var id w1.SlaveID
+		if len(rest) == 2 {
+			var err error
+			if id, err = w1.ParseSlaveID(rest[1]); err != nil {
+				return usageError{err}
+			}
 		}
-		m, err := parseMaster(rest[0])
-		if err != nil {
-			return usageError{err}
-		}
-		id, err := w1.ParseSlaveID(rest[1])
-		if err != nil {
-			return usageError{err}
-		}
-		w, err := open()
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		if cmd == "add" {
-			err = w.AddSlave(ctx, m, id)
-		} else {
-			err = w.RemoveSlave(ctx, m, id)
-		}
-		if err != nil {
-			return err
-		}
-		return out.done(cmd, m, id)
+		return onMaster(2, "MASTER SLAVE", func(w *w1.Conn, m w1.MasterID) error {
+			var err error
+			if cmd == "add" {
+				err = w.AddSlave(ctx, m, id)
+			} else {
+				err = w.RemoveSlave(ctx, m, id)
+			}
+			if err != nil {
+				return err
+			}
+			return out.done(cmd, m, id)
+		})
 
 	case "tx":
 		if len(rest) < 2 {

@@ -351,7 +351,7 @@ func (r *run) callback() {
 			if t == w1.MsgMasterCmd {
 				n.m = r.a.master(w1.Msg{ID: [8]byte(msg[4:12])}.Master())
 			} else {
-				id := w1.SlaveIDFromKernel(msg[4:12])
+				id := w1.SlaveIDFromKernel([8]byte(msg[4:12]))
 				for _, m := range r.a.masters {
 					if slices.Contains(m.slaves, id) {
 						n.m, n.slave = m, &id
@@ -652,7 +652,7 @@ func (b *block) master(m *master, cmd []byte) (syscall.Errno, []byte) {
 		if len(cmd) != cmdHeaderLen+8 {
 			return syscall.EINVAL, cmd
 		}
-		id := w1.SlaveIDFromKernel(cmd[cmdHeaderLen:])
+		id := w1.SlaveIDFromKernel([8]byte(cmd[cmdHeaderLen:]))
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		i := slices.Index(m.slaves, id)
