@@ -19,13 +19,16 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
 // The test binary re-executes itself to make child processes that cause
 // each kind of event: the kernel matrix runs it in VMs holding nothing but
-// this binary. helperEnv selects the child's behaviour.
-const helperEnv = "CNPROC_TEST_HELPER"
+// this binary. testutil.HelperEnv selects the child's behaviour (one of
+// helperModes, run by runHelper).
+var helperModes = []string{"exit3", "block", "setid", "setsid", "comm", "abort", "thread",
+	"listener", "flood", "unpriv", "nslisten-fakeproc", "nslisten"}
 
 // Values the helpers use, asserted by the tests.
 const (
@@ -37,10 +40,24 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(helperEnv); mode != "" {
-		os.Exit(runHelper(mode))
+	helpers := map[string]testutil.HelperFunc{}
+	for _, mode := range helperModes {
+		helpers[mode] = func([]string) int { return runHelper(mode) }
 	}
-	os.Exit(m.Run())
+	testutil.Main(m, helpers)
+}
+
+// helperCmd returns the command that runs the test binary as the helper
+// mode, for tests that start it themselves (with namespaces, say).
+func helperCmd(t testing.TB, mode string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), testutil.HelperEnv+"="+mode)
+	return cmd
 }
 
 // runHelper runs in a child process and returns its exit code.
@@ -184,14 +201,14 @@ type child struct {
 // and reaped when the test ends.
 func startHelper(t testing.TB, mode string, attr *syscall.SysProcAttr) *child {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	cmd := helperCmd(t, mode)
 	cmd.SysProcAttr = attr
+	stop := context.AfterFunc(ctx, func() {
+		if cmd.Process != nil {
+			_ = cmd.Process.Kill()
+		}
+	})
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +226,7 @@ func startHelper(t testing.TB, mode string, attr *syscall.SysProcAttr) *child {
 		_ = stdin.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		stop()
 		cancel()
 	})
 	return c

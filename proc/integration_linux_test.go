@@ -781,12 +781,7 @@ func TestIntegrationNamespaces(t *testing.T) {
 		{"pid", &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			exe, err := os.Executable()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(exe, "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"=nslisten")
+			cmd := helperCmd(t, "nslisten")
 			cmd.SysProcAttr = tc.attr
 			out, err := cmd.Output()
 			if err != nil {
@@ -809,12 +804,7 @@ func TestIntegrationNamespaces(t *testing.T) {
 	// once; before 6.11 Listen waits for the acknowledgement and then says
 	// what it could not determine.
 	t.Run("pid with a fake /proc", func(t *testing.T) {
-		exe, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), helperEnv+"=nslisten-fakeproc")
+		cmd := helperCmd(t, "nslisten-fakeproc")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 		out, err := cmd.Output()
 		if err != nil {
@@ -860,7 +850,7 @@ func TestIntegrationSnapshotUnderLoad(t *testing.T) {
 			default:
 			}
 			cmd := exec.Command(exe, "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"=exit3")
+			cmd.Env = append(os.Environ(), testutil.HelperEnv+"=exit3")
 			_ = cmd.Run()
 		}
 	}()

@@ -3,7 +3,6 @@
 package proc
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"strings"
@@ -21,22 +20,22 @@ const (
 	initPIDNSIno  = 0xEFFFFFFC
 )
 
-// checkProcEvents reports ErrNoProcEvents when /proc/net/connector exists
-// but lists no cn_proc callback. Without the file (a network namespace other
-// than the initial one, or no /proc) nothing can be concluded.
-func checkProcEvents() error { return checkConnectorFile("/proc/net/connector") }
+// checkProcEvents reports ErrNoProcEvents when the kernel's list of
+// connector agents (connector.Agents, from /proc/net/connector) has no
+// cn_proc. Without the list (a network namespace other than the initial
+// one, or no /proc) nothing can be concluded.
+func checkProcEvents() error { return procEventsIn(connector.Agents()) }
 
-func checkConnectorFile(path string) error {
-	b, err := os.ReadFile(path)
+func procEventsIn(agents []connector.Agent, err error) error {
 	if err != nil {
 		return nil
 	}
-	for line := range bytes.Lines(b) {
-		if f := bytes.Fields(line); len(f) > 0 && string(f[0]) == "cn_proc" {
+	for _, a := range agents {
+		if a.ID == connector.IDProc {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w (checked %s)", ErrNoProcEvents, path)
+	return fmt.Errorf("%w (%d other agents registered)", ErrNoProcEvents, len(agents))
 }
 
 // ioctls on a pidfd that return a file descriptor of the process's

@@ -21,30 +21,25 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestCheckConnectorFile(t *testing.T) {
-	dir := t.TempDir()
+func TestProcEventsIn(t *testing.T) {
+	w1 := connector.Agent{Name: "w1", ID: connector.IDW1}
+	cnproc := connector.Agent{Name: "cn_proc", ID: connector.IDProc}
 	for _, tc := range []struct {
-		name, content string
-		want          error
+		name   string
+		agents []connector.Agent
+		err    error
+		want   error
 	}{
-		{"registered", "Name            ID\ncn_proc         1:1\n", nil},
-		{"with others", "Name            ID\nw1              3:1\ncn_proc         1:1\n", nil},
-		{"missing", "Name            ID\nw1              3:1\n", ErrNoProcEvents},
-		{"empty", "", ErrNoProcEvents},
+		{"registered", []connector.Agent{cnproc}, nil, nil},
+		{"with others", []connector.Agent{w1, cnproc}, nil, nil},
+		{"missing", []connector.Agent{w1}, nil, ErrNoProcEvents},
+		{"none", nil, nil, ErrNoProcEvents},
+		// Without the list (another network namespace) nothing is concluded.
+		{"no list", nil, fs.ErrNotExist, nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(dir, tc.name)
-			if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := checkConnectorFile(p); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
-				t.Errorf("checkConnectorFile = %v, want %v", err, tc.want)
-			}
-		})
-	}
-	// Without the file (another network namespace) nothing is concluded.
-	if err := checkConnectorFile(filepath.Join(dir, "absent")); err != nil {
-		t.Errorf("absent file: %v", err)
+		if err := procEventsIn(tc.agents, tc.err); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: procEventsIn = %v, want %v", tc.name, err, tc.want)
+		}
 	}
 }
 
