@@ -58,8 +58,8 @@ func (d Destination) accepts(from Sender) bool {
 
 // A Match reports whether reply, received from from, answers req. Each
 // agent has its own convention, so Call and Exchange take the matcher as a
-// parameter; the package provides the common ones (MatchSeqAck,
-// MatchAckPlusOne, MatchSeq), and a protocol package writes its own for
+// parameter; the package provides the common ones (MatchGenealogy,
+// MatchSeqAck, MatchAckPlusOne, MatchSeq), and a protocol package writes its own for
 // anything else, such as a sequence number inside the payload.
 //
 // Call and Exchange check the sender before they ask the Match: a reply to
@@ -70,10 +70,17 @@ func (d Destination) accepts(from Sender) bool {
 type Match func(req, reply Message, from Sender) bool
 
 var (
-	// MatchSeqAck is the connector's own convention
-	// (Documentation/driver-api/connector.rst): the reply has the request's
-	// id and seq, and ack = seq + 1. w1 answers data requests and
-	// LIST_MASTERS this way (drivers/w1/w1_netlink.c).
+	// MatchGenealogy is the convention that
+	// Documentation/driver-api/connector.rst describes: the requester
+	// picks a locally unique seq and a random ack, and the reply repeats
+	// the request's id and seq and carries ack + 1.
+	MatchGenealogy Match = func(req, reply Message, _ Sender) bool {
+		return reply.ID == req.ID && reply.Seq == req.Seq && reply.Ack == req.Ack+1
+	}
+
+	// MatchSeqAck matches a reply with the request's id and seq and
+	// ack = seq + 1: w1 answers LIST_MASTERS and sends the data records of
+	// its commands this way (drivers/w1/w1_netlink.c).
 	MatchSeqAck Match = func(req, reply Message, _ Sender) bool {
 		return reply.ID == req.ID && reply.Seq == req.Seq && reply.Ack == req.Seq+1
 	}

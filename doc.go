@@ -118,7 +118,7 @@
 //
 // Call and Exchange send a request and wait for its reply or replies,
 // matched by a Match, because each agent correlates differently
-// (MatchSeqAck, MatchAckPlusOne, MatchSeq, or your own):
+// (MatchGenealogy, MatchSeqAck, MatchAckPlusOne, MatchSeq, or your own):
 //
 //	func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match) (Message, Sender, error)
 //	func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(Message, Sender) bool) error

@@ -31,8 +31,8 @@ func (r Request) Conn() *Conn { return r.conn }
 // Reply sends m back to the sender of r: to the kernel (Conn.Send) when the
 // kernel sent r, otherwise by unicast to the sender's port (Conn.SendTo),
 // also when r was multicast on a group. Setting m's Seq and Ack is up to the
-// protocol (the connector's convention is m.Seq = r.Msg.Seq, m.Ack =
-// r.Msg.Seq+1; see MatchSeqAck). Replying to a userspace port needs
+// protocol (connector.rst's convention is m.Seq = r.Msg.Seq, m.Ack =
+// r.Msg.Ack+1; see MatchGenealogy). Replying to a userspace port needs
 // CAP_NET_ADMIN.
 func (r Request) Reply(m Message) error {
 	if r.conn == nil {

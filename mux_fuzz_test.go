@@ -45,7 +45,7 @@ func kernelSeeds(f *testing.F) [][]byte {
 var fuzzMatchers = []struct {
 	name  string
 	match connector.Match
-}{{"MatchSeqAck", connector.MatchSeqAck}, {"MatchAckPlusOne", connector.MatchAckPlusOne}, {"MatchSeq", connector.MatchSeq}}
+}{{"MatchGenealogy", connector.MatchGenealogy}, {"MatchSeqAck", connector.MatchSeqAck}, {"MatchAckPlusOne", connector.MatchAckPlusOne}, {"MatchSeq", connector.MatchSeq}}
 
 // FuzzCallMatch feeds an arbitrary datagram, from an arbitrary port, to a
 // Conn on which an Exchange waits for replies to a request with the given
@@ -69,7 +69,7 @@ func FuzzCallMatch(f *testing.F) {
 		// The terminator matches every matcher; Flags tell it apart
 		// from the fuzzer's messages, which may match too.
 		end := connector.Message{ID: req.ID, Seq: req.Seq, Ack: req.Seq + 1, Flags: 0xe1d}
-		if m.name == "MatchAckPlusOne" {
+		if m.name == "MatchAckPlusOne" || m.name == "MatchGenealogy" {
 			end.Ack = req.Ack + 1
 		}
 		k := cntest.New(nil)

@@ -5,9 +5,12 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +19,8 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/examples/internal/extest"
+	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -23,7 +28,19 @@ const (
 	timeout    = 20 * time.Second
 )
 
+// noCapEnv, set with programEnv, runs the program without CAP_NET_ADMIN:
+// the capability is dropped on the main thread, where the program's socket
+// calls run.
+const noCapEnv = "BUS_TEST_NO_NET_ADMIN"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(programEnv) != "" && os.Getenv(noCapEnv) != "" {
+		runtime.LockOSThread()
+		if err := testutil.DropCapabilityThread(unix.CAP_NET_ADMIN); err != nil {
+			fmt.Fprintln(os.Stderr, "dropping CAP_NET_ADMIN:", err)
+			os.Exit(3)
+		}
+	}
 	extest.RunIfProgram(programEnv, mainExit)
 	os.Exit(m.Run())
 }
@@ -308,5 +325,56 @@ func TestPrintable(t *testing.T) {
 		if got := printable([]byte(in)); got != want {
 			t.Errorf("printable(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestServeWithoutNetAdmin checks that a server that could not send its
+// replies fails at start, saying why, instead of logging answers that never
+// leave and exiting 0.
+func TestServeWithoutNetAdmin(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	cmd := extest.Command(t, programEnv, "serve", "-c", "1")
+	cmd.Env = append(cmd.Env, noCapEnv+"=1")
+	p := extest.StartCmd(t, cmd)
+	if code := p.Wait(t, timeout); code != 1 {
+		t.Fatalf("serve without CAP_NET_ADMIN exited with %d, want 1; stderr:\n%s", code, p.Stderr)
+	}
+	stderr := p.Stderr.String()
+	if !strings.HasPrefix(stderr, "bus: cannot answer requests: ") || !strings.Contains(stderr, "CAP_NET_ADMIN") || strings.Contains(stderr, "serving on port") {
+		t.Errorf("stderr %q: want the capability error before serving starts", stderr)
+	}
+	if out := p.Stdout.String(); out != "" {
+		t.Errorf("stdout %q, want nothing", out)
+	}
+}
+
+// TestHelpPerCommand checks that each command's -h lists its own flags
+// only, on stderr, and exits 0.
+func TestHelpPerCommand(t *testing.T) {
+	for cmd, flags := range map[string][]string{
+		"sub":   {"-g", "-c", "-id"},
+		"pub":   {"-g", "-id"},
+		"serve": {"-g", "-c", "-id"},
+		"call":  {"-port", "-g", "-timeout", "-id"},
+	} {
+		var stdout, stderr strings.Builder
+		err := run(context.Background(), []string{cmd, "-h"}, &stdout, &stderr)
+		if !errors.Is(err, flag.ErrHelp) || stdout.Len() != 0 {
+			t.Errorf("%s -h: %v, stdout %q; want flag.ErrHelp and nothing on stdout", cmd, err, stdout.String())
+		}
+		help := stderr.String()
+		if !strings.HasPrefix(help, "usage: bus "+cmd) {
+			t.Errorf("%s -h: help %q does not start with its usage line", cmd, help)
+		}
+		for _, f := range []string{"-port", "-timeout", "-c", "-g", "-id"} {
+			listed := strings.Contains(help, "\n  "+f+" ")
+			if want := slices.Contains(flags, f); listed != want {
+				t.Errorf("%s -h lists %s: %v, want %v; help:\n%s", cmd, f, listed, want, help)
+			}
+		}
+	}
+	code, stdout, stderr := extest.Run(t, timeout, programEnv, "-h")
+	if code != 0 || stdout != "" || !strings.HasPrefix(stderr, "usage:") {
+		t.Errorf("bus -h: exit %d, stdout %q, stderr %q; want 0 and the usage on stderr", code, stdout, stderr)
 	}
 }
