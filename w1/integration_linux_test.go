@@ -20,6 +20,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/cnlink/connector/internal/w1stub"
 	"github.com/cnlink/connector/w1"
 	"github.com/cnlink/connector/w1/w1test"
@@ -101,12 +102,6 @@ func (b stubBus) presence(t *testing.T, on bool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.SetPresence(true) })
-}
-
-// nextEvent reads the next w1 notification from c.
-func nextEvent(c *connector.Conn, timeout time.Duration) (w1.Event, error) {
-	e, _, err := w1stub.NextEvent(c, timeout)
-	return e, err
 }
 
 func dialW1(t *testing.T, cfg *w1.Config) *w1.Conn {
@@ -450,13 +445,22 @@ func TestIntegrationSlaves(t *testing.T) {
 	if err := w.RemoveSlave(ctx, b.Master, id); err != nil {
 		t.Fatal(err)
 	}
+	// The notifications, through Watch on the socket that joined group 3
+	// before the slave was added.
 	var seqs []uint32
-	for _, kind := range []w1.EventKind{w1.SlaveAdded, w1.SlaveRemoved} {
-		e, err := nextEvent(ev, 10*time.Second)
-		if err != nil || e.Kind != kind || e.Slave != id {
-			t.Fatalf("notification %+v, %v; want %v %v", e, err, kind, id)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	kinds := []w1.EventKind{w1.SlaveAdded, w1.SlaveRemoved}
+	for e, err := range w1.Watch(wctx, ev) {
+		if err != nil || e.Kind != kinds[len(seqs)] || e.Slave != id || e.Master != 0 {
+			t.Fatalf("notification %+v, %v; want %v %v", e, err, kinds[len(seqs)], id)
 		}
-		seqs = append(seqs, e.Seq)
+		if seqs = append(seqs, e.Seq); len(seqs) == len(kinds) {
+			break
+		}
+	}
+	if len(seqs) != len(kinds) {
+		t.Fatalf("Watch ended after %d notifications", len(seqs))
 	}
 	if seqs[1] != seqs[0]+1 {
 		t.Errorf("notification seqs %v are not consecutive (per-master counter)", seqs)
@@ -592,6 +596,7 @@ func TestIntegrationUnprivileged(t *testing.T) {
 		"transaction":   "ok",
 		"join group 3":  "EPERM",
 		"watch":         "os.ErrPermission",
+		"poll":          "master added " + b.Master.String(),
 	}
 	if modern {
 		want["join group 3"] = "ok"
@@ -668,6 +673,15 @@ func helperUnprivileged() int {
 		break
 	}
 	fmt.Println("watch:", watch)
+	// The fallback: the first poll reports the master as added.
+	for e, err := range w.Poll(ctx, time.Second) {
+		if err != nil {
+			fmt.Println("poll:", err)
+		} else {
+			fmt.Println("poll:", e)
+		}
+		break
+	}
 	return 0
 }
 
@@ -678,8 +692,9 @@ func errString(err error) string {
 	return " " + err.Error()
 }
 
-// TestIntegrationZMasterRemove runs last (tests run in source order): it
-// removes the ds2482 and expects MASTER_REMOVE, after which the master is
+// TestIntegrationZMasterRemove runs last but one (tests run in source
+// order): it removes the ds2482 and expects MASTER_REMOVE, routed by the
+// Mux of a w1 Conn whose socket joined group 3, after which the master is
 // gone from the list.
 func TestIntegrationZMasterRemove(t *testing.T) {
 	b := bus(t)
@@ -688,22 +703,64 @@ func TestIntegrationZMasterRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ev.Close()
+	w := w1.NewConn(ev, nil)
+	defer w.Close()
+	events := make(chan w1.Event, 16)
+	w.Mux().Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) {
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		events <- e
+	}))
 	if err := b.Remove(); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		e, err := nextEvent(ev, 10*time.Second)
-		if err != nil {
-			t.Fatalf("waiting for MASTER_REMOVE: %v", err)
-		}
-		if e.Kind == w1.MasterRemoved {
-			if e.Master != b.Master {
-				t.Errorf("MASTER_REMOVE for %v, want %v", e.Master, b.Master)
+	timeout := time.After(10 * time.Second)
+	for removed := false; !removed; {
+		select {
+		case e := <-events:
+			if e.Kind == w1.MasterRemoved {
+				if e.Master != b.Master {
+					t.Errorf("MASTER_REMOVE for %v, want %v", e.Master, b.Master)
+				}
+				removed = true
 			}
-			break
+		case <-timeout:
+			t.Fatal("no MASTER_REMOVE within 10 s")
 		}
 	}
-	if ms, err := dialW1(t, nil).Masters(ctx10(t)); err != nil || len(ms) != 0 {
+	if ms, err := w.Masters(ctx10(t)); err != nil || len(ms) != 0 {
 		t.Errorf("after removal: Masters = %v, %v", ms, err)
 	}
+}
+
+// TestIntegrationZZNoAgent unloads the bus master driver and the w1 core:
+// requests then fail at once with ErrNoAgent instead of waiting for a reply
+// that the kernel would never send. It loads the modules again afterwards.
+func TestIntegrationZZNoAgent(t *testing.T) {
+	bus(t)
+	if !inMatrix() {
+		t.Skip("unloads wire.ko: runs only in the kernel matrix (.ci/matrix -pkgs ./w1)")
+	}
+	for _, m := range []string{"ds2482", "wire"} {
+		if err := testutil.UnloadModule(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		if err := testutil.LoadModule("ds2482", ""); err != nil {
+			t.Error(err)
+		}
+	}()
+	w := dialW1(t, &w1.Config{Timeout: time.Minute})
+	start := time.Now()
+	_, err := w.Masters(context.Background())
+	if !errors.Is(err, connector.ErrNoAgent) {
+		t.Fatalf("without wire.ko: err = %v, want ErrNoAgent", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("ErrNoAgent took %v", d)
+	}
+	t.Logf("without wire.ko: %v", err)
 }
