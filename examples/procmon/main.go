@@ -76,6 +76,7 @@ type options struct {
 	procRoot   string
 	coalesce   time.Duration
 	cpuprofile string
+	tty        bool // show the controlling terminal
 }
 
 type listFlag []string
@@ -101,6 +102,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.coalesce, "coalesce", 0, "when events come often (over 800 wake-ups a second), wait this long after waking for more before reading on: less CPU per event, but short-lived processes are more often gone before their command line is read (0: never wait)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile to this file (for work on procmon itself)")
 	fs.StringVar(&o.passwd, "passwd", "/etc/passwd", "file to map user ids to names")
+	fs.BoolVar(&o.tty, "tty", false, "show each process's controlling terminal (a TTY column; \"tty\" in JSON), as forkstat -x does; it costs a /proc read per exec")
+	fs.BoolVar(&o.tty, "x", false, "same as -tty")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n       procmon compare [flags]   (measure CPU per event against forkstat)\n\nShow process events as they happen.\n\n")
 		fs.PrintDefaults()
@@ -130,12 +133,37 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		if _, err := path.Match(c, ""); err != nil {
 			return nil, usageError{fmt.Errorf("bad -comm pattern %q: %v", c, err)}
 		}
+		if minMatchLen(c) > commLen {
+			fmt.Fprintf(stderr, "procmon: -comm %q: the kernel keeps at most %d bytes of a process name, so this pattern is matched against the base name of each command line's program (argv[0]) too\n", c, commLen)
+		}
 		o.comms = append(o.comms, c)
 	}
 	if o.duration < 0 || o.rcvbuf < 0 || o.coalesce < 0 {
 		return nil, usageError{errors.New("-d, -rcvbuf and -coalesce must not be negative")}
 	}
 	return o, nil
+}
+
+// minMatchLen is the length of the shortest name a path.Match pattern can
+// match: every character but '*' stands for at least one byte.
+func minMatchLen(pat string) int {
+	n := 0
+	for i := 0; i < len(pat); i++ {
+		switch pat[i] {
+		case '*':
+		case '\\':
+			i++
+			n++
+		case '[':
+			for i < len(pat) && pat[i] != ']' {
+				i++
+			}
+			n++
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 func parseKinds(s string) (kindSet, error) {
@@ -198,29 +226,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer l.Close()
 
 	out := newOutput(stdout, o.line)
-	f := &formatter{users: newUsers(o.passwd), json: o.json, cgroups: o.cgroupPath && o.cgroups}
+	f := &formatter{users: newUsers(o.passwd), json: o.json, cgroups: o.cgroupPath && o.cgroups, tty: o.tty}
 	mon := newMonitor(filter{kinds: o.kinds, comms: o.comms}, newProcFS(o.procRoot), f.users, func(r *record) {
 		out.write(f.format(r))
 	})
 	mon.needComm = o.json || len(o.comms) > 0
+	mon.threadComm = o.kinds&kClone != 0
 	mon.fs.noCgroup = !o.cgroups
+	mon.fs.tty = o.tty
 	// Snapshot after subscribing, so no process falls between the two.
 	ps, err := proc.Snapshot()
 	if err != nil {
-		return err
+		// Without it procmon still works, knowing less about the
+		// processes that were running before it.
+		fmt.Fprintf(stderr, "procmon: warning: listing the running processes: %v\n", err)
 	}
-	var roots []int32
-	if o.pids != nil {
-		roots = o.pids
+	if dead := mon.seed(ps, o.pids); len(dead) > 0 {
+		for _, pid := range dead {
+			fmt.Fprintf(stderr, "procmon: warning: -p %d: no such process (a later process with that pid will not be shown)\n", pid)
+		}
+		if mon.treeEnded {
+			return fmt.Errorf("none of the -p processes is running")
+		}
 	}
-	mon.seed(ps, roots)
 
 	if !o.json {
 		out.write([]byte(f.header()))
 		out.flush()
 	}
 	rb, _ := l.ReadBuffer()
-	fmt.Fprintf(stderr, "procmon: listening (%d processes running, receive buffer %d bytes)\n", len(ps), rb)
+	// The kernel reports twice the size applied (it counts its own
+	// bookkeeping too, socket(7)): print the size applied.
+	fmt.Fprintf(stderr, "procmon: listening (%d processes running, receive buffer %d bytes)\n", len(ps), rb/2)
 
 	src := newSource(l, o.coalesce, func() {
 		out.flush()
@@ -229,10 +266,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer src.stopOn(ctx)()
 	var loopErr error
 	var ev proc.Event
+	handle := func(ev *proc.Event) bool {
+		mon.handle(ev)
+		if err := out.error(); err != nil {
+			loopErr = fmt.Errorf("writing output: %w", err)
+			return false
+		}
+		return true
+	}
+	stopped := false
 	for {
 		err := src.next(&ev)
 		if err != nil {
 			if errors.Is(err, errStopped) {
+				stopped = true
 				break
 			}
 			if errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) {
@@ -242,11 +289,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			loopErr = err
 			break
 		}
-		mon.handle(&ev)
-		if err := out.error(); err != nil {
-			loopErr = fmt.Errorf("writing output: %w", err)
+		if !handle(&ev) {
 			break
 		}
+		if mon.treeEnded {
+			fmt.Fprintln(stderr, "procmon: every watched process has ended")
+			break
+		}
+	}
+	var after uint64
+	if stopped && loopErr == nil {
+		// Read what the kernel queued before the stop: those events
+		// happened while procmon ran, and must be shown or counted.
+		after = drain(l, &ev, monoNow(), handle)
 	}
 	out.flush()
 	st := l.Stats()
@@ -258,13 +313,75 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			writeSummaryText(stderr, &mon.stats, st, drops)
 		}
 	}
+	fmt.Fprintln(stderr, closingLine(st, drops, derr, after))
+	return loopErr
+}
+
+// closingLine is the last line on stderr: events received and lost. It
+// never says "0 lost" while a loss of unknown size happened.
+func closingLine(st proc.Stats, drops uint64, derr error, after uint64) string {
 	dropText := strconv.FormatUint(drops, 10)
 	if derr != nil {
 		dropText = "unknown"
 	}
-	fmt.Fprintf(stderr, "procmon: %d events received, %d lost (%d in sequence gaps, %d buffer overruns); kernel socket drops %s\n",
-		st.Events, st.Lost, st.Lost, st.Overruns, dropText)
-	return loopErr
+	lost := strconv.FormatUint(st.Lost, 10)
+	if st.Overruns > 0 {
+		// Not every overrun loss is revealed by a sequence gap yet;
+		// the kernel's drop counter may know more.
+		n := st.Lost
+		if derr == nil && drops > n {
+			n = drops
+		}
+		lost = "at least " + strconv.FormatUint(n, 10)
+		if n == 0 {
+			lost = "an unknown number of events"
+		}
+	}
+	s := fmt.Sprintf("procmon: %d events received, %s lost (%d in sequence gaps, %d buffer overruns of unknown size); kernel socket drops %s",
+		st.Events, lost, st.Lost, st.Overruns, dropText)
+	if after > 0 {
+		s += fmt.Sprintf("; %d events that came after the stop were not shown", after)
+	}
+	return s
+}
+
+// Draining at exit: read until the queue has been empty for drainIdle, or
+// until drainAfter events stamped after the stop were read (events keep
+// coming; everything queued before the stop has been read by then).
+const (
+	drainIdle  = 50 * time.Millisecond
+	drainAfter = 1000
+)
+
+// drain reads the events still queued in the socket after a stop at
+// CLOCK_MONOTONIC time stop, and handles those that happened before it. It
+// returns how many later events it read and did not show.
+//
+// A read deadline in the past would not do: Go's poller fails such a read
+// before asking the socket. So each read gets a deadline drainIdle ahead,
+// and the drain ends on the first read that waits that long.
+func drain(l *proc.Listener, ev *proc.Event, stop uint64, handle func(*proc.Event) bool) (after uint64) {
+	defer l.SetDeadline(time.Time{})
+	for after < drainAfter {
+		if err := l.SetDeadline(time.Now().Add(drainIdle)); err != nil {
+			return after
+		}
+		err := l.Next(ev)
+		if err != nil {
+			if errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) {
+				continue
+			}
+			return after
+		}
+		if ev.Kind != proc.KindLost && ev.Timestamp > stop {
+			after++
+			continue
+		}
+		if !handle(ev) {
+			return after
+		}
+	}
+	return after
 }
 
 // listenHint adds advice to a Listen error.
@@ -362,7 +479,7 @@ func (s *summary) topExecs(n int) []execer {
 	return all[:min(n, len(all))]
 }
 
-var summaryKinds = []string{"fork", "clone", "exec", "exit", "thread-exit", "coredump", "comm", "uid", "gid", "sid", "ptrace"}
+var summaryKinds = []string{"fork", "clone", "exec", "exit", "thread-exit", "leader-exit", "coredump", "comm", "uid", "gid", "sid", "ptrace"}
 
 func writeSummaryText(w io.Writer, s *summary, st proc.Stats, drops uint64) {
 	fmt.Fprintf(w, "\nprocmon summary over %v\n", time.Since(s.start).Round(time.Millisecond))
@@ -379,13 +496,13 @@ func writeSummaryText(w io.Writer, s *summary, st proc.Stats, drops uint64) {
 	if f := s.topForkers(10); len(f) > 0 {
 		fmt.Fprintf(w, "  top forkers:\n")
 		for _, e := range f {
-			fmt.Fprintf(w, "  %10d  %s (pid %d)\n", e.forks, e.comm, e.pid)
+			fmt.Fprintf(w, "  %10d  %s (pid %d)\n", e.forks, appendName(nil, e.comm), e.pid)
 		}
 	}
 	if e := s.topExecs(10); len(e) > 0 {
 		fmt.Fprintf(w, "  top execs:\n")
 		for _, x := range e {
-			fmt.Fprintf(w, "  %10d  %s\n", x.execs, x.program)
+			fmt.Fprintf(w, "  %10d  %s\n", x.execs, appendArg(nil, x.program))
 		}
 	}
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -92,8 +93,8 @@ func TestMonitorLifecycle(t *testing.T) {
 
 	h.mon.handle(fork(1000, 100, 200))
 	h.mon.handle(thread(1500, 200, 201))
-	h.mon.handle(execEv(2000, 200))
 	h.mon.handle(exitEv(4000, 201, 200, 0, 0))
+	h.mon.handle(execEv(4500, 200))
 	h.mon.handle(exitEv(5000, 200, 200, 100, 7<<8))
 	got := h.take()
 	if len(got) != 5 {
@@ -113,14 +114,14 @@ func TestMonitorLifecycle(t *testing.T) {
 	if c["kind"] != "clone" || c["thread"] != true || c["pid"] != 201.0 || c["tgid"] != 200.0 {
 		t.Errorf("clone record: %v", c)
 	}
-	e := decode(t, got[2])
+	e := decode(t, got[3])
 	if e["kind"] != "exec" || e["comm"] != "ls" || e["container"] != "docker:0123456789ab" || e["gone"] != nil {
 		t.Errorf("exec record: %v", e)
 	}
 	if args := e["cmdline"].([]any); len(args) != 3 || args[2] != "my file" {
 		t.Errorf("exec record cmdline %v", e["cmdline"])
 	}
-	te := decode(t, got[3])
+	te := decode(t, got[2])
 	if te["kind"] != "exit" || te["thread"] != true || te["lifetime_ns"] != 2500.0 || te["lifetime_from"] != "fork" || te["exit_code"] != 0.0 {
 		t.Errorf("thread exit record: %v", te)
 	}
@@ -158,10 +159,10 @@ func TestMonitorGoneAndSignals(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("got %d lines, want fork, exec, coredump and exit:\n%s", len(got), strings.Join(got, ""))
 	}
-	if !strings.Contains(got[1], "exec ") || !strings.HasSuffix(got[1], "root                                    <gone: exited before /proc could be read>\n") {
+	if !strings.Contains(got[1], "exec ") || !strings.HasSuffix(got[1], "root                                    <exited before its command line could be read>\n") {
 		t.Errorf("exec line does not say the process was gone: %q", got[1])
 	}
-	if !strings.Contains(got[2], "dumping core") {
+	if !strings.Contains(got[2], "core-dump signal") || strings.Contains(got[2], "dumping") {
 		t.Errorf("coredump line: %q", got[2])
 	}
 	f := strings.Fields(got[3])
@@ -296,5 +297,301 @@ func TestPruneAfterLoss(t *testing.T) {
 	}
 	if _, ok := h.mon.threads[201]; ok || len(h.mon.threads) != 1 {
 		t.Errorf("thread 201 of the gone process is still in the table: %v", h.mon.threads)
+	}
+}
+
+// jsonRecords decodes every record.
+func jsonRecords(t *testing.T, lines []string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range lines {
+		out = append(out, decode(t, l))
+	}
+	return out
+}
+
+func exits(recs []map[string]any, pid float64) (process, threads []map[string]any) {
+	for _, r := range recs {
+		if r["kind"] == "exit" && r["pid"] == pid {
+			if r["thread"] == true {
+				threads = append(threads, r)
+			} else {
+				process = append(process, r)
+			}
+		}
+	}
+	return process, threads
+}
+
+// TestThreadGroupLifetime: the main thread exits first (pthread_exit), a
+// thread exits last with status 5: the process ends then, once, with 5.
+func TestThreadGroupLifetime(t *testing.T) {
+	fp := newFakeProc(t)
+	h := newHarness(t, fp, filter{kinds: kAll}, true)
+	h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "bash"}}, []int32{100})
+	h.mon.handle(fork(1000, 100, 200))
+	h.mon.handle(thread(1100, 200, 201))
+	h.mon.handle(thread(1200, 200, 202))
+	h.mon.handle(exitEv(2000, 200, 200, 100, 0))
+	h.mon.handle(exitEv(2500, 202, 200, 0, 0))
+	if !h.mon.f.subtree[200] || h.mon.procs[200] == nil {
+		t.Fatal("the process left the table at its main thread's exit, with a thread alive")
+	}
+	h.mon.handle(exitEv(3000, 201, 200, 0, 5<<8))
+	recs := jsonRecords(t, h.take())
+	proc, threads := exits(recs, 200)
+	if len(proc) != 1 || proc[0]["exit_code"] != 5.0 || proc[0]["lifetime_ns"] != 2000.0 || proc[0]["lifetime_from"] != "fork" || proc[0]["ppid"] != 100.0 {
+		t.Errorf("process exits %v: want one, status 5, lifetime 2000 from fork, ppid 100", proc)
+	}
+	if len(threads) != 0 {
+		t.Errorf("thread exits filed under the pid: %v", threads)
+	}
+	var leader int
+	for _, r := range recs {
+		if r["kind"] == "leader-exit" {
+			leader++
+			if r["pid"] != 200.0 || r["thread"] != false || r["threads_left"] != 2.0 {
+				t.Errorf("leader-exit record %v", r)
+			}
+		}
+	}
+	if leader != 1 {
+		t.Errorf("%d leader-exit records, want 1", leader)
+	}
+	if h.mon.f.subtree[200] || h.mon.procs[200] != nil || len(h.mon.threads) != 0 {
+		t.Error("the ended process is still in the table or the subtree")
+	}
+}
+
+// TestThreadExecKeepsProcess: a thread's execve ends the main thread, and
+// the exec carries on under the pid; the process ends at its real exit.
+func TestThreadExecKeepsProcess(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(200, map[string]string{"cmdline": "sh\x00-c\x00sleep 0.2; exit 5\x00", "comm": "sh\n"})
+	for _, sub := range []map[int32]bool{nil, {100: true}} {
+		h := newHarness(t, fp, filter{kinds: defaultKinds}, true)
+		var roots []int32
+		if sub != nil {
+			roots = []int32{100}
+		}
+		h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "prog"}}, roots)
+		h.mon.handle(fork(1000, 100, 200))
+		h.mon.handle(thread(1100, 200, 201))
+		h.mon.handle(thread(1150, 200, 202))
+		h.mon.handle(exitEv(1180, 202, 200, 0, 0)) // killed by the exec
+		h.mon.handle(exitEv(1200, 200, 200, 100, 0))
+		h.mon.handle(execEv(1300, 200)) // thread 201 took over pid 200
+		h.mon.handle(exitEv(9000, 200, 200, 100, 5<<8))
+		recs := jsonRecords(t, h.take())
+		proc, _ := exits(recs, 200)
+		if len(proc) != 1 || proc[0]["exit_code"] != 5.0 || proc[0]["lifetime_ns"] != 8000.0 || proc[0]["lifetime_from"] != "fork" {
+			t.Errorf("subtree %v: process exits %v: want one, status 5, lifetime 8000 from the fork", sub, proc)
+		}
+		if len(h.mon.threads) != 0 {
+			t.Errorf("threads left after the exec: %v", h.mon.threads)
+		}
+	}
+}
+
+// TestThreadIdentity: a thread's events carry the thread flag and the
+// thread's own name, before and after it renames itself.
+func TestThreadIdentity(t *testing.T) {
+	fp := newFakeProc(t)
+	h := newHarness(t, fp, filter{kinds: kAll}, true)
+	h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "server", RUID: 1000, EUID: 1000}}, nil)
+	h.mon.handle(thread(1000, 100, 101))
+	var name [16]byte
+	copy(name[:], "worker-1")
+	h.mon.handle(&proc.Event{Kind: proc.KindComm, Timestamp: 1100, PID: 101, TGID: 100, Comm: name})
+	h.mon.handle(&proc.Event{Kind: proc.KindUID, Timestamp: 1150, PID: 101, TGID: 100, RUID: 0, EUID: 0})
+	h.mon.handle(&proc.Event{Kind: proc.KindSID, Timestamp: 1160, PID: 101, TGID: 100})
+	h.mon.handle(exitEv(1200, 101, 100, 0, 0))
+	recs := jsonRecords(t, h.take())
+	if len(recs) != 5 {
+		t.Fatalf("%d records, want clone, comm, uid, sid, exit: %v", len(recs), recs)
+	}
+	for _, r := range recs {
+		if r["thread"] != true || r["pid"] != 101.0 || r["tgid"] != 100.0 {
+			t.Errorf("%v record of the thread: thread %v pid %v tgid %v", r["kind"], r["thread"], r["pid"], r["tgid"])
+		}
+	}
+	if c := recs[1]; c["new_comm"] != "worker-1" || c["old_comm"] != "server" || c["comm"] != "worker-1" {
+		t.Errorf("comm record %v", c)
+	}
+	if x := recs[4]; x["comm"] != "worker-1" || x["uid"] != 0.0 {
+		t.Errorf("thread exit record %v: want the thread's own name and uid", x)
+	}
+	if p := h.mon.procs[100]; p.comm != "server" || p.ruid != 1000 {
+		t.Errorf("the thread's rename or setuid changed the process: %+v", p)
+	}
+}
+
+// TestStaleParentRefreshed: an orphan that execs after its parent ended
+// shows its new parent, read from /proc.
+func TestStaleParentRefreshed(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(300, map[string]string{"cmdline": "sleep\x001\x00", "comm": "sleep\n", "status": "Name:\tsleep\nPPid:\t1\nUid:\t0\t0\t0\t0\n"})
+	h := newHarness(t, fp, filter{kinds: kAll}, true)
+	h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "sh"}}, nil)
+	h.mon.handle(fork(1000, 100, 200))
+	h.mon.handle(fork(1100, 200, 300))
+	h.mon.handle(exitEv(1200, 200, 200, 100, 0))
+	h.mon.handle(fork(1300, 100, 200)) // a new process gets the pid
+	h.mon.handle(execEv(1400, 300))
+	recs := jsonRecords(t, h.take())
+	var ex map[string]any
+	for _, r := range recs {
+		if r["kind"] == "exec" {
+			ex = r
+		}
+	}
+	if ex == nil || ex["ppid"] != 1.0 {
+		t.Errorf("exec record %v: want ppid 1 (the parent 200 ended; pid 200 is another process now)", ex)
+	}
+}
+
+// TestNameFallback: a zombie has no command line but has its name.
+func TestNameFallback(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(300, map[string]string{"cmdline": "", "comm": "true\n", "cgroup": "0::/\n"})
+	fp.add(301, map[string]string{"status": "Name:\tfalse\nPPid:\t100\nUid:\t0\t0\t0\t0\n"})
+	for _, jsonOut := range []bool{false, true} {
+		h := newHarness(t, fp, filter{kinds: kExec}, jsonOut)
+		h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "sh"}}, nil)
+		h.mon.handle(fork(1000, 100, 300))
+		h.mon.handle(execEv(1100, 300))
+		h.mon.handle(execEv(1200, 301)) // unknown: status is the last resort
+		got := h.take()
+		if jsonOut {
+			if r := decode(t, got[0]); r["comm"] != "true" || r["gone"] != true {
+				t.Errorf("zombie exec record %v: want comm true, gone", r)
+			}
+			if r := decode(t, got[1]); r["comm"] != "false" {
+				t.Errorf("exec record %v: want comm false from status", r)
+			}
+		} else if !strings.HasSuffix(got[0], " [true] <exited before its command line could be read>\n") {
+			t.Errorf("zombie exec line %q: want its name", got[0])
+		}
+	}
+}
+
+// TestTextEscapes: nothing from another process reaches the terminal raw.
+func TestTextEscapes(t *testing.T) {
+	evil := "\x1b[2J\x1b[31mX\nFAKE"
+	fp := newFakeProc(t)
+	fp.add(300, map[string]string{"cmdline": "prog\x00" + evil + "\x00\u202eabc\x00\xff\x00", "comm": evil + "\n",
+		"cgroup": "0::/docker/\x1b]0;t\x07\n"})
+	h := newHarness(t, fp, filter{kinds: kAll}, false)
+	h.fmt.cgroups = true
+	u := "\x1b[1mroot"
+	h.fmt.users.names[0] = u
+	h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "sh"}}, nil)
+	h.mon.handle(fork(1000, 100, 300))
+	h.mon.handle(execEv(1100, 300))
+	var c [16]byte
+	copy(c[:], evil)
+	h.mon.handle(&proc.Event{Kind: proc.KindComm, Timestamp: 1200, PID: 300, TGID: 300, Comm: c})
+	h.mon.handle(exitEv(1300, 300, 300, 100, 0))
+	got := h.take()
+	if len(got) != 4 {
+		t.Fatalf("%d lines: %q", len(got), got)
+	}
+	for _, l := range got {
+		if strings.Count(l, "\n") != 1 || strings.ContainsAny(l, "\x1b\x07\u202e") || strings.Contains(l, "\xff") {
+			t.Errorf("unescaped line %q", l)
+		}
+	}
+	if !strings.Contains(got[2], strconv.Quote(evil)) {
+		t.Errorf("comm line %q does not show the name quoted", got[2])
+	}
+}
+
+// TestJSONLossless: bytes that are not UTF-8 come with their exact hex.
+func TestJSONLossless(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(300, map[string]string{"cmdline": "prog\x00a\xffb\x00", "comm": "n\xfe\n", "cgroup": "0::/\n"})
+	h := newHarness(t, fp, filter{kinds: kExec}, true)
+	h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "sh"}}, nil)
+	h.mon.handle(fork(1000, 100, 300))
+	h.mon.handle(execEv(1100, 300))
+	var r struct {
+		Cmdline    []string `json:"cmdline"`
+		CmdlineHex []string `json:"cmdline_hex"`
+		Comm       string   `json:"comm"`
+		CommHex    string   `json:"comm_hex"`
+	}
+	if err := json.Unmarshal([]byte(h.take()[0]), &r); err != nil {
+		t.Fatal(err)
+	}
+	back := func(h string) string {
+		b, err := hex.DecodeString(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if len(r.CmdlineHex) != 2 || back(r.CmdlineHex[0]) != "prog" || back(r.CmdlineHex[1]) != "a\xffb" || r.Cmdline[1] != "a\ufffdb" {
+		t.Errorf("cmdline %q hex %q", r.Cmdline, r.CmdlineHex)
+	}
+	if back(r.CommHex) != "n\xfe" {
+		t.Errorf("comm %q hex %q", r.Comm, r.CommHex)
+	}
+}
+
+// TestOverrunRecordTime: an overrun record has a timestamp on the events'
+// clock, converted like any other.
+func TestOverrunRecordTime(t *testing.T) {
+	fp := newFakeProc(t)
+	h := newHarness(t, fp, filter{kinds: kAll}, true)
+	before := monoNow()
+	h.mon.handle(&proc.Event{Kind: proc.KindLost, CPU: proc.CPUUnknown})
+	r := decode(t, h.take()[0])
+	ts := uint64(r["ts_ns"].(float64))
+	if ts < before || ts > monoNow() {
+		t.Errorf("overrun ts_ns %d not between %d and now", ts, before)
+	}
+	wall, err := time.Parse(time.RFC3339Nano, r["time"].(string))
+	if err != nil || time.Since(wall).Abs() > 5*time.Second {
+		t.Errorf("overrun time %v (%v)", r["time"], err)
+	}
+}
+
+func TestTTYNames(t *testing.T) {
+	for _, c := range []struct {
+		nr   uint32
+		want string
+	}{
+		{0, "?"}, {136<<8 | 3, "pts/3"}, {137<<8 | 4, "pts/260"}, {136<<8 | 1<<20, "pts/256"},
+		{4<<8 | 1, "tty1"}, {4<<8 | 64, "ttyS0"}, {5<<8 | 1, "console"}, {7<<8 | 2, "7:2"},
+	} {
+		if got := ttyName(c.nr); got != c.want {
+			t.Errorf("ttyName(%#x) = %q, want %q", c.nr, got, c.want)
+		}
+	}
+	if n, ok := parseStatTTY([]byte("42 (a) b) c) S 1 42 42 34817 42 4194560 0")); !ok || n != 34817 {
+		t.Errorf("parseStatTTY: %d %v", n, ok)
+	}
+	if _, ok := parseStatTTY([]byte("42 (x")); ok {
+		t.Error("parseStatTTY accepted a cut line")
+	}
+}
+
+func TestMinMatchLen(t *testing.T) {
+	for pat, want := range map[string]int{"abc": 3, "a*": 1, "victoria-metrics*": 16, "[ab]c?": 3, `a\*`: 2, "*": 0} {
+		if got := minMatchLen(pat); got != want {
+			t.Errorf("minMatchLen(%q) = %d, want %d", pat, got, want)
+		}
+	}
+}
+
+func TestClosingLine(t *testing.T) {
+	if l := closingLine(proc.Stats{Events: 10, Overruns: 1}, 0, nil, 0); strings.Contains(l, " 0 lost") || !strings.Contains(l, "an unknown number of events lost") {
+		t.Errorf("overrun with no count: %q", l)
+	}
+	if l := closingLine(proc.Stats{Events: 10, Overruns: 1, Lost: 2}, 7, nil, 0); !strings.Contains(l, "at least 7 lost") {
+		t.Errorf("drops above gaps: %q", l)
+	}
+	if l := closingLine(proc.Stats{Events: 10}, 0, nil, 3); !strings.Contains(l, " 0 lost") || !strings.Contains(l, "3 events that came after the stop") {
+		t.Errorf("clean: %q", l)
 	}
 }

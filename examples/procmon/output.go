@@ -12,44 +12,48 @@ import (
 )
 
 // A record is one line of output: an event with what procmon knows about
-// its process.
+// its task and process.
 type record struct {
 	ev   *proc.Event
 	kind string
 	k    kindSet // the -e kind that selects it (0: not selectable)
 
 	pid, tgid, ppid int32
-	thread          bool
-	p               *procInfo // may be nil
+	thread          bool      // about a thread other than the main thread
+	p               *procInfo // the process; may be nil
 	parent          *procInfo // fork: the parent, when known
-	comm            string    // the new name of a comm event
-	oldComm         string
 
-	hasExit      bool
+	// The task's own name and user ids (a thread's, for a thread).
+	comm       string
+	ruid, euid uint32
+	uidKnown   bool
+
+	newComm, oldComm string // comm events
+
 	lifetime     int64 // ns, -1 when unknown
 	lifetimeFrom string
+	threadsLeft  int  // leader-exit: threads still alive
+	groupEnd     bool // exit: the end of the whole thread group
 }
 
-// eventTime is the wall-clock time of an event; records without a kernel
-// timestamp (buffer overruns) get the current time.
-func (f *formatter) eventTime(ev *proc.Event) time.Time {
-	if ev.Timestamp == 0 {
-		return time.Now()
-	}
-	return f.clock.time(ev.Timestamp)
-}
+// eventTime is the wall-clock time of an event, from the library's
+// CLOCK_MONOTONIC conversion.
+func eventTime(ev *proc.Event) time.Time { return proc.MonotonicTime(ev.Timestamp) }
 
 // formatter appends records to a buffer.
 type formatter struct {
 	users   *users
 	json    bool
 	cgroups bool // text: show the cgroup path
+	tty     bool // show the controlling terminal
 	buf     []byte
-	clock   wallClock
 }
 
 // header returns the column header of the text output.
 func (f *formatter) header() string {
+	if f.tty {
+		return "TIME            EVENT        PID    PPID USER     TTY     INFO                  DURATION COMMAND\n"
+	}
 	return "TIME            EVENT        PID    PPID USER     INFO                  DURATION COMMAND\n"
 }
 
@@ -92,7 +96,7 @@ func signalName(s unix.Signal) string {
 func (f *formatter) appendText(b []byte, r *record) []byte {
 	ev := r.ev
 	start := len(b)
-	b = f.eventTime(ev).AppendFormat(b, "15:04:05.000000")
+	b = eventTime(ev).AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ')
 	col := func(b []byte, from, width int) []byte {
 		for len(b)-from < width {
@@ -140,48 +144,67 @@ func (f *formatter) appendText(b []byte, r *record) []byte {
 	// USER
 	from := len(b)
 	switch {
-	case r.p != nil && r.p.uidKnown:
-		if n := f.users.name(r.p.ruid); n != "" {
-			b = append(b, n...)
+	case r.uidKnown:
+		if n := f.users.name(r.ruid); n != "" {
+			b = appendName(b, n)
 		} else {
-			b = strconv.AppendUint(b, uint64(r.p.ruid), 10)
+			b = strconv.AppendUint(b, uint64(r.ruid), 10)
 		}
 	default:
 		b = append(b, '-')
 	}
 	b = col(b, from, 8)
+	if f.tty {
+		from = len(b)
+		if r.p != nil && r.p.ttyKnown {
+			b = append(b, ttyName(r.p.tty)...)
+		} else {
+			b = append(b, '-')
+		}
+		b = col(b, from, 7)
+	}
 	// INFO
 	from = len(b)
-	switch ev.Kind {
-	case proc.KindFork:
-		if r.thread {
-			b = append(b, "thread of "...)
-			b = strconv.AppendInt(b, int64(r.tgid), 10)
-		}
-	case proc.KindExit:
+	switch r.kind {
+	case "clone":
+		b = append(b, "thread of "...)
+		b = strconv.AppendInt(b, int64(r.tgid), 10)
+	case "exit":
 		b = appendStatus(b, ev.ExitCode)
 		if r.thread {
 			b = append(b, " thread of "...)
 			b = strconv.AppendInt(b, int64(r.tgid), 10)
 		}
-	case proc.KindCoredump:
-		b = append(b, "dumping core"...)
-	case proc.KindComm:
+	case "leader-exit":
+		b = appendStatus(b, ev.ExitCode)
+		b = append(b, ", "...)
+		b = strconv.AppendInt(b, int64(r.threadsLeft), 10)
+		b = append(b, " threads live on"...)
+	case "coredump":
+		// The kernel sends this when a signal of the core-dump class
+		// is acted on, whether or not a core is then written (ulimit
+		// -c 0): the exit record says whether one was.
+		b = append(b, "core-dump signal"...)
+	case "comm":
 		b = append(b, "was "...)
-		b = append(b, r.oldComm...)
-	case proc.KindUID:
+		if r.oldComm != "" {
+			b = appendName(b, r.oldComm)
+		} else {
+			b = append(b, '?')
+		}
+	case "uid":
 		b = append(b, "uid "...)
 		b = strconv.AppendUint(b, uint64(ev.RUID), 10)
 		b = append(b, " euid "...)
 		b = strconv.AppendUint(b, uint64(ev.EUID), 10)
-	case proc.KindGID:
+	case "gid":
 		b = append(b, "gid "...)
 		b = strconv.AppendUint(b, uint64(ev.RGID), 10)
 		b = append(b, " egid "...)
 		b = strconv.AppendUint(b, uint64(ev.EGID), 10)
-	case proc.KindSID:
+	case "sid":
 		b = append(b, "new session"...)
-	case proc.KindPtrace:
+	case "ptrace":
 		if ev.TracerTGID == 0 {
 			b = append(b, "tracer detached"...)
 		} else {
@@ -189,9 +212,9 @@ func (f *formatter) appendText(b []byte, r *record) []byte {
 			b = strconv.AppendInt(b, int64(ev.TracerTGID), 10)
 		}
 	}
-	if ev.Kind != proc.KindExit && r.thread && ev.Kind != proc.KindFork {
-		b = append(b, " (thread "...)
-		b = strconv.AppendInt(b, int64(r.pid), 10)
+	if r.thread && r.kind != "exit" && r.kind != "clone" {
+		b = append(b, " (thread of "...)
+		b = strconv.AppendInt(b, int64(r.tgid), 10)
 		b = append(b, ')')
 	}
 	b = col(b, from, 21)
@@ -207,29 +230,38 @@ func (f *formatter) appendText(b []byte, r *record) []byte {
 }
 
 // appendCommand writes the command line, quoting arguments that hold
-// spaces or control characters, or [comm] when it is not known.
+// spaces, quotes, backslashes, control or other unprintable characters, or
+// [name] when it is not known. A thread's record starts with its own
+// [name]. Every string here comes from another process or from /proc, so
+// none is written raw if it could move the cursor or forge a line.
 func (f *formatter) appendCommand(b []byte, r *record) []byte {
 	p := r.p
-	switch {
-	case r.ev.Kind == proc.KindComm:
-		b = append(b, r.comm...)
-		b = append(b, ' ')
+	if r.kind == "comm" {
+		b = appendName(b, r.newComm)
 		if p != nil && len(p.cmdline) > 0 {
-			b = append(b, '(')
+			b = append(b, " ("...)
 			b = appendArgs(b, p.cmdline)
 			b = append(b, ')')
 		}
+		return f.appendCgroup(b, p)
+	}
+	if r.thread && r.comm != "" {
+		b = append(b, '[')
+		b = appendName(b, r.comm)
+		b = append(b, "] "...)
+	}
+	switch {
 	case p == nil:
 		b = append(b, "<unknown process>"...)
-	case p.gone && p.comm != "":
+	case p.gone && !r.thread && r.comm != "":
 		b = append(b, '[')
-		b = append(b, p.comm...)
-		b = append(b, "] <gone: exited before /proc could be read>"...)
+		b = appendName(b, r.comm)
+		b = append(b, "] <exited before its command line could be read>"...)
 	case p.gone:
-		b = append(b, "<gone: exited before /proc could be read>"...)
-	case len(p.cmdline) == 0 && p.comm != "":
+		b = append(b, "<exited before its command line could be read>"...)
+	case len(p.cmdline) == 0 && !r.thread && r.comm != "":
 		b = append(b, '[')
-		b = append(b, p.comm...)
+		b = appendName(b, r.comm)
 		b = append(b, ']')
 	case len(p.cmdline) == 0:
 		b = append(b, "<unknown command>"...)
@@ -239,14 +271,18 @@ func (f *formatter) appendCommand(b []byte, r *record) []byte {
 			b = append(b, " ..."...)
 		}
 	}
+	return f.appendCgroup(b, p)
+}
+
+func (f *formatter) appendCgroup(b []byte, p *procInfo) []byte {
 	if p != nil && p.container != "" {
 		b = append(b, "  ["...)
-		b = append(b, p.container...)
+		b = appendName(b, p.container)
 		b = append(b, ']')
 	}
 	if f.cgroups && p != nil && p.cgroup != "" {
 		b = append(b, "  cgroup="...)
-		b = append(b, p.cgroup...)
+		b = appendArg(b, p.cgroup)
 	}
 	return b
 }
@@ -256,25 +292,50 @@ func appendArgs(b []byte, args []string) []byte {
 		if i > 0 {
 			b = append(b, ' ')
 		}
-		if needsQuote(a) {
-			b = strconv.AppendQuote(b, a)
-		} else {
-			b = append(b, a...)
-		}
+		b = appendArg(b, a)
 	}
 	return b
 }
 
-func needsQuote(s string) bool {
-	if s == "" {
-		return true
+// appendArg writes a command-line argument, quoted (Go syntax) when it is
+// empty or holds a space or anything appendName would escape.
+func appendArg(b []byte, a string) []byte {
+	if a == "" || needsQuote(a, true) {
+		return strconv.AppendQuote(b, a)
 	}
+	return append(b, a...)
+}
+
+// appendName writes a name (a process or thread name, a user name, a
+// container id) as it is when it is printable, else quoted with Go escapes:
+// "\x1b[2J" instead of a terminal escape sequence.
+func appendName(b []byte, s string) []byte {
+	if needsQuote(s, false) {
+		return strconv.AppendQuote(b, s)
+	}
+	return append(b, s...)
+}
+
+// needsQuote reports whether s must be quoted to be shown safely and
+// unambiguously: it holds invalid UTF-8, a control or other unprintable
+// character (C0, DEL, C1, bidirectional overrides, line separators), a
+// quote or a backslash, or, when space is set, a space.
+func needsQuote(s string, space bool) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c == 0x7f || c == '"' {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < ' ' || c == 0x7f || c == '"' || c == '\\' || space && c == ' ' {
+				return true
+			}
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || !strconv.IsPrint(r) {
 			return true
 		}
+		i += size - 1
 	}
-	return !utf8.ValidString(s)
+	return false
 }
 
 // appendDuration writes d with three significant digits: 812µs, 12.3ms,
@@ -319,7 +380,7 @@ func appendHex(b, data []byte) []byte {
 func (f *formatter) appendJSON(b []byte, r *record) []byte {
 	ev := r.ev
 	b = append(b, `{"time":"`...)
-	b = f.eventTime(ev).AppendFormat(b, time.RFC3339Nano)
+	b = eventTime(ev).AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","ts_ns":`...)
 	b = strconv.AppendUint(b, ev.Timestamp, 10)
 	b = append(b, `,"cpu":`...)
@@ -353,26 +414,42 @@ func (f *formatter) appendJSON(b []byte, r *record) []byte {
 	b = appendIntField(b, "ppid", int64(r.ppid))
 	b = append(b, `,"thread":`...)
 	b = strconv.AppendBool(b, r.thread)
+	if r.uidKnown && ev.Kind != proc.KindUID {
+		b = appendIntField(b, "uid", int64(r.ruid))
+		b = appendIntField(b, "euid", int64(r.euid))
+		if n := f.users.name(r.ruid); n != "" {
+			b = appendStringField(b, "user", n)
+		}
+	}
+	if r.comm != "" {
+		// A comm record's comm is the new name (new_comm too); the
+		// task's name before it is old_comm.
+		b = appendStringField(b, "comm", r.comm)
+	}
 	if p := r.p; p != nil {
-		if p.uidKnown && ev.Kind != proc.KindUID {
-			b = appendIntField(b, "uid", int64(p.ruid))
-			b = appendIntField(b, "euid", int64(p.euid))
-			if n := f.users.name(p.ruid); n != "" {
-				b = appendStringField(b, "user", n)
-			}
-		}
-		if p.comm != "" {
-			b = appendStringField(b, "comm", p.comm)
-		}
 		if len(p.cmdline) > 0 {
 			b = append(b, `,"cmdline":[`...)
+			valid := true
 			for i, a := range p.cmdline {
 				if i > 0 {
 					b = append(b, ',')
 				}
 				b = appendJSONString(b, a)
+				valid = valid && utf8.ValidString(a)
 			}
 			b = append(b, ']')
+			if !valid {
+				b = append(b, `,"cmdline_hex":[`...)
+				for i, a := range p.cmdline {
+					if i > 0 {
+						b = append(b, ',')
+					}
+					b = append(b, '"')
+					b = appendHex(b, []byte(a))
+					b = append(b, '"')
+				}
+				b = append(b, ']')
+			}
 			if p.cmdTrunc {
 				b = append(b, `,"cmdline_truncated":true`...)
 			}
@@ -386,11 +463,14 @@ func (f *formatter) appendJSON(b []byte, r *record) []byte {
 		if p.container != "" {
 			b = appendStringField(b, "container", p.container)
 		}
+		if f.tty && p.ttyKnown {
+			b = appendStringField(b, "tty", ttyName(p.tty))
+		}
 	} else {
 		b = append(b, `,"gone":true`...)
 	}
-	switch ev.Kind {
-	case proc.KindExit:
+	switch r.kind {
+	case "exit", "leader-exit":
 		b = appendIntField(b, "wait_status", int64(ev.ExitCode))
 		ws := unix.WaitStatus(ev.ExitCode)
 		switch {
@@ -405,21 +485,24 @@ func (f *formatter) appendJSON(b []byte, r *record) []byte {
 			b = appendIntField(b, "lifetime_ns", r.lifetime)
 			b = appendStringField(b, "lifetime_from", r.lifetimeFrom)
 		}
-	case proc.KindComm:
-		b = appendStringField(b, "new_comm", r.comm)
+		if r.kind == "leader-exit" {
+			b = appendIntField(b, "threads_left", int64(r.threadsLeft))
+		}
+	case "comm":
+		b = appendStringField(b, "new_comm", r.newComm)
 		if r.oldComm != "" {
 			b = appendStringField(b, "old_comm", r.oldComm)
 		}
-	case proc.KindUID:
+	case "uid":
 		b = appendIntField(b, "uid", int64(ev.RUID))
 		b = appendIntField(b, "euid", int64(ev.EUID))
 		if n := f.users.name(ev.RUID); n != "" {
 			b = appendStringField(b, "user", n)
 		}
-	case proc.KindGID:
+	case "gid":
 		b = appendIntField(b, "rgid", int64(ev.RGID))
 		b = appendIntField(b, "egid", int64(ev.EGID))
-	case proc.KindPtrace:
+	case "ptrace":
 		b = appendIntField(b, "tracer_pid", int64(ev.TracerPID))
 		b = appendIntField(b, "tracer_tgid", int64(ev.TracerTGID))
 	}
@@ -433,15 +516,28 @@ func appendIntField(b []byte, name string, v int64) []byte {
 	return strconv.AppendInt(b, v, 10)
 }
 
+// appendStringField writes "name":"v". A value that is not valid UTF-8
+// (names and paths are bytes to the kernel) cannot be a JSON string as it
+// is: the string then has U+FFFD for each invalid byte, and a second field,
+// name_hex, holds the exact bytes in hexadecimal.
 func appendStringField(b []byte, name, v string) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return appendJSONString(b, v)
+	b = appendJSONString(b, v)
+	if !utf8.ValidString(v) {
+		b = append(b, ',', '"')
+		b = append(b, name...)
+		b = append(b, `_hex":"`...)
+		b = appendHex(b, []byte(v))
+		b = append(b, '"')
+	}
+	return b
 }
 
 // appendJSONString writes s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, as encoding/json does; control characters are escaped.
+// U+FFFD, as encoding/json does (appendStringField adds the exact bytes);
+// control characters are escaped.
 func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')

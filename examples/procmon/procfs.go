@@ -22,6 +22,7 @@ type procFS struct {
 	path     []byte
 	buf      []byte
 	noCgroup bool // -cgroup=false: do not read cgroups at exec
+	tty      bool // -tty: read the controlling terminal at exec
 }
 
 // maxCmdline bounds how much of a command line is read. Longer ones are cut
@@ -44,6 +45,12 @@ func (fs *procFS) read(pid int32, name string) ([]byte, error) {
 	p = strconv.AppendInt(p, int64(pid), 10)
 	p = append(p, '/')
 	p = append(p, name...)
+	return fs.readPath(p, true)
+}
+
+// readPath reads the file at p (without its NUL) into the buffer; see read.
+// With short, a read that returns less than asked for ends the file.
+func (fs *procFS) readPath(p []byte, short bool) ([]byte, error) {
 	p = append(p, 0)
 	fs.path = p
 	fd, _, e := unix.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&p[0])),
@@ -71,6 +78,12 @@ func (fs *procFS) read(pid int32, name string) ([]byte, error) {
 			break
 		}
 		n += m
+		if short {
+			// These files are generated whole by one read of a
+			// larger buffer: a short read is the end, and the read
+			// that would return 0 is saved.
+			break
+		}
 	}
 	return fs.buf[:n], nil
 }
@@ -118,6 +131,20 @@ type procInfo struct {
 	uidKnown   bool
 	cgroup     string
 	container  string
+	// tty is the controlling terminal (tty_nr of /proc/<pid>/stat, 0 for
+	// none), read with -tty.
+	tty      uint32
+	ttyKnown bool
+
+	// parentStart is the start time of the parent when ppid was learned:
+	// a parent in the table with another start time is a later process
+	// with a reused pid, and ppid is then stale.
+	parentStart uint64
+	// nthreads counts the live threads other than the main thread that
+	// procmon knows of; leaderExited is set when the main thread exited
+	// while they lived on.
+	nthreads     int
+	leaderExited bool
 }
 
 // enrich reads comm, uids and parent from status, the command line and the
@@ -136,7 +163,8 @@ func (fs *procFS) enrich(p *procInfo) {
 	fs.enrichRest(p)
 }
 
-// enrichRest reads the command line and the cgroup.
+// enrichRest reads the command line, the cgroup and, with -tty, the
+// terminal.
 func (fs *procFS) enrichRest(p *procInfo) {
 	p.enriched = true
 	b, err := fs.read(p.tgid, "cmdline")
@@ -151,39 +179,154 @@ func (fs *procFS) enrichRest(p *procInfo) {
 	if !fs.noCgroup {
 		fs.readCgroup(p)
 	}
+	if fs.tty {
+		fs.readTTY(p)
+	}
 }
 
 // enrichExec reads what an exec changes: the command line, the cgroup
-// (container managers move a child into its cgroup before it execs) and,
-// when wantComm, the name. It runs for every exec on the machine, so it
-// reads as little as it can: the parent and the uids carry over from the
-// fork and from uid events (the kernel sends one before the exec of a
-// set-user-ID program), which spares the costly status file.
+// (container managers move a child into its cgroup before it execs), the
+// name when wantComm and, with -tty, the terminal. It runs for every exec on
+// the machine, so it reads as little as it can: the parent and the uids
+// carry over from the fork and from uid events (the kernel sends one before
+// the exec of a set-user-ID program), which spares the status file.
+//
+// Each field falls back on its own: a process that is already a zombie has
+// no command line (its memory is gone) but still has its name, and one that
+// is gone from /proc has neither. p.gone says the command line could not be
+// read because the process had exited.
 func (fs *procFS) enrichExec(p *procInfo, wantComm bool) {
 	p.enriched, p.gone, p.cmdline, p.cmdTrunc, p.comm = true, false, nil, false, ""
 	b, err := fs.read(p.tgid, "cmdline")
-	if err != nil || len(b) == 0 {
-		// Gone, or a zombie already: nothing true to show.
+	if err == nil && len(b) > 0 {
+		p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
+	} else {
 		p.gone = true
-		return
 	}
-	p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
-	if wantComm || !p.uidKnown {
+	if wantComm || p.gone || !p.uidKnown {
 		if b, err := fs.read(p.tgid, "comm"); err == nil && len(b) > 0 {
 			p.comm = string(bytes.TrimSuffix(b, []byte{'\n'}))
 		}
 	}
-	if !p.uidKnown {
-		// No parent to inherit from: the status file has the uids.
-		if b, err := fs.read(p.tgid, "status"); err == nil {
+	if !p.uidKnown || p.comm == "" && p.gone {
+		// No parent to inherit from: the status file has the uids (and
+		// the name, as a last resort).
+		if b, err := fs.read(p.tgid, "status"); err == nil && len(b) > 0 {
+			comm := p.comm
 			parseStatus(b, p)
+			if comm != "" {
+				p.comm = comm
+			}
 		}
+	}
+	if p.gone && p.comm == "" {
+		return // nothing left in /proc
 	}
 	if fs.noCgroup {
 		p.cgroup, p.container = "", ""
-		return
+	} else {
+		fs.readCgroup(p)
 	}
-	fs.readCgroup(p)
+	if fs.tty {
+		fs.readTTY(p)
+	}
+}
+
+// parent reads the parent process id of pid from /proc.
+func (fs *procFS) parent(pid int32) (int32, bool) {
+	b, err := fs.read(pid, "status")
+	if err != nil || len(b) == 0 {
+		return 0, false
+	}
+	var p procInfo
+	p.ppid = -1
+	parseStatus(b, &p)
+	return p.ppid, p.ppid >= 0
+}
+
+// threadComm reads the name of thread tid of process tgid.
+func (fs *procFS) threadComm(tgid, tid int32) (string, bool) {
+	p := append(fs.path[:0], fs.root...)
+	p = append(p, '/')
+	p = strconv.AppendInt(p, int64(tgid), 10)
+	p = append(p, "/task/"...)
+	p = strconv.AppendInt(p, int64(tid), 10)
+	p = append(p, "/comm"...)
+	b, err := fs.readPath(p, true)
+	if err != nil || len(b) == 0 {
+		return "", false
+	}
+	return string(bytes.TrimSuffix(b, []byte{'\n'})), true
+}
+
+// tasks lists the thread ids of process tgid.
+func (fs *procFS) tasks(tgid int32) []int32 {
+	d, err := os.Open(fs.root + "/" + strconv.Itoa(int(tgid)) + "/task")
+	if err != nil {
+		return nil
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	var tids []int32
+	for _, n := range names {
+		if tid, err := strconv.ParseInt(n, 10, 32); err == nil && tid > 0 {
+			tids = append(tids, int32(tid))
+		}
+	}
+	return tids
+}
+
+// readTTY sets p's controlling terminal from /proc/<pid>/stat.
+func (fs *procFS) readTTY(p *procInfo) {
+	if b, err := fs.read(p.tgid, "stat"); err == nil {
+		if tty, ok := parseStatTTY(b); ok {
+			p.tty, p.ttyKnown = tty, true
+		}
+	}
+}
+
+// parseStatTTY returns tty_nr, the 7th field of /proc/<pid>/stat
+// (fs/proc/array.c, do_task_stat): "pid (comm) state ppid pgrp session
+// tty_nr ...". The name may hold spaces and parentheses, so the fields are
+// counted from the last ')'.
+func parseStatTTY(b []byte) (uint32, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(b[i+1:])
+	// state ppid pgrp session tty_nr
+	if len(f) < 5 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(f[4]), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// ttyName names a tty_nr as ps(1) does: pts/N, ttyN, ttySN, or
+// major:minor for others; "?" for none. The device number is the kernel's
+// old encoding (include/linux/kdev_t.h, new_encode_dev): minor bits 0-7 and
+// 20-31, major bits 8-19.
+func ttyName(nr uint32) string {
+	if nr == 0 {
+		return "?"
+	}
+	major := (nr >> 8) & 0xfff
+	minor := (nr & 0xff) | ((nr >> 12) & 0xfff00)
+	switch {
+	case major >= 136 && major <= 143: // Unix98 pseudo-terminals
+		return "pts/" + strconv.Itoa(int((major-136)<<8|minor))
+	case major == 4 && minor < 64:
+		return "tty" + strconv.Itoa(int(minor))
+	case major == 4:
+		return "ttyS" + strconv.Itoa(int(minor-64))
+	case major == 5 && minor == 1:
+		return "console"
+	}
+	return strconv.Itoa(int(major)) + ":" + strconv.Itoa(int(minor))
 }
 
 // readCgroup sets p's cgroup path and container from /proc/<pid>/cgroup.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cnlink/connector/proc"
-	"golang.org/x/sys/unix"
 )
 
 // source reads events from a Listener, coalesces wake-ups under load and
@@ -25,11 +24,15 @@ import (
 // 64 per system call). Events wait in the socket's receive buffer, so
 // nothing is lost by waiting as long as the buffer holds a window's worth.
 //
-// Output is flushed (the flush callback) when a drained queue runs empty,
-// and otherwise within flushDelay of being written: when dirty reports
-// buffered output, the source sets a read deadline, and flushes when it
-// expires. So output is never held back for long, and costs one write per
-// burst or per flushDelay rather than one per event.
+// Output is flushed (the flush callback) within flushDelay of being
+// written: when dirty reports buffered output, the source sets a read
+// deadline flushDelay ahead, and flushes when a read waits until it. So
+// output is never held back for long, and costs one write per burst or per
+// flushDelay rather than one per event.
+//
+// Read deadlines only bound waits. A deadline already in the past does not
+// drain the socket: Go's poller fails the read before asking the socket,
+// so queued events stay queued. stop uses one only to interrupt a wait.
 //
 // A source is used by one goroutine; stop may be called from any.
 type source struct {
@@ -43,11 +46,10 @@ type source struct {
 	stopping bool
 	stopped  chan struct{}
 
-	draining bool // a past deadline is set: Next fails when the queue is empty
-	armed    bool // a flush deadline is set
-	woke     bool // the last event ended a wait: maybe coalesce
-	wakes    [busyWakes]time.Time
-	nwake    int
+	armed bool // a flush deadline is set
+	woke  bool // the last event ended a wait: maybe coalesce
+	wakes [busyWakes]time.Time
+	nwake int
 }
 
 // Coalescing starts when busyWakes wake-ups happen within busySpan.
@@ -77,7 +79,8 @@ func (s *source) busy() bool {
 // errStopped is returned by next after stop.
 var errStopped = errors.New("stopped")
 
-// stop makes a pending or later next return errStopped.
+// stop makes a pending or later next return errStopped. The deadline in
+// the past interrupts a wait; it reads nothing (see drain for that).
 func (s *source) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -115,15 +118,12 @@ func (s *source) next(ev *proc.Event) error {
 				s.timer.Stop()
 				return errStopped
 			}
-			// Drain what queued up, then flush.
-			if !s.setDeadline(time.Unix(1, 0)) {
-				return errStopped
-			}
-			s.draining, s.armed = true, false
+			// Read on: the next read fetches what queued up
+			// meanwhile, many events per system call.
 		}
 	}
 	for {
-		if !s.draining && !s.armed && s.dirty() {
+		if !s.armed && s.dirty() {
 			if !s.setDeadline(time.Now().Add(flushDelay)) {
 				return errStopped
 			}
@@ -132,13 +132,13 @@ func (s *source) next(ev *proc.Event) error {
 		err := s.l.Next(ev)
 		switch {
 		case err == nil:
-			s.woke = !s.draining
+			s.woke = true
 			return nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if !s.draining && !s.armed {
+			if !s.armed {
 				return errStopped // only stop sets a deadline then
 			}
-			s.draining, s.armed = false, false
+			s.armed = false
 			s.flush()
 			if !s.setDeadline(time.Time{}) {
 				return errStopped
@@ -153,25 +153,4 @@ func (s *source) next(ev *proc.Event) error {
 		}
 		return err
 	}
-}
-
-// wallClock converts event timestamps (CLOCK_MONOTONIC) to wall-clock time
-// without a system call per event: it reads both clocks together once and
-// again every second, and adds the event's offset from that reading.
-type wallClock struct {
-	mono  int64 // CLOCK_MONOTONIC ns at the reading
-	wall  time.Time
-	until int64 // refresh after this CLOCK_MONOTONIC time
-}
-
-func (c *wallClock) time(ts uint64) time.Time {
-	if c.until == 0 || int64(ts) > c.until {
-		var t unix.Timespec
-		if unix.ClockGettime(unix.CLOCK_MONOTONIC, &t) == nil {
-			c.wall = time.Now()
-			c.mono = t.Nano()
-			c.until = c.mono + int64(time.Second)
-		}
-	}
-	return c.wall.Add(time.Duration(int64(ts) - c.mono))
 }
