@@ -63,7 +63,7 @@ func helper(mode string) int {
 		}
 		return 5
 	}
-	return 99
+	return moreHelpers(mode)
 }
 
 // skipUnlessListen skips when this process may not subscribe to process
@@ -160,6 +160,14 @@ type jsonEvent struct {
 	Loss         string   `json:"loss"`
 	What         *int     `json:"what"`
 	Raw          string   `json:"raw"`
+	CommHex      string   `json:"comm_hex"`
+	CmdlineHex   []string `json:"cmdline_hex"`
+	CgroupHex    string   `json:"cgroup_hex"`
+	UserHex      string   `json:"user_hex"`
+	NewCommHex   string   `json:"new_comm_hex"`
+	OldCommHex   string   `json:"old_comm_hex"`
+	TTY          string   `json:"tty"`
+	ThreadsLeft  *int     `json:"threads_left"`
 }
 
 func decodeJSON(t *testing.T, line string) jsonEvent {

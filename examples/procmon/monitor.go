@@ -249,7 +249,9 @@ func (m *monitor) refreshParent(p *procInfo) {
 	if p.ppid <= 0 {
 		return
 	}
-	if pp := m.procs[p.ppid]; pp != nil && pp.start == p.parentStart {
+	if pp := m.procs[p.ppid]; pp != nil && pp.start == p.parentStart && !pp.leaderExited {
+		// (A group whose main thread exited may be ending: its
+		// children can be reparented before its last exit event.)
 		return
 	}
 	ppid, ok := m.fs.parent(p.tgid)
@@ -304,8 +306,14 @@ func (m *monitor) handle(ev *proc.Event) {
 		// A stale entry for a reused pid (its exit was lost) is
 		// overwritten in place.
 		child := m.procs[ev.TGID]
+		seededThreads := 0
 		if child == nil {
 			child = &procInfo{}
+		} else if child.startFrom == "proc" {
+			// Listed from /proc at start already (it was forked
+			// between the subscription and the listing): keep the
+			// threads found there.
+			seededThreads = child.nthreads
 		}
 		wanted := m.f.inTree(ev.ParentTGID)
 		if parent != nil {
@@ -319,7 +327,7 @@ func (m *monitor) handle(ev *proc.Event) {
 		}
 		child.tgid, child.ppid = ev.TGID, ev.ParentTGID
 		child.start, child.startFrom, child.execAt = ev.Timestamp, "fork", 0
-		child.nthreads, child.leaderExited = 0, false
+		child.nthreads, child.leaderExited = seededThreads, false
 		if parent == nil || parent.gone {
 			// The parent is unknown or gone: read the child itself.
 			child.enriched, child.gone = false, false
@@ -473,6 +481,11 @@ func (m *monitor) clone(ev *proc.Event, r *record) {
 	r.kind, r.k = "clone", kClone
 	p := m.procs[ev.TGID]
 	th := threadInfo{tgid: ev.TGID, start: ev.Timestamp}
+	if old, seen := m.threads[ev.PID]; seen && old.tgid == ev.TGID && p != nil {
+		// Listed from /proc at start already (it was created between
+		// the subscription and the listing): not a second thread.
+		p.nthreads--
+	}
 	if p != nil {
 		p.nthreads++
 		// A new thread has the name and credentials of the thread that

@@ -29,6 +29,9 @@ func (f *fakeProc) add(pid int, files map[string]string) {
 		f.t.Fatal(err)
 	}
 	for name, content := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			f.t.Fatal(err)
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			f.t.Fatal(err)
 		}
@@ -593,5 +596,22 @@ func TestClosingLine(t *testing.T) {
 	}
 	if l := closingLine(proc.Stats{Events: 10}, 0, nil, 3); !strings.Contains(l, " 0 lost") || !strings.Contains(l, "3 events that came after the stop") {
 		t.Errorf("clean: %q", l)
+	}
+}
+
+// TestSeededThreadsCountedOnce: a thread created between the subscription
+// and the /proc listing is seen twice (listed, then its clone event); the
+// process still ends with its last thread.
+func TestSeededThreadsCountedOnce(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(200, map[string]string{"cmdline": "prog\x00", "task/200/comm": "prog\n", "task/201/comm": "prog\n"})
+	h := newHarness(t, fp, filter{kinds: kExit}, true)
+	h.mon.seed([]proc.Process{{PID: 200, PPID: 1, Comm: "prog", Threads: 2}}, []int32{200})
+	h.mon.handle(thread(1000, 200, 201))
+	h.mon.handle(exitEv(2000, 200, 200, 1, 0))
+	h.mon.handle(exitEv(2100, 201, 200, 0, 3<<8))
+	got := h.take()
+	if len(got) != 1 || decode(t, got[0])["exit_code"] != 3.0 || !h.mon.treeEnded {
+		t.Errorf("records %q, tree ended %v: want the process's exit with status 3, ending -p", got, h.mon.treeEnded)
 	}
 }
