@@ -4,6 +4,7 @@ package connector_test
 // Reader.Next and the send calls allocate nothing per message.
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/cnlink/connector"
@@ -14,7 +15,13 @@ const allocRuns = 500
 
 func TestAllocsReaderNext(t *testing.T) {
 	requirePrivileged(t)
-	rx := dial(t, &connector.Config{ReadBufferSize: 8 << 20})
+	for _, kw := range []bool{false, true} {
+		t.Run("KernelWait="+strconv.FormatBool(kw), func(t *testing.T) { allocsReaderNext(t, kw) })
+	}
+}
+
+func allocsReaderNext(t *testing.T, kernelWait bool) {
+	rx := dial(t, &connector.Config{ReadBufferSize: 8 << 20, KernelWait: kernelWait})
 	tx := dial(t, nil)
 	id := testID()
 	// Queue every message first: the guard measures the receive path, not

@@ -22,10 +22,11 @@ import (
 // Close) without netlink.Conn's per-message allocations, the sender's
 // address is kept, and every error is the kernel's bare errno.
 type sockTransport struct {
-	nc   *netlink.Conn
+	nc   *netlink.Conn // nil with Config.KernelWait
 	rc   syscall.RawConn
 	port uint32
 	ops  freeList[sendOp]
+	kw   *fdConn // with Config.KernelWait: the socket, off the poller (kernelwait_linux.go)
 }
 
 var _ transport.Transport = (*sockTransport)(nil)
@@ -59,6 +60,9 @@ func dial(cfg *Config, mask uint32) (transport.Transport, error) {
 	if err != nil {
 		_ = nc.Close()
 		return nil, err
+	}
+	if cfg.KernelWait {
+		return t, t.leavePoller()
 	}
 	return t, nil
 }
@@ -110,9 +114,12 @@ func (t *sockTransport) Recv(b *transport.Batch, block bool) (int, error) {
 	m := &b.Mmsg
 	m.Prepare(b)
 	var err error
-	if block {
+	switch {
+	case block && t.kw != nil:
+		err = t.kw.recvWait(m)
+	case block:
 		err = t.rc.Read(m.Read)
-	} else {
+	default:
 		err = t.rc.Control(m.Try)
 	}
 	if err != nil {
@@ -209,10 +216,19 @@ func (t *sockTransport) Memberships() (uint32, error) {
 }
 
 func (t *sockTransport) SetReadDeadline(d time.Time) error {
+	if t.kw != nil {
+		return t.kw.setReadDeadline(d)
+	}
 	return bare(t.nc.SetReadDeadline(d))
 }
 
+// SetWriteDeadline sets the poller's write deadline. With Config.KernelWait
+// there is no poller and no send waits there: the Conn bounds its waits for
+// room in a full receiver (SendWait) by the deadline it keeps itself.
 func (t *sockTransport) SetWriteDeadline(d time.Time) error {
+	if t.kw != nil {
+		return t.kw.check()
+	}
 	return bare(t.nc.SetWriteDeadline(d))
 }
 
@@ -266,7 +282,12 @@ func (t *sockTransport) SetBPF(filter []bpf.RawInstruction) error {
 
 func (t *sockTransport) SyscallConn() (syscall.RawConn, error) { return t.rc, nil }
 
-func (t *sockTransport) Close() error { return bare(t.nc.Close()) }
+func (t *sockTransport) Close() error {
+	if t.kw != nil {
+		return t.kw.close()
+	}
+	return bare(t.nc.Close())
+}
 
 func (t *sockTransport) setInt(level, opt, v int) error {
 	return t.control(func(fd int) error { return unix.SetsockoptInt(fd, level, opt, v) })

@@ -85,6 +85,18 @@ type Config struct {
 	// counted in [Stats.Foreign]. The zero value, SendersDefault, accepts
 	// only the kernel on the kernel agents' groups 1 to 10.
 	Senders SenderPolicy
+
+	// KernelWait makes blocking receives ([Reader.Next], [Conn.Receive])
+	// wait for the next datagram inside the recvmmsg system call, as a C
+	// program does, instead of in the Go runtime poller, and takes the
+	// socket off the poller altogether. A wake-up then costs one system
+	// call instead of a recvmmsg that finds nothing, an epoll_pwait and the
+	// scheduler's round trip, so a reader that keeps up with a busy source
+	// uses less CPU per message (benchmarks/README.md). The price: each
+	// waiting receive holds an OS thread, and Close, Flush and a changed
+	// read deadline take effect within 10 ms instead of at once. Off by
+	// default.
+	KernelWait bool
 }
 
 // A Conn is a NETLINK_CONNECTOR socket.

@@ -82,11 +82,7 @@ func (m *Mmsg) Prepare(b *Batch) {
 // recv is one recvmmsg call that never blocks. It returns false when
 // nothing is queued (EAGAIN), so that RawConn.Read waits for the socket.
 func (m *Mmsg) recv(fd uintptr) bool {
-	for i := range m.hdrs {
-		m.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
-		m.hdrs[i].Hdr.Flags = 0
-		m.hdrs[i].Len = 0
-	}
+	m.reset()
 	for {
 		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
 			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
@@ -102,6 +98,37 @@ func (m *Mmsg) recv(fd uintptr) bool {
 			m.Err = e
 			return true
 		}
+	}
+}
+
+// RecvWait is one recvmmsg call on a blocking socket that waits in the
+// kernel for the first datagram (MSG_WAITFORONE: the rest of the batch does
+// not wait), for at most the socket's SO_RCVTIMEO. It returns false when
+// that time passed (EAGAIN) or a signal came (EINTR), true when N or Err is
+// set.
+func (m *Mmsg) RecvWait(fd uintptr) bool {
+	m.reset()
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
+		unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
+	switch e {
+	case 0:
+		m.N = int(n)
+		return true
+	case unix.EAGAIN, unix.EINTR:
+		return false
+	default:
+		m.Err = e
+		return true
+	}
+}
+
+// reset prepares the headers for a call: the kernel writes the address
+// length, flags and received length of each entry.
+func (m *Mmsg) reset() {
+	for i := range m.hdrs {
+		m.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
+		m.hdrs[i].Hdr.Flags = 0
+		m.hdrs[i].Len = 0
 	}
 }
 

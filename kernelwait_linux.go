@@ -1,0 +1,174 @@
+//go:build linux
+
+package connector
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cnlink/connector/internal/transport"
+	"golang.org/x/sys/unix"
+)
+
+// Config.KernelWait: blocking receives wait for datagrams inside recvmmsg,
+// as a C program does, instead of in the Go runtime poller.
+//
+// The socket must then be off the poller altogether: the poller's epoll
+// instance would otherwise be woken by every datagram as well (an
+// epoll_pwait return on another thread per wake-up), which costs more than
+// the round trip it replaces (benchmarks/README.md, "Where the time goes").
+// So the socket is opened through mdlayher/netlink as usual (bind, groups,
+// network namespace), then leavePoller duplicates its descriptor and closes
+// the netlink.Conn: the runtime removes the original descriptor from its
+// epoll set (EPOLL_CTL_DEL) before closing it, and the socket lives on
+// through the duplicate, which an fdConn serves in place of the os.File's
+// syscall.RawConn.
+
+// kernelWaitSlice bounds one wait in the kernel (SO_RCVTIMEO): Close, Flush
+// and a changed read deadline take effect within a slice.
+const kernelWaitSlice = 10 * time.Millisecond
+
+// leavePoller moves t onto a duplicate of its descriptor that the runtime
+// poller does not watch. On error the socket is closed.
+func (t *sockTransport) leavePoller() error {
+	var fd int
+	err := t.control(func(s int) error {
+		var err error
+		fd, err = unix.FcntlInt(uintptr(s), unix.F_DUPFD_CLOEXEC, 0)
+		return os.NewSyscallError("fcntl", err)
+	})
+	if err != nil {
+		_ = t.nc.Close()
+		return err
+	}
+	if err := t.nc.Close(); err != nil {
+		_ = unix.Close(fd)
+		return syscallError(err)
+	}
+	t.kw = &fdConn{fd: fd}
+	t.nc, t.rc = nil, t.kw
+	return nil
+}
+
+// fdConn is a syscall.RawConn for a descriptor that the runtime poller does
+// not watch. Every use holds the read lock, so that close cannot close the
+// descriptor (and free its number for reuse) under a call in progress; a
+// receive waiting in the kernel holds it for at most a slice.
+type fdConn struct {
+	mu      sync.RWMutex
+	fd      int // -1 once closed
+	closing atomic.Bool
+	// rdl is the read deadline in unix nanoseconds (0: none); timeo is the
+	// SO_RCVTIMEO in force, in nanoseconds (0: not set yet).
+	rdl, timeo atomic.Int64
+}
+
+func (c *fdConn) Control(f func(fd uintptr)) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 {
+		return os.ErrClosed
+	}
+	f(uintptr(c.fd))
+	return nil
+}
+
+// Read and Write call f until it reports done, waiting in poll(2) for at
+// most a slice between calls. They serve sends and SyscallConn users; the
+// receive path waits in recvmmsg itself (recvWait).
+func (c *fdConn) Read(f func(fd uintptr) bool) error  { return c.loop(f, unix.POLLIN) }
+func (c *fdConn) Write(f func(fd uintptr) bool) error { return c.loop(f, unix.POLLOUT) }
+
+func (c *fdConn) loop(f func(fd uintptr) bool, events int16) error {
+	for {
+		if done, err := c.once(f, events); done || err != nil {
+			return err
+		}
+	}
+}
+
+func (c *fdConn) once(f func(fd uintptr) bool, events int16) (bool, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 || c.closing.Load() {
+		return false, os.ErrClosed
+	}
+	if f(uintptr(c.fd)) {
+		return true, nil
+	}
+	pfd := [1]unix.PollFd{{Fd: int32(c.fd), Events: events}}
+	if _, err := unix.Poll(pfd[:], int(kernelWaitSlice/time.Millisecond)); err != nil && err != unix.EINTR {
+		return false, err
+	}
+	return false, nil
+}
+
+// check returns os.ErrClosed once the descriptor is closing.
+func (c *fdConn) check() error {
+	if c.closing.Load() {
+		return os.ErrClosed
+	}
+	return nil
+}
+
+// close marks the descriptor closing, waits for the calls in progress (a
+// waiting receive notices within a slice) and closes it.
+func (c *fdConn) close() error {
+	c.closing.Store(true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return os.ErrClosed
+	}
+	err := unix.Close(c.fd)
+	c.fd = -1
+	return os.NewSyscallError("close", err)
+}
+
+func (c *fdConn) setReadDeadline(d time.Time) error {
+	if d.IsZero() {
+		c.rdl.Store(0)
+	} else {
+		c.rdl.Store(max(d.UnixNano(), 1))
+	}
+	return c.check()
+}
+
+// recvWait receives a batch into m, waiting in the kernel a slice at a time;
+// between slices it returns os.ErrClosed once the descriptor is closing and
+// os.ErrDeadlineExceeded once the read deadline has passed.
+func (c *fdConn) recvWait(m *transport.Mmsg) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 {
+		return os.ErrClosed
+	}
+	fd := c.fd
+	for {
+		if c.closing.Load() {
+			return os.ErrClosed
+		}
+		slice := int64(kernelWaitSlice)
+		if dl := c.rdl.Load(); dl != 0 {
+			left := dl - time.Now().UnixNano()
+			if left <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			slice = min(slice, left)
+		}
+		if c.timeo.Load() != slice {
+			// Concurrent receives may race here; each sets a slice that
+			// ends no later than the deadline they share.
+			tv := unix.NsecToTimeval(max(slice, int64(time.Microsecond)))
+			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+				return err
+			}
+			c.timeo.Store(slice)
+		}
+		if m.RecvWait(uintptr(fd)) {
+			return nil
+		}
+	}
+}
