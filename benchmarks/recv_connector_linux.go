@@ -13,13 +13,16 @@ import (
 // copy) or, with simple set, Conn.Receive (owned copies).
 type connRecv struct {
 	simple bool
-	c      *connector.Conn
-	rd     *connector.Reader
-	t      *tally
+	// kernelWait sets Config.KernelWait.
+	kernelWait bool
+	c          *connector.Conn
+	rd         *connector.Reader
+	t          *tally
 }
 
 func init() {
 	receivers["connector"] = func() receiver { return &connRecv{} }
+	receivers["connector-kw"] = func() receiver { return &connRecv{kernelWait: true} }
 	receivers["connector-receive"] = func() receiver { return &connRecv{simple: true} }
 }
 
@@ -34,6 +37,7 @@ func (r *connRecv) start(o *recvOpts, t *tally) error {
 		NoENOBUFS:         o.noENOBUFS,
 		BatchSize:         o.batch,
 		MessageBufferSize: o.msgbuf,
+		KernelWait:        r.kernelWait,
 	})
 	if err != nil {
 		return err

@@ -15,15 +15,40 @@ const procAvailable = true
 // procRecv is this library's process-events API: proc.Listener.Next decoding
 // into one caller-owned Event, with loss reported in band.
 type procRecv struct {
-	l  *proc.Listener
-	t  *tally
-	ev proc.Event
+	l *proc.Listener
+	// kernelWait opens the Conn with Config.KernelWait (proc.NewListener).
+	kernelWait bool
+	t          *tally
+	ev         proc.Event
 }
 
-func init() { receivers["proc"] = func() receiver { return &procRecv{} } }
+func init() {
+	receivers["proc"] = func() receiver { return &procRecv{} }
+	receivers["proc-kw"] = func() receiver { return &procRecv{kernelWait: true} }
+}
 
 func (r *procRecv) start(o *recvOpts, t *tally) error {
-	l, err := proc.Listen(&proc.Config{ReadBufferSize: o.rcvbuf, NoENOBUFS: o.noENOBUFS, BatchSize: o.batch})
+	var l *proc.Listener
+	var err error
+	if r.kernelWait {
+		// The socket proc.Listen would open, with Config.KernelWait.
+		var c *connector.Conn
+		c, err = connector.Dial(&connector.Config{
+			Groups:            []connector.Group{connector.IDProc.Group()},
+			MessageBufferSize: proc.MessageBufferSize,
+			BatchSize:         o.batch,
+			Senders:           connector.SendersKernelOnly,
+			KernelWait:        true,
+		})
+		if err != nil {
+			return err
+		}
+		if l, err = proc.NewListener(c, &proc.Config{ReadBufferSize: o.rcvbuf, NoENOBUFS: o.noENOBUFS}); err != nil {
+			c.Close()
+		}
+	} else {
+		l, err = proc.Listen(&proc.Config{ReadBufferSize: o.rcvbuf, NoENOBUFS: o.noENOBUFS, BatchSize: o.batch})
+	}
 	if err != nil {
 		return err
 	}
