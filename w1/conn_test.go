@@ -409,3 +409,38 @@ func TestCloseWhileWaiting(t *testing.T) {
 		t.Fatal("Close did not end the waiting request")
 	}
 }
+
+// A long slave list does not fit one record: the kernel splits it over
+// several data records of the same command, before the one status.
+func TestSlavesSplit(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			_, a, w := fake(t, mode.cfg)
+			ctx := ctxT(t)
+			m := a.AddMaster()
+			var want []w1.SlaveID
+			for i := range 2100 { // 16800 bytes of ids: more than one record holds
+				id := w1.NewSlaveID(0x28, uint64(i))
+				if err := w.AddSlave(ctx, m, id); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, id)
+			}
+			for i := range 100 {
+				a.AttachDevice(m, w1.NewSlaveID(0x2d, uint64(i)))
+			}
+			before := w.Stats().Mux.Claimed
+			got, err := w.Slaves(ctx, m)
+			if err != nil || !slices.Equal(got, want) {
+				t.Fatalf("Slaves returned %d ids (err %v), want %d", len(got), err, len(want))
+			}
+			if n := w.Stats().Mux.Claimed - before; n < 3 {
+				t.Errorf("the list came in %d records, want it split (at least 2 data records and the status)", n)
+			}
+			found, err := w.Search(ctx, m)
+			if err != nil || len(found) != 64 {
+				t.Fatalf("Search returned %d ids (err %v), want 64 (max_slave_count)", len(found), err)
+			}
+		})
+	}
+}

@@ -104,7 +104,9 @@ func isEvent(from connector.Sender) bool { return from.Kernel() && from.Group ==
 // connector.Mux that serves a Conn joined to group 3: it calls fn with each
 // notification, or with the error of one that does not decode. It ignores
 // messages that did not come from the kernel on group 3. fn runs on the
-// Mux's goroutine and must not block (see connector.Queue for slow work).
+// Mux's goroutine and must not block: wrap slow work, and requests on the
+// Conn the Mux serves (which would fail with connector.ErrCallInHandler),
+// in [connector.Queue] or hand them to another goroutine.
 //
 //	mx.Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) { ... }))
 func EventHandler(fn func(Event, error)) connector.Handler {

@@ -138,9 +138,9 @@ func (a *Agent) SetPresence(id w1.MasterID, present bool) {
 	a.with(id, func(m *master) { m.presence = present })
 }
 
-// AttachDevice puts a device on the master's bus, where SEARCH finds it. The
-// kernel registers it (SLAVE_ADD on group 3) when a search finds it, or
-// through AddSlave.
+// AttachDevice puts a device on the master's bus, where SEARCH finds it (the
+// first 64, wire.ko's default max_slave_count). The kernel registers it
+// (SLAVE_ADD on group 3) when a search finds it, or through AddSlave.
 func (a *Agent) AttachDevice(id w1.MasterID, s w1.SlaveID) {
 	a.with(id, func(m *master) { m.devices = append(m.devices, s) })
 }
@@ -620,9 +620,10 @@ func (b *block) master(m *master, cmd []byte) (syscall.Errno, []byte) {
 		case w1.CmdListSlaves:
 			found = slices.Clone(m.slaves)
 		case w1.CmdSearch:
-			found = slices.Clone(m.devices)
+			// A search stops after max_slave_count devices.
+			found = slices.Clone(m.devices[:min(len(m.devices), maxSlaveCount)])
 		default:
-			found = slices.Clone(m.alarm)
+			found = slices.Clone(m.alarm[:min(len(m.alarm), maxSlaveCount)])
 		}
 		if c != w1.CmdListSlaves {
 			for _, s := range found {
