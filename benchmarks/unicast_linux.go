@@ -38,6 +38,7 @@ type pair struct {
 var unicastPairs = []pair{
 	{"raw", "raw", "raw"},
 	{"connector (Reader)", "connector", "connector"},
+	{"connector (Reader, KernelWait)", "connector", "connector-kw"},
 	{"connector (Receive)", "connector", "connector-receive"},
 	{"mdlayher (receive)", "raw", "mdlayher"},
 }
@@ -149,12 +150,13 @@ func (r *rawURecv) run(cnt *atomic.Uint64, bytes *uint64) error {
 func (r *rawURecv) stop() { r.stopped.Store(true) }
 
 type connURecv struct {
-	simple bool
-	c      *connector.Conn
+	simple     bool
+	kernelWait bool // Config.KernelWait
+	c          *connector.Conn
 }
 
 func (r *connURecv) start(batch, msgbuf int) (uint32, error) {
-	c, err := connector.Dial(&connector.Config{BatchSize: batch, MessageBufferSize: msgbuf})
+	c, err := connector.Dial(&connector.Config{BatchSize: batch, MessageBufferSize: msgbuf, KernelWait: r.kernelWait})
 	if err != nil {
 		return 0, err
 	}
@@ -233,6 +235,8 @@ func newUReceiver(name string) (uReceiver, error) {
 		return &rawURecv{}, nil
 	case "connector":
 		return &connURecv{}, nil
+	case "connector-kw":
+		return &connURecv{kernelWait: true}, nil
 	case "connector-receive":
 		return &connURecv{simple: true}, nil
 	case "mdlayher":
