@@ -91,6 +91,8 @@ func moreHelpers(mode string) int {
 			return 1
 		}
 		return 5
+	case "flood":
+		return floodHelper()
 	case "abort-nocore": // die of SIGABRT under ulimit -c 0
 		if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
 			return 1

@@ -274,12 +274,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return true
 	}
-	stopped := false
+	var after uint64 // events stamped after the stop, read while draining
 	for {
 		err := src.next(&ev)
 		if err != nil {
 			if errors.Is(err, errStopped) {
-				stopped = true
 				break
 			}
 			if errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) {
@@ -289,6 +288,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			loopErr = err
 			break
 		}
+		if stop := src.stopTime(); stop != 0 && ev.Kind != proc.KindLost && ev.Timestamp > stop {
+			// Stopping: what happened before the stop is read and
+			// shown; later events are not, and when they keep
+			// coming, procmon stops reading.
+			if after++; after >= drainAfter {
+				break
+			}
+			continue
+		}
 		if !handle(&ev) {
 			break
 		}
@@ -296,12 +304,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stderr, "procmon: every watched process has ended")
 			break
 		}
-	}
-	var after uint64
-	if stopped && loopErr == nil {
-		// Read what the kernel queued before the stop: those events
-		// happened while procmon ran, and must be shown or counted.
-		after = drain(l, &ev, monoNow(), handle)
 	}
 	out.flush()
 	st := l.Stats()
@@ -345,44 +347,9 @@ func closingLine(st proc.Stats, drops uint64, derr error, after uint64) string {
 	return s
 }
 
-// Draining at exit: read until the queue has been empty for drainIdle, or
-// until drainAfter events stamped after the stop were read (events keep
-// coming; everything queued before the stop has been read by then).
-const (
-	drainIdle  = 50 * time.Millisecond
-	drainAfter = 1000
-)
-
-// drain reads the events still queued in the socket after a stop at
-// CLOCK_MONOTONIC time stop, and handles those that happened before it. It
-// returns how many later events it read and did not show.
-//
-// A read deadline in the past would not do: Go's poller fails such a read
-// before asking the socket. So each read gets a deadline drainIdle ahead,
-// and the drain ends on the first read that waits that long.
-func drain(l *proc.Listener, ev *proc.Event, stop uint64, handle func(*proc.Event) bool) (after uint64) {
-	defer l.SetDeadline(time.Time{})
-	for after < drainAfter {
-		if err := l.SetDeadline(time.Now().Add(drainIdle)); err != nil {
-			return after
-		}
-		err := l.Next(ev)
-		if err != nil {
-			if errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) {
-				continue
-			}
-			return after
-		}
-		if ev.Kind != proc.KindLost && ev.Timestamp > stop {
-			after++
-			continue
-		}
-		if !handle(ev) {
-			return after
-		}
-	}
-	return after
-}
+// drainAfter bounds the draining at exit: after this many events stamped
+// after the stop, everything queued before it has been read.
+const drainAfter = 1000
 
 // listenHint adds advice to a Listen error.
 func listenHint(err error) string {

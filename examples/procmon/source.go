@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/proc"
 )
 
@@ -30,9 +31,9 @@ import (
 // output is never held back for long, and costs one write per burst or per
 // flushDelay rather than one per event.
 //
-// Read deadlines only bound waits. A deadline already in the past does not
-// drain the socket: Go's poller fails the read before asking the socket,
-// so queued events stay queued. stop uses one only to interrupt a wait.
+// Read deadlines only bound waits: a deadline already in the past would not
+// drain the socket (Go's poller fails the read before asking the socket, so
+// queued events stay queued), which is why stop uses Flush.
 //
 // A source is used by one goroutine; stop may be called from any.
 type source struct {
@@ -44,6 +45,7 @@ type source struct {
 
 	mu       sync.Mutex
 	stopping bool
+	stopAt   uint64 // CLOCK_MONOTONIC ns of the stop
 	stopped  chan struct{}
 
 	armed bool // a flush deadline is set
@@ -76,34 +78,36 @@ func (s *source) busy() bool {
 	return s.nwake > busyWakes && now.Sub(oldest) < busySpan
 }
 
-// errStopped is returned by next after stop.
+// errStopped is returned by next after stop, once the events queued before
+// it have been returned.
 var errStopped = errors.New("stopped")
 
-// stop makes a pending or later next return errStopped. The deadline in
-// the past interrupts a wait; it reads nothing (see drain for that).
+// stop makes next return what is still queued in the socket, without
+// waiting for more, and then errStopped. It wakes a pending read with the
+// library's Flush: the queue is read, not thrown away, so that every event
+// that happened before the stop is shown. It may be called from any
+// goroutine.
 func (s *source) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.stopping {
 		s.stopping = true
+		s.stopAt = monoNow()
 		close(s.stopped)
-		_ = s.l.SetDeadline(time.Unix(1, 0))
+		_ = s.l.Flush()
 	}
+}
+
+// stopTime returns the CLOCK_MONOTONIC time of the stop, or 0 before it.
+func (s *source) stopTime() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopAt
 }
 
 // stopOn stops the source when ctx ends. Call the result to release ctx.
 func (s *source) stopOn(ctx context.Context) func() bool {
 	return context.AfterFunc(ctx, s.stop)
-}
-
-func (s *source) setDeadline(t time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping {
-		return false
-	}
-	_ = s.l.SetDeadline(t)
-	return true
 }
 
 // next fills ev with the next event.
@@ -116,7 +120,6 @@ func (s *source) next(ev *proc.Event) error {
 			case <-s.timer.C:
 			case <-s.stopped:
 				s.timer.Stop()
-				return errStopped
 			}
 			// Read on: the next read fetches what queued up
 			// meanwhile, many events per system call.
@@ -124,9 +127,7 @@ func (s *source) next(ev *proc.Event) error {
 	}
 	for {
 		if !s.armed && s.dirty() {
-			if !s.setDeadline(time.Now().Add(flushDelay)) {
-				return errStopped
-			}
+			_ = s.l.SetDeadline(time.Now().Add(flushDelay))
 			s.armed = true
 		}
 		err := s.l.Next(ev)
@@ -134,22 +135,16 @@ func (s *source) next(ev *proc.Event) error {
 		case err == nil:
 			s.woke = true
 			return nil
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if !s.armed {
-				return errStopped // only stop sets a deadline then
-			}
-			s.armed = false
-			s.flush()
-			if !s.setDeadline(time.Time{}) {
+		case errors.Is(err, connector.ErrFlushed):
+			if s.stopTime() != 0 {
 				return errStopped
 			}
 			continue
-		}
-		s.mu.Lock()
-		stopping := s.stopping
-		s.mu.Unlock()
-		if stopping {
-			return errStopped
+		case errors.Is(err, os.ErrDeadlineExceeded) && s.armed:
+			s.armed = false
+			s.flush()
+			_ = s.l.SetDeadline(time.Time{})
+			continue
 		}
 		return err
 	}
