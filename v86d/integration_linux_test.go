@@ -183,9 +183,29 @@ func loadModule(path, params string) error {
 	return nil
 }
 
+// unbindFbcon detaches the framebuffer console, which holds a reference on
+// the framebuffer driver's module from the moment it takes the console over
+// (fbcon switched to uvesafb's framebuffer in every matrix kernel).
+func unbindFbcon() error {
+	vcs, _ := filepath.Glob("/sys/class/vtconsole/vtcon*")
+	for _, vc := range vcs {
+		name, err := os.ReadFile(vc + "/name")
+		if err != nil || !strings.Contains(string(name), "frame buffer") {
+			continue
+		}
+		if err := os.WriteFile(vc+"/bind", []byte("0\n"), 0); err != nil {
+			return fmt.Errorf("unbinding the framebuffer console %s: %w", vc, err)
+		}
+	}
+	return nil
+}
+
 // unloadModule removes a module, retrying briefly while it is busy
 // (fbcon releases the framebuffer asynchronously).
 func unloadModule(name string) error {
+	if err := unbindFbcon(); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		err := unix.DeleteModule(name, unix.O_NONBLOCK)
