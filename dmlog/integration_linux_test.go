@@ -661,31 +661,35 @@ func TestIntegrationRestart(t *testing.T) {
 		}
 	}
 	e := newDMEnv(t)
-	a := &Server{}
-	stopA := serveFor(t, a)
+	stopA := serveFor(t, &Server{})
 	name, dev := e.createMirror()
-	// nosync: the logs start in sync, so no recovery is in flight when a
-	// server stops (a request the server received but did not answer would
-	// hold the mirror for the kernel's 15 s).
+	// nosync: the logs start in sync, so the kernel has no recovery to do.
 	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.ctl.resume(name); err != nil {
 		t.Fatal(err)
 	}
-	// The last server running at cleanup removes the mirror (DTR).
-	final := &Server{}
-
+	parent := t
 	for _, absent := range []bool{true, false} {
 		t.Run(fmt.Sprintf("absent=%v", absent), func(t *testing.T) {
-			// Read the kernel log from before the server goes: the mirror's
-			// own recovery may be the first to find it gone.
+			// The server goes while the mirror is suspended, so that no
+			// request is in flight: a request the server received but never
+			// answered would hold the mirror for the kernel's 15 s.
+			if err := e.ctl.suspend(name); err != nil {
+				t.Fatal(err)
+			}
 			kmsg := newKmsgWaiter(t)
 			stopA()
 			traces := make(chan Trace, 256)
 			b := &Server{Trace: trace(traces)}
 			if !absent {
-				stopA = serveFor(t, b)
+				stopA = serveFor(parent, b)
+			}
+			// The kernel's RESUME finds no server (or one without the log)
+			// and fails; the mirror resumes anyway ("log resume failed").
+			if err := e.ctl.resume(name); err != nil {
+				t.Fatal(err)
 			}
 			wrote := make(chan error, 1)
 			start := time.Now()
@@ -695,7 +699,7 @@ func TestIntegrationRestart(t *testing.T) {
 			}()
 			kmsg.waitFor(t, "Userspace log server not found", 10*time.Second)
 			if absent {
-				stopA = serveFor(t, b)
+				stopA = serveFor(parent, b)
 			}
 			next := func() Trace {
 				select {
@@ -725,13 +729,6 @@ func TestIntegrationRestart(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the blocked write did not resume")
 			}
-			// The write's region is cleared asynchronously (CLEAR_REGION,
-			// FLUSH); let that finish before this server stops, or the
-			// next one would wait out the kernel's 15 s for it.
-			for _, want := range []RequestType{TypeClearRegion, TypeFlush} {
-				for next().Request.Type != want {
-				}
-			}
 			st := b.Stats()
 			if st.Logs != 1 || st.Reconstructed != 0 {
 				t.Errorf("new server stats %+v", st)
@@ -742,11 +739,7 @@ func TestIntegrationRestart(t *testing.T) {
 			t.Logf("requests before the CTR: %v; write blocked %v", got, time.Since(start))
 		})
 	}
-	// Remove the mirror while a server runs: without one, the removal's
-	// suspend would wait for recoveries stuck in the kernel's reconnect
-	// loop.
-	stopA()
-	serveFor(t, final)
+	// Remove the mirror while the last server runs (it gets the DTR).
 	if err := e.removeMirror(); err != nil {
 		t.Fatal(err)
 	}

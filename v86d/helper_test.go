@@ -244,6 +244,9 @@ func FuzzParseTask(f *testing.F) {
 	seed(Task{Flags: FlagExit}, nil)
 	reply := (&FakeBIOS{}).infoBlock()
 	seed(Task{Flags: FlagVBEIB, Regs: Regs{EAX: StatusOK}}, reply)
+	for _, b := range capturedTasks(f) {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		tk, buf, err := ParseTask(p)
 		if err != nil {
