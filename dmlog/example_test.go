@@ -36,8 +36,8 @@ func Example() {
 	// What the kernel sends when "0 8192 mirror userspace 3 m1 core 1024 ..."
 	// is loaded.
 	for i, r := range []dmlog.Request{
-		{Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Seq: 1, Type: dmlog.TypeCtr}, Data: []byte("8192 core 1024")},
-		{Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Seq: 2, Type: dmlog.TypeGetRegionSize}},
+		{Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Version: dmlog.Version, Seq: 1, Type: dmlog.TypeCtr}, Data: []byte("8192 core 1024")},
+		{Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Version: dmlog.Version, Seq: 2, Type: dmlog.TypeGetRegionSize}},
 	} {
 		b, _ := dmlog.AppendRequest(nil, r)
 		k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: uint32(i + 1), Data: b})
@@ -76,7 +76,7 @@ func ExampleMemLog() {
 // Decode a request as the kernel sends it on group 7.
 func ExampleParseRequest() {
 	b, _ := dmlog.AppendRequest(nil, dmlog.Request{
-		Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Seq: 12, Type: dmlog.TypeMarkRegion},
+		Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Version: dmlog.Version, Seq: 12, Type: dmlog.TypeMarkRegion},
 		Data:   dmlog.AppendUint64(dmlog.AppendUint64(nil, 4), 5),
 	})
 	r, err := dmlog.ParseRequest(b)

@@ -64,7 +64,7 @@ func (f *fakeDM) serve(s *Server) (*connector.Conn, func() error) {
 func (f *fakeDM) send(typ RequestType, data []byte) uint32 {
 	f.t.Helper()
 	f.seq++
-	b, err := AppendRequest(nil, Request{Header: Header{LUID: f.luid, UUID: f.uuid, Seq: f.seq, Type: typ}, Data: data})
+	b, err := AppendRequest(nil, Request{Header: Header{LUID: f.luid, UUID: f.uuid, Version: Version, Seq: f.seq, Type: typ}, Data: data})
 	if err != nil {
 		f.t.Fatal(err)
 	}

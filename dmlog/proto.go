@@ -282,8 +282,9 @@ func parse(p []byte) (Request, error) {
 	return r, nil
 }
 
-// AppendRequest appends the encoding of r to b: the header (with data_size
-// set to len(r.Data); Version 0 means Version) and the data. It is what the
+// AppendRequest appends the encoding of r to b: the header, with data_size
+// set to len(r.Data), and the data. Set Version to Version for what the
+// kernel sends; it is written as given. It is what the
 // kernel sends; fakes and tests use it. It fails for a uuid of 129 bytes or
 // more, a uuid with a NUL, or data longer than MaxReplyData.
 func AppendRequest(b []byte, r Request) ([]byte, error) {
@@ -312,16 +313,12 @@ func checkHeader(h Header, n int) error {
 
 func appendHeader(b []byte, h Header, n int) []byte {
 	ne := binary.NativeEndian
-	v := h.Version
-	if v == 0 {
-		v = Version
-	}
 	b = ne.AppendUint64(b, h.LUID)
 	b = append(b, h.UUID...)
 	for i := len(h.UUID); i < UUIDLen+3; i++ { // NUL fill and padding[3]
 		b = append(b, 0)
 	}
-	b = ne.AppendUint32(b, v)
+	b = ne.AppendUint32(b, h.Version)
 	b = ne.AppendUint32(b, uint32(h.Error))
 	b = ne.AppendUint32(b, h.Seq)
 	b = ne.AppendUint32(b, uint32(h.Type)|h.TypeFlags<<8)

@@ -13,7 +13,7 @@ import (
 )
 
 func dmRequest(t testing.TB, typ dmlog.RequestType, data []byte) connector.Message {
-	b, err := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{LUID: 0xffff888004c0de00, UUID: "mirror-1", Seq: 41, Type: typ}, Data: data})
+	b, err := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{LUID: 0xffff888004c0de00, UUID: "mirror-1", Version: dmlog.Version, Seq: 41, Type: typ}, Data: data})
 	if err != nil {
 		t.Fatal(err)
 	}

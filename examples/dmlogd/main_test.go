@@ -72,7 +72,7 @@ func TestServeJSON(t *testing.T) {
 		{dmlog.TypeIsClean, dmlog.AppendUint64(nil, 99)},
 	}
 	for i, r := range reqs {
-		b, _ := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{UUID: "m1", LUID: 7, Seq: uint32(i + 1), Type: r.typ}, Data: r.data})
+		b, _ := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{UUID: "m1", LUID: 7, Version: dmlog.Version, Seq: uint32(i + 1), Type: r.typ}, Data: r.data})
 		if _, err := k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: uint32(i + 1), Data: b}); err != nil {
 			t.Fatal(err)
 		}
