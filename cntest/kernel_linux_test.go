@@ -392,3 +392,41 @@ func sysctlInt(t *testing.T, name string) int {
 	}
 	return v
 }
+
+// TestIntegrationSendSizeMatchesKernel: a datagram may be at most the send
+// buffer minus 32 bytes (netlink_sendmsg); one byte more fails with
+// EMSGSIZE, on real sockets and on the fake alike.
+func TestIntegrationSendSizeMatchesKernel(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	k := cntest.New(nil)
+	for name, dial := range map[string]func(*connector.Config) (*connector.Conn, error){"kernel": connector.Dial, "fake": k.Dial} {
+		tx, err := dial(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rx, err := dial(&connector.Config{ReadBufferSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.SetWriteBuffer(0); err != nil { // the minimum
+			t.Fatal(err)
+		}
+		sndbuf, err := tx.WriteBuffer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The datagram is a netlink header, a cn_msg header and the payload.
+		fits := sndbuf - 32 - cntest.NetlinkHeaderLen - cntest.MessageHeaderLen
+		id := connector.CBID{Idx: 0x7e57, Val: 0x5e4d}
+		if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Data: make([]byte, fits)}); err != nil {
+			t.Errorf("%s: a %d-byte datagram with a %d-byte send buffer: %v", name, fits+36, sndbuf, err)
+		}
+		err = tx.SendTo(rx.PortID(), connector.Message{ID: id, Data: make([]byte, fits+1)})
+		if !errors.Is(err, unix.EMSGSIZE) || !errors.Is(err, connector.ErrMessageTooLarge) {
+			t.Errorf("%s: a %d-byte datagram with a %d-byte send buffer: %v, want EMSGSIZE", name, fits+37, sndbuf, err)
+		}
+		_ = tx.Close()
+		_ = rx.Close()
+	}
+}
