@@ -44,19 +44,15 @@ const (
 // Config configures a Conn. The zero value (or a nil *Config) opens a socket in
 // the current network namespace that joins no groups.
 type Config struct {
-	// Groups are joined when the socket is bound. Joining kernel groups
-	// other than odd-numbered ones needs CAP_NET_ADMIN; before Linux 6.6
-	// every join does.
+	// Groups are joined when the socket is bound; who may join which group
+	// is in the package documentation (Privileges).
 	Groups []Group
 
 	// ReadBufferSize sets the socket's receive buffer (SO_RCVBUF) in bytes,
 	// which bounds how many messages the kernel queues before it drops (see
-	// ErrOverrun). The kernel keeps twice the size, for its bookkeeping,
-	// and at least 2304 bytes. With CAP_NET_ADMIN the size is forced past
-	// net.core.rmem_max (SO_RCVBUFFORCE); without it the kernel caps it at
-	// rmem_max silently. 0 keeps net.core.rmem_default; sizes outside 0 to
-	// MaxBufferSize fail Dial with ErrInvalidConfig. Read the applied size
-	// back with [Conn.ReadBuffer].
+	// ErrOverrun), as [Conn.SetReadBuffer] does, with the kernel's
+	// arithmetic described there. 0 keeps net.core.rmem_default; sizes
+	// outside 0 to MaxBufferSize fail Dial with ErrInvalidConfig.
 	ReadBufferSize int
 
 	// NoENOBUFS sets NETLINK_NO_ENOBUFS: overruns are no longer reported

@@ -120,6 +120,10 @@ func opErr(op string, err error) error {
 	return &OpError{Op: op, Err: err}
 }
 
+// joinNeeds is what joining a group takes (cn_bind in
+// drivers/connector/connector.c): said in every error that refuses a join.
+const joinNeeds = "needs CAP_NET_ADMIN (without it, Linux 6.6 and later allow odd-numbered groups only, and older kernels none)"
+
 // The functions below turn the transports' bare errors into the messages
 // users read: each message is written here, once.
 
@@ -177,7 +181,7 @@ func mapDialErr(err error, cfg *Config) error {
 	case step == "setns":
 		return fmt.Errorf("Config.NetNS (fd %d) is not an open network namespace file descriptor (setns: %w)", cfg.NetNS, err)
 	case errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("joining these groups needs CAP_NET_ADMIN (without it, Linux 6.6 and later allow odd-numbered groups only, and older kernels none): %w", err)
+		return fmt.Errorf("joining these groups %s: %w", joinNeeds, err)
 	}
 	return err
 }

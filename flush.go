@@ -44,8 +44,8 @@ var past = time.Unix(1, 0)
 // work, or to stop without closing the Conn), where a read deadline would be
 // a signal with a race. It is safe to call from any goroutine.
 //
-// Each Reader sees each Flush once; all calls to Receive on a Conn count as
-// one reader.
+// Each Reader sees each Flush once (a Reader made after a Flush does not
+// see it); all calls to Receive on a Conn count as one reader.
 func (c *Conn) Flush() error {
 	if err := c.checkOpen("flush"); err != nil {
 		return err

@@ -86,9 +86,8 @@ func groupFromMask(mask uint32) Group {
 }
 
 // JoinGroup joins multicast group g (setsockopt NETLINK_ADD_MEMBERSHIP with
-// the group number). Without CAP_NET_ADMIN only odd-numbered groups can be
-// joined, and only on Linux 6.6 and later; the error then matches
-// os.ErrPermission.
+// the group number). Who may join which group is in the package
+// documentation (Privileges); a refusal matches os.ErrPermission.
 func (c *Conn) JoinGroup(g Group) error {
 	if err := c.checkOpen("join group"); err != nil {
 		return err
@@ -98,7 +97,7 @@ func (c *Conn) JoinGroup(g Group) error {
 	}
 	err := c.t.Join(uint32(g))
 	if errors.Is(err, syscall.EPERM) {
-		return &OpError{Op: "join group", Err: fmt.Errorf("joining group %d needs CAP_NET_ADMIN (without it, Linux 6.6 and later allow odd-numbered groups only, and older kernels none): %w", uint32(g), err)}
+		return &OpError{Op: "join group", Err: fmt.Errorf("joining group %d %s: %w", uint32(g), joinNeeds, err)}
 	}
 	return opErr("join group", c.mapErr(err, "join group"))
 }
