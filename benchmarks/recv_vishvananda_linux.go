@@ -89,10 +89,17 @@ func (r *vnRecv) run() error {
 			if r.stopped.Load() {
 				return nil
 			}
-			if !errors.Is(err, unix.ENOBUFS) {
+			switch {
+			case errors.Is(err, unix.ENOBUFS):
+				r.t.enobufs.Add(1)
+			case err != nil && strings.Contains(err.Error(), "Wrong sender portid"):
+				// A message on group 1 from a userspace socket (another
+				// process with CAP_NET_ADMIN): the monitor gives up on
+				// it as on ENOBUFS, and its users must start a new one.
+				r.t.other.Add(1)
+			default:
 				return fmt.Errorf("monitor stopped: %v", err)
 			}
-			r.t.enobufs.Add(1)
 			r.t.restarts++
 			close(r.done)
 			if err := r.monitor(); err != nil {

@@ -137,6 +137,20 @@ func printReport(w io.Writer, o *suiteOpts, ms []measure) {
 			table(w, rows, liveCols)
 		}
 	}
+	printFailures(w, o)
+}
+
+// printFailures lists the measurements a contestant failed (see
+// contestantFailed); their rows are medians of the other runs.
+func printFailures(w io.Writer, o *suiteOpts) {
+	if len(o.failures) == 0 {
+		return
+	}
+	fmt.Fprint(w, "### Failed measurements\n\n")
+	for _, f := range o.failures {
+		fmt.Fprintf(w, "* %s\n", f)
+	}
+	fmt.Fprintln(w)
 }
 
 func table(w io.Writer, rows []measure, cols []column) {

@@ -46,6 +46,7 @@ type suiteOpts struct {
 	loadStart     string
 	loadEnd       string
 	nice          int
+	failures      []string // contestants that failed a measurement
 }
 
 // allPhases in the order they run.
@@ -375,7 +376,7 @@ func (o *suiteOpts) phaseLive(section string, names []string, rcvbuf int, noENOB
 	for i, c := range cs {
 		r, err := readResult(c, time.Minute)
 		if err != nil {
-			firstErr = cmpErr(firstErr, err)
+			o.contestantFailed(section, err)
 			continue
 		}
 		m := measure{Section: section, Row: names[i], Vals: liveVals(r, sr)}
@@ -388,6 +389,17 @@ func (o *suiteOpts) phaseLive(section string, names []string, rcvbuf int, noENOB
 		addRatios(ms)
 	}
 	return ms, firstErr
+}
+
+// contestantFailed records a contestant that failed in one measurement: its
+// row is missing from that measurement, the report lists the failure, and
+// the suite goes on (the machine is shared: a stray message from another
+// process can stop a library that gives up on one, as vishvananda's monitor
+// does).
+func (o *suiteOpts) contestantFailed(section string, err error) {
+	msg := fmt.Sprintf("%s: %v", section, err)
+	o.failures = append(o.failures, msg)
+	o.progress("contestant failed: %s", msg)
 }
 
 func cmpErr(first, err error) error {
@@ -525,7 +537,7 @@ func (o *suiteOpts) phaseDrain(section string, names []string) ([]measure, error
 		}
 		r, err := readResult(c, time.Minute)
 		if err != nil {
-			firstErr = cmpErr(firstErr, err)
+			o.contestantFailed(section, err)
 			continue
 		}
 		v := resultVals(r, sr, expect)
