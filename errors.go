@@ -135,7 +135,7 @@ func (c *Conn) mapErr(err error, op string) error {
 	case c.closed.Load() || errors.Is(err, os.ErrClosed):
 		return errClosed
 	case errors.Is(err, transport.ErrUnsupported):
-		return fmt.Errorf("%w by this connection (%s)", ErrNotSupported, op)
+		return fmt.Errorf("%w by this connection: its transport does not model it (a cntest fake socket has no BPF filter and no file descriptor)", ErrNotSupported)
 	case errors.Is(err, syscall.ENOBUFS):
 		return fmt.Errorf("%w (%w)", ErrOverrun, err)
 	case errors.Is(err, syscall.EPERM):

@@ -151,14 +151,15 @@ type Kernel struct {
 	opts   Options
 	optErr error // an Options value out of range, reported by Dial
 
-	mu       sync.Mutex
-	socks    map[uint32]*socket
-	nsocks   uint32 // sockets ever opened, for port ids
-	handlers map[connector.CBID]HandlerFunc
-	requests []Request
-	rejected []Rejection
-	scratch  []byte        // encoding buffer for kernel sends, under mu
-	changed  chan struct{} // closed and replaced when a receive starts waiting or a send is refused
+	mu        sync.Mutex
+	socks     map[uint32]*socket
+	nsocks    uint32 // sockets ever opened, for port ids
+	handlers  map[connector.CBID]HandlerFunc
+	requests  []Request
+	rejected  []Rejection
+	replyErrs []error
+	scratch   []byte        // encoding buffer for kernel sends, under mu
+	changed   chan struct{} // closed and replaced when a receive starts waiting or a send is refused
 }
 
 // New returns a fake kernel configured by opts; nil means the defaults.
@@ -568,12 +569,20 @@ func (k *Kernel) input(p []byte, from connector.Sender) {
 // Errors (nobody listening, a full queue) are what the agent would get and
 // does not pass on.
 func (k *Kernel) reply(r Reply, requester uint32) {
+	// A reply that cannot be built is the handler's bug, not the kernel's
+	// behaviour: it is recorded for ReplyErrors instead of vanishing.
+	if _, err := Datagram(r.Message); err != nil || (r.Group != 0 && !r.Group.Valid()) {
+		if err == nil {
+			err = fmt.Errorf("cntest: reply: %w: group %d is out of range 1 to %d", connector.ErrInvalidGroup, uint32(r.Group), connector.MaxGroup)
+		}
+		k.mu.Lock()
+		k.replyErrs = appendBounded(k.replyErrs, fmt.Errorf("reply to port %d, id %v: %w", requester, r.Message.ID, err))
+		k.mu.Unlock()
+		return
+	}
 	switch {
 	case r.Group != 0 && r.Filter != nil:
-		d, err := Datagram(r.Message)
-		if err != nil || !r.Group.Valid() {
-			return
-		}
+		d, _ := Datagram(r.Message)
 		for _, port := range k.Members(r.Group) {
 			if r.Filter(port) {
 				_ = k.InjectRaw(port, connector.Sender{Group: r.Group}, d)
@@ -584,6 +593,17 @@ func (k *Kernel) reply(r Reply, requester uint32) {
 	default:
 		_ = k.Unicast(requester, r.Message)
 	}
+}
+
+// ReplyErrors returns the errors of replies that handlers returned but that
+// could not be sent as built (a payload longer than 65535 bytes, a group out
+// of range), oldest first: the last 4096. They are bugs in the handlers. A
+// reply dropped because its receiver's queue was full is the kernel's own
+// behaviour and is not listed (see Drops).
+func (k *Kernel) ReplyErrors() []error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return lastRecorded(k.replyErrs)
 }
 
 // appendBounded appends v, keeping at least the last maxRecorded entries:

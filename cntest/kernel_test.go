@@ -907,3 +907,29 @@ func TestRequestsKeepsTheLast4096(t *testing.T) {
 		}
 	}
 }
+
+// TestReplyErrors: a handler's reply that cannot be sent is recorded, not
+// lost without a trace; a valid reply next to it is delivered.
+func TestReplyErrors(t *testing.T) {
+	k := cntest.New(nil)
+	id := connector.CBID{Idx: 0x7e57, Val: 1}
+	k.Handle(id, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+		return []cntest.Reply{
+			{Message: connector.Message{ID: id, Data: make([]byte, 70000)}},
+			{Message: connector.Message{ID: id}, Group: 40},
+			{Message: connector.Message{ID: id, Seq: 9}},
+		}
+	})
+	c := dial(t, k, nil)
+	if err := c.Send(connector.Message{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _ := receive(t, c)
+	if len(msgs) != 1 || msgs[0].Seq != 9 {
+		t.Fatalf("got %+v, want the valid reply", msgs)
+	}
+	errs := k.ReplyErrors()
+	if len(errs) != 2 || !strings.Contains(errs[0].Error(), "65535") || !errors.Is(errs[1], connector.ErrInvalidGroup) {
+		t.Errorf("ReplyErrors = %v, want the oversized payload and the bad group", errs)
+	}
+}
