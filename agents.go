@@ -35,10 +35,10 @@ const procConnector = "/proc/net/connector"
 // Agents lists the kernel agents the messages that c sends to the kernel
 // reach: for a Conn from Dial those of this machine, read from
 // /proc/net/connector (see the package function Agents); for a cntest Conn
-// the fake agents registered with cntest.Kernel.Handle. It fails with an
-// error matching ErrNotSupported when the Conn cannot tell, and with the
-// read error when the list cannot be read (outside the initial network
-// namespace the file does not exist: fs.ErrNotExist).
+// the fake agents registered with cntest.Kernel.Handle. It fails with
+// the read error when the list cannot be read (outside the initial network
+// namespace the file does not exist: the error matches fs.ErrNotExist), and
+// with ErrClosed after Close.
 func (c *Conn) Agents() ([]Agent, error) {
 	if err := c.checkOpen("list agents"); err != nil {
 		return nil, err

@@ -391,3 +391,54 @@ func TestRequestReply(t *testing.T) {
 		t.Error("Reply on a zero Request succeeded")
 	}
 }
+
+// TestServeFlush checks that Conn.Flush, which wakes every receive, neither
+// ends Serve nor a waiting call.
+func TestServeFlush(t *testing.T) {
+	k := newKernel()
+	c, peer := dialT(t, k), dialT(t, k)
+	ch := make(chan got, 4)
+	mx := connector.NewMux()
+	mx.Handle(idA, recorder("A", ch))
+	_, done := serveT(t, mx, c, nil)
+	if !k.WaitReceiving(c.PortID(), testTimeout) {
+		t.Fatal("Serve never read")
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.SendTo(c.PortID(), connector.Message{ID: idA, Data: []byte("after flush")}); err != nil {
+		t.Fatal(err)
+	}
+	if g := recv(t, ch); string(g.m.Data) != "after flush" {
+		t.Errorf("got %q", g.m.Data)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Serve returned %v after Flush", err)
+	default:
+	}
+
+	// A call reading the Conn itself.
+	c2, srv := dialT(t, k), dialT(t, k)
+	res := make(chan error, 1)
+	go func() {
+		_, _, err := connector.Call(ctxT(t), c2, connector.Message{ID: idA, Seq: 8}, connector.ToPort(srv.PortID()), connector.MatchSeqAck)
+		res <- err
+	}()
+	if _, _, err := srv.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	if !k.WaitReceiving(c2.PortID(), testTimeout) {
+		t.Fatal("the call never read")
+	}
+	if err := c2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SendTo(c2.PortID(), connector.Message{ID: idA, Seq: 8, Ack: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Errorf("call after Flush: %v", err)
+	}
+}
