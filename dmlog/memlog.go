@@ -184,18 +184,34 @@ func NewCoreLog(sectors uint64, args []string) (*MemLog, error) {
 	return NewMemLog(rs, n, inSync)
 }
 
-func setBit(b []uint64, r uint64)        { b[r/64] |= 1 << (r % 64) }
-func clearBit(b []uint64, r uint64)      { b[r/64] &^= 1 << (r % 64) }
-func testBit(b []uint64, r uint64) bool  { return b[r/64]&(1<<(r%64)) != 0 }
-func (l *MemLog) valid(r uint64) bool    { return r < l.regions }
-func (l *MemLog) RegionSize() uint64     { return l.regionSize }
-func (l *MemLog) Regions() uint64        { return l.regions }
-func (l *MemLog) lock() func()           { l.mu.Lock(); return l.mu.Unlock }
-func (l *MemLog) IsClean(r uint64) bool  { defer l.lock()(); return l.valid(r) && testBit(l.clean, r) }
-func (l *MemLog) InSync(r uint64) bool   { defer l.lock()(); return l.valid(r) && testBit(l.insync, r) }
-func (l *MemLog) SyncCount() uint64      { defer l.lock()(); return l.syncCount }
+func setBit(b []uint64, r uint64)       { b[r/64] |= 1 << (r % 64) }
+func clearBit(b []uint64, r uint64)     { b[r/64] &^= 1 << (r % 64) }
+func testBit(b []uint64, r uint64) bool { return b[r/64]&(1<<(r%64)) != 0 }
+func (l *MemLog) valid(r uint64) bool   { return r < l.regions }
+func (l *MemLog) lock() func()          { l.mu.Lock(); return l.mu.Unlock }
+
+// RegionSize returns the region size in 512-byte sectors.
+func (l *MemLog) RegionSize() uint64 { return l.regionSize }
+
+// Regions returns the number of regions.
+func (l *MemLog) Regions() uint64 { return l.regions }
+
+// IsClean reports whether region r is clean; false for a region out of
+// range.
+func (l *MemLog) IsClean(r uint64) bool { defer l.lock()(); return l.valid(r) && testBit(l.clean, r) }
+
+// InSync reports whether region r is in sync; false for a region out of
+// range.
+func (l *MemLog) InSync(r uint64) bool { defer l.lock()(); return l.valid(r) && testBit(l.insync, r) }
+
+// SyncCount returns the number of regions in sync.
+func (l *MemLog) SyncCount() uint64 { defer l.lock()(); return l.syncCount }
+
+// Suspend records the suspension (MemLogStats.Suspended); it cannot fail.
 func (l *MemLog) Suspend(pre bool) error { defer l.lock()(); l.suspended = true; return nil }
-func (l *MemLog) Close() error           { return nil }
+
+// Close does nothing: the log is garbage collected.
+func (l *MemLog) Close() error { return nil }
 
 // Mark marks the regions dirty. A region out of range fails the whole call
 // with ErrInvalid and changes nothing.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/capcheck"
 )
 
 // RetryTimeout is how long the kernel waits for a reply before it resends
@@ -26,14 +26,7 @@ const ReconnectInterval = 2 * time.Second
 // ErrNoSysAdmin is returned by Server.Serve when the process lacks
 // CAP_SYS_ADMIN: the kernel would ignore every reply, silently, and the
 // mirror's I/O would hang. It matches os.ErrPermission.
-var ErrNoSysAdmin error = noSysAdmin{}
-
-type noSysAdmin struct{}
-
-func (noSysAdmin) Error() string {
-	return "dmlog: the process lacks CAP_SYS_ADMIN: dm-log-userspace ignores replies from such processes without a word, and the mirror would hang; run as root or grant CAP_SYS_ADMIN (and CAP_NET_ADMIN before Linux 6.6 to join group 7)"
-}
-func (noSysAdmin) Is(target error) bool { return target == os.ErrPermission }
+var ErrNoSysAdmin error = &capcheck.MissingError{Msg: "dmlog: the process lacks CAP_SYS_ADMIN: dm-log-userspace ignores replies from such processes without a word, and the mirror would hang; run as root or grant CAP_SYS_ADMIN (and CAP_NET_ADMIN before Linux 6.6 to join group 7)"}
 
 // A Ctr is a log constructor request, as Server.New receives it.
 type Ctr struct {

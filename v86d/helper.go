@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,14 +24,7 @@ var ErrExit = errors.New("v86d: the kernel asked the helper to exit (TF_EXIT)")
 // ErrNoSysAdmin is returned by Helper.Serve when the process lacks
 // CAP_SYS_ADMIN: uvesafb ignores replies from such processes, silently, and
 // each task would time out after 5 s. It matches os.ErrPermission.
-var ErrNoSysAdmin error = noSysAdmin{}
-
-type noSysAdmin struct{}
-
-func (noSysAdmin) Error() string {
-	return "v86d: the process lacks CAP_SYS_ADMIN: uvesafb ignores replies from such processes without a word; run as root (joining group 4 also needs CAP_NET_ADMIN)"
-}
-func (noSysAdmin) Is(target error) bool { return target == os.ErrPermission }
+var ErrNoSysAdmin error = &capcheck.MissingError{Msg: "v86d: the process lacks CAP_SYS_ADMIN: uvesafb ignores replies from such processes without a word; run as root (joining group 4 also needs CAP_NET_ADMIN)"}
 
 // A Call is one task the kernel sent, as a Helper's Handle gets it.
 type Call struct {
