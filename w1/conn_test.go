@@ -217,15 +217,15 @@ func TestSlaveTx(t *testing.T) {
 }
 
 func TestNoAgent(t *testing.T) {
-	_, a, w := fake(t, nil)
+	_, a, w := fake(t, &w1.Config{Timeout: time.Minute})
 	a.Unregister()
 	start := time.Now()
 	_, err := w.Masters(context.Background())
 	if !errors.Is(err, connector.ErrNoAgent) {
 		t.Fatalf("err = %v, want ErrNoAgent", err)
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("took %v", d)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v: it waited instead of failing at once", d)
 	}
 }
 
@@ -411,7 +411,8 @@ func TestCloseWhileWaiting(t *testing.T) {
 }
 
 // A long slave list does not fit one record: the kernel splits it over
-// several data records of the same command, before the one status.
+// several data records of the same command, before the one status (as
+// w1test's TestListSplit checks).
 func TestSlavesSplit(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -429,13 +430,9 @@ func TestSlavesSplit(t *testing.T) {
 			for i := range 100 {
 				a.AttachDevice(m, w1.NewSlaveID(0x2d, uint64(i)))
 			}
-			before := w.Stats().Mux.Claimed
 			got, err := w.Slaves(ctx, m)
 			if err != nil || !slices.Equal(got, want) {
 				t.Fatalf("Slaves returned %d ids (err %v), want %d", len(got), err, len(want))
-			}
-			if n := w.Stats().Mux.Claimed - before; n < 3 {
-				t.Errorf("the list came in %d records, want it split (at least 2 data records and the status)", n)
 			}
 			found, err := w.Search(ctx, m)
 			if err != nil || len(found) != 64 {

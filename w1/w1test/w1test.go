@@ -145,6 +145,26 @@ func (a *Agent) AttachDevice(id w1.MasterID, s w1.SlaveID) {
 	a.with(id, func(m *master) { m.devices = append(m.devices, s) })
 }
 
+// RegisterSlave registers slaves on the master as the kernel does when a
+// search finds them or AddSlave adds them, with a SLAVE_ADD notification
+// each, without bus traffic. Ids already registered are skipped.
+func (a *Agent) RegisterSlave(id w1.MasterID, s ...w1.SlaveID) {
+	var added []w1.SlaveID
+	var m *master
+	a.with(id, func(mm *master) {
+		m = mm
+		for _, x := range s {
+			if !slices.Contains(mm.slaves, x) {
+				mm.slaves = append(mm.slaves, x)
+				added = append(added, x)
+			}
+		}
+	})
+	for _, x := range added {
+		a.notify(m, w1.MsgSlaveAdd, x.Kernel())
+	}
+}
+
 // SetAlarm sets the devices that ALARM_SEARCH finds on the master.
 func (a *Agent) SetAlarm(id w1.MasterID, s ...w1.SlaveID) {
 	a.with(id, func(m *master) { m.alarm = slices.Clone(s) })

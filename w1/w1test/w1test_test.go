@@ -253,3 +253,37 @@ func TestSlaves(t *testing.T) {
 	}
 	_ = binary.NativeEndian
 }
+
+// A slave list longer than a reply block holds is split over several data
+// records of the same command, then the one status, as w1_send_slave does.
+func TestListSplit(t *testing.T) {
+	for _, flags := range []uint16{0, w1.FlagBundle} {
+		k, a, c := setup(t)
+		m := a.AddMaster()
+		var want []w1.SlaveID
+		for i := range 2100 {
+			want = append(want, w1.NewSlaveID(0x28, uint64(i)))
+		}
+		a.RegisterSlave(m, want...)
+		req := connector.Message{ID: w1.ID, Seq: 9, Ack: 40, Flags: flags, Data: payload(t, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(m), Cmds: []w1.Cmd{{Cmd: w1.CmdListSlaves}}})}
+		var got []w1.SlaveID
+		data, status := 0, 0
+		for _, r := range exchange(t, k, c, req) {
+			for _, msg := range r.msgs {
+				if r.m.Ack == req.Seq+1 {
+					data++
+					ids, err := msg.Cmds[0].Slaves()
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, ids...)
+				} else {
+					status++
+				}
+			}
+		}
+		if data < 2 || status != 1 || !slices.Equal(got, want) {
+			t.Errorf("flags %d: %d data records, %d statuses, %d ids; want the 2100 ids split, one status", flags, data, status, len(got))
+		}
+	}
+}
