@@ -48,8 +48,14 @@ func allocsReaderNext(t *testing.T, kernelWait bool) {
 
 func TestAllocsSend(t *testing.T) {
 	requirePrivileged(t)
+	for _, kw := range []bool{false, true} {
+		t.Run("KernelWait="+strconv.FormatBool(kw), func(t *testing.T) { allocsSend(t, kw) })
+	}
+}
+
+func allocsSend(t *testing.T, kernelWait bool) {
 	rx := dial(t, &connector.Config{ReadBufferSize: 8 << 20, Groups: []connector.Group{groupExchange}})
-	tx := dial(t, nil)
+	tx := dial(t, &connector.Config{KernelWait: kernelWait})
 	m := connector.Message{ID: testID(), Data: payload(40, 0)}
 	for name, send := range map[string]func() error{
 		"Send":      func() error { return tx.Send(m) },

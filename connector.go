@@ -88,10 +88,11 @@ type Config struct {
 	// socket off the poller altogether. A wake-up then costs one system
 	// call instead of a recvmmsg that finds nothing, an epoll_pwait and the
 	// scheduler's round trip, so a reader that keeps up with a busy source
-	// uses less CPU per message (benchmarks/README.md). The price: each
-	// waiting receive holds an OS thread, and Close, Flush and a changed
-	// read deadline take effect within 10 ms instead of at once. Off by
-	// default.
+	// uses less CPU per message (benchmarks/README.md). Sends wait in the
+	// kernel too: a unicast to a full receiver sleeps in sendto until it
+	// has room instead of retrying. The price: each waiting call holds an
+	// OS thread, and Close, Flush and changed deadlines take effect within
+	// 10 ms instead of at once. Off by default.
 	KernelWait bool
 }
 

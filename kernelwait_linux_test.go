@@ -290,3 +290,83 @@ func epollWatched(t *testing.T) map[int]bool {
 	}
 	return w
 }
+
+// TestIntegrationKernelWaitSend checks the sends of a KernelWait Conn, which
+// wait in the kernel for room in a full unicast receiver: every message
+// arrives once the receiver reads, a write deadline ends the wait, and so
+// does Close.
+func TestIntegrationKernelWaitSend(t *testing.T) {
+	requirePrivileged(t)
+	rx := dial(t, nil)
+	if err := rx.SetReadBuffer(1); err != nil { // the kernel's minimum
+		t.Fatal(err)
+	}
+	tx, err := connector.Dial(&connector.Config{KernelWait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	id := testID()
+
+	// Back-pressure: far more than the receive buffer holds, all delivered.
+	const n = 200
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(512, 0)}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	r := rx.NewReader()
+	defer r.Release()
+	src := readerSource{r}
+	for i := range n {
+		if m, _ := nextWith(t, src, withID(id)); m.Seq != uint32(i) {
+			t.Fatalf("got seq %d, want %d", m.Seq, i)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("SendTo: %v", err)
+	}
+
+	// A write deadline ends a wait for room.
+	if err := tx.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	var derr error
+	for i := 0; derr == nil; i++ {
+		derr = tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(512, 0)})
+	}
+	if !errors.Is(derr, os.ErrDeadlineExceeded) {
+		t.Fatalf("SendTo to a full receiver past the write deadline: %v, want os.ErrDeadlineExceeded", derr)
+	}
+	if err := tx.SetWriteDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Close ends a wait for room.
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(512, 0)}); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	if !testutil.WaitFor(waitTimeout, func() bool { return stackHas("TestIntegrationKernelWaitSend", "sendWait") }) {
+		t.Fatal("SendTo never waited for the full receiver")
+	}
+	if err := tx.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		errorsIsAll(t, err, connector.ErrClosed)
+	case <-time.After(promptly):
+		t.Fatalf("SendTo still blocked %v after Close", promptly)
+	}
+}
