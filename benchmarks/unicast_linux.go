@@ -39,6 +39,7 @@ var unicastPairs = []pair{
 	{"raw", "raw", "raw"},
 	{"connector (Reader)", "connector", "connector"},
 	{"connector (Reader, KernelWait)", "connector", "connector-kw"},
+	{"connector, KernelWait both sides", "connector-kw", "connector-kw"},
 	{"connector (Receive)", "connector", "connector-receive"},
 	{"mdlayher (receive)", "raw", "mdlayher"},
 }
@@ -339,13 +340,14 @@ func (s *rawUSend) start(port uint32, payload []byte) error {
 func (s *rawUSend) send() error { return unix.Sendto(s.fd, s.b, 0, s.sa) }
 
 type connUSend struct {
-	c    *connector.Conn
-	port uint32
-	m    connector.Message
+	kernelWait bool // Config.KernelWait
+	c          *connector.Conn
+	port       uint32
+	m          connector.Message
 }
 
 func (s *connUSend) start(port uint32, payload []byte) error {
-	c, err := connector.Dial(nil)
+	c, err := connector.Dial(&connector.Config{KernelWait: s.kernelWait})
 	if err != nil {
 		return err
 	}
@@ -372,6 +374,8 @@ func usendMain(args []string) error {
 		s = &rawUSend{}
 	case "connector":
 		s = &connUSend{}
+	case "connector-kw":
+		s = &connUSend{kernelWait: true}
 	default:
 		return fmt.Errorf("unknown unicast sender %q", *name)
 	}
