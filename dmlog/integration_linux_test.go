@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,9 +62,9 @@ func requireDMLog(t *testing.T) {
 	if err := dmControlNode(); err != nil {
 		missing("no device-mapper: %v", err)
 	}
-	b, err := os.ReadFile("/proc/net/connector")
-	if err != nil || !strings.Contains(string(b), " 7:1") {
-		missing("dm-log-userspace is not registered with the connector (/proc/net/connector lists no 7:1)")
+	agents, err := connector.Agents()
+	if err != nil || !slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == connector.IDDM }) {
+		missing("dm-log-userspace is not registered with the connector (no agent 7:1: %v %v)", agents, err)
 	}
 	if os.Getenv("KMATRIX") == "" {
 		// On a real machine, never touch an existing log server's mirrors.

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -35,19 +34,11 @@ import (
 // agent or the stub is missing (the host has no modules) they skip and say
 // so; the matrix fails them if they skip there.
 
-const helperEnv = "W1_TEST_HELPER"
-
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "unpriv" {
-		os.Exit(helperUnprivileged())
-	}
-	os.Exit(m.Run())
+	testutil.Main(m, map[string]testutil.HelperFunc{
+		"unpriv": func([]string) int { return helperUnprivileged() },
+	})
 }
-
-// inMatrix reports whether the test runs in the kernel matrix, which loads
-// the modules of testdata/kmatrix-modules: there a missing agent is a
-// failure, not a reason to skip.
-func inMatrix() bool { return os.Getenv("KMATRIX") == "1" }
 
 // requireW1 skips the test unless the kernel's w1 agent is registered (and
 // fails it in the matrix, where it must be).
@@ -65,7 +56,7 @@ func requireW1(t *testing.T) {
 	default:
 		return
 	}
-	if inMatrix() {
+	if testutil.InMatrix() {
 		t.Fatalf("%s in the kernel matrix: are the modules of testdata/kmatrix-modules loaded?", why)
 	}
 	t.Skip(why + ": runs only in the kernel matrix (.ci/matrix -pkgs ./w1), which loads wire, i2c-stub, i2c-dev and ds2482")
@@ -86,7 +77,7 @@ func bus(t *testing.T) stubBus {
 	t.Helper()
 	requireW1(t)
 	busOnce.Do(func() { theBus, busErr = w1stub.Setup() })
-	if errors.Is(busErr, w1stub.ErrNoStub) && !inMatrix() {
+	if errors.Is(busErr, w1stub.ErrNoStub) && !testutil.InMatrix() {
 		t.Skip(busErr.Error() + ": runs only in the kernel matrix (.ci/matrix -pkgs ./w1)")
 	}
 	if busErr != nil {
@@ -549,31 +540,15 @@ func TestIntegrationStallWithoutReader(t *testing.T) {
 	}
 }
 
-func kernelVersion(t *testing.T) (int, int) {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
-		t.Fatal(err)
-	}
-	return major, minor
-}
-
 // TestIntegrationUnprivileged: as uid 65534 without capabilities, w1
 // requests work on every kernel (the agent checks no privilege), while
 // joining group 3 for notifications needs CAP_NET_ADMIN before 6.6.
 func TestIntegrationUnprivileged(t *testing.T) {
 	b := bus(t)
-	major, minor := kernelVersion(t)
+	major, minor := testutil.KernelVersion(t)
 	modern := major > 6 || major == 6 && minor >= 6
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=unpriv", fmt.Sprintf("W1_TEST_MASTER=%d", b.Master))
+	cmd := testutil.HelperCommand(t, "unpriv")
+	cmd.Env = append(cmd.Env, fmt.Sprintf("W1_TEST_MASTER=%d", b.Master))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	timer := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })

@@ -18,31 +18,29 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
-	"github.com/cnlink/connector/examples/internal/extest"
 	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
 const (
-	programEnv = "BUS_TEST_PROGRAM"
-	timeout    = 20 * time.Second
+	program = "bus" // the helper that runs as the bus program
+	timeout = 20 * time.Second
 )
 
-// noCapEnv, set with programEnv, runs the program without CAP_NET_ADMIN:
+// noCapEnv, set for the program helper, runs the program without CAP_NET_ADMIN:
 // the capability is dropped on the main thread, where the program's socket
 // calls run.
 const noCapEnv = "BUS_TEST_NO_NET_ADMIN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(programEnv) != "" && os.Getenv(noCapEnv) != "" {
+	if os.Getenv(testutil.HelperEnv) == program && os.Getenv(noCapEnv) != "" {
 		runtime.LockOSThread()
 		if err := testutil.DropCapabilityThread(unix.CAP_NET_ADMIN); err != nil {
 			fmt.Fprintln(os.Stderr, "dropping CAP_NET_ADMIN:", err)
 			os.Exit(3)
 		}
 	}
-	extest.RunIfProgram(programEnv, mainExit)
-	os.Exit(m.Run())
+	testutil.Main(m, map[string]testutil.HelperFunc{program: mainExit})
 }
 
 // needNetAdmin skips the test when this process may not send to ports and
@@ -82,9 +80,9 @@ var portRe = func(line, after string) (uint32, error) {
 }
 
 // startServer runs "bus serve" and returns it with its port.
-func startServer(t *testing.T, args ...string) (*extest.Proc, uint32) {
+func startServer(t *testing.T, args ...string) (*testutil.Proc, uint32) {
 	t.Helper()
-	p := extest.Start(t, programEnv, append([]string{"serve"}, args...)...)
+	p := testutil.StartHelper(t, program, append([]string{"serve"}, args...)...)
 	line := p.Stderr.FindPrefix(t, timeout, "bus: serving on port ")
 	port, err := portRe(line, "serving on port ")
 	if err != nil {
@@ -99,7 +97,7 @@ func TestRequestReply(t *testing.T) {
 	needNetAdmin(t)
 	srv, port := startServer(t, "-g", "24")
 
-	c1 := extest.Start(t, programEnv, "call", "-port", strconv.FormatUint(uint64(port), 10), "echo", "hello", "bus")
+	c1 := testutil.StartHelper(t, program, "call", "-port", strconv.FormatUint(uint64(port), 10), "echo", "hello", "bus")
 	if code := c1.Wait(t, timeout); code != 0 {
 		t.Fatalf("call exited with %d; stderr:\n%s", code, c1.Stderr)
 	}
@@ -122,7 +120,7 @@ func TestRequestReply(t *testing.T) {
 		return strings.HasSuffix(s, fmt.Sprintf("request seq %d from port %d via port: echo hello bus -> hello bus", seq, callerPort))
 	})
 
-	c2 := extest.Start(t, programEnv, "call", "-g", "24", "ping")
+	c2 := testutil.StartHelper(t, program, "call", "-g", "24", "ping")
 	if code := c2.Wait(t, timeout); code != 0 {
 		t.Fatalf("call -g exited with %d; stderr:\n%s", code, c2.Stderr)
 	}
@@ -143,7 +141,7 @@ func TestRequestReply(t *testing.T) {
 func TestErrorReply(t *testing.T) {
 	needNetAdmin(t)
 	_, port := startServer(t, "-c", "1")
-	code, stdout, stderr := extest.Run(t, timeout, programEnv, "call", "-port", fmt.Sprint(port), "frobnicate")
+	code, stdout, stderr := testutil.RunHelperExit(t, timeout, program, "call", "-port", fmt.Sprint(port), "frobnicate")
 	if code != 1 || stdout != "" {
 		t.Errorf("call of an unknown request: exit %d, stdout %q; want 1 and nothing", code, stdout)
 	}
@@ -155,11 +153,11 @@ func TestErrorReply(t *testing.T) {
 
 func TestPublishSubscribe(t *testing.T) {
 	needNetAdmin(t)
-	sub := extest.Start(t, programEnv, "sub", "-g", "25", "-c", "2")
+	sub := testutil.StartHelper(t, program, "sub", "-g", "25", "-c", "2")
 	sub.Stderr.FindPrefix(t, timeout, "bus: port ")
 	var pubPorts []uint32
 	for _, text := range []string{"first message", "second\tmessage"} {
-		p := extest.Start(t, programEnv, "pub", "-g", "25", text)
+		p := testutil.StartHelper(t, program, "pub", "-g", "25", text)
 		if code := p.Wait(t, timeout); code != 0 {
 			t.Fatalf("pub exited with %d; stderr:\n%s", code, p.Stderr)
 		}
@@ -197,7 +195,7 @@ func TestCallCorrelation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	call := extest.Start(t, programEnv, "call", "-port", fmt.Sprint(srv.PortID()), "-timeout", "15s", "ping")
+	call := testutil.StartHelper(t, program, "call", "-port", fmt.Sprint(srv.PortID()), "-timeout", "15s", "ping")
 
 	if err := srv.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		t.Fatal(err)
@@ -242,7 +240,7 @@ func TestCallTimesOut(t *testing.T) {
 	}
 	defer silent.Close()
 	start := time.Now()
-	code, stdout, stderr := extest.Run(t, timeout, programEnv, "call", "-port", fmt.Sprint(silent.PortID()), "-timeout", "300ms", "ping")
+	code, stdout, stderr := testutil.RunHelperExit(t, timeout, program, "call", "-port", fmt.Sprint(silent.PortID()), "-timeout", "300ms", "ping")
 	if code != 1 || stdout != "" {
 		t.Errorf("call to a silent port: exit %d, stdout %q; want 1 and nothing", code, stdout)
 	}
@@ -269,7 +267,7 @@ func TestCallUnknownPort(t *testing.T) {
 	}
 	port := c.PortID()
 	c.Close() // now nobody has this port
-	code, _, stderr := extest.Run(t, timeout, programEnv, "call", "-port", fmt.Sprint(port), "ping")
+	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "call", "-port", fmt.Sprint(port), "ping")
 	if code != 1 || !strings.Contains(stderr, fmt.Sprintf("no socket has port id %d", port)) {
 		t.Errorf("call to a closed port: exit %d, stderr %q", code, stderr)
 	}
@@ -297,7 +295,7 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
 	}
-	code, _, stderr := extest.Run(t, timeout, programEnv, "call", "ping")
+	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "call", "ping")
 	if code != 2 || !strings.Contains(stderr, "call needs exactly one of -port PORT and -g GROUP") {
 		t.Errorf("bus call ping: exit %d, stderr %q", code, stderr)
 	}
@@ -333,9 +331,9 @@ func TestPrintable(t *testing.T) {
 // leave and exiting 0.
 func TestServeWithoutNetAdmin(t *testing.T) {
 	testutil.RequireInitialNetNS(t)
-	cmd := extest.Command(t, programEnv, "serve", "-c", "1")
+	cmd := testutil.HelperCommand(t, program, "serve", "-c", "1")
 	cmd.Env = append(cmd.Env, noCapEnv+"=1")
-	p := extest.StartCmd(t, cmd)
+	p := testutil.Start(t, cmd)
 	if code := p.Wait(t, timeout); code != 1 {
 		t.Fatalf("serve without CAP_NET_ADMIN exited with %d, want 1; stderr:\n%s", code, p.Stderr)
 	}
@@ -373,7 +371,7 @@ func TestHelpPerCommand(t *testing.T) {
 			}
 		}
 	}
-	code, stdout, stderr := extest.Run(t, timeout, programEnv, "-h")
+	code, stdout, stderr := testutil.RunHelperExit(t, timeout, program, "-h")
 	if code != 0 || stdout != "" || !strings.HasPrefix(stderr, "usage:") {
 		t.Errorf("bus -h: exit %d, stdout %q, stderr %q; want 0 and the usage on stderr", code, stdout, stderr)
 	}

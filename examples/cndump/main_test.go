@@ -16,21 +16,20 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
-	"github.com/cnlink/connector/examples/internal/extest"
+	"github.com/cnlink/connector/internal/testutil"
 )
 
 const (
-	programEnv = "CNDUMP_TEST_PROGRAM" // run as cndump
-	helperEnv  = "CNDUMP_TEST_EXIT7"   // exit with status 7 at once
-	timeout    = 20 * time.Second
+	program = "cndump" // the helper that runs as cndump
+	exit7   = "exit7"  // the helper that exits with status 7 at once
+	timeout = 20 * time.Second
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "1" {
-		os.Exit(7)
-	}
-	extest.RunIfProgram(programEnv, mainExit)
-	os.Exit(m.Run())
+	testutil.Main(m, map[string]testutil.HelperFunc{
+		program: mainExit,
+		exit7:   func([]string) int { return 7 },
+	})
 }
 
 // dialSender opens a socket to send test traffic from, skipping the test
@@ -59,7 +58,7 @@ func multicast(t *testing.T, c *connector.Conn, g connector.Group, m connector.M
 // the test if this process may not join those groups (cndump, its child, has
 // the same privileges): even groups, and on kernels before 6.6 every group,
 // need CAP_NET_ADMIN.
-func startDump(t *testing.T, args ...string) (*extest.Proc, uint32) {
+func startDump(t *testing.T, args ...string) (*testutil.Proc, uint32) {
 	t.Helper()
 	o, err := parseArgs(args, io.Discard)
 	if err != nil {
@@ -73,7 +72,7 @@ func startDump(t *testing.T, args ...string) (*extest.Proc, uint32) {
 		t.Fatalf("dial with groups %s: %v", formatGroups(o.groups), err)
 	}
 	probe.Close()
-	p := extest.Start(t, programEnv, args...)
+	p := testutil.StartHelper(t, program, args...)
 	line := p.Stderr.FindPrefix(t, timeout, "cndump: port ")
 	f := strings.Fields(line)
 	port, err := strconv.ParseUint(strings.TrimSuffix(f[2], ","), 10, 32)
@@ -169,16 +168,11 @@ func TestDumpDecodesProcEvents(t *testing.T) {
 	tx := dialSender(t)
 	p, _ := startDump(t, "-g", "1,27", "-id", "proc", "-listen-proc", "-kernel-only", "-hex=false", "-rcvbuf", "67108864")
 	multicast(t, tx, 27, connector.Message{ID: connector.IDProc, Data: make([]byte, 40)})
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	found := false
 	for attempt := 1; attempt <= 5 && !found; attempt++ {
 		mark := p.Stdout.Len()
-		child := exec.Command(exe)
-		child.Env = append(os.Environ(), helperEnv+"=1")
-		err = child.Run()
+		child := testutil.HelperCommand(t, exit7)
+		err := child.Run()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 7 {
 			t.Fatalf("helper child: got %v, want exit status 7", err)
@@ -245,7 +239,7 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
 	}
-	code, _, stderr := extest.Run(t, timeout, programEnv, "-g", "99")
+	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "-g", "99")
 	if code != 2 || !strings.Contains(stderr, `bad group "99": groups are numbered 1 to 32`) {
 		t.Errorf("cndump -g 99: exit %d, stderr %q; want 2 and the reason", code, stderr)
 	}

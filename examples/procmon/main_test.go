@@ -18,22 +18,21 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
-	"github.com/cnlink/connector/examples/internal/extest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/cnlink/connector/proc"
 )
 
 const (
-	programEnv = "PROCMON_TEST_PROGRAM"
-	helperEnv  = "PROCMON_TEST_HELPER"
-	timeout    = 30 * time.Second
+	program   = "procmon" // the testutil helper that runs as procmon
+	helperEnv = "PROCMON_TEST_HELPER"
+	timeout   = 30 * time.Second
 )
 
 func TestMain(m *testing.M) {
 	if h := os.Getenv(helperEnv); h != "" {
 		os.Exit(helper(h))
 	}
-	extest.RunIfProgram(programEnv, mainExit)
-	os.Exit(m.Run())
+	testutil.Main(m, map[string]testutil.HelperFunc{program: mainExit})
 }
 
 // helper is what the test binary does when a test runs it as a child.
@@ -89,9 +88,9 @@ func skipUnlessListen(t *testing.T) {
 // startMonitor runs procmon and waits until it listens. The tests give it
 // a large receive buffer: other process-event storms on the machine must
 // not make it lose the test's own events.
-func startMonitor(t *testing.T, args ...string) *extest.Proc {
+func startMonitor(t *testing.T, args ...string) *testutil.Proc {
 	t.Helper()
-	p := extest.Start(t, programEnv, append([]string{"-rcvbuf", "67108864"}, args...)...)
+	p := testutil.StartHelper(t, program, append([]string{"-rcvbuf", "67108864"}, args...)...)
 	p.Stderr.FindPrefix(t, timeout, "procmon: listening")
 	return p
 }
@@ -192,7 +191,7 @@ var errRetry = errors.New("events were lost")
 // await waits for a line after the first mark lines that match accepts. It
 // returns errRetry when procmon reported lost events and the line still did
 // not come, and fails the test when the line did not come without loss.
-func await(t *testing.T, p *extest.Proc, mark int, what string, match func(string) bool) (string, error) {
+func await(t *testing.T, p *testutil.Proc, mark int, what string, match func(string) bool) (string, error) {
 	t.Helper()
 	line, err := p.Stdout.WaitFrom(mark, timeout, func(s string) bool { return match(s) || isLoss(s) })
 	if err != nil {
@@ -209,7 +208,7 @@ func await(t *testing.T, p *extest.Proc, mark int, what string, match func(strin
 	return "", errRetry
 }
 
-func awaitJSON(t *testing.T, p *extest.Proc, mark int, what string, match func(jsonEvent) bool) (jsonEvent, error) {
+func awaitJSON(t *testing.T, p *testutil.Proc, mark int, what string, match func(jsonEvent) bool) (jsonEvent, error) {
 	t.Helper()
 	line, err := await(t, p, mark, what, func(s string) bool {
 		var e jsonEvent
@@ -515,7 +514,7 @@ func TestStatsJSON(t *testing.T) {
 func TestDurationFlag(t *testing.T) {
 	skipUnlessListen(t)
 	start := time.Now()
-	code, _, stderr := extest.Run(t, timeout, programEnv, "-d", "300ms", "-e", "sid")
+	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "-d", "300ms", "-e", "sid")
 	if code != 0 {
 		t.Fatalf("procmon -d 300ms exited with %d: %s", code, stderr)
 	}
@@ -539,7 +538,7 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
 	}
-	code, _, stderr := extest.Run(t, timeout, programEnv, "-e", "frob")
+	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "-e", "frob")
 	if code != 2 || !strings.Contains(stderr, `unknown event kind "frob"`) {
 		t.Errorf("procmon -e frob: exit %d, stderr %q", code, stderr)
 	}

@@ -22,7 +22,21 @@
 //		testutil.Main(m, map[string]testutil.HelperFunc{"nocap": nocapHelper})
 //	}
 //
-// and a test starts it with RunHelper.
+// and a test runs it to completion with RunHelper or RunHelperExit, or starts
+// it with StartHelper (HelperCommand for more control) and watches its
+// output line by line while it runs. The example programs' tests run the
+// program this way: its main is a HelperFunc.
+//
+// # Kernel
+//
+// KernelVersion and KernelAtLeast read the running kernel's version;
+// RequireAgent and RequireProcEvents check the kernel agents registered with
+// the connector through connector.Agents, the module's one reader of
+// /proc/net/connector. InMatrix, LoadModule and RequireModule serve the
+// tests that the kernel matrix (internal/kmatrix) runs with kernel modules.
+//
+// Only external test packages of the root package (connector_test) may
+// import testutil, since it imports package connector.
 package testutil
 
 import (
@@ -82,7 +96,7 @@ func RunHelper(t testing.TB, timeout time.Duration, name string, args ...string)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, append([]string{"-test.run=^$", "--"}, args...)...)
-	cmd.Env = append(os.Environ(), HelperEnv+"="+name)
+	cmd.Env = helperEnviron(name)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err = cmd.Run()

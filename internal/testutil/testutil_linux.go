@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"testing"
 
+	"github.com/cnlink/connector"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,21 +88,56 @@ func RequireInitialNetNS(t testing.TB) {
 }
 
 // RequireProcEvents skips the test unless the kernel's process events
-// connector (CONFIG_PROC_EVENTS, id 1:1) is registered, as listed in
-// /proc/net/connector.
+// connector (CONFIG_PROC_EVENTS, id 1:1) is registered.
 func RequireProcEvents(t testing.TB) {
 	t.Helper()
 	RequireInitialNetNS(t)
-	b, err := os.ReadFile("/proc/net/connector")
+	RequireAgent(t, connector.IDProc, "the process events connector (CONFIG_PROC_EVENTS)")
+}
+
+// RequireAgent makes sure a kernel agent is registered with the connector
+// for id, as connector.Agents lists them; what names it for the message
+// ("the w1 core (module wire)"). Where it is missing the test skips, saying
+// so, except inside the kernel matrix, whose packages name the modules they
+// need (testdata/kmatrix-modules): there it fails.
+func RequireAgent(t testing.TB, id connector.CBID, what string) {
+	t.Helper()
+	agents, err := connector.Agents()
 	if err != nil {
-		t.Fatalf("reading the registered connector callbacks: %v (is /proc mounted?)", err)
+		t.Fatalf("listing the connector's agents: %v (is /proc mounted? in the initial network namespace?)", err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[1] == "1:1" {
+	for _, a := range agents {
+		if a.ID == id {
 			return
 		}
 	}
-	t.Skipf("kernel feature missing: the process events connector (CONFIG_PROC_EVENTS): /proc/net/connector does not list id 1:1:\n%s", b)
+	msg := fmt.Sprintf("kernel feature missing: %s: no agent registered for id %d:%d (registered: %v)", what, id.Idx, id.Val, agents)
+	if InMatrix() {
+		t.Fatalf("in the kernel matrix: %s; does the package's testdata/kmatrix-modules load its module?", msg)
+	}
+	t.Skip(msg)
+}
+
+// KernelVersion returns the running kernel's major and minor version, from
+// uname(2)'s release ("6.12.118+deb13-amd64" is 6, 12).
+func KernelVersion(t testing.TB) (major, minor int) {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatalf("uname: %v", err)
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("parsing the kernel release %q: %v", rel, err)
+	}
+	return major, minor
+}
+
+// KernelAtLeast reports whether the running kernel is major.minor or newer.
+func KernelAtLeast(t testing.TB, major, minor int) bool {
+	t.Helper()
+	ma, mi := KernelVersion(t)
+	return ma > major || ma == major && mi >= minor
 }
 
 // NewNetNS creates a new network namespace and returns a file descriptor

@@ -5,6 +5,7 @@ package testutil
 import (
 	"errors"
 	"fmt"
+	"github.com/cnlink/connector"
 	"runtime"
 	"testing"
 )
@@ -62,3 +63,12 @@ func ModuleLoaded(string) bool { return false }
 
 // RequireModule skips the test: kernel modules are a Linux feature.
 func RequireModule(t testing.TB, _, _ string) { t.Helper(); skipNotLinux(t) }
+
+// RequireAgent skips the test: only Linux has the netlink connector.
+func RequireAgent(t testing.TB, _ connector.CBID, _ string) { t.Helper(); skipNotLinux(t) }
+
+// KernelVersion skips the test: it reads the Linux kernel's version.
+func KernelVersion(t testing.TB) (major, minor int) { t.Helper(); skipNotLinux(t); return 0, 0 }
+
+// KernelAtLeast skips the test: it reads the Linux kernel's version.
+func KernelAtLeast(t testing.TB, _, _ int) bool { t.Helper(); skipNotLinux(t); return false }

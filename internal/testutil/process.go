@@ -1,11 +1,4 @@
-// Package extest runs the example programs from their tests.
-//
-// Each example's test binary doubles as the program: when the environment
-// variable named by the test is set, TestMain calls the program's entry point
-// instead of the tests (see RunIfProgram). Start re-executes the test binary
-// in that mode, so the tests need neither a Go toolchain nor a shell at run
-// time and work inside minimal VMs that hold only the static test binary.
-package extest
+package testutil
 
 import (
 	"bufio"
@@ -21,12 +14,52 @@ import (
 	"time"
 )
 
-// RunIfProgram calls main and exits with its result when the environment
-// variable env is "1". Call it first thing in TestMain.
-func RunIfProgram(env string, main func(args []string) int) {
-	if os.Getenv(env) == "1" {
-		os.Exit(main(os.Args[1:]))
+// Long-running helper processes, whose output a test watches line by line
+// while they run: the example programs (the test binary doubles as the
+// program, a helper whose HelperFunc is the program's main) and children
+// that print what they did.
+
+// HelperCommand returns the command that runs the test binary as the helper
+// name (see Main) with args, for a test that sets more fields (SysProcAttr,
+// Stdin) before starting it itself or with Start.
+func HelperCommand(t testing.TB, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("finding the test binary to re-execute: %v", err)
 	}
+	cmd := exec.Command(exe, append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = helperEnviron(name)
+	return cmd
+}
+
+// helperEnviron is the environment of a helper process: the test's, with
+// HelperEnv naming the helper. Under -race a process sleeps one second at
+// exit (GORACE atexit_sleep_ms) unless told otherwise; helpers exit often.
+func helperEnviron(name string) []string {
+	gorace := "atexit_sleep_ms=0"
+	if g := os.Getenv("GORACE"); g != "" {
+		gorace = g + " " + gorace
+	}
+	return append(os.Environ(), HelperEnv+"="+name, "GORACE="+gorace)
+}
+
+// StartHelper starts the test binary as the helper name with args and
+// collects its output by line. It is killed when the test ends if it is
+// still running.
+func StartHelper(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	return Start(t, HelperCommand(t, name, args...))
+}
+
+// RunHelperExit runs the helper name with args, waits up to timeout for it
+// to exit and returns its exit code and output. Unlike RunHelper, a nonzero
+// exit code is a result, not an error.
+func RunHelperExit(t testing.TB, timeout time.Duration, name string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	p := StartHelper(t, name, args...)
+	code = p.Wait(t, timeout)
+	return code, p.Stdout.String(), p.Stderr.String()
 }
 
 // Lines collects the lines written to a pipe and lets a test wait for one.
@@ -162,45 +195,29 @@ func (l *Lines) WaitEOF(timeout time.Duration) error {
 	}
 }
 
-// A Proc is the test binary running as an example program.
+// A Proc is a running helper process (or any command given to Start).
 type Proc struct {
-	Cmd    *exec.Cmd
+	Cmd *exec.Cmd
+	// Stdin is a pipe to the process's standard input, unless the command
+	// had one set; closing it gives the process EOF.
+	Stdin  io.WriteCloser
 	Stdout *Lines
 	Stderr *Lines
 	done   chan struct{}
 	err    error
 }
 
-// Start runs the test binary as the program, with env set to "1" and the
-// given arguments. The process is killed when the test ends if it is still
-// running.
-func Start(t testing.TB, env string, args ...string) *Proc {
+// Start starts cmd, collecting its stdout and stderr by line. The process
+// is killed when the test ends if it is still running.
+func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 	t.Helper()
-	return StartCmd(t, Command(t, env, args...))
-}
-
-// Command returns the command Start would run, for tests that need to set
-// more fields before starting it.
-func Command(t testing.TB, env string, args ...string) *exec.Cmd {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatalf("finding the test binary: %v", err)
+	var stdin io.WriteCloser
+	if cmd.Stdin == nil {
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cmd := exec.Command(exe, args...)
-	// Under -race, a process sleeps one second at exit (GORACE
-	// atexit_sleep_ms) unless told otherwise; the programs exit often.
-	gorace := "atexit_sleep_ms=0"
-	if g := os.Getenv("GORACE"); g != "" {
-		gorace = g + " " + gorace
-	}
-	cmd.Env = append(os.Environ(), env+"=1", "GORACE="+gorace)
-	return cmd
-}
-
-// StartCmd starts cmd, collecting its stdout and stderr by line.
-func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
-	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -214,6 +231,7 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
 	}
 	p := &Proc{
 		Cmd:    cmd,
+		Stdin:  stdin,
 		Stdout: newLines("stdout", stdout),
 		Stderr: newLines("stderr", stderr),
 		done:   make(chan struct{}),
@@ -226,6 +244,9 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		if stdin != nil {
+			_ = stdin.Close()
+		}
 		select {
 		case <-p.done:
 		default:
@@ -240,7 +261,7 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
 func (p *Proc) Signal(t testing.TB, sig os.Signal) {
 	t.Helper()
 	if err := p.Cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signalling the program: %v", err)
+		t.Fatalf("signalling the helper: %v", err)
 	}
 }
 
@@ -249,31 +270,41 @@ func (p *Proc) Signal(t testing.TB, sig os.Signal) {
 // it) or was killed by a signal.
 func (p *Proc) Wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		_ = p.Cmd.Process.Kill()
-		<-p.done
-		t.Fatalf("program %v did not exit within %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Args[1:], timeout, p.Stdout, p.Stderr)
-	}
+	p.waitDone(t, timeout)
 	if p.err == nil {
 		return 0
 	}
 	var ee *exec.ExitError
 	if !errors.As(p.err, &ee) {
-		t.Fatalf("waiting for the program: %v", p.err)
+		t.Fatalf("waiting for the helper: %v", p.err)
 	}
 	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		t.Fatalf("program %v was killed by %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Args[1:], ws.Signal(), p.Stdout, p.Stderr)
+		t.Fatalf("helper %v was killed by %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Args[1:], ws.Signal(), p.Stdout, p.Stderr)
 	}
 	return ee.ExitCode()
 }
 
-// Run starts the program, waits up to timeout for it to exit and returns
-// its exit code and output.
-func Run(t testing.TB, timeout time.Duration, env string, args ...string) (code int, stdout, stderr string) {
+// WaitState waits up to timeout for the process to exit and returns its
+// state, however it ended (a signal included). It fails the test if the
+// process does not exit in time (and kills it).
+func (p *Proc) WaitState(t testing.TB, timeout time.Duration) *os.ProcessState {
 	t.Helper()
-	p := Start(t, env, args...)
-	code = p.Wait(t, timeout)
-	return code, p.Stdout.String(), p.Stderr.String()
+	p.waitDone(t, timeout)
+	if p.Cmd.ProcessState == nil {
+		t.Fatalf("waiting for the helper: %v", p.err)
+	}
+	return p.Cmd.ProcessState
+}
+
+// waitDone waits up to timeout for the process to exit, failing the test
+// (after killing it) if it does not.
+func (p *Proc) waitDone(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		_ = p.Cmd.Process.Kill()
+		<-p.done
+		t.Fatalf("helper %v did not exit within %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Args[1:], timeout, p.Stdout, p.Stderr)
+	}
 }
