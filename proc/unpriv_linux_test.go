@@ -271,7 +271,7 @@ func TestIntegrationAckFlood(t *testing.T) {
 				return pids[e.TGID] && e.PID == e.TGID && (e.Kind == KindFork || e.Kind == KindExit)
 			}
 			evs, ok := r.await(t, mark, keep, func(evs []Event) bool { return len(evs) == 2*children })
-			_ = flooder.stdin.Close()
+			_ = flooder.p.Stdin.Close()
 			if !ok || len(evs) != 2*children {
 				t.Fatalf("%d of the workload's %d fork and exit events delivered during the flood; stats %+v", len(evs), 2*children, l.Stats())
 			}

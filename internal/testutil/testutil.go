@@ -62,13 +62,22 @@ type HelperFunc func(args []string) int
 // Main runs the helper named by HelperEnv, if it is set, and exits with its
 // status; otherwise it runs the tests. Call it from TestMain.
 func Main(m *testing.M, helpers map[string]HelperFunc) {
-	if name, ok := os.LookupEnv(HelperEnv); ok {
+	MainFunc(m, func(name string, args []string) int {
 		fn, ok := helpers[name]
 		if !ok {
 			fmt.Fprintf(os.Stderr, "testutil: unknown helper %q\n", name)
-			os.Exit(2)
+			return 2
 		}
-		os.Exit(fn(helperArgs()))
+		return fn(args)
+	})
+}
+
+// MainFunc is Main for a package whose helpers are one function switching
+// on the helper's name: it runs helper(name, args) if HelperEnv names a
+// helper, and the tests otherwise.
+func MainFunc(m *testing.M, helper func(name string, args []string) int) {
+	if name, ok := os.LookupEnv(HelperEnv); ok {
+		os.Exit(helper(name, helperArgs()))
 	}
 	os.Exit(m.Run())
 }
