@@ -3,8 +3,6 @@
 package proc
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,11 +23,8 @@ import (
 
 // The test binary re-executes itself to make child processes that cause
 // each kind of event: the kernel matrix runs it in VMs holding nothing but
-// this binary. testutil.HelperEnv selects the child's behaviour (one of
-// helperModes, run by runHelper).
-var helperModes = []string{"exit3", "block", "setid", "setsid", "comm", "abort", "thread",
-	"listener", "flood", "unpriv", "nslisten-fakeproc", "nslisten"}
-
+// this binary. testutil.HelperEnv selects the child's behaviour (run by
+// runHelper).
 // Values the helpers use, asserted by the tests.
 const (
 	helperUID  = 4321
@@ -40,24 +35,14 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	helpers := map[string]testutil.HelperFunc{}
-	for _, mode := range helperModes {
-		helpers[mode] = func([]string) int { return runHelper(mode) }
-	}
-	testutil.Main(m, helpers)
+	testutil.MainFunc(m, func(mode string, _ []string) int { return runHelper(mode) })
 }
 
 // helperCmd returns the command that runs the test binary as the helper
 // mode, for tests that start it themselves (with namespaces, say).
 func helperCmd(t testing.TB, mode string) *exec.Cmd {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), testutil.HelperEnv+"="+mode)
-	return cmd
+	return testutil.HelperCommand(t, mode)
 }
 
 // runHelper runs in a child process and returns its exit code.
@@ -192,83 +177,40 @@ func helperListener() int {
 
 // child is a running helper process.
 type child struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	stdout *bufio.Reader
+	p    *testutil.Proc
+	read int // stdout lines consumed by line
 }
 
 // startHelper starts the test binary in helper mode. The child is killed
 // and reaped when the test ends.
 func startHelper(t testing.TB, mode string, attr *syscall.SysProcAttr) *child {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	cmd := helperCmd(t, mode)
 	cmd.SysProcAttr = attr
-	stop := context.AfterFunc(ctx, func() {
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-		}
-	})
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start helper %s: %v", mode, err)
-	}
-	c := &child{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout)}
-	t.Cleanup(func() {
-		_ = stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		stop()
-		cancel()
-	})
-	return c
+	return &child{p: testutil.Start(t, cmd)}
 }
 
-func (c *child) pid() int32 { return int32(c.cmd.Process.Pid) }
+func (c *child) pid() int32 { return int32(c.p.Cmd.Process.Pid) }
 
-// line reads one line the child printed, failing the test after timeout.
+// line reads the next line the child printed, failing the test after
+// timeout.
 func (c *child) line(t testing.TB, timeout time.Duration) string {
 	t.Helper()
-	type res struct {
-		s   string
-		err error
+	s, err := c.p.Stdout.WaitFrom(c.read, timeout, func(string) bool { return true })
+	if err != nil {
+		_ = c.p.Cmd.Process.Kill()
+		t.Fatalf("reading helper output: %v", err)
 	}
-	ch := make(chan res, 1)
-	go func() {
-		s, err := c.stdout.ReadString('\n')
-		ch <- res{strings.TrimSpace(s), err}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("reading helper output: %v (got %q)", r.err, r.s)
-		}
-		return r.s
-	case <-time.After(timeout):
-		_ = c.cmd.Process.Kill()
-		t.Fatalf("helper printed nothing within %v", timeout)
-	}
-	return ""
+	c.read++
+	return strings.TrimSpace(s)
 }
 
-// wait waits for the child to exit and returns its wait status.
+// wait closes the child's stdin, waits for it to exit and returns its wait
+// status.
 func (c *child) wait(t testing.TB) syscall.WaitStatus {
 	t.Helper()
-	_ = c.stdin.Close()
-	err := c.cmd.Wait()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("wait: %v", err)
-	}
-	return c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	_ = c.p.Stdin.Close()
+	return c.p.WaitState(t, eventTimeout).Sys().(syscall.WaitStatus)
 }
 
 // runHelperProc runs a helper to completion and returns its pid.
@@ -326,28 +268,6 @@ func find(t testing.TB, evs []Event, k Kind, pred func(*Event) bool) *Event {
 	}
 	t.Fatalf("no %v event among:\n%s", k, dump(evs))
 	return nil
-}
-
-// kernelAtLeast reports whether the running kernel's version is at least
-// major.minor.
-func kernelAtLeast(t testing.TB, major, minor int) bool {
-	t.Helper()
-	ma, mi := kernelVersion(t)
-	return ma > major || ma == major && mi >= minor
-}
-
-// kernelVersion returns the running kernel's major and minor version.
-func kernelVersion(t testing.TB) (int, int) {
-	t.Helper()
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
-		t.Fatalf("parsing kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
-	}
-	return major, minor
 }
 
 // listen opens a Listener for a test, skipping only where the kernel or

@@ -51,7 +51,7 @@ func TestIntegrationEvents(t *testing.T) {
 		if exit.ExitSignal != int32(syscall.SIGCHLD) {
 			t.Errorf("exit signal %d, want SIGCHLD", exit.ExitSignal)
 		}
-		if kernelAtLeast(t, 4, 18) && exit.ParentTGID != me {
+		if testutil.KernelAtLeast(t, 4, 18) && exit.ParentTGID != me {
 			t.Errorf("exit parent tgid %d, want %d", exit.ParentTGID, me)
 		}
 		for i := range evs {
@@ -68,7 +68,7 @@ func TestIntegrationEvents(t *testing.T) {
 	t.Run("exit by signal", func(t *testing.T) {
 		pid, evs := rec.scenario(t, func() int32 {
 			c := startHelper(t, "block", nil)
-			if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			if err := c.p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			c.wait(t)
@@ -172,7 +172,7 @@ func TestIntegrationEvents(t *testing.T) {
 		if !ws.Signaled() || ws.Signal() != syscall.SIGABRT {
 			t.Errorf("exit %v: want killed by SIGABRT", &evs[exit])
 		}
-		if kernelAtLeast(t, 4, 18) && evs[core].PID == pid && evs[core].ParentTGID != me {
+		if testutil.KernelAtLeast(t, 4, 18) && evs[core].PID == pid && evs[core].ParentTGID != me {
 			t.Errorf("coredump %v: want parent tgid %d", &evs[core], me)
 		}
 	})
@@ -253,7 +253,7 @@ func ptraceAttachDetach(t *testing.T, pid int) int {
 // later, user-space fallback before).
 func TestIntegrationFilter(t *testing.T) {
 	wantMode := ModeUserFilter
-	if kernelAtLeast(t, 6, 6) {
+	if testutil.KernelAtLeast(t, 6, 6) {
 		wantMode = ModeKernelFilter
 	}
 	for _, tc := range []struct {
@@ -818,7 +818,7 @@ func TestIntegrationNamespaces(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := strings.TrimSpace(string(out))
-		if kernelAtLeast(t, 6, 11) {
+		if testutil.KernelAtLeast(t, 6, 11) {
 			var ms int
 			if _, err := fmt.Sscanf(got, "ErrNamespace %d", &ms); err != nil || ms >= 500 {
 				t.Errorf("Listen in a PID namespace with a fake /proc: %q, want ErrNamespace well within the 1 s ack timeout", got)
@@ -835,10 +835,6 @@ func TestIntegrationNamespaces(t *testing.T) {
 // reaped between the directory listing and the read of its files is left
 // out, never an error of the listing.
 func TestIntegrationSnapshotUnderLoad(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -849,9 +845,7 @@ func TestIntegrationSnapshotUnderLoad(t *testing.T) {
 				return
 			default:
 			}
-			cmd := exec.Command(exe, "-test.run=^$")
-			cmd.Env = append(os.Environ(), testutil.HelperEnv+"=exit3")
-			_ = cmd.Run()
+			_ = helperCmd(t, "exit3").Run()
 		}
 	}()
 	defer func() { close(stop); <-done }()

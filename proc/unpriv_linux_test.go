@@ -38,7 +38,7 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("privilege missing: the test needs root to switch its child to uid 65534")
 	}
-	major, minor := kernelVersion(t)
+	major, minor := testutil.KernelVersion(t)
 	modern := major > 6 || major == 6 && minor >= 6
 
 	cmd := helperCmd(t, "unpriv")
