@@ -715,7 +715,7 @@ func TestIntegrationZMasterRemove(t *testing.T) {
 // that the kernel would never send. It loads the modules again afterwards.
 func TestIntegrationZZNoAgent(t *testing.T) {
 	bus(t)
-	if !inMatrix() {
+	if !testutil.InMatrix() {
 		t.Skip("unloads wire.ko: runs only in the kernel matrix (.ci/matrix -pkgs ./w1)")
 	}
 	for _, m := range []string{"ds2482", "wire"} {

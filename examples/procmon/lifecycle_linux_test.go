@@ -18,7 +18,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cnlink/connector/examples/internal/extest"
+	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -221,7 +221,7 @@ func TestKernelThreadExec(t *testing.T) {
 		if !ws.Exited() || ws.ExitStatus() != 5 {
 			t.Fatalf("workload: status %v, want exit 5", ws)
 		}
-		for i, mon := range []*extest.Proc{all, sub} {
+		for i, mon := range []*testutil.Proc{all, sub} {
 			x, err := awaitJSON(t, mon, marks[i], "the exit", func(e jsonEvent) bool { return e.Kind == "exit" && e.PID == pid && !e.Thread })
 			if err != nil {
 				return err
@@ -309,7 +309,7 @@ func TestKernelOrphanExecParent(t *testing.T) {
 func TestKernelDeadPID(t *testing.T) {
 	skipUnlessListen(t)
 	dead := runHelper(t, "exit7", 7)
-	code, _, stderr := extest.Run(t, timeout, programEnv, "-p", strconv.Itoa(dead))
+	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "-p", strconv.Itoa(dead))
 	if code != 1 || !strings.Contains(stderr, fmt.Sprintf("-p %d: no such process", dead)) {
 		t.Errorf("procmon -p %d (reaped): exit %d, stderr %q; want 1 and a warning", dead, code, stderr)
 	}
@@ -428,7 +428,7 @@ func TestKernelShutdownDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := extest.Command(t, programEnv, "-rcvbuf", "67108864", "-p", strconv.Itoa(os.Getpid()))
+	cmd := testutil.HelperCommand(t, program, "-rcvbuf", "67108864", "-p", strconv.Itoa(os.Getpid()))
 	cmd.Stdout = w
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -538,7 +538,7 @@ func TestKernelStartLineBuffer(t *testing.T) {
 		m, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		want = min(want, m)
 	}
-	p := extest.Start(t, programEnv, "-rcvbuf", strconv.Itoa(asked), "-e", "sid")
+	p := testutil.StartHelper(t, program, "-rcvbuf", strconv.Itoa(asked), "-e", "sid")
 	line := p.Stderr.FindPrefix(t, timeout, "procmon: listening")
 	if !strings.Contains(line, fmt.Sprintf("receive buffer %d bytes", want)) {
 		t.Errorf("start line %q, want %d bytes", line, want)
