@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
-	"github.com/cnlink/connector/examples/internal/extest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/cnlink/connector/proc"
 )
 
@@ -56,7 +56,7 @@ func TestKernelAckFlood(t *testing.T) {
 	skipUnlessListen(t)
 	// About 5000 events of buffer: the flood fills that in milliseconds
 	// when its acknowledgements reach the socket.
-	mon := extest.Start(t, programEnv, "--json", "-rcvbuf", "2097152", "-p", strconv.Itoa(os.Getpid()))
+	mon := testutil.StartHelper(t, program, "--json", "-rcvbuf", "2097152", "-p", strconv.Itoa(os.Getpid()))
 	mon.Stderr.FindPrefix(t, timeout, "procmon: listening")
 
 	start := func(nobody bool) (*exec.Cmd, io.WriteCloser, io.Reader, error) {
