@@ -29,6 +29,9 @@ func fake(t *testing.T, cfg *w1.Config) (*cntest.Kernel, *w1test.Agent, *w1.Conn
 	t.Cleanup(func() {
 		w.Close()
 		c.Close()
+		if d := a.Dropped(); len(d) > 0 {
+			t.Errorf("the fake agent could not queue %d replies: %v", len(d), d[0])
+		}
 	})
 	return k, a, w
 }

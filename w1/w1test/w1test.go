@@ -66,6 +66,7 @@ type Agent struct {
 	masters []*master
 	nextID  w1.MasterID
 	reqs    int
+	dropped []error
 }
 
 type master struct {
@@ -96,6 +97,16 @@ func (a *Agent) Requests() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.reqs
+}
+
+// Dropped returns the replies the agent could not queue, with the reason:
+// the requester's receive queue was full (or the socket was gone). The real
+// kernel waits for room instead, blocking the bus master's thread, so a
+// test that sees drops here has a client that does not read fast enough.
+func (a *Agent) Dropped() []error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.dropped)
 }
 
 // AddMaster registers a new bus master with the next free id (1, 2, ...),
@@ -272,7 +283,11 @@ func header(b []byte, off, n int) []byte {
 func (r *run) send(cn []byte) {
 	seq := binary.NativeEndian.Uint32(cn[8:12])
 	dg := cntest.AppendNetlink(nil, cntest.NetlinkHeader{Type: cntest.TypeDone, Seq: seq}, cn)
-	_ = r.a.k.InjectRaw(r.port, connector.Sender{}, dg)
+	if err := r.a.k.InjectRaw(r.port, connector.Sender{}, dg); err != nil {
+		r.a.mu.Lock()
+		r.a.dropped = append(r.a.dropped, err)
+		r.a.mu.Unlock()
+	}
 }
 
 // reqHeader returns the request's cn_msg header as the kernel keeps it.

@@ -287,3 +287,23 @@ func TestListSplit(t *testing.T) {
 		}
 	}
 }
+
+// Replies that do not fit the requester's queue are recorded, not lost
+// silently (the kernel would block instead).
+func TestDropped(t *testing.T) {
+	k := cntest.New(&cntest.Options{QueueLen: 2})
+	a := w1test.New(k)
+	m := a.AddMaster()
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := connector.Message{ID: w1.ID, Seq: 1, Ack: 50, Data: payload(t, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(m), Cmds: []w1.Cmd{{Cmd: w1.CmdReset}, {Cmd: w1.CmdReset}, {Cmd: w1.CmdReset}}})}
+	if err := c.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.Dropped(); len(d) != 1 {
+		t.Errorf("Dropped = %v, want the third of three unbundled statuses", d)
+	}
+}
