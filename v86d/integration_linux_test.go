@@ -3,6 +3,7 @@ package v86d
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/testutil"
@@ -275,6 +277,8 @@ func TestIntegrationListener(t *testing.T) {
 	line, ok := uvesafbRegistered(t)
 	if !ok {
 		t.Errorf("no uvesafb framebuffer in /proc/fb: %q; calls: %v", line, functions(bios.Calls()))
+	} else {
+		checkFramebuffer(t, line, lfbAddress())
 	}
 	calls := bios.Calls()
 	if len(calls) == 0 || calls[0].Function() != FuncGetInfo || calls[0].Flags != FlagVBEIB {
@@ -296,6 +300,34 @@ func TestIntegrationListener(t *testing.T) {
 		t.Error("the framebuffer outlived the module")
 	}
 	t.Logf("line %q; calls %v; mode set %#x", line, functions(calls), bios.Mode())
+}
+
+// checkFramebuffer opens /dev/fbN for the /proc/fb line ("N VESA VGA") and
+// checks with FBIOGET_FSCREENINFO that it maps the LFB the fake reported.
+func checkFramebuffer(t *testing.T, line string, lfb uint32) {
+	t.Helper()
+	n, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+	f, err := os.Open("/dev/fb" + n)
+	if err != nil {
+		t.Errorf("the framebuffer device: %v", err)
+		return
+	}
+	defer f.Close()
+	// struct fb_fix_screeninfo: char id[16], unsigned long smem_start,
+	// __u32 smem_len, ... (68 bytes on 32-bit, 80 on 64-bit).
+	var fix [80]byte
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), 0x4602, uintptr(unsafe.Pointer(&fix[0]))); e != 0 {
+		t.Errorf("FBIOGET_FSCREENINFO: %v", e)
+		return
+	}
+	id := strings.TrimRight(string(fix[:16]), "\x00")
+	start := uint64(binary.NativeEndian.Uint32(fix[16:]))
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		start = binary.NativeEndian.Uint64(fix[16:])
+	}
+	if id != "VESA VGA" || start != uint64(lfb) {
+		t.Errorf("/dev/fb%s: id %q, smem_start %#x; want \"VESA VGA\" at the LFB %#x", n, id, start, lfb)
+	}
 }
 
 func functions(ts []Task) []string {
@@ -332,6 +364,8 @@ func TestIntegrationSpawn(t *testing.T) {
 	line, ok := uvesafbRegistered(t)
 	if !ok {
 		t.Errorf("no uvesafb framebuffer in /proc/fb: %q; helper log:\n%s", line, log())
+	} else {
+		checkFramebuffer(t, line, lfbAddress())
 	}
 	pid := 0
 	for _, l := range strings.Split(log(), "\n") {
