@@ -134,14 +134,16 @@ func (h *Helper) handle(m connector.Message, from connector.Sender, send func(co
 	h.mu.Lock()
 	b, _ := AppendTask(h.buf[:0], out, rbuf) // len(rbuf) <= BufLen <= MaxBufLen
 	h.buf = b
+	// Count the reply before it can reach the kernel, so that Stats never
+	// lags behind what a peer has already seen; a failed send takes it back.
+	h.replies.Add(1)
 	err = send(connector.Message{ID: connector.IDV86D, Seq: m.Seq, Ack: m.Ack, Data: b})
 	h.mu.Unlock()
 	if err != nil {
+		h.replies.Add(^uint64(0))
 		h.sendErrs.Add(1)
 		h.report(fmt.Errorf("v86d: replying to function %#04x in slot %d: %w", t.Function(), m.Seq, err))
-		return false
 	}
-	h.replies.Add(1)
 	return false
 }
 
