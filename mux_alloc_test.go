@@ -40,16 +40,7 @@ func serveAllocs(t *testing.T, rx *connector.Conn, send func(seq uint32) error, 
 		cancel()
 		<-done
 	}()
-	seq := uint32(0)
-	step := func() {
-		seq++
-		if err := send(seq); err != nil {
-			t.Fatal(err)
-		}
-		if got := <-seen; got != seq {
-			t.Fatalf("handler got seq %d, want %d", got, seq)
-		}
-	}
+	step := handoff(t, send, seen)
 	// Warm up (pools, the Reader's batch). Serve is reading once the
 	// first message got through, so the call below never reads rx itself.
 	for range 2 * connector.DefaultBatchSize {
@@ -70,6 +61,21 @@ func serveAllocs(t *testing.T, rx *connector.Conn, send func(seq uint32) error, 
 		}()
 	}
 	return testing.AllocsPerRun(muxAllocRuns, step)
+}
+
+// handoff returns a step that sends the next message and waits until the
+// receiving side reports its seq on seen.
+func handoff(t *testing.T, send func(seq uint32) error, seen <-chan uint32) func() {
+	seq := uint32(0)
+	return func() {
+		seq++
+		if err := send(seq); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-seen; got != seq {
+			t.Fatalf("got seq %d, want %d", got, seq)
+		}
+	}
 }
 
 // readerAllocs measures the same hand-off as serveAllocs with a bare Reader
@@ -94,16 +100,7 @@ func readerAllocs(t *testing.T, rx *connector.Conn, send func(seq uint32) error)
 		<-done
 		r.Release()
 	}()
-	seq := uint32(0)
-	step := func() {
-		seq++
-		if err := send(seq); err != nil {
-			t.Fatal(err)
-		}
-		if got := <-seen; got != seq {
-			t.Fatalf("reader got seq %d, want %d", got, seq)
-		}
-	}
+	step := handoff(t, send, seen)
 	for range 2 * connector.DefaultBatchSize {
 		step()
 	}

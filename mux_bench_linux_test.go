@@ -12,30 +12,6 @@ import (
 	"github.com/cnlink/connector"
 )
 
-// chunkLoop is receiveLoop for paths that take a whole chunk at a time: a
-// raw peer queues n messages untimed, then recv(n) must consume exactly n.
-func chunkLoop(b *testing.B, port uint32, dgram []byte, recv func(n int)) {
-	b.Helper()
-	p := newBlockingPeer(b)
-	b.SetBytes(int64(len(dgram)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	var cpu time.Duration
-	for left := b.N; left > 0; {
-		n := min(left, fillChunk)
-		left -= n
-		b.StopTimer()
-		fill(b, p, port, dgram, n)
-		b.StartTimer()
-		c0 := cpuTime(b)
-		recv(n)
-		cpu += cpuTime(b) - c0
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
-}
-
 // BenchmarkDispatch compares Mux.Serve with the loop it replaces: a Reader
 // and a switch on the id ("Reader"). Both read the same queued messages from
 // a real socket, on the benchmark's goroutine, in chunks of 1024 queued
@@ -53,20 +29,18 @@ func BenchmarkDispatch(b *testing.B) {
 			rx := dial(b, &connector.Config{ReadBufferSize: recvBufSize})
 			r := rx.NewReader()
 			defer r.Release()
-			chunkLoop(b, rx.PortID(), dgram, func(n int) {
-				for range n {
-					m, _, err := r.Next()
-					if err != nil {
-						b.Fatal(err)
-					}
-					switch m.ID {
-					case id:
-						total += len(m.Data)
-					case other:
-						total--
-					default:
-						b.Fatalf("unexpected id %v", m.ID)
-					}
+			receiveLoop(b, rx.PortID(), dgram, func() {
+				m, _, err := r.Next()
+				if err != nil {
+					b.Fatal(err)
+				}
+				switch m.ID {
+				case id:
+					total += len(m.Data)
+				case other:
+					total--
+				default:
+					b.Fatalf("unexpected id %v", m.ID)
 				}
 			})
 		})

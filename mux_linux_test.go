@@ -33,25 +33,6 @@ func ctxWait(t testing.TB) context.Context {
 	return ctx
 }
 
-// serveReal runs mx.Serve on c until the test ends.
-func serveReal(t *testing.T, mx *connector.Mux, c *connector.Conn, opts *connector.ServeOptions) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mx.Serve(ctx, c, opts) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Serve returned %v, want context.Canceled", err)
-			}
-		case <-time.After(promptly):
-			t.Error("Serve did not return promptly after cancel")
-		}
-	})
-}
-
 // dialServe opens a Conn for Serve or Call: without the read deadline that
 // dial sets, which they manage themselves.
 func dialServe(t *testing.T, cfg *connector.Config) *connector.Conn {
@@ -83,7 +64,7 @@ func TestIntegrationMuxPeer(t *testing.T) {
 			t.Errorf("reply: %v", err)
 		}
 	})
-	serveReal(t, mx, srv, nil)
+	serveT(t, mx, srv, nil)
 
 	for _, to := range []connector.Destination{connector.ToPort(srv.PortID()), connector.ToGroup(groupMuxServe)} {
 		t.Run(to.String(), func(t *testing.T) {
@@ -136,7 +117,7 @@ func TestIntegrationCallProc(t *testing.T) {
 					default:
 					}
 				})
-				serveReal(t, mx, c, nil)
+				serveT(t, mx, c, nil)
 				// Until Serve reads, the call would read c itself; both
 				// work, but this subtest is about Serve.
 				waitReading(t, "(*Mux).Serve")

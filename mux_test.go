@@ -41,7 +41,10 @@ func serveT(t *testing.T, mx *connector.Mux, c *connector.Conn, opts *connector.
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, connector.ErrClosed) {
+				t.Errorf("Serve returned %v, want context.Canceled (or ErrClosed)", err)
+			}
 		case <-time.After(testTimeout):
 			t.Error("Serve did not return after cancel")
 		}
