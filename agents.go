@@ -20,7 +20,7 @@ type Agent struct {
 
 func (a Agent) String() string { return fmt.Sprintf("%s %d:%d", a.Name, a.ID.Idx, a.ID.Val) }
 
-// ErrNoAgent reports a message to the kernel for a callback id that no
+// [ErrNoAgent] reports a message to the kernel for a callback id that no
 // kernel agent has registered: the kernel would drop it without a word, and
 // a reply would never come. Load the agent's module (w1: wire; dm:
 // dm-log-userspace; v86d: uvesafb) or check the id.
@@ -38,7 +38,7 @@ const procConnector = "/proc/net/connector"
 // the fake agents registered with cntest.Kernel.Handle. It fails with
 // the read error when the list cannot be read (outside the initial network
 // namespace the file does not exist: the error matches fs.ErrNotExist), and
-// with ErrClosed after Close.
+// with [ErrClosed] after Close.
 func (c *Conn) Agents() ([]Agent, error) {
 	if err := c.checkOpen("list agents"); err != nil {
 		return nil, err
@@ -51,7 +51,7 @@ func (c *Conn) Agents() ([]Agent, error) {
 	return a, opErr("list agents", err)
 }
 
-// checkAgent fails with ErrNoAgent when the Conn can list the kernel's
+// checkAgent fails with [ErrNoAgent] when the Conn can list the kernel's
 // agents and none has id. When the list cannot be read it says nothing.
 func (c *Conn) checkAgent(id CBID) error {
 	agents, err := c.Agents()

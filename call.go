@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// A Destination says where Call and Exchange send a request. The zero value
+// A Destination says where Call and [Exchange] send a request. The zero value
 // is the kernel (port 0), where the agent registered for the message's id
 // receives it.
 type Destination struct {
@@ -57,12 +57,12 @@ func (d Destination) accepts(from Sender) bool {
 }
 
 // A Match reports whether reply, received from from, answers req. Each
-// agent has its own convention, so Call and Exchange take the matcher as a
-// parameter; the package provides the common ones (MatchGenealogy,
-// MatchSeqAck, MatchAckPlusOne, MatchSeq), and a protocol package writes its own for
+// agent has its own convention, so Call and [Exchange] take the matcher as a
+// parameter; the package provides the common ones ([MatchGenealogy],
+// [MatchSeqAck], [MatchAckPlusOne], [MatchSeq]), and a protocol package writes its own for
 // anything else, such as a sequence number inside the payload.
 //
-// Call and Exchange check the sender before they ask the Match: a reply to
+// Call and [Exchange] check the sender before they ask the Match: a reply to
 // a request sent to the kernel must come from the kernel (port 0), and one to
 // a port from that port. A Match runs on the goroutine that reads the Conn,
 // possibly with a lock held: it must be fast, must not block and must not
@@ -70,7 +70,7 @@ func (d Destination) accepts(from Sender) bool {
 type Match func(req, reply Message, from Sender) bool
 
 var (
-	// MatchGenealogy is the convention that
+	// [MatchGenealogy] is the convention that
 	// Documentation/driver-api/connector.rst describes: the requester
 	// picks a locally unique seq and a random ack, and the reply repeats
 	// the request's id and seq and carries ack + 1.
@@ -78,14 +78,14 @@ var (
 		return reply.ID == req.ID && reply.Seq == req.Seq && reply.Ack == req.Ack+1
 	}
 
-	// MatchSeqAck matches a reply with the request's id and seq and
+	// [MatchSeqAck] matches a reply with the request's id and seq and
 	// ack = seq + 1: w1 answers LIST_MASTERS and sends the data records of
 	// its commands this way (drivers/w1/w1_netlink.c).
 	MatchSeqAck Match = func(req, reply Message, _ Sender) bool {
 		return reply.ID == req.ID && reply.Seq == req.Seq && reply.Ack == req.Seq+1
 	}
 
-	// MatchAckPlusOne matches a reply with the request's id and
+	// [MatchAckPlusOne] matches a reply with the request's id and
 	// ack = request ack + 1, whatever its seq: the process events connector
 	// acknowledges PROC_CN_MCAST_LISTEN/IGNORE this way, with a seq of its own
 	// (drivers/connector/cn_proc.c, cn_proc_ack). Pick a random, non-zero ack
@@ -95,26 +95,26 @@ var (
 		return reply.ID == req.ID && reply.Ack == req.Ack+1
 	}
 
-	// MatchSeq matches every reply with the request's id and seq, whatever
+	// [MatchSeq] matches every reply with the request's id and seq, whatever
 	// its ack. w1 answers a command with data records (ack = seq + 1) and
 	// then one status record per command carrying the request's own ack;
-	// use it with Exchange, counting status records to know when the
+	// use it with [Exchange], counting status records to know when the
 	// exchange is complete.
 	MatchSeq Match = func(req, reply Message, _ Sender) bool {
 		return reply.ID == req.ID && reply.Seq == req.Seq
 	}
 )
 
-// ErrCallInHandler reports a Call or Exchange made on a Conn from the
-// goroutine that serves it (a Mux handler or ServeOptions.OnError): the reply
+// [ErrCallInHandler] reports a Call or [Exchange] made on a Conn from the
+// goroutine that serves it (a Mux handler or [ServeOptions.OnError]): the reply
 // could only be read by that same goroutine, which is busy waiting, so the
 // call fails at once instead of deadlocking. Make the call from another
-// goroutine, for example by wrapping the handler in a Queue.
+// goroutine, for example by wrapping the handler in a [Queue].
 var ErrCallInHandler = errors.New("a Call on a Conn from inside a handler serving that Conn would deadlock: its reply can only be read by the busy Serve loop; call from another goroutine (wrap the handler in a Queue)")
 
 // Call sends req to to and waits for the first reply that match accepts,
 // which it returns with its sender. The reply is a copy the caller owns.
-// See Exchange for how replies are read and what can fail.
+// See [Exchange] for how replies are read and what can fail.
 func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match) (Message, Sender, error) {
 	var reply Message
 	var from Sender
@@ -132,8 +132,8 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 	return reply, from, nil
 }
 
-// Exchange sends req to to and calls fn with every reply that match accepts,
-// in arrival order, until fn returns false (Exchange then returns nil), ctx
+// [Exchange] sends req to to and calls fn with every reply that match accepts,
+// in arrival order, until fn returns false ([Exchange] then returns nil), ctx
 // ends or c is closed. fn runs on the caller's goroutine and owns the
 // messages it is given. Use it for agents that answer one request with
 // several messages, such as w1.
@@ -147,24 +147,24 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 //   - otherwise one of the waiting calls reads c itself, one datagram at a
 //     time, and hands the replies to their callers; messages that match no
 //     waiting call are dropped. Do not read c in other ways (Receive, a
-//     Reader) while such a call waits: the two readers would take each
+//     [Reader]) while such a call waits: the two readers would take each
 //     other's messages.
 //
 // Any number of calls may wait on one Conn at once, from any goroutines. A
 // call made from the goroutine that serves c (a handler, or OnError) fails at
-// once with ErrCallInHandler: it would wait for itself.
+// once with [ErrCallInHandler]: it would wait for itself.
 //
 // A request to the kernel for an id that no kernel agent has registered
-// fails at once with an error matching ErrNoAgent, where the Conn can tell
-// (see Conn.Agents); the kernel would drop it silently. Otherwise nothing
+// fails at once with an error matching [ErrNoAgent], where the Conn can tell
+// (see [Conn.Agents]); the kernel would drop it silently. Otherwise nothing
 // tells a sender that a request went unheard: always give ctx a deadline.
-// Errors: ctx.Err() when ctx ends, ErrClosed, ErrNoAgent, ErrCallInHandler,
+// Errors: ctx.Err() when ctx ends, [ErrClosed], [ErrNoAgent], [ErrCallInHandler],
 // and the send's errors (os.ErrPermission for a port or group without
 // CAP_NET_ADMIN), each in an *OpError. Overruns while waiting are counted in
-// Conn.Stats and, under Serve, reported through ServeOptions.OnError; a
+// [Conn.Stats] and, under Serve, reported through [ServeOptions.OnError]; a
 // reply lost to one shows up as the ctx's deadline.
 //
-// Exchange manages c's read deadline while it reads: do not set one yourself
+// [Exchange] manages c's read deadline while it reads: do not set one yourself
 // while calls are waiting.
 func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(reply Message, from Sender) bool) error {
 	switch {
@@ -236,7 +236,7 @@ func sendTo(c *Conn, m Message, to Destination) error {
 	return c.Send(m)
 }
 
-// A call is one waiting Call or Exchange.
+// A call is one waiting Call or [Exchange].
 type call struct {
 	req    Message
 	to     Destination
@@ -482,7 +482,7 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 					return nil
 				}
 			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed), errors.Is(err, ErrFlushed):
-				// Counted in Conn.Stats; a lost reply shows as a timeout.
+				// Counted in [Conn.Stats]; a lost reply shows as a timeout.
 				// A Flush means nothing to a waiting call.
 			default:
 				return err
@@ -492,7 +492,7 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 }
 
 // claim offers m to the waiting calls; it reports whether one took it.
-// With copyData the message is copied first, as Serve's Reader reuses its
+// With copyData the message is copied first, as Serve's [Reader] reuses its
 // buffer.
 func (l *line) claim(m Message, from Sender, copyData bool) bool {
 	l.mu.Lock()

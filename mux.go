@@ -10,11 +10,11 @@ import (
 	"sync/atomic"
 )
 
-// A Request is one message received by Mux.Serve, with its sender and a way
+// A Request is one message received by [Mux.Serve], with its sender and a way
 // to answer on the Conn it came in on.
 //
-// Msg.Data aliases the Reader's buffer: it is valid only until the handler
-// returns. Copy what you keep, or wrap the handler in a Queue, which hands
+// Msg.Data aliases the [Reader]'s buffer: it is valid only until the handler
+// returns. Copy what you keep, or wrap the handler in a [Queue], which hands
 // it a copy.
 type Request struct {
 	// Msg is the received message.
@@ -28,11 +28,11 @@ type Request struct {
 // Conn returns the Conn the request arrived on.
 func (r Request) Conn() *Conn { return r.conn }
 
-// Reply sends m back to the sender of r: to the kernel (Conn.Send) when the
-// kernel sent r, otherwise by unicast to the sender's port (Conn.SendTo),
+// Reply sends m back to the sender of r: to the kernel ([Conn.Send]) when the
+// kernel sent r, otherwise by unicast to the sender's port ([Conn.SendTo]),
 // also when r was multicast on a group. Setting m's Seq and Ack is up to the
 // protocol (connector.rst's convention is m.Seq = r.Msg.Seq, m.Ack =
-// r.Msg.Ack+1; see MatchGenealogy). Replying to a userspace port needs
+// r.Msg.Ack+1; see [MatchGenealogy]). Replying to a userspace port needs
 // CAP_NET_ADMIN.
 func (r Request) Reply(m Message) error {
 	if r.conn == nil {
@@ -46,12 +46,12 @@ func (r Request) Reply(m Message) error {
 
 // A Handler handles the messages a Mux routes to it.
 //
-// ServeConnector runs on the goroutine of Mux.Serve, one message at a time
+// ServeConnector runs on the goroutine of [Mux.Serve], one message at a time
 // in socket order: while it runs, nothing else is read from the socket.
 // A handler that blocks stalls the Conn, and through it the kernel: the
-// kernel drops multicasts for a socket that is not read (ErrOverrun), and a
+// kernel drops multicasts for a socket that is not read ([ErrOverrun]), and a
 // w1 bus master's kernel thread waits for a client that does not read its
-// unicast replies. Do slow work elsewhere, or wrap the handler in a Queue.
+// unicast replies. Do slow work elsewhere, or wrap the handler in a [Queue].
 // Req.Msg.Data is valid only during the call.
 type Handler interface {
 	ServeConnector(req Request)
@@ -68,12 +68,12 @@ func (f HandlerFunc) ServeConnector(req Request) { f(req) }
 //
 // A message goes to the first of:
 //
-//  1. a Call or Exchange on the same Conn that is waiting for it (see Call);
+//  1. a Call or [Exchange] on the same Conn that is waiting for it (see Call);
 //  2. the handler registered for its exact id (Handle);
 //  3. the handler registered for its index, any value (HandleIndex);
 //  4. the NotFound handler;
 //
-// and is otherwise counted in MuxStats.Unrouted.
+// and is otherwise counted in [MuxStats.Unrouted].
 //
 // A Mux is safe for concurrent use: routes may be added and removed while
 // Serve runs, without locks on the receive path. One Mux may serve several
@@ -156,7 +156,7 @@ func (mx *Mux) HandleIndex(idx uint32, h Handler) *Route {
 }
 
 // NotFound sets the handler for messages that no route matches; nil
-// removes it. Without one such messages are counted in MuxStats.Unrouted.
+// removes it. Without one such messages are counted in [MuxStats.Unrouted].
 func (mx *Mux) NotFound(h Handler) {
 	mx.update(func(t *routeTable) { t.notFound = h })
 }
@@ -219,7 +219,7 @@ func (t *routeTable) lookup(id CBID) Handler {
 	return t.notFound
 }
 
-// MuxStats are a Mux's counters since NewMux, summed over every Conn it
+// [MuxStats] are a Mux's counters since NewMux, summed over every Conn it
 // served.
 type MuxStats struct {
 	// Dispatched counts messages passed to a handler (NotFound included).
@@ -227,7 +227,7 @@ type MuxStats struct {
 	// Unrouted counts messages that matched no route and no waiting call,
 	// with no NotFound handler set.
 	Unrouted uint64
-	// Claimed counts messages handed to a waiting Call or Exchange.
+	// Claimed counts messages handed to a waiting Call or [Exchange].
 	Claimed uint64
 	// Panics counts handler panics that Serve recovered.
 	Panics uint64
@@ -247,22 +247,22 @@ func (mx *Mux) Stats() MuxStats {
 	}
 }
 
-// ServeOptions configure Mux.Serve. A nil *ServeOptions means the defaults.
+// ServeOptions configure [Mux.Serve]. A nil *ServeOptions means the defaults.
 type ServeOptions struct {
 	// OnError is called on Serve's goroutine with every condition Serve
-	// survives: receive errors matching ErrOverrun (the kernel dropped
-	// messages), ErrTruncated and ErrMalformed, and handler panics (an
-	// error matching ErrHandlerPanic that holds a *PanicError). Serve goes
+	// survives: receive errors matching [ErrOverrun] (the kernel dropped
+	// messages), [ErrTruncated] and [ErrMalformed], and handler panics (an
+	// error matching [ErrHandlerPanic] that holds a *[PanicError]). Serve goes
 	// on after it returns; cancel Serve's context to stop. Nil means the
-	// conditions are only counted (MuxStats, Conn.Stats).
+	// conditions are only counted ([MuxStats], [Conn.Stats]).
 	OnError func(err error)
 }
 
-// ErrHandlerPanic matches the error reported through ServeOptions.OnError
-// when a handler panicked. errors.As finds the *PanicError with the details.
+// [ErrHandlerPanic] matches the error reported through [ServeOptions.OnError]
+// when a handler panicked. errors.As finds the *[PanicError] with the details.
 var ErrHandlerPanic = errors.New("handler panicked")
 
-// A PanicError reports a handler panic that Serve recovered.
+// A [PanicError] reports a handler panic that Serve recovered.
 type PanicError struct {
 	// ID is the callback id of the message the handler was given.
 	ID CBID
@@ -276,19 +276,19 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("handler for %v panicked: %v", e.ID, e.Value)
 }
 
-// Is makes a *PanicError match ErrHandlerPanic.
+// Is makes a *[PanicError] match [ErrHandlerPanic].
 func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
 
 // Serve reads c and dispatches every message inline, one at a time in
-// socket order, until ctx is done or c is closed. It reads with a Reader
+// socket order, until ctx is done or c is closed. It reads with a [Reader]
 // (no allocation per message) and first offers each message to the Calls
 // and Exchanges waiting on c, then to the routes (see Mux).
 //
-// Serve survives everything else: receive errors matching ErrOverrun,
-// ErrTruncated and ErrMalformed, and handler panics, which it recovers, are
-// counted in MuxStats and reported through opts.OnError, and serving goes
+// Serve survives everything else: receive errors matching [ErrOverrun],
+// [ErrTruncated] and [ErrMalformed], and handler panics, which it recovers, are
+// counted in [MuxStats] and reported through opts.OnError, and serving goes
 // on. It returns an error matching ctx.Err() (context.Canceled or
-// context.DeadlineExceeded) when ctx ends, ErrClosed when c is closed, and
+// context.DeadlineExceeded) when ctx ends, [ErrClosed] when c is closed, and
 // any other receive error, all wrapped in an *OpError with Op "serve".
 // Messages that were already read from the socket are dispatched before it
 // returns, so cancellation loses none of them.
@@ -297,7 +297,7 @@ func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
 // ends): do not set one yourself while it runs. Only one Serve may run on a
 // Conn at a time; a second one fails at once. Calls may run on c at the same
 // time from other goroutines; a Call made on c from inside a handler fails
-// with ErrCallInHandler (see Call).
+// with [ErrCallInHandler] (see Call).
 func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 	var onErr func(error)
 	if opts != nil {
@@ -321,7 +321,7 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 			case errors.Is(err, ErrClosed):
 				return &OpError{Op: "serve", Err: ErrClosed}
 			case errors.Is(err, ErrFlushed):
-				// Conn.Flush: everything queued has been dispatched.
+				// [Conn.Flush]: everything queued has been dispatched.
 				continue
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				if cerr := l.rearm(ctx); cerr != nil {

@@ -7,11 +7,11 @@ import (
 	"sync/atomic"
 )
 
-// ErrQueueFull matches the error a Queue reports when it drops a message
+// [ErrQueueFull] matches the error a [Queue] reports when it drops a message
 // because its handler is behind by the whole depth of the queue.
 var ErrQueueFull = errors.New("handler queue full: message dropped")
 
-// A Queue decouples a slow Handler from the Serve loop: ServeConnector
+// A [Queue] decouples a slow Handler from the Serve loop: ServeConnector
 // copies the message into one of depth preallocated slots and returns at
 // once, and the handler runs on the Queue's own goroutine, in arrival order.
 // When all slots are taken the message is dropped and counted (Dropped),
@@ -20,12 +20,12 @@ var ErrQueueFull = errors.New("handler queue full: message dropped")
 //
 // The handler's Request has the usual lifetime: Msg.Data is valid until it
 // returns (the slot is then reused). Request.Reply works from the Queue's
-// goroutine. A Queue recovers its handler's panics and counts them.
+// goroutine. A [Queue] recovers its handler's panics and counts them.
 //
-// Register a Queue as a route's handler, and Close it when the Mux no longer
+// Register a [Queue] as a route's handler, and Close it when the Mux no longer
 // serves: Close lets the handler finish what is queued, then stops the
 // goroutine. Copying into the slots allocates only while a slot grows to the
-// largest message seen. A Queue is safe for concurrent use.
+// largest message seen. A [Queue] is safe for concurrent use.
 type Queue struct {
 	h       Handler
 	onError func(error)
@@ -40,10 +40,10 @@ type Queue struct {
 	dropped, panics atomic.Uint64
 }
 
-// NewQueue starts a Queue of depth messages (at least 1) in front of h.
-// onError, if not nil, is called with an error matching ErrQueueFull for
+// [NewQueue] starts a [Queue] of depth messages (at least 1) in front of h.
+// onError, if not nil, is called with an error matching [ErrQueueFull] for
 // every dropped message (on the goroutine that called ServeConnector) and
-// with an error matching ErrHandlerPanic for every panic of h (on the
+// with an error matching [ErrHandlerPanic] for every panic of h (on the
 // Queue's goroutine).
 func NewQueue(h Handler, depth int, onError func(error)) *Queue {
 	if h == nil {
@@ -107,10 +107,10 @@ func (q *Queue) run() {
 	}
 }
 
-// Dropped returns how many messages the Queue dropped.
+// Dropped returns how many messages the [Queue] dropped.
 func (q *Queue) Dropped() uint64 { return q.dropped.Load() }
 
-// Panics returns how many handler panics the Queue recovered.
+// Panics returns how many handler panics the [Queue] recovered.
 func (q *Queue) Panics() uint64 { return q.panics.Load() }
 
 // Close stops accepting messages (later ones are dropped and counted), waits
