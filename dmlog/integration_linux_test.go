@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,36 +39,23 @@ const (
 )
 
 // requireDMLog skips (on the host) or fails (in the matrix) unless the
-// device-mapper control node exists and dm-log-userspace has registered its
+// device-mapper modules are loaded and dm-log-userspace has registered its
 // connector callback.
 func requireDMLog(t *testing.T) {
 	t.Helper()
 	testutil.RequireConnector(t)
 	testutil.RequireCapability(t, unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN")
-	missing := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("KMATRIX") != "" {
-			t.Fatalf("in the kernel matrix: %s (are the modules of testdata/kmatrix-modules loaded?)", msg)
-		}
-		t.Skipf("runs only in the kernel matrix (.ci/matrix -pkgs ./dmlog), which loads dm-mirror, dm-zero and dm-log-userspace: kernel feature missing here: %s", msg)
+	for _, m := range []string{"dm-mirror", "dm-zero", "dm-log-userspace"} {
+		testutil.RequireModule(t, m, "")
 	}
-	if os.Getenv("KMATRIX") != "" {
-		if err := loadTestModules(); err != nil {
-			missing("loading the modules: %v", err)
-		}
-	}
-	if err := dmControlNode(); err != nil {
-		missing("no device-mapper: %v", err)
-	}
-	agents, err := connector.Agents()
-	if err != nil || !slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == connector.IDDM }) {
-		missing("dm-log-userspace is not registered with the connector (no agent 7:1: %v %v)", agents, err)
-	}
-	if os.Getenv("KMATRIX") == "" {
+	if !testutil.InMatrix() {
 		// On a real machine, never touch an existing log server's mirrors.
 		t.Skip("runs only in the kernel matrix (.ci/matrix -pkgs ./dmlog): on a real machine another dm-log-userspace server may own the mirrors")
 	}
+	if err := dmControlNode(); err != nil {
+		t.Fatalf("no device-mapper control node: %v", err)
+	}
+	testutil.RequireAgent(t, connector.IDDM, "dm-log-userspace")
 }
 
 // dmControlNode makes sure /dev/mapper/control exists: devtmpfs creates it
@@ -755,7 +741,7 @@ const resendKernel = "6.12"
 // 15 s, so the matrix runs it on one kernel only (named TestMatrix* so that
 // its skip elsewhere is not an integration test skipped).
 func TestMatrixResendAfterTimeout(t *testing.T) {
-	if k := os.Getenv("KMATRIX_KERNEL"); !strings.HasPrefix(k, resendKernel) {
+	if k := testutil.MatrixKernel(); !strings.HasPrefix(k, resendKernel) {
 		t.Skipf("runs on the %s matrix kernel only (it waits 15 s); this is %q", resendKernel, k)
 	}
 	requireDMLog(t)
@@ -822,6 +808,7 @@ func fill(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }
 // legs and reads back.
 func TestIntegrationMirrorData(t *testing.T) {
 	requireDMLog(t)
+	testutil.RequireModule(t, "brd", "rd_nr=2 rd_size=4096")
 	h := startHarness(t, &Server{}, nil)
 	e := newDMEnv(t) // the zero legs go unused here
 	leg0, dev0 := ramDisk(t, 0)

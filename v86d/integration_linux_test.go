@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -105,84 +104,21 @@ func lfbAddress() uint32 {
 	return 0
 }
 
-// requireUvesafb returns the uvesafb module file, or skips (on the host)
-// or fails (in the matrix).
-func requireUvesafb(t *testing.T) string {
+// requireUvesafb skips (on the host) or fails (in the matrix) unless
+// uvesafb can be loaded here with a framebuffer to drive.
+func requireUvesafb(t *testing.T) {
 	t.Helper()
 	testutil.RequireConnector(t)
 	testutil.RequireCapability(t, unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN")
-	missing := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("KMATRIX") != "" {
-			t.Fatalf("in the kernel matrix: %s", msg)
-		}
-		t.Skipf("runs only in the kernel matrix (.ci/matrix -pkgs ./v86d), which provides uvesafb and qemu's standard VGA: %s", msg)
-	}
-	if os.Getenv("KMATRIX") == "" {
-		missing("loading a framebuffer driver on a real machine would take over its console")
+	if !testutil.InMatrix() {
+		t.Skip("runs only in the kernel matrix (.ci/matrix -pkgs ./v86d), which provides uvesafb and qemu's standard VGA: loading a framebuffer driver on a real machine would take over its console")
 	}
 	if lfbAddress() == 0 {
-		missing("no VGA-class PCI device for a linear framebuffer")
+		t.Fatal("in the kernel matrix: no VGA-class PCI device for a linear framebuffer")
 	}
-	if b, _ := os.ReadFile("/proc/modules"); strings.Contains(string(b), "uvesafb ") {
+	if testutil.ModuleLoaded("uvesafb") {
 		t.Fatal("uvesafb is already loaded")
 	}
-	p, err := findModule("uvesafb")
-	if err != nil {
-		missing("%v", err)
-	}
-	return p
-}
-
-// findModule looks for name.ko[.xz|.zst|.gz] in the directories the kernel
-// matrix puts modules in.
-func findModule(name string) (string, error) {
-	var rel unix.Utsname
-	_ = unix.Uname(&rel)
-	dirs := []string{os.Getenv("KMATRIX_MODULES"), "/lib/modules/" + unix.ByteSliceToString(rel.Release[:])}
-	var found string
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
-			if err != nil || found != "" {
-				return nil
-			}
-			base := strings.ReplaceAll(e.Name(), "-", "_")
-			for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
-				if base == strings.ReplaceAll(name, "-", "_")+ext {
-					found = p
-					return fs.SkipAll
-				}
-			}
-			return nil
-		})
-		if found != "" {
-			return found, nil
-		}
-	}
-	return "", fmt.Errorf("no %s module file under %q", name, dirs)
-}
-
-// loadModule loads a module file with finit_module; compressed files are
-// decompressed by the kernel (MODULE_INIT_COMPRESSED_FILE, Linux 6.4 and
-// later with CONFIG_MODULE_DECOMPRESS).
-func loadModule(path, params string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	flags := 0
-	if !strings.HasSuffix(path, ".ko") {
-		flags = 4 // MODULE_INIT_COMPRESSED_FILE
-	}
-	if err := unix.FinitModule(int(f.Fd()), params, flags); err != nil {
-		return fmt.Errorf("finit_module %s %q: %w", path, params, err)
-	}
-	return nil
 }
 
 // unbindFbcon detaches the framebuffer console, which holds a reference on
@@ -202,20 +138,17 @@ func unbindFbcon() error {
 	return nil
 }
 
-// unloadModule removes a module, retrying briefly while it is busy
-// (fbcon releases the framebuffer asynchronously).
+// unloadModule removes a module after unbinding fbcon, retrying briefly
+// while it is busy (fbcon releases the framebuffer asynchronously).
 func unloadModule(name string) error {
 	if err := unbindFbcon(); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := unix.DeleteModule(name, unix.O_NONBLOCK)
+		err := testutil.UnloadModule(name)
 		if err == nil || !(errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY)) || time.Now().After(deadline) {
-			if err != nil {
-				return fmt.Errorf("delete_module %s: %w", name, err)
-			}
-			return nil
+			return err
 		}
 		time.Sleep(50 * time.Millisecond) // no event announces a module reference drop
 	}
@@ -240,7 +173,7 @@ func uvesafbRegistered(t *testing.T) (string, bool) {
 // uvesafb runs its probe against it (inside finit_module) and registers a
 // framebuffer.
 func TestIntegrationListener(t *testing.T) {
-	mod := requireUvesafb(t)
+	requireUvesafb(t)
 	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDV86D.Group()}})
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +203,7 @@ func TestIntegrationListener(t *testing.T) {
 	}()
 
 	start := time.Now()
-	if err := loadModule(mod, "v86d=/nonexistent mtrr=0"); err != nil {
+	if err := testutil.LoadModule("uvesafb", "v86d=/nonexistent mtrr=0"); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("uvesafb loaded in %v", time.Since(start))
@@ -343,7 +276,7 @@ func functions(ts []Task) []string {
 // daemonizes; the framebuffer registers, and unloading the module sends
 // TF_EXIT, on which the daemon exits.
 func TestIntegrationSpawn(t *testing.T) {
-	mod := requireUvesafb(t)
+	requireUvesafb(t)
 	dir, err := os.MkdirTemp("", "v86d")
 	if err != nil {
 		t.Fatal(err)
@@ -357,7 +290,7 @@ func TestIntegrationSpawn(t *testing.T) {
 	if err := copyFile(exe, path); err != nil {
 		t.Fatal(err)
 	}
-	if err := loadModule(mod, "v86d="+path+" mtrr=0"); err != nil {
+	if err := testutil.LoadModule("uvesafb", "v86d="+path+" mtrr=0"); err != nil {
 		t.Fatal(err)
 	}
 	log := func() string { b, _ := os.ReadFile(path + ".log"); return string(b) }
