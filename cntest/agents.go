@@ -8,7 +8,7 @@ import (
 	"github.com/cnlink/connector"
 )
 
-// AgentTable lists the handlers registered with Kernel.Handle in the format
+// AgentTable lists the handlers registered with [Kernel.Handle] in the format
 // of /proc/net/connector, so that connector.Conn.Agents (and the ErrNoAgent
 // check of connector.Call) see the fake's agents. Every fake agent is named
 // "cntest".

@@ -13,7 +13,7 @@ import (
 // every request that differs from want, then calls next (if not nil) and
 // returns its replies. ID, Flags and Data are always compared; Seq and Ack
 // only where want sets them (not 0), because protocols often pick them at
-// random. Register it with Kernel.Handle for want.ID.
+// random. Register it with [Kernel.Handle] for want.ID.
 func CheckRequest(tb testing.TB, want connector.Message, next HandlerFunc) HandlerFunc {
 	return func(req connector.Message, from connector.Sender) []Reply {
 		if diff := diffMessage(want, req); diff != "" {

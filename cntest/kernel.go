@@ -32,7 +32,7 @@ const (
 	defaultSndBuf = 212992
 	// DefaultMemMax is the kernel's default net.core.rmem_max and
 	// net.core.wmem_max on 64-bit systems (SK_RMEM_MAX, SK_WMEM_MAX): the
-	// default of Options.RmemMax and Options.WmemMax.
+	// default of [Options.RmemMax] and [Options.WmemMax].
 	DefaultMemMax = 212992
 	// maxQueueLen is the longest queue whose buffer size, QueueLen times
 	// chargePerDatagram bytes, fits the kernel's int.
@@ -51,7 +51,7 @@ const (
 // Options configure a fake kernel. The zero value is a kernel in the initial
 // network namespace with DefaultQueueLen and DefaultMemMax. A value out of
 // range makes every Dial on the Kernel fail with an error matching
-// connector.ErrInvalidConfig that names it.
+// [connector.ErrInvalidConfig] that names it.
 type Options struct {
 	// QueueLen is the number of datagrams each socket queues before
 	// further messages are dropped (kernel and multicast senders) or the
@@ -72,7 +72,7 @@ type Options struct {
 	// than the initial one, where the kernel side of the connector does
 	// not exist: every send to the kernel (port 0), and every multicast,
 	// which the kernel also hands to port 0, fails with ECONNREFUSED
-	// (connector.ErrNotInitialNetNS) after delivering to userspace peers,
+	// ([connector.ErrNotInitialNetNS]) after delivering to userspace peers,
 	// and handlers are never called. Multicast, Unicast and InjectRaw
 	// still deliver: they are the test's own injection tools.
 	NotInitialNetNS bool
@@ -201,7 +201,7 @@ func (o *Options) check() error {
 }
 
 // Dial opens a Conn on the fake kernel, as a process with CAP_NET_ADMIN.
-// Config.NetNS is not supported (see Options.NotInitialNetNS); every other
+// Config.NetNS is not supported (see [Options.NotInitialNetNS]); every other
 // field works as with connector.Dial.
 func (k *Kernel) Dial(cfg *connector.Config) (*connector.Conn, error) {
 	return k.dial(cfg, true)
@@ -221,7 +221,7 @@ func (k *Kernel) dial(cfg *connector.Config, priv bool) (*connector.Conn, error)
 	}
 	netns := cfg != nil && cfg.NetNS > 0
 	// The Conn checks cfg, then calls open with the groups' bind mask,
-	// as connector.Dial opens a socket: both map the errors alike.
+	// as [connector.Dial] opens a socket: both map the errors alike.
 	open := func(mask uint32) (transport.Transport, error) {
 		if netns {
 			return nil, transport.ErrUnsupported
@@ -297,7 +297,7 @@ func (k *Kernel) Handle(id connector.CBID, h HandlerFunc) {
 // every socket that joined group g, one datagram per message. A socket whose
 // queue is full, or congested after an overrun, does not get it: the message
 // is dropped there and the socket's next receive fails with ENOBUFS
-// (connector.ErrOverrun), unless it set NoENOBUFS. It returns how many
+// ([connector.ErrOverrun]), unless it set NoENOBUFS. It returns how many
 // datagrams were queued, and an error only for an invalid group or a payload
 // longer than 65535 bytes.
 func (k *Kernel) Multicast(g connector.Group, msgs ...connector.Message) (int, error) {
@@ -371,7 +371,7 @@ func (k *Kernel) InjectRaw(port uint32, from connector.Sender, datagram []byte) 
 
 // Overrun makes the socket with the given port id behave as if the kernel
 // had just dropped a message for it because its buffer was full: the next
-// receive fails with ENOBUFS (connector.ErrOverrun) before any queued
+// receive fails with ENOBUFS ([connector.ErrOverrun]) before any queued
 // datagram, once, and the socket is congested (new kernel and multicast
 // messages are dropped) until its queue has been read empty. With
 // NoENOBUFS set only the drop is counted. It fails with
