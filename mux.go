@@ -82,7 +82,7 @@ type Mux struct {
 	mu    sync.Mutex // serializes writers of table
 	table atomic.Pointer[routeTable]
 
-	dispatched, unrouted, claimed, panics, errs atomic.Uint64
+	dispatched, unrouted, claimed, panics, errs, foreign atomic.Uint64
 }
 
 // A routeTable is an immutable snapshot of the routes: writers copy it.
@@ -234,6 +234,10 @@ type MuxStats struct {
 	// Errors counts receive errors reported while serving (overruns,
 	// truncated or malformed datagrams).
 	Errors uint64
+	// Foreign counts messages dropped because a userspace port sent them
+	// with the id of a kernel agent (index 1 to 10), which only the kernel
+	// (port 0) may use; see [Mux.Serve].
+	Foreign uint64
 }
 
 // Stats returns the Mux's counters.
@@ -244,6 +248,7 @@ func (mx *Mux) Stats() MuxStats {
 		Claimed:    mx.claimed.Load(),
 		Panics:     mx.panics.Load(),
 		Errors:     mx.errs.Load(),
+		Foreign:    mx.foreign.Load(),
 	}
 }
 
@@ -284,6 +289,11 @@ func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
 // (no allocation per message) and first offers each message to the Calls
 // and Exchanges waiting on c, then to the routes (see Mux).
 //
+// A message that a userspace port sent with a kernel agent's id (index 1
+// to 10, CN_NETLINK_USERS-1) is a spoof of that agent: Serve drops it and
+// counts it in [MuxStats].Foreign, unless the Conn's Config.Senders is
+// SendersAny.
+//
 // Serve survives everything else: receive errors matching [ErrOverrun],
 // [ErrTruncated] and [ErrMalformed], and handler panics, which it recovers, are
 // counted in [MuxStats] and reported through opts.OnError, and serving goes
@@ -312,6 +322,10 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 	stop := l.interruptOn(ctx)
 	defer stop()
 
+	// Under SendersDefault and SendersKernelOnly, a kernel agent's id is
+	// the kernel's alone (the Conn already applies that to multicasts on
+	// the kernel groups; this covers unicasts).
+	kernelIDs := c.cfg.Senders != SendersAny
 	r := c.NewReader()
 	defer r.Release()
 	for {
@@ -336,6 +350,10 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 				continue
 			}
 			return &OpError{Op: "serve", Err: err}
+		}
+		if kernelIDs && from.Port != 0 && m.ID.Idx-1 < NetlinkUsers-1 {
+			mx.foreign.Add(1)
+			continue
 		}
 		if l.ncalls.Load() != 0 && l.claim(m, from, true) {
 			mx.claimed.Add(1)

@@ -445,3 +445,45 @@ func TestServeFlush(t *testing.T) {
 		t.Errorf("call after Flush: %v", err)
 	}
 }
+
+// TestServeKernelIDs checks that a userspace port cannot pose as a kernel
+// agent by unicast: its messages with a kernel id are dropped and counted,
+// unless the Conn accepts every sender.
+func TestServeKernelIDs(t *testing.T) {
+	for _, policy := range []connector.SenderPolicy{connector.SendersDefault, connector.SendersAny} {
+		t.Run(policy.String(), func(t *testing.T) {
+			k := newKernel()
+			c, err := k.Dial(&connector.Config{Senders: policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			peer := dialT(t, k)
+			ch := make(chan got, 4)
+			mx := connector.NewMux()
+			mx.Handle(connector.IDDM, recorder("dm", ch))
+			mx.Handle(idA, recorder("A", ch))
+			serveT(t, mx, c, nil)
+			for _, id := range []connector.CBID{connector.IDDM, idA} {
+				if err := peer.SendTo(c.PortID(), connector.Message{ID: id, Data: []byte(id.String())}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := k.Unicast(c.PortID(), connector.Message{ID: connector.IDDM, Data: []byte("kernel")}); err != nil {
+				t.Fatal(err)
+			}
+			var routes []string
+			for range 2 {
+				routes = append(routes, recv(t, ch).route)
+			}
+			want, foreign := "A dm", uint64(1)
+			if policy == connector.SendersAny {
+				routes = append(routes, recv(t, ch).route)
+				want, foreign = "dm A dm", 0
+			}
+			if got := join(routes); got != want || mx.Stats().Foreign != foreign {
+				t.Errorf("dispatched to %q with %d foreign, want %q and %d", got, mx.Stats().Foreign, want, foreign)
+			}
+		})
+	}
+}
