@@ -68,7 +68,9 @@ func AppendNetlink(b []byte, h NetlinkHeader, payload []byte) []byte {
 // to b. It fails if m.Data is longer than the 65535 bytes that the header's
 // 16-bit len can describe. Unlike connector.Message.AppendBinary it does not
 // enforce CONNECTOR_MAX_MSG_SIZE, so that tests can build messages the
-// connector must reject.
+// connector must reject. It repeats connector's encoder on purpose: the
+// fake's bytes come from code of its own, so that a bug in one encoder shows
+// up against the other.
 func AppendMessage(b []byte, m connector.Message) ([]byte, error) {
 	if len(m.Data) > maxLen {
 		return b, fmt.Errorf("cntest: payload of %d bytes does not fit the 16-bit len of a cn_msg (at most %d)", len(m.Data), maxLen)
