@@ -424,12 +424,9 @@ func TestSlavesSplit(t *testing.T) {
 			m := a.AddMaster()
 			var want []w1.SlaveID
 			for i := range 2100 { // 16800 bytes of ids: more than one record holds
-				id := w1.NewSlaveID(0x28, uint64(i))
-				if err := w.AddSlave(ctx, m, id); err != nil {
-					t.Fatal(err)
-				}
-				want = append(want, id)
+				want = append(want, w1.NewSlaveID(0x28, uint64(i)))
 			}
+			a.RegisterSlave(m, want...)
 			for i := range 100 {
 				a.AttachDevice(m, w1.NewSlaveID(0x2d, uint64(i)))
 			}
