@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -110,7 +111,14 @@ type harness struct {
 
 func startHarness(t *testing.T, s *Server, intercept func(*harness, connector.Message, seen) bool) *harness {
 	t.Helper()
-	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDDM.Group()}, ReadBufferSize: ReadBufferSize})
+	return startHarnessBuffer(t, s, intercept, ReadBufferSize)
+}
+
+// startHarnessBuffer starts a harness whose socket has a receive buffer of
+// rcvbuf bytes (the kernel's minimum if smaller).
+func startHarnessBuffer(t *testing.T, s *Server, intercept func(*harness, connector.Message, seen) bool, rcvbuf int) *harness {
+	t.Helper()
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDDM.Group()}, ReadBufferSize: rcvbuf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +141,10 @@ func (h *harness) loop() {
 		m, from, err := r.Next()
 		if errors.Is(err, connector.ErrClosed) {
 			return
+		}
+		if errors.Is(err, connector.ErrOverrun) {
+			h.s.overrun(err) // as Serve's OnError does
+			continue
 		}
 		if err != nil {
 			h.t.Errorf("harness receive: %v", err)
@@ -863,4 +875,69 @@ func first(b []byte) byte {
 		return 0
 	}
 	return b[0]
+}
+
+// TestIntegrationOverrun: a server whose socket overflows loses requests,
+// and the kernel takes that for a missing server: the requests that found
+// the queue full wait in the kernel's reconnect loop, which re-sends the
+// constructor of a log the server still has. The server reports the
+// overrun, rebuilds the log, and every request is answered in the end.
+func TestIntegrationOverrun(t *testing.T) {
+	requireDMLog(t)
+	s := &Server{}
+	release := make(chan struct{})
+	var paused atomic.Bool
+	h := startHarnessBuffer(t, s, func(h *harness, m connector.Message, r seen) bool {
+		if paused.Load() && r.req.Type == TypeStatusInfo {
+			paused.Store(false)
+			<-release // the socket fills up meanwhile
+		}
+		return false
+	}, 1) // the kernel's minimum receive buffer, a few requests
+	e := newDMEnv(t)
+	name, _ := e.createMirror()
+	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ctl.resume(name); err != nil {
+		t.Fatal(err)
+	}
+	kmsg := newKmsgWaiter(t)
+	paused.Store(true)
+	const callers = 8
+	done := make(chan error, callers)
+	for range callers {
+		go func() {
+			_, err := e.ctl.status(name, false) // one STATUS_INFO each, at once
+			done <- err
+		}()
+	}
+	kmsg.waitFor(t, "Userspace log server not found", 10*time.Second)
+	// Back to a buffer that holds a burst (what Serve sets up): with the
+	// minimum one, the kernel's reconnect constructors, sent by every
+	// waiting caller at the same 2 s tick, overflow it again and again.
+	if err := h.c.SetReadBuffer(ReadBufferSize); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	for range callers {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("status: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("status calls still blocked after 20 s; server %+v", s.Stats())
+		}
+	}
+	st := s.Stats()
+	if st.Overruns == 0 || st.Reconstructed == 0 || st.Logs != 1 {
+		t.Errorf("server stats %+v: want an overrun reported and the log rebuilt", st)
+	}
+	t.Logf("server stats %+v", st)
+	n := h.count()
+	if err := e.removeMirror(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(TypeDtr, n, time.Second)
 }

@@ -389,7 +389,10 @@ func errnoOf(err error, def syscall.Errno) syscall.Errno {
 // smaller: a server socket must never overrun, because the kernel takes a
 // multicast that reached nobody for a missing server (see the package
 // documentation). Requests are at most 512 bytes, and the kernel has at most
-// one outstanding per process doing I/O on a mirror.
+// one outstanding per task waiting on a mirror, but they come in bursts:
+// after a loss every waiting task re-sends the constructor at the same 2 s
+// tick, and with the kernel's minimum buffer those bursts overflowed it
+// again for 14 s in the matrix (TestIntegrationOverrun, 16 tasks, Linux 6.1).
 const ReadBufferSize = 1 << 20
 
 // Serve answers requests on c until ctx is done or c is closed. It joins
