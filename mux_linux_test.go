@@ -23,8 +23,8 @@ import (
 )
 
 const (
-	groupMuxServe connector.Group = 29
-	groupMuxAlloc connector.Group = 30
+	groupMuxServe   connector.Group = 29
+	groupMuxOverrun connector.Group = 30
 )
 
 func ctxWait(t testing.TB) context.Context {
@@ -203,7 +203,7 @@ func TestIntegrationAgents(t *testing.T) {
 // state, Serve allocates nothing per message, also with a call waiting.
 func TestAllocsMuxServe(t *testing.T) {
 	requirePrivileged(t)
-	rx := dialServe(t, &connector.Config{ReadBufferSize: 8 << 20, Groups: []connector.Group{groupMuxAlloc}})
+	rx := dialServe(t, &connector.Config{ReadBufferSize: 8 << 20})
 	tx := dial(t, nil)
 	data := make([]byte, 40)
 	for _, withCall := range []bool{false, true} {
@@ -213,5 +213,81 @@ func TestAllocsMuxServe(t *testing.T) {
 		if a != 0 {
 			t.Errorf("Mux.Serve (waiting call: %v) allocates %.2f times per dispatched message, want 0", withCall, a)
 		}
+	}
+}
+
+// TestIntegrationServeOverrun overruns a served socket for real: while a
+// handler holds Serve, a peer floods the group past the receive buffer.
+// Serve reports the overrun through OnError and goes on: what was queued is
+// dispatched, and a message sent once the queue is drained arrives.
+func TestIntegrationServeOverrun(t *testing.T) {
+	requirePrivileged(t)
+	rx := dialServe(t, &connector.Config{Groups: []connector.Group{groupMuxOverrun}})
+	if err := rx.SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	tx := dial(t, nil)
+	id := testID()
+	hold, held := make(chan struct{}), make(chan struct{})
+	var seen []uint32 // written by the handler, read after done
+	done := make(chan struct{})
+	mx := connector.NewMux()
+	mx.HandleFunc(id, func(r connector.Request) {
+		if len(seen) == 0 {
+			close(held)
+			<-hold
+		}
+		seen = append(seen, r.Msg.Seq)
+		if r.Msg.Seq == 1<<31 {
+			close(done)
+		}
+	})
+	overruns := make(chan error, 4)
+	serveT(t, mx, rx, &connector.ServeOptions{OnError: func(err error) {
+		select {
+		case overruns <- err:
+		default: // a handler must never block Serve
+		}
+	}})
+	send := func(seq uint32) {
+		t.Helper()
+		if err := tx.Multicast(groupMuxOverrun, connector.Message{ID: id, Seq: seq, Data: payload(64, 1)}); err != nil {
+			t.Fatalf("multicast %d: %v", seq, err)
+		}
+	}
+	send(0)
+	<-held
+	const flood = 256
+	for i := range flood {
+		send(uint32(i + 1))
+	}
+	close(hold)
+	select {
+	case err := <-overruns:
+		if !errors.Is(err, connector.ErrOverrun) {
+			t.Fatalf("OnError got %v, want ErrOverrun", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no overrun reported")
+	}
+	// Serve drains the queue; until it is empty the kernel keeps dropping.
+	deadline := time.Now().Add(waitTimeout)
+	for !queueEmpty(t, rx) {
+		if time.Now().After(deadline) {
+			t.Fatal("Serve did not drain the queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	send(1 << 31)
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("the message after the overrun never reached the handler")
+	}
+	if n := len(seen); n < 3 || n > flood+2 {
+		t.Errorf("dispatched %d messages around an overrun of %d", n, flood)
+	}
+	if st := mx.Stats(); st.Errors < 1 || rx.Stats().Overruns < 1 {
+		t.Errorf("Mux stats %+v, Conn stats %+v: the overrun is not counted", st, rx.Stats())
 	}
 }
