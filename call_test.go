@@ -10,6 +10,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -158,6 +159,7 @@ func TestCallWrongSender(t *testing.T) {
 // TestCallsConcurrent runs many calls at once on one Conn without Serve:
 // one of them reads for all, and each gets its own reply.
 func TestCallsConcurrent(t *testing.T) {
+	testutil.CheckGoroutines(t, testTimeout)
 	k := newKernel()
 	srv, c := dialT(t, k), dialT(t, k)
 	mx := connector.NewMux()
@@ -303,6 +305,7 @@ func TestServeTakesOverFromCall(t *testing.T) {
 }
 
 func TestCallInHandler(t *testing.T) {
+	testutil.CheckGoroutines(t, testTimeout)
 	k := newKernel()
 	procLike(k)
 	c, peer := dialT(t, k, 1), dialT(t, k)
