@@ -13,8 +13,8 @@ import (
 // the kernels of the matrix, 6.1.192, 6.12.118, 6.18.15 and 7.3.4, which sent
 // identical bytes: the integration tests log them as "seed" lines (data and
 // status records bundled and not, a search result, LIST_MASTERS, MASTER_ADD,
-// and the error statuses). Those added here are built from the documented
-// layout.
+// and the error statuses, E2BIG included). Those added here are built from
+// the documented layout.
 func FuzzParseMsgs(f *testing.F) {
 	seed := func(msgs ...Msg) {
 		var b []byte

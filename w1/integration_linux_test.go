@@ -378,6 +378,8 @@ func TestIntegrationErrors(t *testing.T) {
 		{"bad type", w1.FlagBundle, w1.Msg{Type: 9, Data: []byte{1, 2, 3, 4}}, syscall.EPROTO, false},
 		{"bad command", w1.FlagBundle, w1.Msg{Type: w1.MsgMasterCmd, ID: m, Cmds: []w1.Cmd{{Cmd: 17}}}, syscall.EINVAL, true},
 		{"unknown flag", 2 | w1.FlagBundle, w1.Msg{Type: w1.MsgMasterCmd, ID: m, Cmds: []w1.Cmd{{Cmd: w1.CmdReset}}}, syscall.EINVAL, false},
+		// A WRITE whose len (10) runs past its message (4 more bytes).
+		{"command past its message", w1.FlagBundle, w1.Msg{Type: w1.MsgMasterCmd, ID: m, Data: []byte{byte(w1.CmdWrite), 0, 10, 0, 1, 2, 3, 4}}, syscall.E2BIG, true},
 	} {
 		req := connector.Message{ID: w1.ID, Seq: 21, Ack: 77, Flags: tc.flags, Data: encode(t, tc.msg)}
 		recs := rawExchange(t, req, func(r []rawRecord) bool { return statuses(req, r) >= 1 })

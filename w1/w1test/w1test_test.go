@@ -177,6 +177,7 @@ func TestErrors(t *testing.T) {
 		{"empty command list", 0, w1.Msg{Type: w1.MsgMasterCmd, ID: m1}, 71, false},
 		{"bad type", 0, w1.Msg{Type: 9, Data: []byte{1, 2, 3, 4}}, 71, false},
 		{"bad command", 0, w1.Msg{Type: w1.MsgMasterCmd, ID: m1, Cmds: []w1.Cmd{{Cmd: 17}}}, 22, true},
+		{"command past its message", 0, w1.Msg{Type: w1.MsgMasterCmd, ID: m1, Data: []byte{byte(w1.CmdWrite), 0, 10, 0, 1, 2, 3, 4}}, 7, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
