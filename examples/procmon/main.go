@@ -41,9 +41,6 @@ func main() { os.Exit(mainExit(os.Args[1:])) }
 // mainExit runs the program until it finishes or SIGINT/SIGTERM arrives and
 // returns the exit status: 0 on success, 1 on failure, 2 for bad usage.
 func mainExit(args []string) int {
-	if len(args) > 0 && args[0] == "compare" {
-		return compareMain(args[1:])
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, args, os.Stdout, os.Stderr)
@@ -105,7 +102,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.tty, "tty", false, "show each process's controlling terminal (a TTY column; \"tty\" in JSON), as forkstat -x does; it costs a /proc read per exec")
 	fs.BoolVar(&o.tty, "x", false, "same as -tty")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n       procmon compare [flags]   (measure CPU per event against forkstat)\n\nShow process events as they happen.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n\nShow process events as they happen.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

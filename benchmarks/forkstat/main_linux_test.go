@@ -32,11 +32,11 @@ ffff8cd2c3b6e000 16  4242       00000001 0        0        0     2        99    
 
 func TestSampleMath(t *testing.T) {
 	s := sample{events: 1000, drops: 200, cpu: 8 * time.Millisecond}
-	if s.handled() != 800 || perEvent(s) != 10 {
-		t.Errorf("handled %d, per event %v µs; want 800 and 10", s.handled(), perEvent(s))
+	if s.received() != 800 || s.perEvent() != 10 {
+		t.Errorf("received %d, per event %v µs; want 800 and 10", s.received(), s.perEvent())
 	}
-	if s := (sample{events: 5, drops: 9, cpu: time.Second}); s.handled() != 0 || perEvent(s) != 0 {
-		t.Errorf("more drops than events: handled %d, per event %v", s.handled(), perEvent(s))
+	if s := (sample{events: 5, drops: 9, cpu: time.Second}); s.received() != 0 || s.perEvent() != 0 {
+		t.Errorf("more drops than events: received %d, per event %v", s.received(), s.perEvent())
 	}
 	if m := median([]float64{3, 1, 2}); m != 2 {
 		t.Errorf("median of 3 values = %v", m)
@@ -64,4 +64,21 @@ func TestProcCPU(t *testing.T) {
 		}
 	}
 	t.Error("the CPU clock did not advance in 10 s of busy work")
+}
+
+// TestStorms runs each storm small, in this process: each makes the tasks
+// asked for.
+func TestStorms(t *testing.T) {
+	if _, err := os.Stat("/bin/true"); err != nil {
+		t.Skip("no /bin/true for the exec storm")
+	}
+	for _, kind := range []string{"fork", "threads", "exec"} {
+		n, err := runStorm(kind, 20, "/bin/true")
+		if err != nil {
+			t.Skipf("%s: %v", kind, err)
+		}
+		if n != 20 {
+			t.Errorf("%s storm made %d tasks, want 20", kind, n)
+		}
+	}
 }
