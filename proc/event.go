@@ -99,9 +99,13 @@ type Event struct {
 // process's main thread (PID != TGID): for KindFork a new thread rather than
 // a new process, for KindExit a thread's exit rather than the main thread's.
 //
-// The main thread's exit (PID == TGID) usually means the process is gone,
-// but not always: when a non-main thread calls execve, the old main thread
-// exits first and the exec then carries on under the same TGID.
+// The main thread's exit (PID == TGID) is the end of the process only when
+// it is the last task of its thread group. A process ends when its thread
+// group ends, and the main thread can exit first: when it calls
+// pthread_exit (or the exit system call) while other threads live on, and
+// when another thread calls execve, which ends the main thread and then
+// carries on under the same TGID (a KindExec event follows). The process's
+// end is then the exit of its last task.
 func (e *Event) IsThread() bool { return e.PID != e.TGID }
 
 // IsProcess reports whether the event is about a process's main thread

@@ -74,6 +74,7 @@ type options struct {
 	coalesce   time.Duration
 	cpuprofile string
 	tty        bool // show the controlling terminal
+	kernelWait bool // wait for events in recvmmsg, off the Go poller
 }
 
 type listFlag []string
@@ -96,11 +97,12 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.line, "l", false, "flush the output after every event (the default when it is a terminal)")
 	fs.BoolVar(&o.cgroups, "cgroup", true, "read each process's cgroup at exec, for the container tag and the JSON cgroup field; -cgroup=false saves a /proc read per exec, which costs much CPU during process storms")
 	fs.BoolVar(&o.cgroupPath, "cgroup-path", false, "text output: also show each process's cgroup path")
-	fs.DurationVar(&o.coalesce, "coalesce", 0, "when events come often (over 800 wake-ups a second), wait this long after waking for more before reading on: less CPU per event, but short-lived processes are more often gone before their command line is read (0: never wait)")
+	fs.DurationVar(&o.coalesce, "coalesce", 2*time.Millisecond, "when events come often (over 800 wake-ups a second) and no exec came for 10ms, wait this long after waking for more before reading on: much less CPU per event (0: never wait)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile to this file (for work on procmon itself)")
 	fs.StringVar(&o.passwd, "passwd", "/etc/passwd", "file to map user ids to names")
 	fs.BoolVar(&o.tty, "tty", false, "show each process's controlling terminal (a TTY column; \"tty\" in JSON), as forkstat -x does; it costs a /proc read per exec")
 	fs.BoolVar(&o.tty, "x", false, "same as -tty")
+	fs.BoolVar(&o.kernelWait, "kernel-wait", true, "wait for events inside the receive system call rather than in Go's poller: less CPU per wake-up")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n\nShow process events as they happen.\n\n")
 		fs.PrintDefaults()
@@ -216,7 +218,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Take every kind: procmon needs forks and exits to follow processes
 	// whatever it shows, and an unfiltered listener counts lost events
 	// exactly.
-	l, err := proc.Listen(&proc.Config{ReadBufferSize: o.rcvbuf})
+	l, err := listen(o)
 	if err != nil {
 		return fmt.Errorf("%w%s", err, listenHint(err))
 	}
@@ -260,6 +262,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		out.flush()
 		mon.prune()
 	}, out.dirty)
+	if mon.threadComm {
+		src.prompt = func(ev *proc.Event) bool { return ev.Kind == proc.KindFork && ev.IsThread() }
+	}
 	defer src.stopOn(ctx)()
 	var loopErr error
 	var ev proc.Event
@@ -285,7 +290,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			loopErr = err
 			break
 		}
-		if stop := src.stopTime(); stop != 0 && ev.Kind != proc.KindLost && ev.Timestamp > stop {
+		if stop := src.stopTime(); stop != 0 && ev.Kind != proc.KindLost && ev.Timestamp > stop+uint64(stopGrace) {
 			// Stopping: what happened before the stop is read and
 			// shown; later events are not, and when they keep
 			// coming, procmon stops reading.
@@ -347,6 +352,38 @@ func closingLine(st proc.Stats, drops uint64, derr error, after uint64) string {
 // drainAfter bounds the draining at exit: after this many events stamped
 // after the stop, everything queued before it has been read.
 const drainAfter = 1000
+
+// stopGrace: events stamped up to this long after the stop are still shown,
+// and procmon waits this long for them once its queue is empty. The kernel
+// sends an exit after it has woken the parent, so a parent that reaps its
+// child and then stops procmon may do so before the exit is sent.
+const stopGrace = 100 * time.Millisecond
+
+// listen subscribes to every event kind. Its socket waits for events in the
+// kernel (connector.Config.KernelWait) rather than in the Go runtime's
+// poller: each wake-up then costs one system call, as in a C monitor, and
+// procmon wakes up once per event when events come one at a time.
+func listen(o *options) (*proc.Listener, error) {
+	if !o.kernelWait {
+		return proc.Listen(&proc.Config{ReadBufferSize: o.rcvbuf})
+	}
+	c, err := connector.Dial(&connector.Config{
+		Groups:            []connector.Group{connector.IDProc.Group()},
+		MessageBufferSize: proc.MessageBufferSize,
+		BatchSize:         proc.DefaultListenBatchSize,
+		Senders:           connector.SendersKernelOnly,
+		KernelWait:        true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	l, err := proc.NewListener(c, &proc.Config{ReadBufferSize: o.rcvbuf})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return l, nil
+}
 
 // listenHint adds advice to a Listen error.
 func listenHint(err error) string {

@@ -20,10 +20,13 @@ import (
 // procmon reads /proc for an exec at once. When they come often (more than
 // busyWakes wake-ups within busySpan, that is over 800 a second), every
 // wake-up costs a context switch for one event, and the source instead waits
-// up to the coalescing window after waking before it reads on: the events
-// that arrive meanwhile are then fetched together (the Listener takes up to
-// 64 per system call). Events wait in the socket's receive buffer, so
-// nothing is lost by waiting as long as the buffer holds a window's worth.
+// the coalescing window after a wake-up before it reads on: the events that
+// arrive meanwhile are then fetched together (the Listener takes up to 64
+// per system call). It does so only while no exec has come for execQuiet:
+// an exec needs its /proc read at once, before the process can end, while
+// forks, exits and threads need none. Events wait in the socket's receive
+// buffer, so nothing is lost by waiting as long as the buffer holds a
+// window's worth.
 //
 // Output is flushed (the flush callback) within flushDelay of being
 // written: when dirty reports buffered output, the source sets a read
@@ -48,16 +51,25 @@ type source struct {
 	stopAt   uint64 // CLOCK_MONOTONIC ns of the stop
 	stopped  chan struct{}
 
-	armed bool // a flush deadline is set
-	woke  bool // the last event ended a wait: maybe coalesce
-	wakes [busyWakes]time.Time
-	nwake int
+	armed    bool   // a flush deadline is set
+	graced   bool   // stopping: the queue was found empty once
+	woke     bool   // the last event ended a wait: maybe coalesce
+	lastExec uint64 // CLOCK_MONOTONIC ns of the last exec (or prompt) event
+	// prompt, if set, names other events that need /proc read at once
+	// (thread creations, when their names are shown).
+	prompt func(*proc.Event) bool
+	wakes  [busyWakes]time.Time
+	nwake  int
 }
 
 // Coalescing starts when busyWakes wake-ups happen within busySpan.
 const (
-	busyWakes  = 8
-	busySpan   = 10 * time.Millisecond
+	busyWakes = 8
+	busySpan  = 10 * time.Millisecond
+	execQuiet = 10 * time.Millisecond
+	// wokeAfter: a read that took longer waited for the kernel (a
+	// wake-up); a quicker one came from the batch already fetched.
+	wokeAfter  = 50 * time.Microsecond
 	flushDelay = 100 * time.Millisecond
 )
 
@@ -114,7 +126,7 @@ func (s *source) stopOn(ctx context.Context) func() bool {
 func (s *source) next(ev *proc.Event) error {
 	if s.woke {
 		s.woke = false
-		if s.window > 0 && s.busy() {
+		if s.window > 0 && s.busy() && monoNow()-s.lastExec > uint64(execQuiet) {
 			s.timer.Reset(s.window)
 			select {
 			case <-s.timer.C:
@@ -126,20 +138,35 @@ func (s *source) next(ev *proc.Event) error {
 		}
 	}
 	for {
-		if !s.armed && s.dirty() {
+		if !s.armed && !s.graced && s.dirty() {
 			_ = s.l.SetDeadline(time.Now().Add(flushDelay))
 			s.armed = true
 		}
+		t0 := time.Now()
 		err := s.l.Next(ev)
 		switch {
 		case err == nil:
-			s.woke = true
+			s.woke = time.Since(t0) > wokeAfter
+			if ev.Kind == proc.KindExec || s.prompt != nil && s.prompt(ev) {
+				s.lastExec = ev.Timestamp
+			}
 			return nil
 		case errors.Is(err, connector.ErrFlushed):
-			if s.stopTime() != 0 {
+			if s.stopTime() == 0 {
+				continue
+			}
+			if s.graced {
 				return errStopped
 			}
+			// The queue is empty. Events of the last moments before
+			// the stop may still be on their way (the kernel sends an
+			// exit after it has woken the parent): wait stopGrace for
+			// them.
+			s.graced, s.armed = true, false
+			_ = s.l.SetDeadline(time.Now().Add(stopGrace))
 			continue
+		case errors.Is(err, os.ErrDeadlineExceeded) && s.graced:
+			return errStopped
 		case errors.Is(err, os.ErrDeadlineExceeded) && s.armed:
 			s.armed = false
 			s.flush()
