@@ -113,13 +113,35 @@ type Server struct {
 	// fakes such as cntest, where the check means nothing.
 	SkipPrivilegeCheck bool
 
-	mu      sync.Mutex
+	mu      sync.Mutex // serialises requests; guards buf, scratch and regs
+	logsMu  sync.Mutex // guards logs, so that Log methods may call Stats and Log
 	logs    map[logKey]Log
 	buf     []byte // the reply
 	scratch []byte // the reply's data
 	regs    []uint64
 
 	requests, replies, unparsable, errs, sendErrs, reconstructed, unknown, foreign, overruns atomic.Uint64
+}
+
+func (s *Server) lookup(k logKey) (Log, bool) {
+	s.logsMu.Lock()
+	defer s.logsMu.Unlock()
+	l, ok := s.logs[k]
+	return l, ok
+}
+
+// setLog sets or, for nil, removes the log of k.
+func (s *Server) setLog(k logKey, l Log) {
+	s.logsMu.Lock()
+	defer s.logsMu.Unlock()
+	if l == nil {
+		delete(s.logs, k)
+		return
+	}
+	if s.logs == nil {
+		s.logs = make(map[logKey]Log)
+	}
+	s.logs[k] = l
 }
 
 type logKey struct {
@@ -129,9 +151,9 @@ type logKey struct {
 
 // Stats returns the Server's counters.
 func (s *Server) Stats() ServerStats {
-	s.mu.Lock()
+	s.logsMu.Lock()
 	n := len(s.logs)
-	s.mu.Unlock()
+	s.logsMu.Unlock()
 	return ServerStats{
 		Requests: s.requests.Load(), Replies: s.replies.Load(), Unparsable: s.unparsable.Load(),
 		Errors: s.errs.Load(), SendErrors: s.sendErrs.Load(), Reconstructed: s.reconstructed.Load(),
@@ -141,8 +163,8 @@ func (s *Server) Stats() ServerStats {
 
 // Log returns the log the Server holds for a mirror, if any.
 func (s *Server) Log(uuid string, luid uint64) (Log, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.logsMu.Lock()
+	defer s.logsMu.Unlock()
 	l, ok := s.logs[logKey{uuid, luid}]
 	return l, ok
 }
@@ -151,8 +173,8 @@ func (s *Server) Log(uuid string, luid uint64) (Log, bool) {
 // still has its mirrors: if they are used again, it re-sends their
 // constructors to whichever server then listens.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.logsMu.Lock()
+	defer s.logsMu.Unlock()
 	var errs []error
 	for k, l := range s.logs {
 		if err := l.Close(); err != nil {
@@ -249,7 +271,7 @@ func (s *Server) serve(req Request) (data []byte, errno syscall.Errno, err error
 	if req.Type == TypeCtr {
 		return s.construct(key, req)
 	}
-	l, ok := s.logs[key]
+	l, ok := s.lookup(key)
 	if !ok {
 		if req.Type == TypeDtr {
 			return nil, 0, nil // already gone: a repeated DTR
@@ -263,7 +285,7 @@ func (s *Server) serve(req Request) (data []byte, errno syscall.Errno, err error
 	defer func() { s.scratch = data[:0] }()
 	switch req.Type {
 	case TypeDtr:
-		delete(s.logs, key)
+		s.setLog(key, nil)
 		if err := l.Close(); err != nil {
 			return nil, 0, fmt.Errorf("dmlog: closing log %q: %w", req.UUID, err)
 		}
@@ -324,10 +346,10 @@ func (s *Server) construct(key logKey, req Request) ([]byte, syscall.Errno, erro
 		return nil, syscall.EINVAL, fmt.Errorf("dmlog: constructor for %q: %w", req.UUID, err)
 	}
 	ctr := Ctr{UUID: req.UUID, LUID: req.LUID, Sectors: sectors, Args: args}
-	if old, ok := s.logs[key]; ok {
+	if old, ok := s.lookup(key); ok {
 		ctr.Again = true
 		s.reconstructed.Add(1)
-		delete(s.logs, key)
+		s.setLog(key, nil)
 		if err := old.Close(); err != nil {
 			s.report(fmt.Errorf("dmlog: closing log %q before re-constructing it: %w", req.UUID, err))
 		}
@@ -355,10 +377,7 @@ func (s *Server) construct(key logKey, req Request) ([]byte, syscall.Errno, erro
 		}
 		return nil, errnoOf(err, syscall.EINVAL), fmt.Errorf("dmlog: constructing log %q (%q): %w", req.UUID, args, err)
 	}
-	if s.logs == nil {
-		s.logs = make(map[logKey]Log)
-	}
-	s.logs[key] = l
+	s.setLog(key, l)
 	if dev == "" {
 		return nil, 0, nil
 	}
