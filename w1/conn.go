@@ -37,7 +37,7 @@ type Config struct {
 
 	// NoBundle turns W1_CN_BUNDLE off: the kernel then sends every reply
 	// record in a datagram of its own (and a stray empty record ahead of a
-	// lone data-less command). Bundling is on by default.
+	// lone RESET, READ or TOUCH). Bundling is on by default.
 	NoBundle bool
 
 	// OnError, if not nil, is called on the reader goroutine with every

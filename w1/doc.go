@@ -30,8 +30,13 @@
 //   - with [FlagBundle] (W1_CN_BUNDLE) the records of one request come packed
 //     in as few datagrams as the kernel can manage, several cn_msg in one
 //     netlink message and several w1_netlink_msg in one cn_msg;
-//   - without it, a lone data-less command (a single RESET, say) is preceded
-//     by an empty record with callback id 0:0 ([IsStray]), which is skipped.
+//   - without it, the reply to a lone RESET, READ or TOUCH (any message whose
+//     first reply record fills the kernel's reply block) is preceded by an
+//     empty record with callback id 0:0 ([IsStray]), and a lone READ of 0
+//     bytes also gets an empty w1 record (ack = seq+1, no message) after its
+//     data; both carry nothing and are skipped. Measured on 6.1, 6.12, 6.18
+//     and 7.3 (TestIntegrationReplyShape), where package w1test reproduces
+//     them byte for byte.
 //
 // Notifications (a master or slave added or removed) are multicast on group
 // 3 ([Group]) with a sequence number per bus master.

@@ -246,45 +246,74 @@ func TestIntegrationReplyShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(b.Master), Cmds: []w1.Cmd{
+	m := w1.MasterMsgID(b.Master)
+	all := []w1.Cmd{
 		{Cmd: w1.CmdReset}, {Cmd: w1.CmdWrite, Data: []byte{1, 2}}, {Cmd: w1.CmdRead, Data: make([]byte, 3)},
 		{Cmd: w1.CmdTouch, Data: []byte{0xff, 0xff}}, {Cmd: w1.CmdListSlaves}, {Cmd: w1.CmdSearch},
-	}}
-	for _, flags := range []uint16{0, w1.FlagBundle} {
-		req := connector.Message{ID: w1.ID, Seq: 460, Ack: 9000, Flags: flags, Data: encode(t, msg)}
-		kernel := rawExchange(t, req, func(r []rawRecord) bool { return statuses(req, r) == 6 })
-		logSeed(t, fmt.Sprintf("shape flags %d", flags), kernel)
+	}
+	// The request of agents.md 1.4, then each command alone (the lone
+	// ones show where the unbundled reply starts with a stray record).
+	reqs := [][]w1.Cmd{all}
+	for _, c := range all {
+		reqs = append(reqs, []w1.Cmd{c})
+	}
+	reqs = append(reqs, []w1.Cmd{{Cmd: w1.CmdRead}}, []w1.Cmd{{Cmd: w1.CmdWrite, Data: []byte{1}}, {Cmd: w1.CmdReset}})
+	for _, cmds := range reqs {
+		for _, flags := range []uint16{0, w1.FlagBundle} {
+			req := connector.Message{ID: w1.ID, Seq: 460, Ack: 9000, Flags: flags, Data: encode(t, w1.Msg{Type: w1.MsgMasterCmd, ID: m, Cmds: cmds})}
+			kernel := rawExchange(t, req, func(r []rawRecord) bool { return statuses(req, r) == len(cmds) })
+			name := fmt.Sprintf("%v flags %d", cmdNames(cmds), flags)
+			if len(cmds) == len(all) {
+				logSeed(t, name, kernel)
+			}
+			fake := fakeReply(t, b.Master, found, req)
+			if got, want := describe(kernel), describe(fake); got != want {
+				t.Errorf("%s: the kernel's reply differs from the fake's:\nkernel:\n%s\nfake:\n%s", name, got, want)
+			}
+			stray := w1.IsStray(kernel[0].m, kernel[0].from)
+			t.Logf("%s: %d records in %d datagrams, stray record first: %v", name, len(kernel), kernel[len(kernel)-1].datagram+1, stray)
+		}
+	}
+}
 
-		k := cntest.New(nil)
-		a := w1test.New(k)
-		for a.AddMaster() < b.Master {
-		}
-		for _, id := range found {
-			a.AttachDevice(b.Master, id)
-		}
-		c, err := k.Dial(nil)
+func cmdNames(cmds []w1.Cmd) string {
+	var s []string
+	for _, c := range cmds {
+		s = append(s, fmt.Sprintf("%v/%d", c.Cmd, len(c.Data)))
+	}
+	return strings.Join(s, ",")
+}
+
+// fakeReply returns the records w1test's agent sends for req, with a master
+// of the given id whose bus holds the given devices.
+func fakeReply(t *testing.T, master w1.MasterID, devices []w1.SlaveID, req connector.Message) []rawRecord {
+	t.Helper()
+	k := cntest.New(nil)
+	a := w1test.New(k)
+	for a.AddMaster() < master {
+	}
+	for _, id := range devices {
+		a.AttachDevice(master, id)
+	}
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	var recs []rawRecord
+	for n := 0; k.Queued(c.PortID()) > 0; n++ {
+		msgs, from, err := c.Receive()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Send(req); err != nil {
-			t.Fatal(err)
+		for _, m := range msgs {
+			recs = append(recs, rawRecord{m: m, from: from, datagram: n})
 		}
-		var fake []rawRecord
-		for n := 0; k.Queued(c.PortID()) > 0; n++ {
-			msgs, from, err := c.Receive()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range msgs {
-				fake = append(fake, rawRecord{m: m, from: from, datagram: n})
-			}
-		}
-		c.Close()
-		if got, want := describe(kernel), describe(fake); got != want {
-			t.Errorf("flags %d: the kernel's reply differs from the fake's:\nkernel:\n%s\nfake:\n%s", flags, got, want)
-		}
-		t.Logf("flags %d: %d records in %d datagrams", flags, len(kernel), kernel[len(kernel)-1].datagram+1)
 	}
+	return recs
 }
 
 // describe prints records for comparison, with READ and TOUCH data masked.

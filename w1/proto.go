@@ -269,9 +269,10 @@ func malformed(format string, args ...any) error {
 }
 
 // IsStray reports whether m is the empty record with callback id 0:0 that the
-// kernel sends ahead of some unbundled replies (a lone data-less command such
-// as a RESET: w1_reply_make_space flushes the still empty first cn_msg of the
-// reply block). It carries nothing and is to be skipped.
+// kernel sends ahead of some unbundled replies: those to a lone RESET, READ
+// or TOUCH, whose first record asks w1_reply_make_space for as much room as
+// the whole reply block has, so that it flushes the block's still empty,
+// zeroed first cn_msg. It carries nothing and is to be skipped.
 func IsStray(m connector.Message, from connector.Sender) bool {
 	return from.Kernel() && m.ID == (connector.CBID{}) && len(m.Data) == 0
 }

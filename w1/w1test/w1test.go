@@ -16,7 +16,7 @@
 // MASTER_CMD and SLAVE_CMD with the kernel's reply block, byte for byte: data
 // records with ack = seq+1, one status record per command with the request's
 // ack, bundling with W1_CN_BUNDLE, the early flushes of unbundled replies
-// and so the stray empty 0:0 record ahead of a lone data-less command; the
+// and so the stray empty 0:0 record ahead of a lone RESET, READ or TOUCH; the
 // message-level errors (EINVAL for unknown cn_msg flags, ENODEV for an
 // unknown master or slave, or a slave whose reset saw no presence, EPROTO for
 // an empty command list or an unknown message type, which also ends the
