@@ -194,3 +194,41 @@ func Example_fakeKernel() {
 	fmt.Printf("%v: ack %d %q from %v\n", msgs[0].ID, msgs[0].Ack, msgs[0].Data, from)
 	// Output: 14:1110: ack 42 "pong" from kernel
 }
+
+// Stop a reader without closing the Conn and without a deadline: Flush wakes
+// it, it returns what is still queued, then ErrFlushed. This one runs on a
+// cntest fake kernel, so it needs no privileges.
+func ExampleConn_Flush() {
+	k := cntest.New(nil)
+	c, err := k.Dial(&connector.Config{Groups: []connector.Group{20}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	id := connector.CBID{Idx: 20, Val: 1}
+	for seq := uint32(1); seq <= 3; seq++ {
+		if _, err := k.Multicast(20, connector.Message{ID: id, Seq: seq}); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	r := c.NewReader()
+	defer r.Release()
+	_ = c.Flush() // usually from another goroutine, while Next waits
+	for {
+		m, _, err := r.Next()
+		if errors.Is(err, connector.ErrFlushed) {
+			fmt.Println("flushed: the queue is empty")
+			break
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("seq", m.Seq)
+	}
+	// Output:
+	// seq 1
+	// seq 2
+	// seq 3
+	// flushed: the queue is empty
+}
