@@ -3,11 +3,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -98,5 +100,63 @@ func TestIntegrationTool(t *testing.T) {
 	if !errors.As(err, &e) || e.Index != -1 {
 		t.Errorf("reset of an unknown master: err = %v", err)
 	}
-	t.Logf("$ w1 reset 999\nw1: %v", err)
+	t.Logf("$ w1 reset 999\n%v", err)
+
+	// watch: notifications from group 3 as JSON lines. Nothing tells when
+	// watch has joined the group, so the test adds and removes a slave
+	// until watch reports it.
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	r, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(wctx, []string{"-json", "watch"}, pw, io.Discard, nil)
+		pw.Close()
+	}()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	w, err := w1.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sid, _ := w1.ParseSlaveID(id)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	var line string
+	for line == "" {
+		select {
+		case l := <-lines:
+			line = l
+		case <-tick.C:
+			_ = w.AddSlave(ctx, b.Master, sid)
+			_ = w.RemoveSlave(ctx, b.Master, sid)
+		case <-deadline:
+			t.Fatal("watch printed nothing within 20 s")
+		}
+	}
+	t.Logf("$ w1 -json watch\n%s", line)
+	var ev struct {
+		Event string `json:"event"`
+		Slave string `json:"slave"`
+		Seq   uint32 `json:"seq"`
+	}
+	if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Slave != id || (ev.Event != "slave added" && ev.Event != "slave removed") || ev.Seq == 0 {
+		t.Errorf("watch printed %q (%v)", line, err)
+	}
+	wcancel()
+	go func() {
+		for range lines {
+		}
+	}()
+	if err := <-done; err != nil {
+		t.Errorf("watch ended with %v", err)
+	}
 }
