@@ -3,6 +3,7 @@ package connector_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"os"
@@ -511,5 +512,25 @@ func TestSetterRanges(t *testing.T) {
 	}
 	if err := c.SetReadBuffer(0); err != nil {
 		t.Errorf("SetReadBuffer(0) = %v, want the kernel's minimum", err)
+	}
+}
+
+// TestSentinels: the sentinels are plain errors.New values, distinct, that
+// print as their message with any verb.
+func TestSentinels(t *testing.T) {
+	all := []error{connector.ErrClosed, connector.ErrFlushed, connector.ErrOverrun, connector.ErrTruncated,
+		connector.ErrMalformed, connector.ErrNotInitialNetNS, connector.ErrNoConnector, connector.ErrNotSupported,
+		connector.ErrMessageTooLarge, connector.ErrInvalidGroup, connector.ErrInvalidConfig, connector.ErrNoAgent}
+	for i, err := range all {
+		for _, verb := range []string{"%v", "%+v", "%s"} {
+			if got := fmt.Sprintf(verb, err); got != err.Error() || strings.ContainsAny(got, "&{") {
+				t.Errorf("%s of sentinel %d prints %q", verb, i, got)
+			}
+		}
+		for j, other := range all {
+			if i != j && errors.Is(err, other) {
+				t.Errorf("sentinel %q matches %q", err, other)
+			}
+		}
 	}
 }
