@@ -64,6 +64,23 @@ func runHelper(mode string) int {
 			return 11
 		}
 		return 0
+	case "fsid":
+		// Only the filesystem ids change: real and effective stay 0.
+		runtime.LockOSThread()
+		unix.Setfsuid(helperUID)
+		unix.Setfsgid(helperGID)
+		return 0
+	case "savedid":
+		// Only the saved ids change (setresuid(-1, -1, x)).
+		if err := unix.Setresgid(-1, -1, helperGID); err != nil {
+			fmt.Fprintln(os.Stderr, "setresgid:", err)
+			return 10
+		}
+		if err := unix.Setresuid(-1, -1, helperUID); err != nil {
+			fmt.Fprintln(os.Stderr, "setresuid:", err)
+			return 11
+		}
+		return 0
 	case "setsid":
 		if _, err := unix.Setsid(); err != nil {
 			fmt.Fprintln(os.Stderr, "setsid:", err)

@@ -100,6 +100,25 @@ func TestIntegrationEvents(t *testing.T) {
 		}
 	})
 
+	// KindUID and KindGID come also when only the saved or the filesystem
+	// ids change: real and effective ids are then unchanged (0 for root).
+	for _, mode := range []string{"fsid", "savedid"} {
+		t.Run("uid and gid: "+mode, func(t *testing.T) {
+			if os.Geteuid() != 0 {
+				t.Skip("changing ids needs root (CAP_SETUID, CAP_SETGID)")
+			}
+			pid, evs := rec.scenario(t, helperRun(t, mode), untilExit)
+			if exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid }); exit.ExitCode != 0 {
+				t.Fatalf("helper failed: %v", exit)
+			}
+			u := find(t, evs, KindUID, func(e *Event) bool { return e.TGID == pid })
+			g := find(t, evs, KindGID, func(e *Event) bool { return e.TGID == pid })
+			if u.RUID != 0 || u.EUID != 0 || g.RGID != 0 || g.EGID != 0 {
+				t.Errorf("%s: uid event %v, gid event %v: want real and effective ids unchanged (0)", mode, u, g)
+			}
+		})
+	}
+
 	t.Run("setsid", func(t *testing.T) {
 		pid, evs := rec.scenario(t, helperRun(t, "setsid"), untilExit)
 		if exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid }); exit.ExitCode != 0 {

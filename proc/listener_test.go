@@ -652,6 +652,38 @@ func TestNextUnknownAndMalformed(t *testing.T) {
 	}
 }
 
+// Stats.Foreign counts what the Listener drops; Stats.Conn.Foreign what the
+// Conn's sender policy dropped before (as documented on Stats.Foreign).
+func TestForeignSenders(t *testing.T) {
+	f := newFixture(nil)
+	c, err := f.k.Dial(&connector.Config{Groups: []connector.Group{1}}) // SendersDefault
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.listenOn(t, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cntest.MustDatagram(proctest.Message(&proc.Event{Kind: proc.KindExec, PID: 66, TGID: 66}, 1))
+	// A userspace unicast: SendersDefault lets it through, the Listener
+	// drops it.
+	if err := f.k.InjectRaw(c.PortID(), connector.Sender{Port: 99}, d); err != nil {
+		t.Fatal(err)
+	}
+	// A userspace sender on the kernel's group 1: the Conn drops it.
+	if err := f.k.InjectRaw(c.PortID(), connector.Sender{Port: 99, Group: 1}, d); err != nil {
+		t.Fatal(err)
+	}
+	f.emit(t, exec(0, 7))
+	var ev proc.Event
+	if err := l.Next(&ev); err != nil || ev.PID != 7 {
+		t.Fatalf("Next = %v, %v; want the kernel's exec", &ev, err)
+	}
+	if st := l.Stats(); st.Foreign != 1 || st.Conn.Foreign != 1 {
+		t.Errorf("Stats %+v: want Foreign 1 (the unicast spoof) and Conn.Foreign 1 (the group spoof)", st)
+	}
+}
+
 func TestNextClosed(t *testing.T) {
 	f := newFixture(nil)
 	c := f.dial(t, 4)
@@ -755,6 +787,8 @@ func TestNextAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Gaps make Next read the drop counter; that must not allocate either.
+	proc.SetDropCounter(l, func() (uint64, error) { return f.k.Drops(c.PortID()), nil })
 	const runs = 200
 	for i := range runs + 1 {
 		if i%50 == 7 {
