@@ -167,7 +167,7 @@ func runHelper(mode string) int {
 // helperListener listens in a separate process and prints the pid of every
 // exec, until stdin is closed.
 func helperListener() int {
-	l, err := Listen(&Config{Kinds: KindExec})
+	l, err := Listen(&Config{Kinds: KindExec, ReadBufferSize: 32 << 20})
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
@@ -186,8 +186,11 @@ func helperListener() int {
 			fmt.Println("error:", err)
 			return 1
 		}
-		if ev.Kind == KindExec {
+		switch ev.Kind {
+		case KindExec:
 			fmt.Println(ev.TGID)
+		case KindLost:
+			fmt.Println("lost")
 		}
 	}
 }
@@ -404,7 +407,9 @@ func (r *recorder) await(t testing.TB, mark uint64, keep func(*Event) bool, done
 				evs = append(evs, *e)
 			}
 		}
-		complete := done(evs)
+		// Events that fell out of the ring may be among those done
+		// needs: an overflow counts as a loss, never as complete.
+		complete := done(evs) && !overflow
 		maybeLost := overflow || r.lost > lost0 || (mark == 0 && r.lost > 0)
 		err, ch := r.err, r.notify
 		r.mu.Unlock()

@@ -354,15 +354,20 @@ func TestIntegrationCoexist(t *testing.T) {
 	if s := other.line(t, eventTimeout); s != "ready" {
 		t.Fatalf("listener helper: %s", s)
 	}
-	seenByOther := func(pid int32) {
+	// seenByOther waits until the other process saw pid's exec, and
+	// reports false if it reported a loss first.
+	seenByOther := func(pid int32) bool {
 		t.Helper()
 		if other == nil {
-			return
+			return true
 		}
 		for {
 			s := other.line(t, eventTimeout)
 			if s == strconv.Itoa(int(pid)) {
-				return
+				return true
+			}
+			if s == "lost" {
+				return false
 			}
 			if _, err := strconv.Atoi(s); err != nil {
 				t.Fatalf("listener helper: %s", s)
@@ -398,7 +403,9 @@ func TestIntegrationCoexist(t *testing.T) {
 					ok = false
 				}
 			}
-			seenByOther(pid)
+			if !seenByOther(pid) {
+				ok = false
+			}
 			if ok {
 				return
 			}

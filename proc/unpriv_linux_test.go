@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -223,24 +225,64 @@ func TestIntegrationAckFlood(t *testing.T) {
 	testutil.RequireInitialNetNS(t)
 	for _, kinds := range []Kind{0, KindFork | KindExit} {
 		t.Run(kinds.String(), func(t *testing.T) {
-			// A buffer for about 5000 events: the flood would fill it in
-			// milliseconds if its acknowledgements reached the socket.
-			l := listen(t, &Config{Kinds: kinds, ReadBufferSize: 2 << 20})
-			r := record(t, l, nil)
+			// The buffer holds about 40000 events: the flood (about
+			// 100000 acknowledgements a second here) would fill it
+			// within the workload if they reached the socket.
+			l := listen(t, &Config{Kinds: kinds})
+			// The reader keeps the fork and exit events of this process's
+			// children (the kernel names the parent in both), whatever
+			// else the machine does meanwhile.
+			me := int32(os.Getpid())
+			var (
+				mu   sync.Mutex
+				seen = map[int32]Kind{}
+				lost uint64
+			)
+			wake := make(chan struct{}, 1)
+			record(t, l, func(e *Event) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case e.Kind == KindLost:
+					lost++
+				case (e.Kind == KindFork || e.Kind == KindExit) && e.PID == e.TGID && e.ParentTGID == me:
+					seen[e.PID] |= e.Kind
+				default:
+					return
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			})
 			// A passive socket in group 1 shows that the flood is real:
 			// without a filter, the acknowledgements reach it.
-			passive, err := connector.Dial(&connector.Config{Groups: []connector.Group{1}, Senders: connector.SendersKernelOnly})
+			// Its own socket filter keeps only acknowledgements, so that
+			// other programs' event storms cannot crowd them out.
+			passive, err := connector.Dial(&connector.Config{Groups: []connector.Group{1}, Senders: connector.SendersKernelOnly, ReadBufferSize: 8 << 20})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer passive.Close()
+			onlyAcks, err := bpf.Assemble([]bpf.Instruction{
+				bpf.LoadAbsolute{Off: 16 + connector.HeaderLen, Size: 4}, // proc_event.what
+				bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipFalse: 1},
+				bpf.RetConstant{Val: 0xFFFFFFFF},
+				bpf.RetConstant{Val: 0},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := passive.SetBPF(onlyAcks); err != nil {
+				t.Fatal(err)
+			}
 
 			flooder := startHelper(t, "flood", nil)
 			if got := flooder.line(t, 10*time.Second); got != "flooding" {
 				t.Fatalf("flooder said %q", got)
 			}
 			floodAcks := 0
-			if err := passive.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+			if err := passive.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
 				t.Fatal(err)
 			}
 			for {
@@ -258,26 +300,60 @@ func TestIntegrationAckFlood(t *testing.T) {
 				}
 			}
 			if floodAcks < 100 {
-				t.Fatalf("only %d flood acknowledgements reached an unfiltered socket in 100 ms: the flood is not real", floodAcks)
+				t.Fatalf("only %d flood acknowledgements reached an unfiltered socket in 200 ms: the flood is not real", floodAcks)
 			}
 
-			mark := r.mark()
-			const children = 30
-			pids := map[int32]bool{}
-			for range children {
-				pids[runHelperProc(t, "exit3")] = true
+			// Other programs on the machine may cause storms of real
+			// events meanwhile, which can overrun even a large buffer:
+			// a round in which loss was reported is repeated. No loss
+			// can come from the flood, whose acknowledgements never
+			// reach the Listener (checked below).
+			const children = 20
+			delivered := 0
+			for round := 1; ; round++ {
+				mu.Lock()
+				lost0 := lost
+				mu.Unlock()
+				var pids []int32
+				for range children {
+					pids = append(pids, runHelperProc(t, "exit3"))
+				}
+				deadline := time.After(eventTimeout)
+				complete, lossSeen := false, false
+				for !complete && !lossSeen {
+					mu.Lock()
+					delivered = 0
+					for _, p := range pids {
+						if seen[p] == KindFork|KindExit {
+							delivered += 2
+						} else if seen[p] != 0 {
+							delivered++
+						}
+					}
+					complete = delivered == 2*children
+					lossSeen = lost > lost0
+					mu.Unlock()
+					if complete || lossSeen {
+						break
+					}
+					select {
+					case <-wake:
+					case <-deadline:
+						t.Fatalf("round %d: %d of the workload's %d fork and exit events delivered, no loss reported; stats %+v", round, delivered, 2*children, l.Stats())
+					}
+				}
+				if complete {
+					break
+				}
+				if round == 5 {
+					t.Fatalf("in 5 rounds, events were lost to other programs' event storms each time; last round %d of %d delivered; stats %+v", delivered, 2*children, l.Stats())
+				}
+				t.Logf("round %d: real events were lost (stats %+v); repeating", round, l.Stats())
 			}
-			keep := func(e *Event) bool {
-				return pids[e.TGID] && e.PID == e.TGID && (e.Kind == KindFork || e.Kind == KindExit)
-			}
-			evs, ok := r.await(t, mark, keep, func(evs []Event) bool { return len(evs) == 2*children })
 			_ = flooder.p.Stdin.Close()
-			if !ok || len(evs) != 2*children {
-				t.Fatalf("%d of the workload's %d fork and exit events delivered during the flood; stats %+v", len(evs), 2*children, l.Stats())
-			}
 			st := l.Stats()
-			t.Logf("mode %v: %d flood acknowledgements reached a passive socket in 100 ms; the Listener got all %d workload events, %d acks (its own), %d lost, %d overruns",
-				l.Mode(), floodAcks, len(evs), st.Acks, st.Lost, st.Overruns)
+			t.Logf("mode %v: %d flood acknowledgements reached a passive socket in 200 ms; the Listener got all %d workload events, %d acks (its own), %d lost, %d overruns",
+				l.Mode(), floodAcks, delivered, st.Acks, st.Lost, st.Overruns)
 			if l.Mode() != ModeUserFilter && st.Acks > 1 {
 				t.Errorf("the Listener received %d acknowledgements, want only its own", st.Acks)
 			}
