@@ -17,7 +17,7 @@ import (
 )
 
 // fake returns a fake kernel with a w1 agent and a w1 Conn on it.
-func fake(t *testing.T, cfg *w1.Config) (*cntest.Kernel, *w1test.Agent, *w1.Conn) {
+func fake(t testing.TB, cfg *w1.Config) (*cntest.Kernel, *w1test.Agent, *w1.Conn) {
 	t.Helper()
 	k := cntest.New(nil)
 	a := w1test.New(k)
