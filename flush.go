@@ -42,7 +42,10 @@ var past = time.Unix(1, 0)
 // block again. A Flush with no receive waiting applies to the next one.
 // Flush is the way to make a reader return promptly (to finish a batch of
 // work, or to stop without closing the Conn), where a read deadline would be
-// a signal with a race. It is safe to call from any goroutine.
+// a signal with a race. It is safe to call from any goroutine. (Inside, the
+// wake-up goes through the socket's read deadline; the caller's own
+// deadline, set with [Conn.SetReadDeadline], is kept and applies again
+// afterwards.)
 //
 // Each Reader sees each Flush once (a Reader made after a Flush does not
 // see it); all calls to Receive on a Conn count as one reader.
