@@ -20,7 +20,7 @@ type Agent struct {
 
 func (a Agent) String() string { return fmt.Sprintf("%s %d:%d", a.Name, a.ID.Idx, a.ID.Val) }
 
-// [ErrNoAgent] reports a message to the kernel for a callback id that no
+// ErrNoAgent reports a message to the kernel for a callback id that no
 // kernel agent has registered: the kernel would drop it without a word, and
 // a reply would never come. Load the agent's module (w1: wire; dm:
 // dm-log-userspace; v86d: uvesafb) or check the id.

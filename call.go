@@ -105,7 +105,7 @@ var (
 	}
 )
 
-// [ErrCallInHandler] reports a Call or [Exchange] made on a Conn from the
+// ErrCallInHandler reports a Call or [Exchange] made on a Conn from the
 // goroutine that serves it (a Mux handler or [ServeOptions.OnError]): the reply
 // could only be read by that same goroutine, which is busy waiting, so the
 // call fails at once instead of deadlocking. Make the call from another
@@ -132,7 +132,7 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 	return reply, from, nil
 }
 
-// [Exchange] sends req to to and calls fn with every reply that match accepts,
+// Exchange sends req to to and calls fn with every reply that match accepts,
 // in arrival order, until fn returns false ([Exchange] then returns nil), ctx
 // ends or c is closed. fn runs on the caller's goroutine and owns the
 // messages it is given. Use it for agents that answer one request with

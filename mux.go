@@ -87,15 +87,10 @@ type Mux struct {
 
 // A routeTable is an immutable snapshot of the routes: writers copy it.
 type routeTable struct {
-	exact    map[CBID]*Route
+	exact    map[uint64]*Route // by idKey: a uint64 key takes the map's fast path
 	index    map[uint32]*Route
 	notFound Handler
-	// few holds the exact routes when there are at most fewRoutes of
-	// them: a linear scan beats a map lookup there.
-	few []*Route
 }
-
-const fewRoutes = 8
 
 // A Route is one registration on a Mux.
 type Route struct {
@@ -122,10 +117,10 @@ func (mx *Mux) Handle(id CBID, h Handler) *Route {
 	}
 	r := &Route{mx: mx, id: id, h: h}
 	mx.update(func(t *routeTable) {
-		if _, dup := t.exact[id]; dup {
+		if _, dup := t.exact[idKey(id)]; dup {
 			panic("connector: Mux.Handle: id " + id.String() + " already has a handler")
 		}
-		t.exact[id] = r
+		t.exact[idKey(id)] = r
 	})
 	return r
 }
@@ -170,8 +165,8 @@ func (r *Route) Remove() {
 			if t.index[r.id.Idx] == r {
 				delete(t.index, r.id.Idx)
 			}
-		} else if t.exact[r.id] == r {
-			delete(t.exact, r.id)
+		} else if t.exact[idKey(r.id)] == r {
+			delete(t.exact, idKey(r.id))
 		}
 	})
 }
@@ -184,7 +179,7 @@ func (mx *Mux) update(f func(*routeTable)) {
 	if old == nil {
 		old = &routeTable{}
 	}
-	t := &routeTable{exact: make(map[CBID]*Route, len(old.exact)+1), index: make(map[uint32]*Route, len(old.index)+1), notFound: old.notFound}
+	t := &routeTable{exact: make(map[uint64]*Route, len(old.exact)+1), index: make(map[uint32]*Route, len(old.index)+1), notFound: old.notFound}
 	for k, v := range old.exact {
 		t.exact[k] = v
 	}
@@ -192,23 +187,14 @@ func (mx *Mux) update(f func(*routeTable)) {
 		t.index[k] = v
 	}
 	f(t)
-	if len(t.exact) <= fewRoutes {
-		for _, r := range t.exact {
-			t.few = append(t.few, r)
-		}
-	}
 	mx.table.Store(t)
 }
 
+func idKey(id CBID) uint64 { return uint64(id.Idx)<<32 | uint64(id.Val) }
+
 // lookup returns the handler for id, or nil.
 func (t *routeTable) lookup(id CBID) Handler {
-	if t.few != nil || len(t.exact) == 0 {
-		for _, r := range t.few {
-			if r.id == id {
-				return r.h
-			}
-		}
-	} else if r := t.exact[id]; r != nil {
+	if r := t.exact[idKey(id)]; r != nil {
 		return r.h
 	}
 	if len(t.index) > 0 {
@@ -219,7 +205,7 @@ func (t *routeTable) lookup(id CBID) Handler {
 	return t.notFound
 }
 
-// [MuxStats] are a Mux's counters since NewMux, summed over every Conn it
+// MuxStats are a Mux's counters since NewMux, summed over every Conn it
 // served.
 type MuxStats struct {
 	// Dispatched counts messages passed to a handler (NotFound included).
@@ -263,11 +249,11 @@ type ServeOptions struct {
 	OnError func(err error)
 }
 
-// [ErrHandlerPanic] matches the error reported through [ServeOptions.OnError]
+// ErrHandlerPanic matches the error reported through [ServeOptions.OnError]
 // when a handler panicked. errors.As finds the *[PanicError] with the details.
 var ErrHandlerPanic = errors.New("handler panicked")
 
-// A [PanicError] reports a handler panic that Serve recovered.
+// A PanicError reports a handler panic that Serve recovered.
 type PanicError struct {
 	// ID is the callback id of the message the handler was given.
 	ID CBID
@@ -351,25 +337,30 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 			}
 			return &OpError{Op: "serve", Err: err}
 		}
-		if kernelIDs && from.Port != 0 && m.ID.Idx-1 < NetlinkUsers-1 {
-			mx.foreign.Add(1)
-			continue
-		}
-		if l.ncalls.Load() != 0 && l.claim(m, from, true) {
-			mx.claimed.Add(1)
-			continue
-		}
-		h := mx.table.Load().lookup(m.ID)
-		if h == nil {
-			mx.unrouted.Add(1)
-			continue
-		}
-		mx.dispatched.Add(1)
-		if pe := dispatch(h, Request{Msg: m, From: from, conn: c}); pe != nil {
-			mx.panics.Add(1)
-			if onErr != nil {
-				mx.report(onErr, &OpError{Op: "serve", Err: pe})
-			}
+		mx.deliver(l, c, m, from, kernelIDs, onErr)
+	}
+}
+
+// deliver routes one received message: the per-message work of Serve.
+func (mx *Mux) deliver(l *line, c *Conn, m Message, from Sender, kernelIDs bool, onErr func(error)) {
+	if kernelIDs && from.Port != 0 && m.ID.Idx-1 < NetlinkUsers-1 {
+		mx.foreign.Add(1)
+		return
+	}
+	if l.ncalls.Load() != 0 && l.claim(m, from, true) {
+		mx.claimed.Add(1)
+		return
+	}
+	h := mx.table.Load().lookup(m.ID)
+	if h == nil {
+		mx.unrouted.Add(1)
+		return
+	}
+	mx.dispatched.Add(1)
+	if pe := dispatch(h, Request{Msg: m, From: from, conn: c}); pe != nil {
+		mx.panics.Add(1)
+		if onErr != nil {
+			mx.report(onErr, &OpError{Op: "serve", Err: pe})
 		}
 	}
 }

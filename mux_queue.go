@@ -7,11 +7,11 @@ import (
 	"sync/atomic"
 )
 
-// [ErrQueueFull] matches the error a [Queue] reports when it drops a message
+// ErrQueueFull matches the error a [Queue] reports when it drops a message
 // because its handler is behind by the whole depth of the queue.
 var ErrQueueFull = errors.New("handler queue full: message dropped")
 
-// A [Queue] decouples a slow Handler from the Serve loop: ServeConnector
+// A Queue decouples a slow Handler from the Serve loop: ServeConnector
 // copies the message into one of depth preallocated slots and returns at
 // once, and the handler runs on the Queue's own goroutine, in arrival order.
 // When all slots are taken the message is dropped and counted (Dropped),
@@ -40,7 +40,7 @@ type Queue struct {
 	dropped, panics atomic.Uint64
 }
 
-// [NewQueue] starts a [Queue] of depth messages (at least 1) in front of h.
+// NewQueue starts a [Queue] of depth messages (at least 1) in front of h.
 // onError, if not nil, is called with an error matching [ErrQueueFull] for
 // every dropped message (on the goroutine that called ServeConnector) and
 // with an error matching [ErrHandlerPanic] for every panic of h (on the

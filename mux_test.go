@@ -166,7 +166,7 @@ func TestMuxDuplicatePanics(t *testing.T) {
 	mx.Handle(idB, h)
 }
 
-// TestMuxManyRoutes passes the size where routes move from a list to a map.
+// TestMuxManyRoutes registers and removes many routes.
 func TestMuxManyRoutes(t *testing.T) {
 	k := newKernel()
 	srv, peer := dialT(t, k), dialT(t, k)
