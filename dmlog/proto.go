@@ -233,8 +233,12 @@ func (r Request) String() string {
 // uuid is NUL-terminated, that the type is known and that the data size fits
 // the type; it does not copy: Data and the payload share memory. Bytes after
 // the declared data are ignored, as the kernel does.
-func ParseRequest(p []byte) (Request, error) {
-	r, err := parse(p)
+func ParseRequest(p []byte) (Request, error) { return parseRequest(p, "") }
+
+// parseRequest is ParseRequest; a uuid equal to known is returned as known
+// without allocating.
+func parseRequest(p []byte, known string) (Request, error) {
+	r, err := parse(p, known)
 	if err != nil {
 		return r, err
 	}
@@ -255,7 +259,7 @@ func ParseRequest(p []byte) (Request, error) {
 }
 
 // parse decodes the header and data of a request or a reply.
-func parse(p []byte) (Request, error) {
+func parse(p []byte, known string) (Request, error) {
 	var r Request
 	if len(p) < HeaderLen {
 		return r, fmt.Errorf("%w: %d bytes, the header alone is %d", ErrShort, len(p), HeaderLen)
@@ -267,7 +271,11 @@ func parse(p []byte) (Request, error) {
 		return r, fmt.Errorf("%w: uuid is not NUL-terminated within %d bytes", ErrInvalid, UUIDLen)
 	}
 	r.LUID = ne.Uint64(p[offLUID:])
-	r.UUID = string(uuid[:end])
+	if string(uuid[:end]) == known {
+		r.UUID = known
+	} else {
+		r.UUID = string(uuid[:end])
+	}
 	r.Version = ne.Uint32(p[offVersion:])
 	r.Error = int32(ne.Uint32(p[offError:]))
 	r.Seq = ne.Uint32(p[offSeq:])
@@ -367,7 +375,7 @@ func (r Reply) Errno() syscall.Errno {
 // unlike ParseRequest it accepts any type. A zero-length payload is not a
 // reply header but an acknowledgement: see Ack.
 func ParseReply(p []byte) (Reply, error) {
-	r, err := parse(p)
+	r, err := parse(p, "")
 	return Reply(r), err
 }
 

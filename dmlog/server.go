@@ -119,6 +119,9 @@ type Server struct {
 	buf     []byte // the reply
 	scratch []byte // the reply's data
 	regs    []uint64
+	// lastUUID is the uuid of the last request, reused for the next one
+	// of the same mirror so that parsing it allocates nothing.
+	lastUUID atomic.Pointer[uuidString]
 
 	requests, replies, unparsable, errs, sendErrs, reconstructed, unknown, foreign, overruns atomic.Uint64
 }
@@ -142,6 +145,15 @@ func (s *Server) setLog(k logKey, l Log) {
 		s.logs = make(map[logKey]Log)
 	}
 	s.logs[k] = l
+}
+
+type uuidString struct{ s string }
+
+func (u *uuidString) get() string {
+	if u == nil {
+		return ""
+	}
+	return u.s
 }
 
 type logKey struct {
@@ -203,7 +215,7 @@ func (s *Server) handle(m connector.Message, from connector.Sender, send func(co
 	}
 	start := time.Now()
 	s.requests.Add(1)
-	req, err := ParseRequest(m.Data)
+	req, err := parseRequest(m.Data, s.lastUUID.Load().get())
 	if err != nil {
 		s.unparsable.Add(1)
 		s.report(fmt.Errorf("dmlog: unparsable request seq %d (%d bytes), answered EAGAIN: %w", m.Seq, len(m.Data), err))
@@ -216,6 +228,9 @@ func (s *Server) handle(m connector.Message, from connector.Sender, send func(co
 		// forever, so refuse it.
 		s.ack(m.Seq, syscall.EINVAL, send, Trace{Request: req.Header, DataLen: len(m.Data), Err: err}, start)
 		return
+	}
+	if req.UUID != s.lastUUID.Load().get() {
+		s.lastUUID.Store(&uuidString{req.UUID})
 	}
 	s.mu.Lock()
 	data, errno, herr := s.serve(req)
@@ -282,7 +297,11 @@ func (s *Server) serve(req Request) (data []byte, errno syscall.Errno, err error
 		return nil, syscall.ESRCH, fmt.Errorf("dmlog: %v for unknown log %q luid %#x: answered ESRCH so that the kernel re-sends the constructor", req.Type, req.UUID, req.LUID)
 	}
 	scratch := s.scratch[:0]
-	defer func() { s.scratch = data[:0] }()
+	defer func() {
+		if cap(data) > cap(s.scratch) {
+			s.scratch = data[:0] // keep the grown buffer
+		}
+	}()
 	switch req.Type {
 	case TypeDtr:
 		s.setLog(key, nil)

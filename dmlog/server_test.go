@@ -329,3 +329,55 @@ func TestPrivilegeCheck(t *testing.T) {
 		t.Errorf("without CAP_SYS_ADMIN: %v, want ErrNoSysAdmin", err)
 	}
 }
+
+// benchRequests are a write's requests, as the kernel sends them for one
+// mirror.
+func benchRequests(tb testing.TB) []connector.Message {
+	var ms []connector.Message
+	for i, r := range []struct {
+		typ  RequestType
+		data []byte
+	}{
+		{TypeMarkRegion, u64s(2)}, {TypeFlush, nil}, {TypeIsClean, u64s(2)},
+		{TypeClearRegion, u64s(2)}, {TypeFlush, nil}, {TypeInSync, u64s(5)},
+	} {
+		ms = append(ms, connector.Message{ID: connector.IDDM, Seq: uint32(i), Data: kernelBytes(r.typ, uint32(i), r.data)})
+	}
+	return ms
+}
+
+// TestServerAllocs: answering a mirror's requests allocates nothing once
+// the log exists.
+func TestServerAllocs(t *testing.T) {
+	s := &Server{}
+	send := func(connector.Message) error { return nil }
+	s.handle(connector.Message{ID: connector.IDDM, Data: kernelBytes(TypeCtr, 1, []byte("8192 core 1024"))}, connector.Sender{}, send)
+	ms := benchRequests(t)
+	for _, m := range ms {
+		s.handle(m, connector.Sender{}, send) // warm the buffers
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, m := range ms {
+			s.handle(m, connector.Sender{}, send)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations for %d requests, want 0", n, len(ms))
+	}
+	if st := s.Stats(); st.Errors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// BenchmarkServerRequest measures the server's side of one request (parse,
+// log call, reply encoding), without the socket.
+func BenchmarkServerRequest(b *testing.B) {
+	s := &Server{}
+	send := func(connector.Message) error { return nil }
+	s.handle(connector.Message{ID: connector.IDDM, Data: kernelBytes(TypeCtr, 1, []byte("8192 core 1024"))}, connector.Sender{}, send)
+	ms := benchRequests(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		s.handle(ms[i%len(ms)], connector.Sender{}, send)
+	}
+}
