@@ -93,8 +93,10 @@ const (
 	// ModeKernelFilter: the kernel filters by kind (struct proc_input,
 	// Linux 6.6 and later) and the Listener filters again in user space.
 	// The kernel's filter leaves gaps in the sequence numbers, so losses
-	// are reported (overruns) but not counted per event; see
-	// [Listener.Drops] for the total.
+	// are reported when the kernel reports an overrun, and counted (from
+	// the socket's drop counter) only after such a report, until the
+	// socket drops no more; with Config.NoENOBUFS they are not reported.
+	// [Listener.Drops] gives the total in every mode.
 	ModeKernelFilter
 	// ModeUserFilter: the kernel ignored the filter request (before 6.6)
 	// and sends every event; the Listener filters in user space. Losses
@@ -114,9 +116,9 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
-// CountsLoss reports whether a Listener in this mode counts lost events
-// (KindLost records with a Lost count), rather than only learn that some
-// were lost.
+// CountsLoss reports whether a Listener in this mode counts every lost
+// event (KindLost records with a Lost count), with or without overrun
+// reports, rather than only after an overrun (ModeKernelFilter).
 func (m Mode) CountsLoss() bool { return m == ModeAll || m == ModeUserFilter }
 
 // Stats are a Listener's counters since it subscribed.

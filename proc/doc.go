@@ -100,9 +100,12 @@
 //     kernel dropped for the socket. The count arrives with the next event
 //     from that CPU.
 //   - With the kernel filter (ModeKernelFilter) gaps mostly hold the events
-//     filtered out, so only the overrun is reported; [Listener.Drops]
-//     returns the kernel's total of dropped messages for the socket, in
-//     every mode.
+//     filtered out, so the drop counter is read on gaps only after an
+//     overrun was reported, until it shows no new drop: the events lost
+//     while the socket stayed congested are counted that way too. With
+//     Config.NoENOBUFS there is no overrun report, and no count.
+//     [Listener.Drops] returns the kernel's total of dropped messages for
+//     the socket, in every mode.
 //
 // After a loss, rebuild state with [Snapshot], which lists the live
 // processes from /proc. To lose less, raise Config.ReadBufferSize (or call

@@ -22,21 +22,28 @@ const maxTrackedCPU = 1 << 16
 // counter, and a gap only says when to read it. Each gap takes at most its
 // size from the drops not yet reported, so the reported total never exceeds
 // what the kernel dropped, and reaches it as soon as every CPU that lost an
-// event has sent another one; which CPU a drop is reported on can then be
-// wrong when another process's acknowledgement made a gap first.
+// event has sent another one; which CPU a drop is reported on can be wrong
+// when another message made a gap first.
+//
+// With the kernel filtering by kind, gaps are the normal case, so the
+// counter is read on gaps only after an overrun (suspect), until a read
+// shows no new drop: the socket drops silently while it stays congested
+// after the overrun it reported.
 type lossCounter struct {
 	seqs  seqTracker
 	exact bool
-	// drops reads the socket's drop counter; nil when loss is not counted
-	// (the kernel filters by kind, or the Conn has no socket).
-	drops       func() (uint64, error)
-	seen, avail uint64
+	// drops reads the socket's drop counter; nil when the Conn has none.
+	drops func() (uint64, error)
+	// always reads it on every gap; otherwise only while suspect.
+	always, suspect bool
+	seen, avail     uint64
 }
 
 func (lc *lossCounter) init(c *connector.Conn, mode Mode, exact bool) {
 	lc.seqs.init()
 	lc.exact = exact
-	if exact || mode == ModeKernelFilter {
+	lc.always = mode != ModeKernelFilter
+	if exact {
 		return
 	}
 	if d, err := newDropReader(c); err == nil {
@@ -52,6 +59,9 @@ func (lc *lossCounter) setDrops(f func() (uint64, error)) {
 	}
 }
 
+// overrun notes that the kernel reported an overrun.
+func (lc *lossCounter) overrun() { lc.suspect = true }
+
 // observe records seq from cpu and returns how many events were lost
 // before it, and whether seq was not after the previous one from that CPU.
 func (lc *lossCounter) observe(cpu, seq uint32) (lost uint32, outOfOrder bool) {
@@ -59,12 +69,16 @@ func (lc *lossCounter) observe(cpu, seq uint32) (lost uint32, outOfOrder bool) {
 	if gap == 0 || lc.exact {
 		return gap, ooo
 	}
-	if lc.drops == nil {
+	if lc.drops == nil || !(lc.always || lc.suspect) {
 		return 0, ooo
 	}
-	if n, err := lc.drops(); err == nil && n > lc.seen {
-		lc.avail += n - lc.seen
-		lc.seen = n
+	if n, err := lc.drops(); err == nil {
+		if n > lc.seen {
+			lc.avail += n - lc.seen
+			lc.seen = n
+		} else if lc.avail == 0 {
+			lc.suspect = false // no new drop: the congestion is over
+		}
 	}
 	l := min(uint64(gap), lc.avail)
 	lc.avail -= l

@@ -106,6 +106,7 @@ func (l *Listener) classify(err error, ev *Event) bool {
 	switch {
 	case errors.Is(err, connector.ErrOverrun):
 		l.overruns.Add(1)
+		l.loss.overrun()
 		*ev = Event{Kind: KindLost, CPU: CPUUnknown}
 		return true
 	case errors.Is(err, connector.ErrMalformed), errors.Is(err, connector.ErrTruncated):
