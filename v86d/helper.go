@@ -58,7 +58,7 @@ type Helper struct {
 	// registers after the call; Flags and BufLen are filled in) and the
 	// buffer to return: at most the call's BufLen bytes, copied by the
 	// kernel only for FlagBufRet and FlagVBEIB tasks. Handle must return
-	// well within Timeout.
+	// well within Timeout. Nil answers every call with AX 0x014f (failed).
 	Handle func(c *Call) (Task, []byte)
 
 	// OnExit, if set, is called when a FlagExit task arrives, before
