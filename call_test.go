@@ -466,3 +466,34 @@ func TestQueue(t *testing.T) {
 		t.Errorf("a message after Close was not counted as dropped")
 	}
 }
+
+// TestQueueReports checks that a Queue reports each drop and each panic
+// through its onError, with errors that match the sentinels.
+func TestQueueReports(t *testing.T) {
+	var mu sync.Mutex
+	var errs []error
+	release := make(chan struct{})
+	q := connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
+		<-release
+		panic("queued")
+	}), 1, func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	})
+	// With depth 1, the first message takes the slot; the handler holds
+	// it, so the second is dropped.
+	q.ServeConnector(connector.Request{Msg: connector.Message{ID: idA}})
+	q.ServeConnector(connector.Request{Msg: connector.Message{ID: idB}})
+	close(release)
+	q.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) != 2 || !errors.Is(errs[0], connector.ErrQueueFull) || !errors.Is(errs[1], connector.ErrHandlerPanic) {
+		t.Fatalf("reported %v, want a drop then a panic", errs)
+	}
+	var pe *connector.PanicError
+	if !errors.As(errs[1], &pe) || pe.ID != idA || pe.Value != "queued" {
+		t.Errorf("panic reported as %#v", pe)
+	}
+}

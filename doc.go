@@ -125,9 +125,14 @@
 //
 // They work with or without a Serve on the same Conn: under Serve, replies
 // are taken out before routing; without one, a waiting call reads the Conn
-// itself. A request to the kernel for an id no agent registered fails at
-// once with ErrNoAgent; Agents and [Conn.Agents] list the registered agents
-// (/proc/net/connector).
+// itself. A call from the goroutine that serves the same Conn (a handler)
+// fails at once with ErrCallInHandler instead of deadlocking. A request to
+// the kernel for an id no agent registered fails at once with ErrNoAgent;
+// Agents and [Conn.Agents] list the registered agents (/proc/net/connector,
+// or a cntest fake's handlers):
+//
+//	func Agents() ([]Agent, error)
+//	func (c *Conn) Agents() ([]Agent, error)
 //
 // # Concurrency
 //
