@@ -418,7 +418,9 @@ func TestCommFilter(t *testing.T) {
 		// The old name is known when procmon read it at the exec (the
 		// helper may have exited before that).
 		exe, _ := os.Executable()
-		if old := comm.OldComm; old != "" && !strings.HasPrefix(filepath.Base(exe), old) {
+		// (Under load procmon may read the name only after the rename:
+		// then the old name it knows is the new one.)
+		if old := comm.OldComm; old != "" && old != name+"-x" && !strings.HasPrefix(filepath.Base(exe), old) {
 			t.Errorf("comm record old_comm %q, want the helper's name before the rename", old)
 		}
 		exit, err := awaitJSON(t, mon, mark, "the exit", func(e jsonEvent) bool { return e.Kind == "exit" && e.PID == pid })
@@ -440,7 +442,9 @@ func TestCommFilter(t *testing.T) {
 		if !strings.HasPrefix(e.Comm, name) {
 			t.Errorf("record of another process passed the comm filter: %s", l)
 		}
-		if e.Kind == "exec" {
+		if e.Kind == "exec" && e.Comm != name+"-x" {
+			// (An exec whose name procmon read after the rename
+			// matches by what procmon could know.)
 			t.Errorf("the exec (before the rename) passed the comm filter: %s", l)
 		}
 	}

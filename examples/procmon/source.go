@@ -58,8 +58,18 @@ type source struct {
 	// prompt, if set, names other events that need /proc read at once
 	// (thread creations, when their names are shown).
 	prompt func(*proc.Event) bool
-	wakes  [busyWakes]time.Time
-	nwake  int
+
+	// Doorbell mode (bell.go), when bell is set.
+	bell        *proc.Listener
+	bellEv      proc.Event
+	want        proc.Event // the exec that rang
+	draining    bool       // reading the main socket's queue to the end
+	found       bool       // the last drain found events
+	wantPending bool
+	wantSeen    bool
+	retries     int
+	wakes       [busyWakes]time.Time
+	nwake       int
 }
 
 // Coalescing starts when busyWakes wake-ups happen within busySpan.
@@ -107,6 +117,9 @@ func (s *source) stop() {
 		s.stopAt = monoNow()
 		close(s.stopped)
 		_ = s.l.Flush()
+		if s.bell != nil {
+			_ = s.bell.Flush()
+		}
 	}
 }
 
@@ -124,6 +137,9 @@ func (s *source) stopOn(ctx context.Context) func() bool {
 
 // next fills ev with the next event.
 func (s *source) next(ev *proc.Event) error {
+	if s.bell != nil {
+		return s.nextBell(ev)
+	}
 	if s.woke {
 		s.woke = false
 		if s.window > 0 && s.busy() && monoNow()-s.lastExec > uint64(execQuiet) {
