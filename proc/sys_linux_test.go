@@ -313,3 +313,74 @@ func TestIntegrationDropReaderAllocs(t *testing.T) {
 		t.Errorf("reading the drop counter allocates %v times, want 0", a)
 	}
 }
+
+// The socket filter that keeps other processes' acknowledgements out of a
+// Listener before Linux 6.6, on the real kernel: a socket with it gets the
+// events and not the acknowledgements that an unfiltered socket gets.
+func TestIntegrationAckFilter(t *testing.T) {
+	testutil.RequireProcEvents(t)
+	testutil.RequireInitialNetNS(t)
+	cfg := &connector.Config{Groups: []connector.Group{1}, Senders: connector.SendersKernelOnly, ReadBufferSize: 8 << 20}
+	filtered, err := connector.Dial(cfg)
+	if err != nil {
+		t.Skipf("privilege missing: joining group 1 (CAP_NET_ADMIN before Linux 6.6): %v", err)
+	}
+	defer filtered.Close()
+	if err := filtered.SetBPF(ackFilter); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := connector.Dial(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	// Someone must listen for events and acknowledgements to flow.
+	l := listen(t, nil)
+	_ = l
+	sender, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	const nonce = 0x5eed0001
+	if err := sender.Send(connector.Message{ID: connector.IDProc, Ack: nonce, Data: []byte{3, 0, 0, 0}}); err != nil {
+		t.Fatal(err)
+	}
+	pid := runHelperProc(t, "exit3")
+	// count reads c until the helper's exit arrived, and reports whether
+	// the acknowledgement of the request above came too.
+	count := func(c *connector.Conn) (ack, exit bool) {
+		t.Helper()
+		if err := c.SetReadDeadline(time.Now().Add(eventTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		for !exit {
+			msgs, _, err := c.Receive()
+			if errors.Is(err, connector.ErrOverrun) {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("waiting for the exit of %d: %v", pid, err)
+			}
+			for _, m := range msgs {
+				var ev Event
+				if Decode(m, &ev) != nil {
+					continue
+				}
+				switch {
+				case ev.Kind == KindNone && ev.Ack == nonce+1:
+					ack = true
+				case ev.Kind == KindExit && ev.PID == pid:
+					exit = true
+				}
+			}
+		}
+		return ack, exit
+	}
+	if ack, _ := count(plain); !ack {
+		t.Fatal("the unfiltered socket did not get the acknowledgement: nothing to compare with")
+	}
+	if ack, _ := count(filtered); ack {
+		t.Error("the acknowledgement passed the socket filter")
+	}
+}
