@@ -12,6 +12,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/cnlink/connector/w1"
 	"github.com/cnlink/connector/w1/w1test"
 )
@@ -439,5 +440,38 @@ func TestSlavesSplit(t *testing.T) {
 				t.Fatalf("Search returned %d ids (err %v), want 64 (max_slave_count)", len(found), err)
 			}
 		})
+	}
+}
+
+// Conns that are closed leave no goroutine behind, whether requests
+// completed, timed out or were cut by Close.
+func TestNoGoroutineLeak(t *testing.T) {
+	testutil.CheckGoroutines(t, 5*time.Second)
+	k := cntest.New(nil)
+	a := w1test.New(k)
+	m := a.AddMaster()
+	for i := range 10 {
+		c, err := k.Dial(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := w1.NewConn(c, nil)
+		if _, err := w.Reset(ctxT(t), m); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			k.Handle(w1.ID, func(connector.Message, connector.Sender) []cntest.Reply { return nil })
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			_, err := w.Masters(ctx)
+			cancel()
+			if !errors.Is(err, w1.ErrNoReply) {
+				t.Fatal(err)
+			}
+			k.Handle(w1.ID, nil)
+			a = w1test.New(k)
+			m = a.AddMaster()
+		}
+		w.Close()
+		c.Close()
 	}
 }
