@@ -58,6 +58,9 @@
 //     socket's receive buffer, and reports receive overruns through
 //     ErrorLog without stopping.
 //
+// Package dmlogtest plays the kernel's side on a cntest fake connector, for
+// unit tests of a Server and of Log implementations without device-mapper.
+//
 // # Privileges
 //
 // The kernel ignores, silently, replies from processes without

@@ -6,21 +6,18 @@ import (
 	"log"
 	"time"
 
-	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
 	"github.com/cnlink/connector/dmlog"
+	"github.com/cnlink/connector/dmlog/dmlogtest"
 )
 
 // Serve in-memory logs for every mirror whose table names the userspace log
-// type. On a real system, dial the kernel with connector.Dial and run as
-// root; here a fake kernel sends the first two requests of a mirror load.
+// type. On a real system, dial with connector.Dial and run as root; here
+// dmlogtest plays the kernel on a fake connector and sends what the kernel
+// sends when "0 8192 mirror userspace 3 m1 core 1024 ..." is loaded.
 func Example() {
-	k := cntest.New(nil) // stands in for the kernel: connector.Dial(nil) on Linux
-	replies := make(chan connector.Message, 2)
-	k.Handle(connector.IDDM, func(m connector.Message, _ connector.Sender) []cntest.Reply {
-		replies <- m
-		return nil
-	})
+	k := cntest.New(nil) // on Linux: c, err := connector.Dial(nil)
+	dm := dmlogtest.New(k)
 	c, err := k.Dial(nil)
 	if err != nil {
 		log.Fatal(err)
@@ -33,25 +30,20 @@ func Example() {
 	go s.Serve(ctx, c)
 	k.WaitReceiving(c.PortID(), time.Second)
 
-	// What the kernel sends when "0 8192 mirror userspace 3 m1 core 1024 ..."
-	// is loaded.
-	for i, r := range []dmlog.Request{
-		{Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Version: dmlog.Version, Seq: 1, Type: dmlog.TypeCtr}, Data: []byte("8192 core 1024")},
-		{Header: dmlog.Header{UUID: "m1", LUID: 0xffff888001000000, Version: dmlog.Version, Seq: 2, Type: dmlog.TypeGetRegionSize}},
-	} {
-		b, _ := dmlog.AppendRequest(nil, r)
-		k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: uint32(i + 1), Data: b})
-		rep, _ := dmlog.ParseReply((<-replies).Data)
-		fmt.Printf("%v seq %d: errno %d, %d data bytes\n", rep.Type, rep.Seq, rep.Errno(), len(rep.Data))
-		if rep.Type == dmlog.TypeGetRegionSize {
-			size, _ := dmlog.ParseUint64(rep.Data)
-			fmt.Println("region size:", size, "sectors")
-		}
+	m := dm.Mirror("m1", 0xffff888001000000)
+	if _, err := m.Ctr(8192, "core", "1024"); err != nil {
+		log.Fatal(err)
 	}
+	size, _ := m.RegionSize()
+	n, _ := m.SyncCount()
+	fmt.Println("region size:", size, "sectors; in sync:", n)
+	m.Mark(2)
+	m.Flush()
+	clean, _ := m.IsClean(2)
+	fmt.Println("region 2 clean after a mark:", clean)
 	// Output:
-	// CTR seq 1: errno 0, 0 data bytes
-	// GET_REGION_SIZE seq 2: errno 0, 8 data bytes
-	// region size: 1024 sectors
+	// region size: 1024 sectors; in sync: 0
+	// region 2 clean after a mark: false
 }
 
 // A MemLog follows the kernel's core log; dmlog.Server calls it for each
