@@ -941,3 +941,48 @@ func TestIntegrationOverrun(t *testing.T) {
 	}
 	h.waitFor(TypeDtr, n, time.Second)
 }
+
+// TestIntegrationIntegratedFlush: with "integrated_flush" after the uuid
+// (header version 3), the kernel keeps the word out of the constructor's
+// arguments and sends the marks inside FLUSH instead of as MARK_REGION.
+func TestIntegrationIntegratedFlush(t *testing.T) {
+	requireDMLog(t)
+	h := startHarness(t, &Server{}, nil)
+	e := newDMEnv(t)
+	name, dev := e.createMirror()
+	// Five log arguments: uuid, integrated_flush, core, size, nosync.
+	table := fmt.Sprintf("userspace 5 %s integrated_flush core %d nosync 2 %s 0 %s 0", e.uuid(), regionSize, e.legs[0], e.legs[1])
+	if err := e.ctl.load(name, 0, legSectors, "mirror", table); err != nil {
+		t.Fatalf("loading the mirror table: %v", err)
+	}
+	_, ctr := h.waitFor(TypeCtr, 0, time.Second)
+	if _, args, _ := ctr.req.CtrArgs(); strings.Join(args, " ") != "core 1024 nosync" {
+		t.Errorf("CTR arguments %q: want the table's without integrated_flush", args)
+	}
+	if err := e.ctl.resume(name); err != nil {
+		t.Fatal(err)
+	}
+	n := h.count()
+	if _, err := directIO(e.dir, dev, 5*regionSize*512, true, 0x77); err != nil {
+		t.Fatalf("writing through the mirror: %v", err)
+	}
+	_, fl := h.waitFor(TypeFlush, n, 5*time.Second)
+	if rs, _ := fl.req.AppendRegions(nil); len(rs) != 1 || rs[0] != 5 {
+		t.Errorf("FLUSH carries %v, want the mark [5]", rs)
+	}
+	h.mu.Lock()
+	for _, s := range h.log[n:] {
+		if s.req.Type == TypeMarkRegion {
+			t.Errorf("MARK_REGION sent with integrated_flush: %v", s.req)
+		}
+	}
+	h.mu.Unlock()
+	if tbl, err := e.ctl.status(name, true); err != nil || !strings.Contains(tbl, "integrated_flush") {
+		t.Errorf("table %q %v: want integrated_flush", tbl, err)
+	}
+	n = h.count()
+	if err := e.removeMirror(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(TypeDtr, n, 5*time.Second)
+}
