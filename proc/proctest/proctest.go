@@ -54,10 +54,11 @@ const (
 	// eventNonzeroExit is PROC_EVENT_NONZERO_EXIT, a filter bit only.
 	eventNonzeroExit = 0x20000000
 	eventExit        = 0x80000000
-
-	// EventLen is sizeof(struct proc_event) since Linux 3.2.
-	EventLen = 40
 )
+
+// EventLen is the length of what AppendEvent appends for a known kind:
+// sizeof(struct proc_event) since Linux 3.2.
+const EventLen = 40
 
 // Options configure an Agent. The zero value (or nil) is a Linux 6.6 or
 // later kernel that answers every request.
@@ -412,7 +413,7 @@ func (a *Agent) Lose(cpu, n uint32) {
 }
 
 // Drop generates n events on cpu that every group-1 member loses to a full
-// receive buffer: their sequence numbers are consumed, each member's drop
+// receive buffer (events every member's filter would have passed): their sequence numbers are consumed, each member's drop
 // counter rises by n, and each member gets an overrun (ENOBUFS, unless it
 // set NoENOBUFS).
 func (a *Agent) Drop(cpu, n uint32) {
