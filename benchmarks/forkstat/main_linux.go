@@ -106,8 +106,12 @@ func compare(args []string) int {
 		extra = append(extra, s)
 		return nil
 	})
+	procReads := fs.Bool("procreads", false, "instead: the CPU time of one open, read and close of each /proc/<pid> file procmon reads, on a process of this machine (this one's parent)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *procReads {
+		return measureProcReads(os.Getppid())
 	}
 	if _, err := exec.LookPath("forkstat"); err != nil {
 		fmt.Fprintln(os.Stderr, "forkstat comparison: forkstat is not installed (Debian: apt-get install forkstat)")
@@ -364,6 +368,34 @@ func measure(monitors []monitor, kind string, n int, program, dir string) ([]sam
 		}
 	}
 	return ss, nil
+}
+
+// measureProcReads prints the CPU time (getrusage, user + system) of one
+// open, read and close of each /proc/<pid> file procmon may read.
+func measureProcReads(pid int) int {
+	buf := make([]byte, 4097)
+	const n = 20000
+	for _, f := range []string{"cmdline", "comm", "cgroup", "stat", "status"} {
+		p := "/proc/" + strconv.Itoa(pid) + "/" + f
+		c0 := selfCPU()
+		for range n {
+			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			_, _ = unix.Read(fd, buf)
+			unix.Close(fd)
+		}
+		fmt.Printf("%-8s %5.2f µs CPU per open+read+close\n", f, float64(selfCPU()-c0)/1e3/n)
+	}
+	return 0
+}
+
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procCPU returns the CPU time (user + system) a process has used so far,
