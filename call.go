@@ -105,6 +105,21 @@ var (
 	}
 )
 
+// A CallOption configures a Call or an Exchange.
+type CallOption func(*call)
+
+// WithUnmatched makes the call hand h every message that it reads from the
+// Conn itself (when no Serve runs on the Conn) and that no waiting call
+// claims, instead of dropping it: for example the events that arrive
+// between a subscription request and its acknowledgement. h runs on the
+// goroutine of the call that reads, in arrival order; the Request's message
+// is h's to keep. When several waiting calls have one, the reading call's
+// own is used, else another's. A panic in h is recovered and ignored. Under
+// Serve, such messages are routed by the Mux as usual and h is not called.
+func WithUnmatched(h Handler) CallOption {
+	return func(p *call) { p.unmatched = h }
+}
+
 // ErrCallInHandler reports a Call or [Exchange] made on a Conn from the
 // goroutine that serves it (a Mux handler or [ServeOptions.OnError]): the reply
 // could only be read by that same goroutine, which is busy waiting, so the
@@ -115,14 +130,14 @@ var ErrCallInHandler = errors.New("a Call on a Conn from inside a handler servin
 // Call sends req to to and waits for the first reply that match accepts,
 // which it returns with its sender. The reply is a copy the caller owns.
 // See [Exchange] for how replies are read and what can fail.
-func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match) (Message, Sender, error) {
+func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match, opts ...CallOption) (Message, Sender, error) {
 	var reply Message
 	var from Sender
 	got := false
 	err := Exchange(ctx, c, req, to, match, func(m Message, f Sender) bool {
 		reply, from, got = m, f, true
 		return false
-	})
+	}, opts...)
 	if err != nil {
 		return Message{}, Sender{}, err
 	}
@@ -146,9 +161,9 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 //     a handler;
 //   - otherwise one of the waiting calls reads c itself, one datagram at a
 //     time, and hands the replies to their callers; messages that match no
-//     waiting call are dropped. Do not read c in other ways (Receive, a
-//     [Reader]) while such a call waits: the two readers would take each
-//     other's messages.
+//     waiting call are dropped, or given to the handler of [WithUnmatched].
+//     Do not read c in other ways (Receive, a [Reader]) while such a call
+//     waits: the two readers would take each other's messages.
 //
 // Any number of calls may wait on one Conn at once, from any goroutines. A
 // call made from the goroutine that serves c (a handler, or OnError) fails at
@@ -166,7 +181,7 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 //
 // [Exchange] manages c's read deadline while it reads: do not set one yourself
 // while calls are waiting.
-func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(reply Message, from Sender) bool) error {
+func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(reply Message, from Sender) bool, opts ...CallOption) error {
 	switch {
 	case c == nil:
 		return &OpError{Op: "call", Err: errors.New("nil Conn")}
@@ -190,6 +205,11 @@ func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 	l := acquireLine(c)
 	defer l.release()
 	p := &call{req: req, to: to, match: match, notify: make(chan struct{}, 1)}
+	for _, o := range opts {
+		if o != nil {
+			o(p)
+		}
+	}
 	if err := l.add(p); err != nil {
 		return err
 	}
@@ -238,11 +258,12 @@ func sendTo(c *Conn, m Message, to Destination) error {
 
 // A call is one waiting Call or [Exchange].
 type call struct {
-	req    Message
-	to     Destination
-	match  Match
-	queue  []reply       // claimed replies, under line.mu
-	notify chan struct{} // capacity 1: a reply was queued
+	req       Message
+	to        Destination
+	match     Match
+	unmatched Handler       // see WithUnmatched
+	queue     []reply       // claimed replies, under line.mu
+	notify    chan struct{} // capacity 1: a reply was queued
 }
 
 type reply struct {
@@ -268,7 +289,7 @@ type line struct {
 	serveG    uint64        // the Serve goroutine's id
 	serveWant bool          // a Serve waits for the leading call to stop reading
 	released  chan struct{} // closed and replaced when the reader stops
-	unmatched uint64        // messages a leading call read that no call wanted
+	dropped   atomic.Uint64 // messages a leading call read that nothing wanted
 }
 
 const (
@@ -461,14 +482,26 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 	for {
 		msgs, from, err := l.c.Receive()
 		if len(msgs) > 0 {
+			var others []Message
+			var h Handler
 			l.mu.Lock()
 			for _, m := range msgs {
 				if !l.claimLocked(m, from, false) {
-					l.unmatched++
+					others = append(others, m)
 				}
+			}
+			if len(others) > 0 {
+				h = l.unmatchedLocked(p)
 			}
 			done := len(p.queue) > 0
 			l.mu.Unlock()
+			for _, m := range others {
+				if h == nil {
+					l.dropped.Add(1)
+					continue
+				}
+				_ = dispatch(h, Request{Msg: m, From: from, conn: l.c})
+			}
 			if done {
 				return nil
 			}
@@ -489,6 +522,20 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 			}
 		}
 	}
+}
+
+// unmatchedLocked returns the handler for what a leading call reads that
+// no call claims: the leader's own, else any waiting call's.
+func (l *line) unmatchedLocked(leader *call) Handler {
+	if leader.unmatched != nil {
+		return leader.unmatched
+	}
+	for _, q := range l.calls {
+		if q.unmatched != nil {
+			return q.unmatched
+		}
+	}
+	return nil
 }
 
 // claim offers m to the waiting calls; it reports whether one took it.

@@ -497,3 +497,28 @@ func TestQueueReports(t *testing.T) {
 		t.Errorf("panic reported as %#v", pe)
 	}
 }
+
+// TestCallUnmatched checks that a call reading the Conn itself hands what
+// it does not claim to the WithUnmatched handler, in order, and that the
+// reply still reaches the call.
+func TestCallUnmatched(t *testing.T) {
+	k := newKernel()
+	k.Handle(connector.IDProc, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+		// Events multicast before the acknowledgement, as cn_proc may.
+		var out []cntest.Reply
+		for i := range 3 {
+			out = append(out, cntest.Reply{Group: 1, Message: connector.Message{ID: connector.IDProc, Seq: uint32(i), Data: []byte{byte(i)}}})
+		}
+		return append(out, cntest.Reply{Group: 1, Message: connector.Message{ID: connector.IDProc, Seq: 99, Ack: req.Ack + 1}})
+	})
+	c := dialT(t, k, 1)
+	var seen []uint32
+	keep := connector.HandlerFunc(func(r connector.Request) { seen = append(seen, r.Msg.Seq) })
+	m, _, err := connector.Call(ctxT(t), c, connector.Message{ID: connector.IDProc, Ack: 41}, connector.Destination{}, connector.MatchAckPlusOne, connector.WithUnmatched(keep))
+	if err != nil || m.Seq != 99 {
+		t.Fatalf("Call: %+v, %v", m, err)
+	}
+	if len(seen) != 3 || seen[0] != 0 || seen[1] != 1 || seen[2] != 2 {
+		t.Errorf("unmatched handler saw seqs %v, want 0 1 2", seen)
+	}
+}

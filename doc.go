@@ -120,12 +120,14 @@
 // matched by a Match, because each agent correlates differently
 // (MatchGenealogy, MatchSeqAck, MatchAckPlusOne, MatchSeq, or your own):
 //
-//	func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match) (Message, Sender, error)
-//	func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(Message, Sender) bool) error
+//	func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match, opts ...CallOption) (Message, Sender, error)
+//	func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(Message, Sender) bool, opts ...CallOption) error
+//	func WithUnmatched(h Handler) CallOption
 //
 // They work with or without a Serve on the same Conn: under Serve, replies
 // are taken out before routing; without one, a waiting call reads the Conn
-// itself. A call from the goroutine that serves the same Conn (a handler)
+// itself, and hands what no call claims to the WithUnmatched handler (or
+// drops it). A call from the goroutine that serves the same Conn (a handler)
 // fails at once with ErrCallInHandler instead of deadlocking. A request to
 // the kernel for an id no agent registered fails at once with ErrNoAgent;
 // Agents and [Conn.Agents] list the registered agents (/proc/net/connector,
