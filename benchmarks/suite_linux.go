@@ -89,7 +89,7 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 	fs.BoolVar(&o.pin, "pin", true, "pin each unicast sender and receiver to a CPU of its own")
 	fs.BoolVar(&o.unicastMixed, "unicast-mixed", true, "also measure raw sender to connector receiver and the reverse, which tell the two sides apart")
 	fs.StringVar(&payloads, "payloads", "16,256,4096", "unicast payload sizes")
-	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "hard limit on the whole suite")
+	fs.DurationVar(&o.timeout, "timeout", 0, "hard limit on the whole suite (0: 25 minutes per run)")
 	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of the contestants during the drain")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every measurement of every run to this file")
 	fs.BoolVar(&o.quiet, "q", false, "no progress output")
@@ -119,6 +119,9 @@ func runSuite(args []string, w io.Writer) ([]measure, error) {
 		o.payloads = append(o.payloads, n)
 	}
 	o.runs, o.drainRounds, o.unicastRounds = max(o.runs, 1), max(o.drainRounds, 1), max(o.unicastRounds, 1)
+	if o.timeout <= 0 {
+		o.timeout = time.Duration(o.runs) * 25 * time.Minute
+	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the suite needs root: CAP_NET_ADMIN for SO_RCVBUFFORCE and userspace unicast, and the initial namespaces for proc events")
 	}
