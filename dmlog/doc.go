@@ -53,7 +53,9 @@
 //     ESRCH: the kernel then re-sends the constructor every 2 s until it is
 //     answered, then RESUME and the request;
 //   - rebuilds a log whose constructor comes again (Ctr.Again) instead of
-//     failing it, as cmirrord does;
+//     failing it, as cmirrord does; a MemLog rebuilt that way, or built from
+//     the kernel's re-sent constructor (Ctr.Resent), starts with every
+//     region out of sync, so that writes nobody logged are resynchronised;
 //   - refuses to start without CAP_SYS_ADMIN (ErrNoSysAdmin), raises the
 //     socket's receive buffer, and reports receive overruns through
 //     ErrorLog without stopping.

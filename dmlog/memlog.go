@@ -213,6 +213,14 @@ func (l *MemLog) Suspend(pre bool) error { defer l.lock()(); l.suspended = true;
 // Close does nothing: the log is garbage collected.
 func (l *MemLog) Close() error { return nil }
 
+// outOfSync marks every region out of sync and not recovering.
+func (l *MemLog) outOfSync() {
+	defer l.lock()()
+	clear(l.insync)
+	clear(l.recovering)
+	l.syncCount, l.search = 0, 0
+}
+
 // Mark marks the regions dirty. A region out of range fails the whole call
 // with ErrInvalid and changes nothing.
 func (l *MemLog) Mark(regions []uint64) error { return l.setClean(regions, false) }

@@ -44,6 +44,12 @@ type Ctr struct {
 	// been closed; the new one must rebuild the state (a MemLog starts
 	// anew, which makes the kernel resynchronise the mirror).
 	Again bool
+	// Resent is true when the kernel re-sent the constructor of an
+	// existing mirror (its string ends in a NUL, which only the kernel's
+	// reconnect loop adds): the kernel lost its server, and writes may have
+	// happened whose marks no log kept. The log should then treat every
+	// region as out of sync, as the default MemLog does.
+	Resent bool
 }
 
 // A Trace describes one request a Server answered, for Server.Trace.
@@ -96,7 +102,9 @@ type ServerStats struct {
 type Server struct {
 	// New creates the Log for a constructor request and may name a
 	// device for the kernel to open as the log device (at most 127 bytes;
-	// "" for none). Nil means NewCoreLog(ctr.Sectors, ctr.Args). An error
+	// "" for none). Nil means NewCoreLog(ctr.Sectors, ctr.Args), with
+	// every region out of sync for a constructor that comes Again or
+	// Resent (nosync then applies only to the first load). An error
 	// is replied as the constructor's error (a syscall.Errno as itself,
 	// anything else as EINVAL) and fails the table load.
 	New func(ctr Ctr) (Log, string, error)
@@ -365,6 +373,7 @@ func (s *Server) construct(key logKey, req Request) ([]byte, syscall.Errno, erro
 		return nil, syscall.EINVAL, fmt.Errorf("dmlog: constructor for %q: %w", req.UUID, err)
 	}
 	ctr := Ctr{UUID: req.UUID, LUID: req.LUID, Sectors: sectors, Args: args}
+	ctr.Resent = len(req.Data) > 0 && req.Data[len(req.Data)-1] == 0
 	if old, ok := s.lookup(key); ok {
 		ctr.Again = true
 		s.reconstructed.Add(1)
@@ -381,6 +390,12 @@ func (s *Server) construct(key logKey, req Request) ([]byte, syscall.Errno, erro
 		var ml *MemLog
 		ml, err = NewCoreLog(sectors, args)
 		if ml != nil {
+			if ctr.Again || ctr.Resent {
+				// The old state is lost or suspect (a request may have
+				// gone missing): resynchronise everything, even for
+				// nosync, rather than trust regions nobody tracked.
+				ml.outOfSync()
+			}
 			l = ml
 		}
 	}

@@ -146,17 +146,41 @@ func TestServerReconstruct(t *testing.T) {
 	f.ok(TypeMarkRegion, u64s(1))
 	f.ok(TypeCtr, []byte("8192 core 1024 nosync\x00")) // the kernel's re-sent form
 	f.ok(TypeResume, nil)
-	if len(ctrs) != 2 || ctrs[0].Again || !ctrs[1].Again || ctrs[1].Sectors != 8192 || strings.Join(ctrs[1].Args, " ") != "core 1024 nosync" {
+	if len(ctrs) != 2 || ctrs[0].Again || !ctrs[1].Again || ctrs[0].Resent || !ctrs[1].Resent || ctrs[1].Sectors != 8192 || strings.Join(ctrs[1].Args, " ") != "core 1024 nosync" {
 		t.Fatalf("constructors %+v", ctrs)
 	}
 	if v := f.u64(TypeIsClean, u64s(1)); v != 1 {
 		t.Errorf("region 1 clean = %d after the rebuild, want 1 (a new log)", v)
 	}
 	if v := f.u64(TypeGetSyncCount, nil); v != 8 {
-		t.Errorf("nosync log: sync count %d", v)
+		t.Errorf("nosync log from New: sync count %d", v)
 	}
 	if st := s.Stats(); st.Reconstructed != 1 || st.Logs != 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestServerResentCtr: the default MemLog of a constructor the kernel
+// re-sent (trailing NUL), or of a log rebuilt, starts out of sync even with
+// nosync: writes may have happened that no log kept.
+func TestServerResentCtr(t *testing.T) {
+	f := newFakeDM(t)
+	f.serve(&Server{SkipPrivilegeCheck: true})
+	f.ok(TypeCtr, []byte("8192 core 1024 nosync"))
+	if v := f.u64(TypeGetSyncCount, nil); v != 8 {
+		t.Errorf("first load, nosync: sync count %d, want 8", v)
+	}
+	f.ok(TypeCtr, []byte("8192 core 1024 nosync")) // again, without NUL
+	if v := f.u64(TypeGetSyncCount, nil); v != 0 {
+		t.Errorf("rebuilt: sync count %d, want 0", v)
+	}
+	f.uuid = "other"
+	f.ok(TypeCtr, []byte("8192 core 1024 nosync\x00")) // new to this server, re-sent by the kernel
+	if v := f.u64(TypeGetSyncCount, nil); v != 0 {
+		t.Errorf("re-sent constructor: sync count %d, want 0", v)
+	}
+	if r, ok := f.pair(TypeGetResyncWork, nil); !r || ok != 0 {
+		t.Errorf("resync work %v %d, want region 0", r, ok)
 	}
 }
 
