@@ -155,3 +155,18 @@ type Stats struct {
 	// Conn are the underlying connection's counters.
 	Conn connector.Stats
 }
+
+// check reports a Config field out of range, with an error matching
+// connector.ErrInvalidConfig that names it. Sizes that reach the socket
+// (ReadBufferSize, BatchSize) are range-checked again by package connector.
+func (cfg *Config) check() error {
+	switch {
+	case cfg.ReadBufferSize < 0:
+		return fmt.Errorf("proc: %w: Config.ReadBufferSize is %d; give a size in bytes, or 0 for net.core.rmem_default", connector.ErrInvalidConfig, cfg.ReadBufferSize)
+	case cfg.BatchSize < 0 || cfg.BatchSize > connector.MaxBatchSize:
+		return fmt.Errorf("proc: %w: Config.BatchSize is %d; it must be 1 to %d, or 0 for DefaultListenBatchSize (%d)", connector.ErrInvalidConfig, cfg.BatchSize, connector.MaxBatchSize, DefaultListenBatchSize)
+	case cfg.AckTimeout < 0:
+		return fmt.Errorf("proc: %w: Config.AckTimeout is %v; give a positive duration, or 0 for DefaultAckTimeout (%v)", connector.ErrInvalidConfig, cfg.AckTimeout, DefaultAckTimeout)
+	}
+	return nil
+}

@@ -63,7 +63,9 @@ type Listener struct {
 // which the kernel does not acknowledge; a kernel older than 6.6 ignores the
 // first request, and Listen falls back to the classic request (see Mode).
 //
-// Errors match, with errors.Is: connector.ErrNotInitialNetNS outside the
+// Errors match, with errors.Is: connector.ErrInvalidConfig for a Config
+// field out of range (negative sizes or timeout, BatchSize above
+// connector.MaxBatchSize); connector.ErrNotInitialNetNS outside the
 // initial network namespace; ErrNamespace outside the initial user or PID
 // namespace; ErrNoProcEvents on a kernel without CONFIG_PROC_EVENTS;
 // os.ErrPermission when the kernel refuses the request (before Linux 6.6,
@@ -76,6 +78,9 @@ type Listener struct {
 func Listen(cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	if err := namespaceCheck(); err != nil {
 		return nil, wrapErr("listen", err)
@@ -131,6 +136,9 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 	}
 	if c == nil {
 		return nil, errors.New("proc: new listener: the *connector.Conn is nil")
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	if cfg.NetNS != 0 || cfg.BatchSize != 0 {
 		return nil, errors.New("proc: new listener: Config.NetNS and Config.BatchSize configure the socket Listen opens; set them in the connector.Config of the Conn instead")

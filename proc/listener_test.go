@@ -263,6 +263,16 @@ func TestNewListenerChecks(t *testing.T) {
 			}
 		})
 	}
+	for _, cfg := range []proc.Config{{ReadBufferSize: -1}, {AckTimeout: -time.Second}, {BatchSize: -1}, {BatchSize: connector.MaxBatchSize + 1}} {
+		c := f.dial(t, 4)
+		if _, err := proc.NewListener(c, &cfg); !errors.Is(err, connector.ErrInvalidConfig) {
+			t.Errorf("NewListener(%+v): %v, want ErrInvalidConfig", cfg, err)
+		}
+		if _, err := proc.Listen(&cfg); !errors.Is(err, connector.ErrInvalidConfig) {
+			t.Errorf("Listen(%+v): %v, want ErrInvalidConfig", cfg, err)
+		}
+		c.Close()
+	}
 	t.Run("closed", func(t *testing.T) {
 		c := f.dial(t, 4)
 		c.Close()
