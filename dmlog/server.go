@@ -189,7 +189,9 @@ func (s *Server) Log(uuid string, luid uint64) (Log, bool) {
 	return l, ok
 }
 
-// Close closes every log the Server holds and forgets them. The kernel
+// Close closes every log the Server holds and forgets them; call it after
+// Serve has returned, since a request being served may still use a log. The
+// kernel
 // still has its mirrors: if they are used again, it re-sends their
 // constructors to whichever server then listens.
 func (s *Server) Close() error {
