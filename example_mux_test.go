@@ -149,3 +149,40 @@ func ExampleQueue() {
 	mx.Handle(connector.CBID{Idx: 0x627573, Val: 1}, q)
 	// ... mx.Serve(ctx, c, nil)
 }
+
+// Routes by exact id win over routes by index, which win over NotFound;
+// removing a route makes its messages fall through.
+func ExampleMux_HandleIndex() {
+	k := cntest.New(nil)
+	server, _ := k.Dial(nil)
+	defer server.Close()
+	peer, _ := k.Dial(nil)
+	defer peer.Close()
+
+	got := make(chan string, 1)
+	say := func(route string) connector.HandlerFunc {
+		return func(r connector.Request) { got <- fmt.Sprintf("%v -> %s", r.Msg.ID, route) }
+	}
+	mx := connector.NewMux()
+	exact := mx.Handle(connector.CBID{Idx: 0x100, Val: 1}, say("exact"))
+	mx.HandleIndex(0x100, say("index 0x100"))
+	mx.NotFound(say("not found"))
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go mx.Serve(ctx, server, nil)
+
+	send := func(idx, val uint32) {
+		_ = peer.SendTo(server.PortID(), connector.Message{ID: connector.CBID{Idx: idx, Val: val}})
+		fmt.Println(<-got)
+	}
+	send(0x100, 1)
+	send(0x100, 2)
+	send(0x200, 1)
+	exact.Remove()
+	send(0x100, 1)
+	// Output:
+	// 256:1 -> exact
+	// 256:2 -> index 0x100
+	// 512:1 -> not found
+	// 256:1 -> index 0x100
+}
