@@ -457,8 +457,8 @@ func TestIntegrationNoServer(t *testing.T) {
 	if !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("table load without a server: %v, want EINVAL", err)
 	}
-	if took > 2*time.Second {
-		t.Errorf("the load failed after %v; the kernel fails it without waiting", took)
+	if took > 5*time.Second { // measured 1 to 80 ms, 1.3 s once under a loaded TCG
+		t.Errorf("the load failed after %v; the kernel fails it without waiting (its timeout is 15 s)", took)
 	}
 	t.Logf("failed after %v", took)
 }
