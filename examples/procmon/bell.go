@@ -17,13 +17,19 @@ import (
 // /proc before the process can end, while forks, exits and thread events,
 // which need no /proc read, wait in the main socket's buffer and are read
 // many at a time, in order, at the next exec or within bellBusy (bellIdle
-// when the last read found nothing). Each wake-up costs the same whatever it
+// when the last read found nothing). Output is written out when a read finds
+// nothing more, and at least every flushDelay. Each wake-up costs the same whatever it
 // brings, so under a storm of forks or threads procmon wakes a few hundred
 // times a second instead of once per event. The main socket still gets
 // every event and counts losses; the doorbell's events are only signals.
 const (
-	bellBusy = 5 * time.Millisecond
+	bellBusy = 10 * time.Millisecond
 	bellIdle = 100 * time.Millisecond
+	// bellSlack makes a deadline a little longer than the library's
+	// 10 ms wait slice (connector.Config.KernelWait), so that a wait
+	// that an exec ends within the slice costs no change of the
+	// socket's timeout.
+	bellSlack = time.Millisecond
 )
 
 // openBell opens the doorbell, or returns nil when the kernel cannot filter
@@ -71,7 +77,13 @@ func (s *source) nextBell(ev *proc.Event) error {
 					continue
 				}
 				s.draining = false
-				s.flush()
+				// Write the output out when the events have
+				// stopped coming, and at least every flushDelay
+				// meanwhile: not once per wake-up.
+				if !s.found || time.Since(s.flushed) >= flushDelay || s.stopTime() != 0 {
+					s.flush()
+					s.flushed = time.Now()
+				}
 				if s.stopTime() != 0 {
 					if s.graced {
 						return errStopped
@@ -101,7 +113,7 @@ func (s *source) nextBell(ev *proc.Event) error {
 			wait = bellBusy
 		}
 		s.found = false
-		_ = s.bell.SetDeadline(time.Now().Add(wait))
+		_ = s.bell.SetDeadline(time.Now().Add(wait + bellSlack))
 		err := s.bell.Next(&s.bellEv)
 		switch {
 		case err == nil && s.bellEv.Kind == proc.KindExec:

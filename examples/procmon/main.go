@@ -103,7 +103,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.passwd, "passwd", "/etc/passwd", "file to map user ids to names")
 	fs.BoolVar(&o.tty, "tty", false, "show each process's controlling terminal (a TTY column; \"tty\" in JSON), as forkstat -x does; it costs a /proc read per exec")
 	fs.BoolVar(&o.tty, "x", false, "same as -tty")
-	fs.BoolVar(&o.bell, "doorbell", true, "on Linux 6.6 and later, wake up at once for execs only, and read other events in batches at most 5 ms later (100 ms when idle): much less CPU per event under load")
+	fs.BoolVar(&o.bell, "doorbell", true, "on Linux 6.6 and later, wake up at once for execs only, and read other events in batches at most about 10 ms later (100 ms when idle): much less CPU per event under load")
 	fs.BoolVar(&o.kernelWait, "kernel-wait", true, "wait for events inside the receive system call rather than in Go's poller: less CPU per wake-up")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n\nShow process events as they happen.\n\n")

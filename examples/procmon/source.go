@@ -68,6 +68,7 @@ type source struct {
 	wantPending bool
 	wantSeen    bool
 	retries     int
+	flushed     time.Time // when the output was last written out
 	wakes       [busyWakes]time.Time
 	nwake       int
 }
