@@ -100,8 +100,8 @@ func compare(args []string) int {
 	outDir := fs.String("out", "", "directory for the monitors' output files (default: a temporary one, removed)")
 	var extra []string
 	fs.Func("add", "another monitor to run alongside, as \"NAME=COMMAND ARGS...\" (repeat for several; shown on stderr)", func(s string) error {
-		if name, cmd, ok := strings.Cut(s, "="); !ok || name == "" || len(strings.Fields(cmd)) == 0 {
-			return fmt.Errorf("want NAME=COMMAND ARGS...")
+		if name, cmd, ok := strings.Cut(s, "="); !ok || name == "" || len(strings.Fields(cmd)) == 0 || strings.Contains(strings.Fields(cmd)[0], "=") {
+			return errors.New("want NAME=COMMAND ARGS (the name without '=')")
 		}
 		extra = append(extra, s)
 		return nil

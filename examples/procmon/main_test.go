@@ -290,7 +290,6 @@ func TestJSONSeesChildExit7(t *testing.T) {
 
 		stdin.Close()
 		err = child.Wait()
-		lived := time.Since(started)
 		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 7 {
 			t.Fatalf("child: %v, want exit status 7", err)
 		}
@@ -300,7 +299,7 @@ func TestJSONSeesChildExit7(t *testing.T) {
 		}
 		// The exit is stamped after the parent was woken, possibly
 		// later than Wait's return: the bound is when the record came.
-		lived = time.Since(started)
+		lived := time.Since(started)
 		if exit.ExitCode == nil || *exit.ExitCode != 7 || exit.WaitStatus == nil || *exit.WaitStatus != 7<<8 || exit.Signal != "" || exit.CoreDumped {
 			t.Errorf("exit record %+v: want exit_code 7, wait_status 1792, no signal", exit)
 		}
