@@ -853,3 +853,49 @@ func TestModeString(t *testing.T) {
 		t.Error("CountsLoss wrong")
 	}
 }
+
+// Cancelling an Events iteration wakes its Next with a Flush; whatever the
+// timing (the Flush consumed by that Next, or left behind when an event
+// came first), a later Next never reports that Flush as ErrFlushed.
+func TestEventsCancelLeavesNoFlush(t *testing.T) {
+	f := newFixture(nil)
+	c := f.dial(t, 4)
+	l, err := f.listenOn(t, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range l.Events(ctx) {
+			}
+		}()
+		if !f.k.WaitReceiving(c.PortID(), 5*time.Second) {
+			t.Fatal("the iteration did not wait")
+		}
+		if i%2 == 0 {
+			f.emit(t, exec(0, int32(i))) // an event racing the cancellation
+		}
+		cancel()
+		<-done
+		if err := l.SetDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		var ev proc.Event
+		for {
+			err := l.Next(&ev)
+			if err == nil {
+				continue // the racing event, if the iteration did not take it
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("trial %d: Next after a cancelled iteration: %v, want the deadline", i, err)
+			}
+			break
+		}
+		if err := l.SetDeadline(time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
