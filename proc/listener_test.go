@@ -273,6 +273,24 @@ func TestNewListenerChecks(t *testing.T) {
 		}
 		c.Close()
 	}
+	t.Run("no agent", func(t *testing.T) {
+		// A kernel without process events: the subscription fails at
+		// once, not after the acknowledgement timeout.
+		k := cntest.New(nil)
+		c, err := k.Dial(&connector.Config{Groups: []connector.Group{1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		_, err = proc.NewListener(c, &proc.Config{AckTimeout: 10 * time.Second})
+		if !errors.Is(err, proc.ErrNoProcEvents) || !errors.Is(err, connector.ErrNoAgent) {
+			t.Fatalf("NewListener without a cn_proc agent: %v, want ErrNoProcEvents and ErrNoAgent", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("took %v", d)
+		}
+	})
 	t.Run("closed", func(t *testing.T) {
 		c := f.dial(t, 4)
 		c.Close()
