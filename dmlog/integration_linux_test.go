@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/dmioctl"
 	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -227,7 +228,7 @@ func (h *harness) logSeeds() {
 // names of what the test creates, removed at cleanup.
 type dmEnv struct {
 	t    *testing.T
-	ctl  *dmControl
+	ctl  *dmioctl.Control
 	pfx  string
 	legs [2]string // "major:minor"
 	dir  string
@@ -237,7 +238,7 @@ type dmEnv struct {
 
 func newDMEnv(t *testing.T) *dmEnv {
 	t.Helper()
-	ctl, err := openDMControl()
+	ctl, err := dmioctl.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,22 +247,22 @@ func newDMEnv(t *testing.T) *dmEnv {
 	e.pfx = strings.NewReplacer("/", "-", " ", "-").Replace(e.pfx)
 	for i := range e.legs {
 		name := fmt.Sprintf("%s-z%d", e.pfx, i)
-		dev, err := ctl.create(name)
+		dev, err := ctl.Create(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			if err := ctl.remove(name); err != nil {
+			if err := ctl.Remove(name); err != nil {
 				t.Errorf("removing %s: %v", name, err)
 			}
 		})
-		if err := ctl.load(name, 0, legSectors, "zero", ""); err != nil {
+		if err := ctl.Load(name, 0, legSectors, "zero", ""); err != nil {
 			t.Fatal(err)
 		}
-		if err := ctl.resume(name); err != nil {
+		if err := ctl.Resume(name); err != nil {
 			t.Fatal(err)
 		}
-		e.legs[i] = devString(dev)
+		e.legs[i] = dmioctl.DevString(dev)
 	}
 	return e
 }
@@ -279,7 +280,7 @@ func (e *dmEnv) mirrorTable(extra ...string) string {
 func (e *dmEnv) createMirror() (string, uint64) {
 	e.t.Helper()
 	name := e.pfx + "-m"
-	dev, err := e.ctl.create(name)
+	dev, err := e.ctl.Create(name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func (e *dmEnv) removeMirror() error {
 	if e.mirror == "" {
 		return nil
 	}
-	err := e.ctl.remove(e.mirror)
+	err := e.ctl.Remove(e.mirror)
 	if errors.Is(err, unix.ENXIO) {
 		err = nil
 	}
@@ -305,34 +306,6 @@ func (e *dmEnv) removeMirror() error {
 		e.mirror = ""
 	}
 	return err
-}
-
-// directIO writes (or reads) 4 KiB at off through the device with O_DIRECT,
-// so that the I/O reaches the mirror at once.
-func directIO(dir string, dev uint64, off int64, write bool, fill byte) ([]byte, error) {
-	f, err := openDev(dir, dev, os.O_RDWR|syscall.O_DIRECT)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Munmap(buf)
-	if write {
-		for i := range buf {
-			buf[i] = fill
-		}
-		if _, err := f.WriteAt(buf, off); err != nil {
-			return nil, err
-		}
-		return nil, f.Sync()
-	}
-	if _, err := f.ReadAt(buf, off); err != nil {
-		return nil, err
-	}
-	return append([]byte(nil), buf...), nil
 }
 
 // TestIntegrationLifeCycle loads a mirror with our server as its log, writes
@@ -346,7 +319,7 @@ func TestIntegrationLifeCycle(t *testing.T) {
 	e := newDMEnv(t)
 	name, dev := e.createMirror()
 
-	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
 		t.Fatalf("loading the mirror table: %v", err)
 	}
 	i, ctr := h.waitFor(TypeCtr, 0, time.Second)
@@ -367,7 +340,7 @@ func TestIntegrationLifeCycle(t *testing.T) {
 		t.Errorf("GET_REGION_SIZE luid %#x, CTR's %#x", r.req.LUID, ctr.req.LUID)
 	}
 	n := h.count()
-	if err := e.ctl.resume(name); err != nil {
+	if err := e.ctl.Resume(name); err != nil {
 		t.Fatalf("resuming the mirror: %v", err)
 	}
 	h.waitFor(TypeResume, n, time.Second)
@@ -383,7 +356,7 @@ func TestIntegrationLifeCycle(t *testing.T) {
 	// One 4 KiB write into region 2, then the marks and clears.
 	n = h.count()
 	off := int64(2 * regionSize * 512)
-	if _, err := directIO(e.dir, dev, off, true, 0xa5); err != nil {
+	if _, err := dmioctl.DirectIO(e.dir, dev, off, true, 0xa5); err != nil {
 		t.Fatalf("writing through the mirror: %v", err)
 	}
 	mi, mark := h.waitFor(TypeMarkRegion, n, 5*time.Second)
@@ -398,7 +371,7 @@ func TestIntegrationLifeCycle(t *testing.T) {
 	h.waitFor(TypeFlush, ci+1, 5*time.Second)
 	// dm-zero discards writes and reads zeros: what comes back shows the
 	// read was served through the mirror, not that data was stored.
-	got, err := directIO(e.dir, dev, off, false, 0)
+	got, err := dmioctl.DirectIO(e.dir, dev, off, false, 0)
 	if err != nil {
 		t.Fatalf("reading through the mirror: %v", err)
 	}
@@ -410,7 +383,7 @@ func TestIntegrationLifeCycle(t *testing.T) {
 
 	// The status line carries the log's STATUS_INFO answer.
 	n = h.count()
-	st, err := e.ctl.status(name, false)
+	st, err := e.ctl.Status(name, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,13 +391,13 @@ func TestIntegrationLifeCycle(t *testing.T) {
 	if !strings.HasSuffix(strings.TrimSpace(st), "1 memlog") || !strings.Contains(st, "/8 ") {
 		t.Errorf("status %q: want 8 regions and the log's \"1 memlog\"", st)
 	}
-	tbl, err := e.ctl.status(name, true)
+	tbl, err := e.ctl.Status(name, true)
 	if err != nil || !strings.Contains(tbl, "userspace 3 "+e.uuid()+" core 1024") {
 		t.Errorf("table %q %v", tbl, err)
 	}
 
 	n = h.count()
-	if err := e.ctl.suspend(name); err != nil {
+	if err := e.ctl.Suspend(name); err != nil {
 		t.Fatal(err)
 	}
 	pi, _ := h.waitFor(TypePresuspend, n, time.Second)
@@ -452,7 +425,7 @@ func TestIntegrationNoServer(t *testing.T) {
 	e := newDMEnv(t)
 	name, _ := e.createMirror()
 	start := time.Now()
-	err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable())
+	err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable())
 	took := time.Since(start)
 	if !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("table load without a server: %v, want EINVAL", err)
@@ -480,7 +453,7 @@ func TestIntegrationEAGAIN(t *testing.T) {
 	})
 	e := newDMEnv(t)
 	name, _ := e.createMirror()
-	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
 		t.Fatalf("loading the mirror table: %v", err)
 	}
 	i, _ := h.waitFor(TypeGetRegionSize, 0, time.Second)
@@ -506,7 +479,7 @@ func TestIntegrationUnprivilegedReply(t *testing.T) {
 	e := newDMEnv(t)
 	name, _ := e.createMirror()
 	loaded := make(chan error, 1)
-	go func() { loaded <- e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()) }()
+	go func() { loaded <- e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable()) }()
 	var ctr seen
 	select {
 	case ctr = <-ctrs:
@@ -664,10 +637,10 @@ func TestIntegrationRestart(t *testing.T) {
 	stopA := serveFor(t, &Server{})
 	name, dev := e.createMirror()
 	// nosync: the logs start in sync, so the kernel has no recovery to do.
-	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.ctl.resume(name); err != nil {
+	if err := e.ctl.Resume(name); err != nil {
 		t.Fatal(err)
 	}
 	parent := t
@@ -676,7 +649,7 @@ func TestIntegrationRestart(t *testing.T) {
 			// The server goes while the mirror is suspended, so that no
 			// request is in flight: a request the server received but never
 			// answered would hold the mirror for the kernel's 15 s.
-			if err := e.ctl.suspend(name); err != nil {
+			if err := e.ctl.Suspend(name); err != nil {
 				t.Fatal(err)
 			}
 			kmsg := newKmsgWaiter(t)
@@ -688,13 +661,13 @@ func TestIntegrationRestart(t *testing.T) {
 			}
 			// The kernel's RESUME finds no server (or one without the log)
 			// and fails; the mirror resumes anyway ("log resume failed").
-			if err := e.ctl.resume(name); err != nil {
+			if err := e.ctl.Resume(name); err != nil {
 				t.Fatal(err)
 			}
 			wrote := make(chan error, 1)
 			start := time.Now()
 			go func() {
-				_, err := directIO(e.dir, dev, 3*regionSize*512, true, 0x5a)
+				_, err := dmioctl.DirectIO(e.dir, dev, 3*regionSize*512, true, 0x5a)
 				wrote <- err
 			}()
 			kmsg.waitFor(t, "Userspace log server not found", 10*time.Second)
@@ -776,7 +749,7 @@ func TestMatrixResendAfterTimeout(t *testing.T) {
 	})
 	e := newDMEnv(t)
 	name, _ := e.createMirror()
-	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
 		t.Fatalf("loading the mirror table: %v", err)
 	}
 	i, _ := h.waitFor(TypeGetRegionSize, 0, time.Second)
@@ -788,10 +761,10 @@ func TestMatrixResendAfterTimeout(t *testing.T) {
 	if again.req.Seq == first.req.Seq || again.req.LUID != first.req.LUID {
 		t.Errorf("resend %v of %v: want a new seq", again.req, first.req)
 	}
-	if err := e.ctl.resume(name); err != nil {
+	if err := e.ctl.Resume(name); err != nil {
 		t.Fatal(err)
 	}
-	st, err := e.ctl.status(name, false)
+	st, err := e.ctl.Status(name, false)
 	if err != nil || !strings.Contains(st, "/8 ") {
 		t.Errorf("status %q %v: want 8 regions (the late reply of 2048 ignored)", st, err)
 	}
@@ -828,18 +801,18 @@ func TestIntegrationMirrorData(t *testing.T) {
 	// Before the mirror exists: data only on leg 0 in region 6, and
 	// different data on leg 1.
 	off6 := int64(6 * regionSize * 512)
-	if _, err := directIO(e.dir, dev0, off6, true, 0x66); err != nil {
+	if _, err := dmioctl.DirectIO(e.dir, dev0, off6, true, 0x66); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := directIO(e.dir, dev1, off6, true, 0x11); err != nil {
+	if _, err := dmioctl.DirectIO(e.dir, dev1, off6, true, 0x11); err != nil {
 		t.Fatal(err)
 	}
 	name, dev := e.createMirror()
 	table := fmt.Sprintf("userspace 3 %s core %d 2 %s 0 %s 0", e.uuid(), regionSize, leg0, leg1)
-	if err := e.ctl.load(name, 0, legSectors, "mirror", table); err != nil {
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", table); err != nil {
 		t.Fatalf("loading the mirror table: %v", err)
 	}
-	if err := e.ctl.resume(name); err != nil {
+	if err := e.ctl.Resume(name); err != nil {
 		t.Fatal(err)
 	}
 	i := 0
@@ -847,18 +820,18 @@ func TestIntegrationMirrorData(t *testing.T) {
 		i, _ = h.waitFor(TypeSetRegionSync, i, 30*time.Second)
 		i++
 	}
-	if got, err := directIO(e.dir, dev1, off6, false, 0); err != nil || !bytes.Equal(got, fill(0x66)) {
+	if got, err := dmioctl.DirectIO(e.dir, dev1, off6, false, 0); err != nil || !bytes.Equal(got, fill(0x66)) {
 		t.Fatalf("leg 1 after the resync: %v; want leg 0's 0x66 bytes (first byte %#x)", err, first(got))
 	}
 	off2 := int64(2 * regionSize * 512)
-	if _, err := directIO(e.dir, dev, off2, true, 0xa5); err != nil {
+	if _, err := dmioctl.DirectIO(e.dir, dev, off2, true, 0xa5); err != nil {
 		t.Fatalf("writing through the mirror: %v", err)
 	}
 	for _, c := range []struct {
 		what string
 		dev  uint64
 	}{{"the mirror", dev}, {"leg 0", dev0}, {"leg 1", dev1}} {
-		got, err := directIO(e.dir, c.dev, off2, false, 0)
+		got, err := dmioctl.DirectIO(e.dir, c.dev, off2, false, 0)
 		if err != nil || !bytes.Equal(got, fill(0xa5)) {
 			t.Errorf("reading %s back: %v, first byte %#x, want 4096 bytes of 0xa5", c.what, err, first(got))
 		}
@@ -896,10 +869,10 @@ func TestIntegrationOverrun(t *testing.T) {
 	}, 1) // the kernel's minimum receive buffer, a few requests
 	e := newDMEnv(t)
 	name, _ := e.createMirror()
-	if err := e.ctl.load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.ctl.resume(name); err != nil {
+	if err := e.ctl.Resume(name); err != nil {
 		t.Fatal(err)
 	}
 	kmsg := newKmsgWaiter(t)
@@ -908,7 +881,7 @@ func TestIntegrationOverrun(t *testing.T) {
 	done := make(chan error, callers)
 	for range callers {
 		go func() {
-			_, err := e.ctl.status(name, false) // one STATUS_INFO each, at once
+			_, err := e.ctl.Status(name, false) // one STATUS_INFO each, at once
 			done <- err
 		}()
 	}
@@ -952,18 +925,18 @@ func TestIntegrationIntegratedFlush(t *testing.T) {
 	name, dev := e.createMirror()
 	// Five log arguments: uuid, integrated_flush, core, size, nosync.
 	table := fmt.Sprintf("userspace 5 %s integrated_flush core %d nosync 2 %s 0 %s 0", e.uuid(), regionSize, e.legs[0], e.legs[1])
-	if err := e.ctl.load(name, 0, legSectors, "mirror", table); err != nil {
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", table); err != nil {
 		t.Fatalf("loading the mirror table: %v", err)
 	}
 	_, ctr := h.waitFor(TypeCtr, 0, time.Second)
 	if _, args, _ := ctr.req.CtrArgs(); strings.Join(args, " ") != "core 1024 nosync" {
 		t.Errorf("CTR arguments %q: want the table's without integrated_flush", args)
 	}
-	if err := e.ctl.resume(name); err != nil {
+	if err := e.ctl.Resume(name); err != nil {
 		t.Fatal(err)
 	}
 	n := h.count()
-	if _, err := directIO(e.dir, dev, 5*regionSize*512, true, 0x77); err != nil {
+	if _, err := dmioctl.DirectIO(e.dir, dev, 5*regionSize*512, true, 0x77); err != nil {
 		t.Fatalf("writing through the mirror: %v", err)
 	}
 	_, fl := h.waitFor(TypeFlush, n, 5*time.Second)
@@ -977,7 +950,7 @@ func TestIntegrationIntegratedFlush(t *testing.T) {
 		}
 	}
 	h.mu.Unlock()
-	if tbl, err := e.ctl.status(name, true); err != nil || !strings.Contains(tbl, "integrated_flush") {
+	if tbl, err := e.ctl.Status(name, true); err != nil || !strings.Contains(tbl, "integrated_flush") {
 		t.Errorf("table %q %v: want integrated_flush", tbl, err)
 	}
 	n = h.count()

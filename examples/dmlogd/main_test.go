@@ -18,7 +18,14 @@ import (
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
 	"github.com/cnlink/connector/dmlog"
+	"github.com/cnlink/connector/internal/testutil"
 )
+
+const program = "dmlogd"
+
+func TestMain(m *testing.M) {
+	testutil.Main(m, map[string]testutil.HelperFunc{program: mainExit})
+}
 
 // syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
 type syncBuffer struct {

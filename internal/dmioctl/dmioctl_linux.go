@@ -1,4 +1,6 @@
-package dmlog
+//go:build linux
+
+package dmioctl
 
 import (
 	"bytes"
@@ -9,11 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// A small device-mapper client for the integration tests: the ioctls of
-// include/uapi/linux/dm-ioctl.h (interface version 4), enough to create
-// devices, load a table, suspend, resume, read the status and remove, with
-// no dmsetup or libdevmapper in the guest.
 
 // dmIoctl mirrors struct dm_ioctl (312 bytes).
 type dmIoctl struct {
@@ -57,30 +54,36 @@ const (
 	dmBufferFullFlag  = 1 << 8
 )
 
-func init() {
-	if unsafe.Sizeof(dmIoctl{}) != dmIoctlSize || unsafe.Sizeof(dmTargetSpec{}) != dmSpecSize {
-		panic("dm ioctl structs do not match the kernel's sizes")
-	}
-}
+// The structs have the kernel's sizes on every GOARCH (checked at compile
+// time: a negative array length does not build).
+var (
+	_ [unsafe.Sizeof(dmIoctl{}) - dmIoctlSize]struct{}
+	_ [dmIoctlSize - unsafe.Sizeof(dmIoctl{})]struct{}
+	_ [unsafe.Sizeof(dmTargetSpec{}) - dmSpecSize]struct{}
+	_ [dmSpecSize - unsafe.Sizeof(dmTargetSpec{})]struct{}
+)
 
 // dmCmd is _IOWR(DM_IOCTL 0xfd, nr, struct dm_ioctl).
 func dmCmd(nr uintptr) uintptr { return 3<<30 | dmIoctlSize<<16 | 0xfd<<8 | nr }
 
-type dmControl struct{ f *os.File }
+// A Control is an open /dev/mapper/control.
+type Control struct{ f *os.File }
 
-func openDMControl() (*dmControl, error) {
+// Open opens /dev/mapper/control.
+func Open() (*Control, error) {
 	f, err := os.OpenFile("/dev/mapper/control", os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &dmControl{f}, nil
+	return &Control{f}, nil
 }
 
-func (c *dmControl) Close() error { return c.f.Close() }
+// Close closes the control node.
+func (c *Control) Close() error { return c.f.Close() }
 
 // ioctl runs one command. payload follows the header (data_start 312);
 // the reply's header and up to bufSize bytes of data are returned.
-func (c *dmControl) ioctl(nr uintptr, name string, flags uint32, targets uint32, payload []byte, bufSize int) (dmIoctl, []byte, error) {
+func (c *Control) ioctl(nr uintptr, name string, flags uint32, targets uint32, payload []byte, bufSize int) (dmIoctl, []byte, error) {
 	size := dmIoctlSize + len(payload)
 	if bufSize > len(payload) {
 		size = dmIoctlSize + bufSize
@@ -104,18 +107,20 @@ func (c *dmControl) ioctl(nr uintptr, name string, flags uint32, targets uint32,
 	return out, buf[start:end], nil
 }
 
-func (c *dmControl) create(name string) (dev uint64, err error) {
+// Create creates a device without a table and returns its dev_t.
+func (c *Control) Create(name string) (dev uint64, err error) {
 	h, _, err := c.ioctl(dmDevCreate, name, 0, 0, nil, 0)
 	return h.Dev, err
 }
 
-func (c *dmControl) remove(name string) error {
+// Remove removes a device (DM_DEV_REMOVE).
+func (c *Control) Remove(name string) error {
 	_, _, err := c.ioctl(dmDevRemove, name, 0, 0, nil, 0)
 	return err
 }
 
-// load loads one target line into the device's inactive table.
-func (c *dmControl) load(name string, start, length uint64, typ, params string) error {
+// Load loads one target line into the device's inactive table.
+func (c *Control) Load(name string, start, length uint64, typ, params string) error {
 	spec := make([]byte, dmSpecSize, dmSpecSize+len(params)+8)
 	s := (*dmTargetSpec)(unsafe.Pointer(&spec[0]))
 	s.SectorStart, s.Length = start, length
@@ -131,20 +136,21 @@ func (c *dmControl) load(name string, start, length uint64, typ, params string) 
 	return err
 }
 
-func (c *dmControl) suspend(name string) error {
+// Suspend suspends the device.
+func (c *Control) Suspend(name string) error {
 	_, _, err := c.ioctl(dmDevSuspend, name, dmSuspendFlag, 0, nil, 0)
 	return err
 }
 
-// resume activates the loaded table (DEV_SUSPEND without the suspend flag).
-func (c *dmControl) resume(name string) error {
+// Resume activates the loaded table (DEV_SUSPEND without the suspend flag).
+func (c *Control) Resume(name string) error {
 	_, _, err := c.ioctl(dmDevSuspend, name, 0, 0, nil, 0)
 	return err
 }
 
-// status returns the first target's status line (table true: its table
+// Status returns the first target's status line (table true: its table
 // line).
-func (c *dmControl) status(name string, table bool) (string, error) {
+func (c *Control) Status(name string, table bool) (string, error) {
 	var flags uint32
 	if table {
 		flags = dmStatusTableFlag
@@ -166,17 +172,45 @@ func (c *dmControl) status(name string, table bool) (string, error) {
 	return string(p), nil
 }
 
-// devString formats a dev_t from dm_ioctl.dev (new_encode_dev) as
+// DevString formats a dev_t from dm_ioctl.dev (new_encode_dev) as
 // "major:minor".
-func devString(dev uint64) string {
+func DevString(dev uint64) string {
 	return fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
 }
 
-// openDev makes a block device node for dev in dir and opens it.
-func openDev(dir string, dev uint64, flags int) (*os.File, error) {
-	p := dir + "/dm-" + devString(dev)
+// OpenDev makes a block device node for dev in dir and opens it.
+func OpenDev(dir string, dev uint64, flags int) (*os.File, error) {
+	p := dir + "/dm-" + DevString(dev)
 	if err := unix.Mknod(p, unix.S_IFBLK|0o600, int(dev)); err != nil && err != syscall.EEXIST {
 		return nil, fmt.Errorf("mknod %s: %w", p, err)
 	}
 	return os.OpenFile(p, flags, 0)
+}
+
+// DirectIO writes 4 KiB of fill at off (write true) or reads 4 KiB there,
+// with O_DIRECT so that the I/O reaches the device at once.
+func DirectIO(dir string, dev uint64, off int64, write bool, fill byte) ([]byte, error) {
+	f, err := OpenDev(dir, dev, os.O_RDWR|syscall.O_DIRECT)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Munmap(buf)
+	if write {
+		for i := range buf {
+			buf[i] = fill
+		}
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return nil, err
+		}
+		return nil, f.Sync()
+	}
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), buf...), nil
 }
