@@ -50,7 +50,9 @@ func mainExit(args []string) int {
 		fmt.Fprintln(os.Stderr, "dmlogd:", err)
 		return 2
 	}
-	c, err := connector.Dial(&connector.Config{ReadBufferSize: dmlog.ReadBufferSize})
+	// Join group 7 before saying we serve: a mirror loaded after that line
+	// finds the server (the kernel fails a load that reaches no listener).
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDDM.Group()}, ReadBufferSize: dmlog.ReadBufferSize})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmlogd:", err)
 		return 1
