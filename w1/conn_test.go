@@ -365,6 +365,36 @@ func TestWatch(t *testing.T) {
 	}
 }
 
+// Without the w1 agent, Watch yields ErrNoAgent at once and ends, rather
+// than wait for notifications that would never come.
+func TestWatchNoAgent(t *testing.T) {
+	k := cntest.New(nil)
+	c, err := k.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var errs []error
+	for e, err := range w1.Watch(ctxT(t), c) {
+		if err == nil {
+			t.Fatalf("event %v without a w1 agent", e)
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], connector.ErrNoAgent) {
+		t.Fatalf("errors %v, want one matching ErrNoAgent", errs)
+	}
+	// With the agent registered, the same Conn watches.
+	a := w1test.New(k)
+	a.AddMaster()
+	for e, err := range w1.Watch(ctxT(t), c) {
+		if err != nil || e.Kind != w1.MasterAdded || e.Master != 1 {
+			t.Errorf("with the agent: %v, %v; want master added 1", e, err)
+		}
+		break
+	}
+}
+
 func TestPoll(t *testing.T) {
 	_, a, w := fake(t, nil)
 	m := a.AddMaster()

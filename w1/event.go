@@ -106,7 +106,9 @@ func isEvent(from connector.Sender) bool { return from.Kernel() && from.Group ==
 // messages that did not come from the kernel on group 3. fn runs on the
 // Mux's goroutine and must not block: wrap slow work, and requests on the
 // Conn the Mux serves (which would fail with connector.ErrCallInHandler),
-// in [connector.Queue] or hand them to another goroutine.
+// in [connector.Queue] or hand them to another goroutine. A handler cannot
+// tell whether the w1 agent is registered: without it no notification
+// comes, so check Conn.Agents for [ID] first (Watch does).
 //
 //	mx.Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) { ... }))
 func EventHandler(fn func(Event, error)) connector.Handler {
@@ -127,6 +129,11 @@ func EventHandler(fn func(Event, error)) connector.Handler {
 // Conn.Masters and Conn.Slaves) and iteration goes on, as it does after a
 // malformed message; any other error ends it.
 //
+// When the w1 agent is not registered (no wire module: nothing would ever
+// be sent), the first and only yielded error matches connector.ErrNoAgent,
+// at once; Watch asks connector.Agents, or c.Agents for a given c, and goes
+// on when the list cannot be read (outside the initial network namespace).
+//
 // Joining group 3 needs CAP_NET_ADMIN before Linux 6.6 (from 6.6 on anyone
 // may join it, through a quirk of the connector's bind check that a future
 // kernel may fix). Without it the first yielded error matches
@@ -134,6 +141,10 @@ func EventHandler(fn func(Event, error)) connector.Handler {
 func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		if c == nil {
+			if err := noAgent(connector.Agents()); err != nil {
+				yield(Event{}, err)
+				return
+			}
 			var err error
 			c, err = connector.Dial(&connector.Config{Groups: []connector.Group{Group}, ReadBufferSize: 256 << 10})
 			if err != nil {
@@ -144,6 +155,9 @@ func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 				return
 			}
 			defer c.Close()
+		} else if err := noAgent(c.Agents()); err != nil {
+			yield(Event{}, err)
+			return
 		}
 		stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
 		defer func() {
@@ -176,6 +190,16 @@ func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 			}
 		}
 	}
+}
+
+// noAgent fails with an error matching connector.ErrNoAgent when the list
+// of the kernel's agents (the results of connector.Agents or Conn.Agents)
+// was read and holds no w1 agent. An unreadable list says nothing.
+func noAgent(agents []connector.Agent, err error) error {
+	if err != nil || slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == ID }) {
+		return nil
+	}
+	return &connector.OpError{Op: "w1 watch", Err: fmt.Errorf("%w: w1 (id %d:%d) is not among the kernel's agents %v, so no notification would come; load the wire module (modprobe wire)", connector.ErrNoAgent, ID.Idx, ID.Val, agents)}
 }
 
 // Poll is the notification fallback that needs no privilege: it lists the

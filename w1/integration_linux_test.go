@@ -769,4 +769,35 @@ func TestIntegrationZZNoAgent(t *testing.T) {
 		t.Errorf("ErrNoAgent took %v", d)
 	}
 	t.Logf("without wire.ko: %v", err)
+	watchNoAgent(t)
+}
+
+// TestIntegrationWatchNoAgent runs where the kernel has no w1 agent (the
+// host): Watch fails at once with ErrNoAgent instead of waiting forever.
+func TestIntegrationWatchNoAgent(t *testing.T) {
+	agents, err := connector.Agents()
+	switch {
+	case err != nil:
+		t.Skipf("cannot list the connector's agents (%v): Watch cannot tell whether the w1 agent is registered", err)
+	case slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == w1.ID }):
+		t.Skip("the w1 agent is registered: TestIntegrationZZNoAgent checks this after unloading wire.ko")
+	}
+	watchNoAgent(t)
+}
+
+// watchNoAgent checks that Watch, on a socket of its own, yields one error
+// matching ErrNoAgent and ends, well before its context's deadline.
+func watchNoAgent(t *testing.T) {
+	t.Helper()
+	var errs []error
+	for e, err := range w1.Watch(ctx10(t), nil) {
+		if err == nil {
+			t.Fatalf("Watch without the w1 agent: event %v", e)
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], connector.ErrNoAgent) {
+		t.Fatalf("Watch without the w1 agent: errors %v, want one matching ErrNoAgent", errs)
+	}
+	t.Logf("Watch without the w1 agent: %v", errs[0])
 }

@@ -160,3 +160,25 @@ func TestIntegrationTool(t *testing.T) {
 		t.Errorf("watch ended with %v", err)
 	}
 }
+
+// TestWatchNoAgent runs where the kernel has no w1 agent (the host): watch
+// fails at once with ErrNoAgent, as every other command does, instead of
+// printing nothing until interrupted.
+func TestWatchNoAgent(t *testing.T) {
+	agents, err := connector.Agents()
+	switch {
+	case err != nil:
+		t.Skipf("cannot list the connector's agents (%v): watch cannot tell whether the w1 agent is registered", err)
+	case slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == w1.ID }):
+		t.Skip("the w1 agent is registered: this test needs a kernel without wire.ko (the host)")
+	}
+	for _, args := range [][]string{{"watch"}, {"-json", "watch"}, {"-poll", "1s", "watch"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var out bytes.Buffer
+		err := run(ctx, args, &out, io.Discard, nil)
+		cancel()
+		if !errors.Is(err, connector.ErrNoAgent) || out.Len() != 0 {
+			t.Errorf("w1 %s: err = %v, output %q; want ErrNoAgent and no output", strings.Join(args, " "), err, out.String())
+		}
+	}
+}
