@@ -10,8 +10,11 @@
 //	bus serve [-g GROUP] [-c N]               answer requests (ping, echo, time, pid)
 //	bus call  -port PORT|-g GROUP [-timeout D] TEXT...   send a request, print the reply
 //
-// Sending to a port or a group needs CAP_NET_ADMIN, and bus works in the
-// initial network namespace; see examples/README.md.
+// pub, call and serve send to userspace ports or groups, which needs
+// CAP_NET_ADMIN on every kernel. sub only joins its group: that needs
+// CAP_NET_ADMIN before Linux 6.6, and from 6.6 on only for even-numbered
+// groups. bus works in the initial network namespace; see
+// examples/README.md.
 package main
 
 import (
@@ -83,7 +86,9 @@ const usage = `usage:
                                                send a request and print the reply
 
 Requests a server understands: ping, echo TEXT, time, pid.
-Use groups 11 to 32 (1 to 10 belong to kernel agents). Needs CAP_NET_ADMIN.
+Use groups 11 to 32 (1 to 10 belong to kernel agents). pub, call and serve
+need CAP_NET_ADMIN; sub needs it before Linux 6.6, and from 6.6 on only for
+even-numbered groups.
 "bus COMMAND -h" lists the command's flags.
 `
 

@@ -32,11 +32,21 @@ const (
 // calls run.
 const noCapEnv = "BUS_TEST_NO_NET_ADMIN"
 
+// nobodyEnv, set for the program helper, runs the program as uid and gid
+// 65534 (every thread; the change clears all capabilities).
+const nobodyEnv = "BUS_TEST_NOBODY"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(testutil.HelperEnv) == program && os.Getenv(noCapEnv) != "" {
 		runtime.LockOSThread()
 		if err := testutil.DropCapabilityThread(unix.CAP_NET_ADMIN); err != nil {
 			fmt.Fprintln(os.Stderr, "dropping CAP_NET_ADMIN:", err)
+			os.Exit(3)
+		}
+	}
+	if os.Getenv(testutil.HelperEnv) == program && os.Getenv(nobodyEnv) != "" {
+		if err := becomeNobody(); err != nil {
+			fmt.Fprintln(os.Stderr, "becoming uid 65534:", err)
 			os.Exit(3)
 		}
 	}
@@ -374,5 +384,79 @@ func TestHelpPerCommand(t *testing.T) {
 	code, stdout, stderr := testutil.RunHelperExit(t, timeout, program, "-h")
 	if code != 0 || stdout != "" || !strings.HasPrefix(stderr, "usage:") {
 		t.Errorf("bus -h: exit %d, stdout %q, stderr %q; want 0 and the usage on stderr", code, stdout, stderr)
+	}
+}
+
+// becomeNobody switches every thread to uid and gid 65534 with no
+// supplementary groups, which clears every capability.
+func becomeNobody() error {
+	if err := syscall.Setgroups(nil); err != nil {
+		return err
+	}
+	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
+		return err
+	}
+	return syscall.Setresuid(65534, 65534, 65534)
+}
+
+// TestUnprivileged runs each command as uid 65534, where the kernel decides
+// what works, and checks what the documentation says: pub, call and serve
+// send to userspace ports or groups and need CAP_NET_ADMIN on every kernel;
+// sub only joins its group, which from Linux 6.6 on anyone may do for an
+// odd-numbered group (the cn_bind quirk), and which needs CAP_NET_ADMIN for
+// an even group, and for every group before 6.6.
+func TestUnprivileged(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	if os.Geteuid() != 0 {
+		t.Skip("privilege missing: the test needs root to switch its helpers to uid 65534")
+	}
+	needNetAdmin(t) // the test publishes to the unprivileged subscriber
+	major, minor := testutil.KernelVersion(t)
+	modern := major > 6 || major == 6 && minor >= 6
+	nobody := func(args ...string) *testutil.Proc {
+		cmd := testutil.HelperCommand(t, program, args...)
+		cmd.Env = append(cmd.Env, nobodyEnv+"=1")
+		return testutil.Start(t, cmd)
+	}
+	// refused checks that a command fails at once with exit status 1 and
+	// an error that names the capability.
+	refused := func(args ...string) {
+		t.Helper()
+		p := nobody(args...)
+		code := p.Wait(t, timeout)
+		if stderr := p.Stderr.String(); code != 1 || !strings.Contains(stderr, "CAP_NET_ADMIN") || !strings.Contains(stderr, "operation not permitted") {
+			t.Errorf("kernel %d.%d, uid 65534: bus %s exited with %d, stderr %q; want 1 and the CAP_NET_ADMIN error", major, minor, strings.Join(args, " "), code, stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"pub", "-g", "29", "hello"},
+		{"call", "-g", "29", "ping"},
+		{"call", "-port", "1", "ping"},
+		{"serve"},
+		{"serve", "-g", "29"},
+		{"sub", "-g", "30", "-c", "1"},
+	} {
+		refused(args...)
+	}
+	if !modern {
+		refused("sub", "-g", "29", "-c", "1")
+		return
+	}
+	sub := nobody("sub", "-g", "29", "-c", "1")
+	sub.Stderr.FindPrefix(t, timeout, "bus: port ")
+	c, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Multicast(29, connector.Message{ID: DefaultID, Flags: KindPublish, Data: []byte("to nobody")}); err != nil {
+		t.Fatal(err)
+	}
+	if code := sub.Wait(t, timeout); code != 0 {
+		t.Fatalf("kernel %d.%d, uid 65534: bus sub -g 29 exited with %d; stderr:\n%s", major, minor, code, sub.Stderr)
+	}
+	want := fmt.Sprintf("port %d on group 29: to nobody", c.PortID())
+	if got := sub.Stdout.All(); len(got) != 1 || !strings.HasSuffix(got[0], want) {
+		t.Errorf("kernel %d.%d, uid 65534: bus sub -g 29 printed %q, want one line ending %q", major, minor, got, want)
 	}
 }
