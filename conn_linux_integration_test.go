@@ -477,6 +477,14 @@ func TestIntegrationCloseUnblocksSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Close()
+	closeUnblocksSend(t, tx, rx, "sendRetry")
+}
+
+// closeUnblocksSend sends to rx from tx until a SendTo waits for room in
+// rx's full queue (its goroutine's stack holds waitFrame, the function that
+// waits), closes tx and checks that the SendTo ends promptly with ErrClosed.
+func closeUnblocksSend(t *testing.T, tx, rx *connector.Conn, waitFrame string) {
+	t.Helper()
 	id := testID()
 	done := make(chan error, 1)
 	go func() {
@@ -487,8 +495,7 @@ func TestIntegrationCloseUnblocksSend(t *testing.T) {
 			}
 		}
 	}()
-	// Wait until the sender is held up by the full receiver.
-	if !testutil.WaitFor(waitTimeout, func() bool { return stackHas("TestIntegrationCloseUnblocksSend", "sendRetry") }) {
+	if !testutil.WaitFor(waitTimeout, func() bool { return stackHas("closeUnblocksSend", waitFrame) }) {
 		t.Fatal("SendTo never waited for the full receiver")
 	}
 	if err := tx.Close(); err != nil {

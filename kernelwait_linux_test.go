@@ -348,25 +348,5 @@ func TestIntegrationKernelWaitSend(t *testing.T) {
 	}
 
 	// Close ends a wait for room.
-	done := make(chan error, 1)
-	go func() {
-		for i := 0; ; i++ {
-			if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(512, 0)}); err != nil {
-				done <- err
-				return
-			}
-		}
-	}()
-	if !testutil.WaitFor(waitTimeout, func() bool { return stackHas("TestIntegrationKernelWaitSend", "sendWait") }) {
-		t.Fatal("SendTo never waited for the full receiver")
-	}
-	if err := tx.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		errorsIsAll(t, err, connector.ErrClosed)
-	case <-time.After(promptly):
-		t.Fatalf("SendTo still blocked %v after Close", promptly)
-	}
+	closeUnblocksSend(t, tx, rx, "sendWait")
 }
