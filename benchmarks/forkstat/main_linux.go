@@ -94,6 +94,7 @@ func (s sample) perEvent() float64 {
 func compare(args []string) int {
 	fs := flag.NewFlagSet("forkstat", flag.ContinueOnError)
 	runs := fs.Int("runs", 3, "runs of each storm (the table gives medians)")
+	attempts := fs.Int("attempts", 0, "give up on a storm after this many attempts swamped by other programs (default 3 × runs)")
 	storms := fs.String("storms", "fork:20000,threads:20000,exec:6000", "storms to run, as kind:count (kinds: fork, threads, exec)")
 	program := fs.String("program", "/bin/true", "the program the exec storm runs")
 	procmon := fs.String("procmon", "", "procmon binary (default: built from ../examples/procmon)")
@@ -165,7 +166,7 @@ func compare(args []string) int {
 			want = uint64(3 * n)
 		}
 		for run, attempt := 1, 1; run <= *runs; attempt++ {
-			if attempt > 3**runs {
+			if attempt > max(*attempts, 3**runs) {
 				fmt.Fprintf(os.Stderr, "forkstat comparison: %s: other programs' process events swamped %d attempts; measure on a quieter machine\n", spec, attempt-1)
 				return 1
 			}
