@@ -295,20 +295,9 @@ func TestClose(t *testing.T) {
 func TestEvents(t *testing.T) {
 	k := cntest.New(nil)
 	a := w1test.New(k)
-	c, err := k.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := w1.NewConn(c, nil)
+	c := joinEvents(t, k)
+	w, events := eventConn(t, c)
 	defer w.Close()
-	events := make(chan w1.Event, 16)
-	w.Mux().Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) {
-		if err != nil {
-			t.Error(err)
-		}
-		events <- e
-	}))
 	m := a.AddMaster()
 	s := w1.NewSlaveID(0x28, 1)
 	if err := w.AddSlave(ctxT(t), m, s); err != nil {
@@ -333,14 +322,56 @@ func TestEvents(t *testing.T) {
 	}
 }
 
-func TestWatch(t *testing.T) {
-	k := cntest.New(nil)
-	a := w1test.New(k)
+// joinEvents returns a socket on k joined to group 3, closed when the test
+// ends.
+func joinEvents(t *testing.T, k *cntest.Kernel) *connector.Conn {
+	t.Helper()
 	c, err := k.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// watchNoAgent checks that Watch on c (nil: a socket of its own) yields one
+// error matching ErrNoAgent and ends, well before its context's deadline.
+func watchNoAgent(t *testing.T, c *connector.Conn) {
+	t.Helper()
+	var errs []error
+	for e, err := range w1.Watch(ctxT(t), c) {
+		if err == nil {
+			t.Fatalf("Watch without the w1 agent: event %v", e)
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], connector.ErrNoAgent) {
+		t.Fatalf("Watch without the w1 agent: errors %v, want one matching ErrNoAgent", errs)
+	}
+	t.Logf("Watch without the w1 agent: %v", errs[0])
+}
+
+// eventConn returns a w1 Conn on c, which must have joined group 3, whose
+// Mux routes each notification to the channel (an undecodable one fails the
+// test). The caller closes the Conn.
+func eventConn(t *testing.T, c *connector.Conn) (*w1.Conn, <-chan w1.Event) {
+	t.Helper()
+	w := w1.NewConn(c, nil)
+	events := make(chan w1.Event, 16)
+	w.Mux().Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) {
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		events <- e
+	}))
+	return w, events
+}
+
+func TestWatch(t *testing.T) {
+	k := cntest.New(nil)
+	a := w1test.New(k)
+	c := joinEvents(t, k)
 	a.AddMaster()
 	a.AddMaster()
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -369,21 +400,8 @@ func TestWatch(t *testing.T) {
 // than wait for notifications that would never come.
 func TestWatchNoAgent(t *testing.T) {
 	k := cntest.New(nil)
-	c, err := k.Dial(&connector.Config{Groups: []connector.Group{w1.Group}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var errs []error
-	for e, err := range w1.Watch(ctxT(t), c) {
-		if err == nil {
-			t.Fatalf("event %v without a w1 agent", e)
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) != 1 || !errors.Is(errs[0], connector.ErrNoAgent) {
-		t.Fatalf("errors %v, want one matching ErrNoAgent", errs)
-	}
+	c := joinEvents(t, k)
+	watchNoAgent(t, c)
 	// With the agent registered, the same Conn watches.
 	a := w1test.New(k)
 	a.AddMaster()

@@ -209,6 +209,9 @@ func statuses(req connector.Message, recs []rawRecord) int {
 	return n
 }
 
+// encode packs msgs as one request payload. Deliberate repeat of payload in
+// w1/w1test's tests: test packages cannot share a helper, and package w1
+// has no exported multi-message encoder to call.
 func encode(t *testing.T, msgs ...w1.Msg) []byte {
 	var b []byte
 	for _, m := range msgs {
@@ -709,16 +712,8 @@ func TestIntegrationZMasterRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ev.Close()
-	w := w1.NewConn(ev, nil)
+	w, events := eventConn(t, ev)
 	defer w.Close()
-	events := make(chan w1.Event, 16)
-	w.Mux().Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) {
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		events <- e
-	}))
 	if err := b.Remove(); err != nil {
 		t.Fatal(err)
 	}
@@ -769,7 +764,7 @@ func TestIntegrationZZNoAgent(t *testing.T) {
 		t.Errorf("ErrNoAgent took %v", d)
 	}
 	t.Logf("without wire.ko: %v", err)
-	watchNoAgent(t)
+	watchNoAgent(t, nil)
 }
 
 // TestIntegrationWatchNoAgent runs where the kernel has no w1 agent (the
@@ -782,22 +777,5 @@ func TestIntegrationWatchNoAgent(t *testing.T) {
 	case slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == w1.ID }):
 		t.Skip("the w1 agent is registered: TestIntegrationZZNoAgent checks this after unloading wire.ko")
 	}
-	watchNoAgent(t)
-}
-
-// watchNoAgent checks that Watch, on a socket of its own, yields one error
-// matching ErrNoAgent and ends, well before its context's deadline.
-func watchNoAgent(t *testing.T) {
-	t.Helper()
-	var errs []error
-	for e, err := range w1.Watch(ctx10(t), nil) {
-		if err == nil {
-			t.Fatalf("Watch without the w1 agent: event %v", e)
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) != 1 || !errors.Is(errs[0], connector.ErrNoAgent) {
-		t.Fatalf("Watch without the w1 agent: errors %v, want one matching ErrNoAgent", errs)
-	}
-	t.Logf("Watch without the w1 agent: %v", errs[0])
+	watchNoAgent(t, nil)
 }

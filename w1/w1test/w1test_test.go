@@ -55,6 +55,8 @@ func setup(t *testing.T) (*cntest.Kernel, *w1test.Agent, *connector.Conn) {
 	return k, a, c
 }
 
+// payload packs msgs as one request payload. Deliberate repeat of encode in
+// package w1's integration tests: test packages cannot share a helper.
 func payload(t *testing.T, msgs ...w1.Msg) []byte {
 	var b []byte
 	for _, m := range msgs {
