@@ -809,17 +809,7 @@ func TestIntegrationNamespaces(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := helperCmd(t, "nslisten")
 			cmd.SysProcAttr = tc.attr
-			out, err := cmd.Output()
-			if err != nil {
-				var ee *exec.ExitError
-				if errors.As(err, &ee) {
-					t.Fatalf("helper failed: %v: %s", err, ee.Stderr)
-				}
-				if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
-					t.Skipf("cannot create a %s namespace here: %v", tc.name, err)
-				}
-				t.Fatal(err)
-			}
+			out := outputInNS(t, cmd, "a "+tc.name+" namespace")
 			if got := string(out); got != "ErrNamespace\n" {
 				t.Errorf("Listen in a new %s namespace: %q, want ErrNamespace", tc.name, got)
 			}
@@ -832,17 +822,7 @@ func TestIntegrationNamespaces(t *testing.T) {
 	t.Run("pid with a fake /proc", func(t *testing.T) {
 		cmd := helperCmd(t, "nslisten-fakeproc")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
-		out, err := cmd.Output()
-		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				t.Fatalf("helper failed: %v: %s", err, ee.Stderr)
-			}
-			if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
-				t.Skipf("privilege missing: cannot create PID and mount namespaces here: %v", err)
-			}
-			t.Fatal(err)
-		}
+		out := outputInNS(t, cmd, "PID and mount namespaces")
 		got := strings.TrimSpace(string(out))
 		if testutil.KernelAtLeast(t, 6, 11) {
 			var ms int
@@ -855,6 +835,26 @@ func TestIntegrationNamespaces(t *testing.T) {
 			t.Errorf("Listen in a PID namespace with a fake /proc before 6.11: %q, want ErrNoAck saying what could not be determined", got)
 		}
 	})
+}
+
+// outputInNS runs cmd, whose SysProcAttr creates namespaces (what names
+// them), and returns its stdout. It skips the test when the namespaces
+// cannot be created here (EPERM, EINVAL, ENOSPC) and fails it when the
+// helper fails.
+func outputInNS(t *testing.T, cmd *exec.Cmd, what string) []byte {
+	t.Helper()
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("helper failed: %v: %s", err, ee.Stderr)
+		}
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
+			t.Skipf("privilege missing: cannot create %s here: %v", what, err)
+		}
+		t.Fatal(err)
+	}
+	return out
 }
 
 // Snapshot lists while processes start and exit around it: a process

@@ -78,25 +78,20 @@ var errVanished = errors.New("the file was empty: the process exited while it wa
 
 func readProcess(dir string, readFile func(string) ([]byte, error)) (Process, error) {
 	var p Process
-	stat, err := readFile(dir + "/stat")
-	if err != nil {
-		return p, err
-	}
-	if len(stat) == 0 {
-		return p, errVanished
-	}
-	if err := parseStat(stat, &p); err != nil {
-		return p, err
-	}
-	status, err := readFile(dir + "/status")
-	if err != nil {
-		return p, err
-	}
-	if len(status) == 0 {
-		return p, errVanished
-	}
-	if err := parseStatus(status, &p); err != nil {
-		return p, err
+	for _, f := range [...]struct {
+		name  string
+		parse func([]byte, *Process) error
+	}{{"stat", parseStat}, {"status", parseStatus}} {
+		b, err := readFile(dir + "/" + f.name)
+		if err != nil {
+			return p, err
+		}
+		if len(b) == 0 {
+			return p, errVanished
+		}
+		if err := f.parse(b, &p); err != nil {
+			return p, err
+		}
 	}
 	return p, nil
 }
