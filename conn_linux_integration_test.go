@@ -501,12 +501,7 @@ func closeUnblocksSend(t *testing.T, tx, rx *connector.Conn, waitFrame string) {
 	if err := tx.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		errorsIsAll(t, err, connector.ErrClosed)
-	case <-time.After(promptly):
-		t.Fatalf("SendTo still blocked %v after Close", promptly)
-	}
+	awaitErr(t, done, promptly, connector.ErrClosed, "SendTo ended by Close")
 }
 
 // stackHas reports whether one goroutine's stack contains every part.

@@ -195,14 +195,7 @@ func TestWriteDeadline(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, connector.ErrClosed) {
-			t.Errorf("SendTo ended by Close: %v, want ErrClosed", err)
-		}
-	case <-time.After(fakeWait):
-		t.Fatal("Close did not end a waiting SendTo")
-	}
+	awaitErr(t, done, fakeWait, connector.ErrClosed, "SendTo ended by Close")
 	if q := k.Queued(b.PortID()); q != 1 {
 		t.Errorf("receiver has %d datagrams, want only the first", q)
 	}

@@ -35,13 +35,8 @@ func TestIntegrationFlush(t *testing.T) {
 			if err := rx.Flush(); err != nil {
 				t.Fatalf("Flush: %v", err)
 			}
-			select {
-			case err := <-errc:
-				if !errors.Is(err, connector.ErrFlushed) {
-					t.Fatalf("blocked receive after Flush = %v, want ErrFlushed", err)
-				}
-			case <-time.After(promptly):
-				t.Fatalf("Flush did not wake the blocked receive within %v", promptly)
+			if !errors.Is(awaitErr(t, errc, promptly, connector.ErrFlushed, "blocked receive woken by Flush"), connector.ErrFlushed) {
+				t.FailNow()
 			}
 			t.Logf("Flush woke the blocked receive in %v", time.Since(start))
 

@@ -185,14 +185,7 @@ func TestFlushWakesEveryReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range n {
-		select {
-		case err := <-errc:
-			if !errors.Is(err, connector.ErrFlushed) {
-				t.Errorf("Next = %v, want ErrFlushed", err)
-			}
-		case <-time.After(fakeWait):
-			t.Fatal("a Reader was not woken")
-		}
+		awaitErr(t, errc, fakeWait, connector.ErrFlushed, "Next woken by Flush")
 	}
 }
 

@@ -169,14 +169,7 @@ func TestIntegrationKernelWaitFlush(t *testing.T) {
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, connector.ErrFlushed) {
-			t.Fatalf("Next after Flush: %v, want ErrFlushed", err)
-		}
-	case <-time.After(promptly):
-		t.Fatalf("Next still blocked %v after Flush", promptly)
-	}
+	awaitErr(t, done, promptly, connector.ErrFlushed, "Next woken by Flush")
 }
 
 func TestIntegrationKernelWaitClose(t *testing.T) {

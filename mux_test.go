@@ -292,14 +292,7 @@ func TestServeStops(t *testing.T) {
 			t.Fatal("Serve never waited for a message")
 		}
 		cancel()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Serve returned %v, want context.Canceled", err)
-			}
-		case <-time.After(testTimeout):
-			t.Fatal("Serve did not return after cancel")
-		}
+		awaitErr(t, done, testTimeout, context.Canceled, "Serve ended by cancel")
 		// The Conn is usable afterwards: no read deadline is left behind.
 		peer := dialT(t, k)
 		if err := peer.SendTo(c.PortID(), connector.Message{ID: idA}); err != nil {
@@ -322,14 +315,7 @@ func TestServeStops(t *testing.T) {
 			t.Fatal("Serve never waited for a message")
 		}
 		c.Close()
-		select {
-		case err := <-done:
-			if !errors.Is(err, connector.ErrClosed) {
-				t.Errorf("Serve returned %v, want ErrClosed", err)
-			}
-		case <-time.After(testTimeout):
-			t.Fatal("Serve did not return after Close")
-		}
+		awaitErr(t, done, testTimeout, connector.ErrClosed, "Serve ended by Close")
 	})
 	t.Run("second serve", func(t *testing.T) {
 		k := newKernel()
