@@ -148,42 +148,46 @@ func TestIntegrationReaderBatches(t *testing.T) {
 	}
 }
 
+// eachRawTier runs f as a subtest for each receive tier, with a fresh
+// receiver, the tier's source on it, a raw sender and a fresh test id.
+func eachRawTier(t *testing.T, f func(t *testing.T, rx *connector.Conn, src source, p *rawPeer, id connector.CBID)) {
+	for _, tier := range tiers {
+		t.Run(tier.name, func(t *testing.T) {
+			rx := dial(t, nil)
+			f(t, rx, tier.open(t, rx), newRawPeer(t), testID())
+		})
+	}
+}
+
 // TestIntegrationBundles sends datagrams packing several messages, the way
 // w1 bundles replies and ucon.c pads them, and expects every message.
 func TestIntegrationBundles(t *testing.T) {
 	requirePrivileged(t)
-	for _, tier := range tiers {
-		t.Run(tier.name, func(t *testing.T) {
-			rx := dial(t, nil)
-			src := tier.open(t, rx)
-			p := newRawPeer(t)
-			id := testID()
+	eachRawTier(t, func(t *testing.T, rx *connector.Conn, src source, p *rawPeer, id connector.CBID) {
+		// Two netlink messages in one datagram, the first padded to 4 bytes.
+		first := nlmsg(-1, cnmsg(id, 1, -1, []byte("one")))
+		first = append(first, 0) // NLMSG_ALIGN padding
+		p.sendTo(t, rx.PortID(), append(first, nlmsg(-1, cnmsg(id, 2, -1, []byte("two")))...))
+		// Two cn_msg records back to back in one netlink message (w1).
+		p.sendTo(t, rx.PortID(), nlmsg(-1, append(cnmsg(id, 3, -1, []byte("three")), cnmsg(id, 4, -1, nil)...)))
+		// nlmsg_len rounded up as samples/connector/ucon.c does: the
+		// padding lies inside the netlink message.
+		p.sendTo(t, rx.PortID(), nlmsg(-1, append(cnmsg(id, 5, -1, []byte("fives")), 0, 0, 0)))
 
-			// Two netlink messages in one datagram, the first padded to 4 bytes.
-			first := nlmsg(-1, cnmsg(id, 1, -1, []byte("one")))
-			first = append(first, 0) // NLMSG_ALIGN padding
-			p.sendTo(t, rx.PortID(), append(first, nlmsg(-1, cnmsg(id, 2, -1, []byte("two")))...))
-			// Two cn_msg records back to back in one netlink message (w1).
-			p.sendTo(t, rx.PortID(), nlmsg(-1, append(cnmsg(id, 3, -1, []byte("three")), cnmsg(id, 4, -1, nil)...)))
-			// nlmsg_len rounded up as samples/connector/ucon.c does: the
-			// padding lies inside the netlink message.
-			p.sendTo(t, rx.PortID(), nlmsg(-1, append(cnmsg(id, 5, -1, []byte("fives")), 0, 0, 0)))
-
-			want := []string{"one", "two", "three", "", "fives"}
-			for i, w := range want {
-				m, from := nextWith(t, src, withID(id))
-				if m.Seq != uint32(i+1) || string(m.Data) != w {
-					t.Errorf("message %d: seq %d data %q, want seq %d data %q", i, m.Seq, m.Data, i+1, w)
-				}
-				if from.Port != p.port {
-					t.Errorf("message %d: sender %v, want port %d", i, from, p.port)
-				}
+		want := []string{"one", "two", "three", "", "fives"}
+		for i, w := range want {
+			m, from := nextWith(t, src, withID(id))
+			if m.Seq != uint32(i+1) || string(m.Data) != w {
+				t.Errorf("message %d: seq %d data %q, want seq %d data %q", i, m.Seq, m.Data, i+1, w)
 			}
-			if st := rx.Stats(); st.Datagrams != 3 || st.Messages != 5 || st.Malformed != 0 {
-				t.Errorf("Stats = %+v, want 3 datagrams, 5 messages, nothing malformed", st)
+			if from.Port != p.port {
+				t.Errorf("message %d: sender %v, want port %d", i, from, p.port)
 			}
-		})
-	}
+		}
+		if st := rx.Stats(); st.Datagrams != 3 || st.Messages != 5 || st.Malformed != 0 {
+			t.Errorf("Stats = %+v, want 3 datagrams, 5 messages, nothing malformed", st)
+		}
+	})
 }
 
 // TestIntegrationProcListen does the proc connector's LISTEN/ack round trip
@@ -622,66 +626,60 @@ func (s inspectSource) next() (connector.Message, connector.Sender, error) {
 
 func TestIntegrationMalformed(t *testing.T) {
 	requirePrivileged(t)
-	for _, tier := range tiers {
-		t.Run(tier.name, func(t *testing.T) {
-			rx := dial(t, nil)
-			src := tier.open(t, rx)
-			p := newRawPeer(t)
-			id := testID()
-			good := func(seq uint32) []byte { return nlmsg(-1, cnmsg(id, seq, -1, []byte("good"))) }
-			cases := []struct {
-				name      string
-				dgram     []byte
-				reason    string
-				goodFirst bool // a valid message precedes the bad bytes
-			}{
-				{"cn_msg len larger than its data", nlmsg(-1, cnmsg(id, 1, 100, []byte("four"))),
-					"header len 100 is larger than the 4 payload bytes", false},
-				{"cn_msg len beyond CONNECTOR_MAX_MSG_SIZE", nlmsg(-1, cnmsg(id, 1, 20000, make([]byte, 20000))),
-					"header len 20000 exceeds the connector's limit of 16384", false},
-				{"nlmsg_len larger than the datagram", nlmsg(200, cnmsg(id, 1, -1, []byte("four"))),
-					"netlink length 200 is larger than the 40 bytes", false},
-				{"nlmsg_len shorter than the headers", nlmsg(20, cnmsg(id, 1, -1, []byte("four"))),
-					"netlink length 20 leaves no room for the 20-byte cn_msg header", false},
-				{"truncated cn_msg header", nlmsg(-1, make([]byte, 10)),
-					"netlink length 26 leaves no room", false},
-				{"truncated netlink header", []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
-					"10 bytes are too short for the 16-byte netlink header", false},
-				{"garbage after the netlink message", append(good(1), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
-					"7 bytes are too short for the 16-byte netlink header", true},
-				{"garbage after the cn_msg", nlmsg(-1, append(cnmsg(id, 1, -1, []byte("good")), 0xee, 0xee, 0xee, 0xee, 0xee)),
-					"5 bytes are too short for the 20-byte cn_msg header", true},
-				{"non-zero padding", append(good(1), 0, 7),
-					"2 bytes are too short for the 16-byte netlink header", true},
-			}
-			for i, tc := range cases {
-				before := rx.Stats().Malformed
-				p.sendTo(t, rx.PortID(), tc.dgram)
-				p.sendTo(t, rx.PortID(), good(1000+uint32(i)))
-				if tc.goodFirst {
-					if m, _ := nextWith(t, src, withID(id)); m.Seq != 1 || string(m.Data) != "good" {
-						t.Errorf("%s: the valid message before the bad bytes: seq %d %q", tc.name, m.Seq, m.Data)
-					}
-				}
-				from, err := nextErr(t, src, id)
-				errorsIsAll(t, err, connector.ErrMalformed)
-				mustContain(t, err, "malformed", tc.reason, fmt.Sprintf("port %d", p.port))
-				var me *connector.MessageError
-				if !errors.As(err, &me) || !me.HasSender || me.Sender.Port != p.port {
-					t.Errorf("%s: error %v does not carry the sender port %d as a *MessageError", tc.name, err, p.port)
-				}
-				if from.Port != p.port {
-					t.Errorf("%s: sender %v, want port %d", tc.name, from, p.port)
-				}
-				if m, _ := nextWith(t, src, withID(id)); m.Seq != 1000+uint32(i) {
-					t.Errorf("%s: next message seq %d, want %d", tc.name, m.Seq, 1000+i)
-				}
-				if got := rx.Stats().Malformed; got != before+1 {
-					t.Errorf("%s: Stats.Malformed %d -> %d, want +1", tc.name, before, got)
+	eachRawTier(t, func(t *testing.T, rx *connector.Conn, src source, p *rawPeer, id connector.CBID) {
+		good := func(seq uint32) []byte { return nlmsg(-1, cnmsg(id, seq, -1, []byte("good"))) }
+		cases := []struct {
+			name      string
+			dgram     []byte
+			reason    string
+			goodFirst bool // a valid message precedes the bad bytes
+		}{
+			{"cn_msg len larger than its data", nlmsg(-1, cnmsg(id, 1, 100, []byte("four"))),
+				"header len 100 is larger than the 4 payload bytes", false},
+			{"cn_msg len beyond CONNECTOR_MAX_MSG_SIZE", nlmsg(-1, cnmsg(id, 1, 20000, make([]byte, 20000))),
+				"header len 20000 exceeds the connector's limit of 16384", false},
+			{"nlmsg_len larger than the datagram", nlmsg(200, cnmsg(id, 1, -1, []byte("four"))),
+				"netlink length 200 is larger than the 40 bytes", false},
+			{"nlmsg_len shorter than the headers", nlmsg(20, cnmsg(id, 1, -1, []byte("four"))),
+				"netlink length 20 leaves no room for the 20-byte cn_msg header", false},
+			{"truncated cn_msg header", nlmsg(-1, make([]byte, 10)),
+				"netlink length 26 leaves no room", false},
+			{"truncated netlink header", []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+				"10 bytes are too short for the 16-byte netlink header", false},
+			{"garbage after the netlink message", append(good(1), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
+				"7 bytes are too short for the 16-byte netlink header", true},
+			{"garbage after the cn_msg", nlmsg(-1, append(cnmsg(id, 1, -1, []byte("good")), 0xee, 0xee, 0xee, 0xee, 0xee)),
+				"5 bytes are too short for the 20-byte cn_msg header", true},
+			{"non-zero padding", append(good(1), 0, 7),
+				"2 bytes are too short for the 16-byte netlink header", true},
+		}
+		for i, tc := range cases {
+			before := rx.Stats().Malformed
+			p.sendTo(t, rx.PortID(), tc.dgram)
+			p.sendTo(t, rx.PortID(), good(1000+uint32(i)))
+			if tc.goodFirst {
+				if m, _ := nextWith(t, src, withID(id)); m.Seq != 1 || string(m.Data) != "good" {
+					t.Errorf("%s: the valid message before the bad bytes: seq %d %q", tc.name, m.Seq, m.Data)
 				}
 			}
-		})
-	}
+			from, err := nextErr(t, src, id)
+			errorsIsAll(t, err, connector.ErrMalformed)
+			mustContain(t, err, "malformed", tc.reason, fmt.Sprintf("port %d", p.port))
+			var me *connector.MessageError
+			if !errors.As(err, &me) || !me.HasSender || me.Sender.Port != p.port {
+				t.Errorf("%s: error %v does not carry the sender port %d as a *MessageError", tc.name, err, p.port)
+			}
+			if from.Port != p.port {
+				t.Errorf("%s: sender %v, want port %d", tc.name, from, p.port)
+			}
+			if m, _ := nextWith(t, src, withID(id)); m.Seq != 1000+uint32(i) {
+				t.Errorf("%s: next message seq %d, want %d", tc.name, m.Seq, 1000+i)
+			}
+			if got := rx.Stats().Malformed; got != before+1 {
+				t.Errorf("%s: Stats.Malformed %d -> %d, want +1", tc.name, before, got)
+			}
+		}
+	})
 }
 
 func TestIntegrationTruncated(t *testing.T) {

@@ -76,16 +76,7 @@ func TestIntegrationDatagramMatchesKernel(t *testing.T) {
 		if sa.Pid != 0 || sa.Groups != 1 {
 			t.Errorf("ack came from port %d groups %#x; the fake says port 0, groups 0x1", sa.Pid, sa.Groups)
 		}
-		ne := binary.NativeEndian
-		m := connector.Message{
-			ID:    connector.CBID{Idx: ne.Uint32(real[16:]), Val: ne.Uint32(real[20:])},
-			Seq:   ne.Uint32(real[24:]),
-			Ack:   ne.Uint32(real[28:]),
-			Flags: ne.Uint16(real[34:]),
-		}
-		if l := 36 + int(ne.Uint16(real[32:])); l <= n {
-			m.Data = real[36:l]
-		}
+		m := cnMessage(binary.NativeEndian, real)
 		if fake := cntest.MustDatagram(m); !bytes.Equal(fake, real) {
 			t.Fatalf("the fake's datagram differs from the kernel's:\nfake   % x\nkernel % x", fake, real)
 		}

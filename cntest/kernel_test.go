@@ -150,20 +150,30 @@ func TestDatagramMatchesCapturedKernelBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Rebuild the message from the cn_msg fields and payload only.
-			le := binary.LittleEndian
-			m := connector.Message{
-				ID:    connector.CBID{Idx: le.Uint32(real[16:]), Val: le.Uint32(real[20:])},
-				Seq:   le.Uint32(real[24:]),
-				Ack:   le.Uint32(real[28:]),
-				Flags: le.Uint16(real[34:]),
-				Data:  real[36 : 36+int(le.Uint16(real[32:]))],
-			}
+			m := cnMessage(binary.LittleEndian, real)
 			got := cntest.MustDatagram(m)
 			if !bytes.Equal(got, real) {
 				t.Errorf("fake kernel datagram differs from the real one:\n got % x\nreal % x", got, real)
 			}
 		})
 	}
+}
+
+// cnMessage decodes the cn_msg of a one-message datagram (the nlmsghdr's 16
+// bytes, then the cn_msg) with code of the test's own, so that the fake's
+// encoder is checked against an independent reading of real kernel bytes.
+// Data is left empty when the cn_msg's len runs past the datagram.
+func cnMessage(bo binary.ByteOrder, b []byte) connector.Message {
+	m := connector.Message{
+		ID:    connector.CBID{Idx: bo.Uint32(b[16:]), Val: bo.Uint32(b[20:])},
+		Seq:   bo.Uint32(b[24:]),
+		Ack:   bo.Uint32(b[28:]),
+		Flags: bo.Uint16(b[34:]),
+	}
+	if end := 36 + int(bo.Uint16(b[32:])); end <= len(b) {
+		m.Data = b[36:end]
+	}
+	return m
 }
 
 func TestPortIDs(t *testing.T) {

@@ -60,6 +60,9 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unprivileged helper: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.Bytes())
 	}
+	// Deliberate repeat of w1's TestIntegrationUnprivileged (run the helper,
+	// read its "key: value" lines): the two packages' tests share no code
+	// but internal/testutil, which the CI owners keep.
 	got := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
