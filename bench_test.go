@@ -92,6 +92,13 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// reportPerMsg reports msgs/s (b.N messages over the timed wall time) and
+// cpu-ns/msg (cpu, the process's CPU time while timed, per message).
+func reportPerMsg(b *testing.B, cpu time.Duration) {
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
+}
+
 // receiveLoop measures recv, which must take one message, over b.N
 // messages queued by a peer in chunks. Only the receiving is timed, and
 // besides ns/op it reports msgs/s and cpu-ns/msg (CPU time of the process
@@ -116,8 +123,7 @@ func receiveLoop(b *testing.B, port uint32, dgram []byte, recv func()) {
 		cpu += cpuTime(b) - c0
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
+	reportPerMsg(b, cpu)
 }
 
 func BenchmarkReceive(b *testing.B) {
@@ -189,8 +195,7 @@ func sendLoop(b *testing.B, dgramLen int, send func() error) {
 	}
 	cpu := cpuTime(b) - c0
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
+	reportPerMsg(b, cpu)
 }
 
 func BenchmarkSend(b *testing.B) {

@@ -86,8 +86,7 @@ func BenchmarkDispatch(b *testing.B) {
 			if err := mx.Serve(ctx, rx, nil); !errors.Is(err, context.Canceled) || count != b.N {
 				b.Fatalf("Serve: %v after %d of %d messages", err, count, b.N)
 			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
+			reportPerMsg(b, cpu)
 		})
 	}
 }
