@@ -27,6 +27,8 @@ import (
 const fakeWait = 5 * time.Second
 
 // dialFake opens a Conn on the fake kernel, closed when the test ends.
+// dialFake and receiveFake are a deliberate repeat of dial and receive in
+// cntest's tests: test packages cannot share helpers.
 func dialFake(t testing.TB, k *cntest.Kernel, cfg *connector.Config) *connector.Conn {
 	t.Helper()
 	c, err := k.Dial(cfg)

@@ -22,6 +22,9 @@ import (
 // test instead of hanging it.
 const wait = 5 * time.Second
 
+// dial opens a Conn on k, closed when the test ends. dial and receive are
+// a deliberate repeat of dialFake and receiveFake in
+// package connector's tests: test packages cannot share helpers.
 func dial(t *testing.T, k *cntest.Kernel, cfg *connector.Config) *connector.Conn {
 	t.Helper()
 	c, err := k.Dial(cfg)
