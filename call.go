@@ -223,6 +223,9 @@ func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 				return nil
 			}
 		}
+		if c.isClosed() {
+			return &OpError{Op: "call", Err: errClosed}
+		}
 		if err := ctx.Err(); err != nil {
 			return &OpError{Op: "call", Err: fmt.Errorf("no reply from %v to %v (seq %d, ack %d): %w", to, req.ID, req.Seq, req.Ack, err)}
 		}
@@ -235,6 +238,7 @@ func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 			case <-p.notify:
 			case <-wait:
 			case <-ctx.Done():
+			case <-c.done:
 			}
 			continue
 		}
@@ -348,19 +352,29 @@ func (l *line) interruptOn(ctx context.Context) func() {
 }
 
 // rearm is called by a reader whose receive hit the deadline. If the reader
-// should stop (its ctx ended, or, for a leading call, a Serve waits), it
-// returns why; otherwise the wake-up was meant for an earlier reader, and it
-// clears the deadline so that the receive can block again.
+// should stop (the Conn is closed, its ctx ended, or, for a leading call, a
+// Serve waits), it returns why: errClosed, ctx.Err() or errYield; otherwise
+// the wake-up was meant for an earlier reader, and it clears the deadline so
+// that the receive can block again.
 func (l *line) rearm(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.c.isClosed() {
+		return errClosed
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if l.reader == readerCall && l.serveWant {
 		return errYield
 	}
-	return l.c.SetReadDeadline(time.Time{})
+	if err := l.c.SetReadDeadline(time.Time{}); err != nil {
+		if l.c.isClosed() {
+			return errClosed // closed meanwhile
+		}
+		return err
+	}
+	return nil
 }
 
 var errYield = errors.New("a Serve takes over reading")
@@ -477,7 +491,7 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 	stop := l.interruptOn(ctx)
 	defer stop()
 	if err := l.rearm(ctx); err != nil {
-		return nil
+		return stopReading(err)
 	}
 	for {
 		msgs, from, err := l.c.Receive()
@@ -511,8 +525,8 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 			case errors.Is(err, ErrClosed):
 				return ErrClosed
 			case errors.Is(err, os.ErrDeadlineExceeded):
-				if l.rearm(ctx) != nil {
-					return nil
+				if err := l.rearm(ctx); err != nil {
+					return stopReading(err)
 				}
 			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed), errors.Is(err, ErrFlushed):
 				// Counted in [Conn.Stats]; a lost reply shows as a timeout.
@@ -522,6 +536,17 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 			}
 		}
 	}
+}
+
+// stopReading turns why a leading call stops reading (rearm's error) into
+// readFor's result: nil when the caller goes on (its ctx ended, which it
+// reports itself, or a Serve takes over), the error when the call must end
+// (the Conn was closed).
+func stopReading(err error) error {
+	if errors.Is(err, errYield) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
 }
 
 // unmatchedLocked returns the handler for what a leading call reads that

@@ -522,3 +522,78 @@ func TestCallUnmatched(t *testing.T) {
 		t.Errorf("unmatched handler saw seqs %v, want 0 1 2", seen)
 	}
 }
+
+// TestCloseReleasesCalls checks Exchange's contract, "until ctx ends or c
+// is closed": Close ends every waiting call with ErrClosed, whoever reads
+// the Conn (a Serve, one of the calls, nobody yet), including a call made
+// from a Queue's goroutine, and leaves no goroutine behind.
+func TestCloseReleasesCalls(t *testing.T) {
+	for _, mode := range []string{"serve", "calls", "queue"} {
+		t.Run(mode, func(t *testing.T) {
+			testutil.CheckGoroutines(t, testTimeout)
+			k := newKernel()
+			a, err := k.Dial(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := dialT(t, k) // a peer that never answers
+			serveDone := make(chan error, 1)
+			var q *connector.Queue
+			const n = 3
+			results := make(chan error, n+1)
+			call := func(i int) {
+				// No deadline: only Close can end these calls.
+				_, _, err := connector.Call(context.Background(), a, connector.Message{ID: idA, Seq: uint32(i)}, connector.ToPort(b.PortID()), connector.MatchGenealogy)
+				results <- err
+			}
+			want := n
+			if mode != "calls" {
+				mx := connector.NewMux()
+				if mode == "queue" {
+					q = connector.NewQueue(connector.HandlerFunc(func(connector.Request) { call(n) }), 1, nil)
+					mx.Handle(idB, q)
+					want++
+				}
+				go func() { serveDone <- mx.Serve(context.Background(), a, nil) }()
+				if !k.WaitReceiving(a.PortID(), testTimeout) {
+					t.Fatal("Serve never read")
+				}
+			}
+			for i := range n {
+				go call(i)
+			}
+			if q != nil {
+				if err := b.SendTo(a.PortID(), connector.Message{ID: idB}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Every request has reached the peer: the calls are waiting.
+			for range want {
+				if _, _, err := b.Receive(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for range want {
+				select {
+				case err := <-results:
+					if !errors.Is(err, connector.ErrClosed) {
+						t.Errorf("call ended with %v, want ErrClosed", err)
+					}
+				case <-time.After(testTimeout):
+					t.Fatal("Close did not release a waiting call")
+				}
+			}
+			if mode != "calls" {
+				if err := <-serveDone; !errors.Is(err, connector.ErrClosed) {
+					t.Errorf("Serve returned %v, want ErrClosed", err)
+				}
+			}
+			if q != nil {
+				q.Close()
+			}
+		})
+	}
+}

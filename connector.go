@@ -105,6 +105,7 @@ type Conn struct {
 	t      transport.Transport
 	cfg    Config
 	closed atomic.Bool
+	done   chan struct{} // closed by Close: wakes the calls waiting on the Conn
 	port   uint32
 
 	batches sync.Pool        // *transport.Batch of cfg.BatchSize, for Readers
@@ -196,7 +197,7 @@ func checkBufferSize(what string, n int) error {
 
 // newConn sets up a Conn on an open transport; cfg has been checked.
 func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
-	c := &Conn{t: t, port: t.PortID(), cfg: *cfg}
+	c := &Conn{t: t, port: t.PortID(), cfg: *cfg, done: make(chan struct{})}
 	c.cfg.Groups = append([]Group(nil), cfg.Groups...)
 	if c.cfg.MessageBufferSize == 0 {
 		c.cfg.MessageBufferSize = DefaultMessageBufferSize
@@ -233,6 +234,7 @@ func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return &OpError{Op: "close", Err: errClosed}
 	}
+	close(c.done)
 	if err := c.t.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return &OpError{Op: "close", Err: err}
 	}

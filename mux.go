@@ -325,7 +325,7 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 				continue
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				if cerr := l.rearm(ctx); cerr != nil {
-					return &OpError{Op: "serve", Err: cerr}
+					return opErr("serve", cerr)
 				}
 				continue
 			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed):

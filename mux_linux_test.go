@@ -291,3 +291,42 @@ func TestIntegrationServeOverrun(t *testing.T) {
 		t.Errorf("Mux stats %+v, Conn stats %+v: the overrun is not counted", st, rx.Stats())
 	}
 }
+
+// TestIntegrationCloseReleasesCall is the user's report on the real kernel:
+// a Call waiting while Serve reads the same Conn, to a peer that never
+// answers, ends with ErrClosed when the Conn is closed, as Serve does.
+func TestIntegrationCloseReleasesCall(t *testing.T) {
+	requirePrivileged(t)
+	a, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := dialServe(t, nil)
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- connector.NewMux().Serve(context.Background(), a, nil) }()
+	callDone := make(chan error, 1)
+	go func() {
+		_, _, err := connector.Call(context.Background(), a, connector.Message{ID: testID(), Seq: 1, Ack: 7}, connector.ToPort(b.PortID()), connector.MatchGenealogy)
+		callDone <- err
+	}()
+	// The request reached the peer: the call is waiting for its reply.
+	if err := b.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for what, ch := range map[string]chan error{"Serve": serveDone, "Call": callDone} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, connector.ErrClosed) {
+				t.Errorf("%s returned %v, want ErrClosed", what, err)
+			}
+		case <-time.After(waitTimeout):
+			t.Errorf("%s still blocked after Close", what)
+		}
+	}
+}
