@@ -5,6 +5,7 @@ package connector
 import (
 	"errors"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -27,6 +28,17 @@ type sockTransport struct {
 	port uint32
 	ops  freeList[sendOp]
 	kw   *fdConn // with Config.KernelWait: the socket, off the poller (kernelwait_linux.go)
+
+	drops dropsOp
+}
+
+// dropsOp is the getsockopt(SO_MEMINFO) call of Drops, prebuilt so that a
+// read allocates nothing; mu serializes its users.
+type dropsOp struct {
+	mu  sync.Mutex
+	fn  func(fd uintptr)
+	v   uint64
+	err error
 }
 
 var _ transport.Transport = (*sockTransport)(nil)
@@ -46,6 +58,7 @@ func dial(cfg *Config, mask uint32) (transport.Transport, error) {
 	}
 	t := &sockTransport{nc: nc, rc: rc, port: nc.PID()}
 	t.ops.new = newSendOp
+	t.drops.fn = func(fd uintptr) { t.drops.v, t.drops.err = getDrops(int(fd)) }
 	// Blocking mode lets a sender wait in the kernel for room in a full
 	// unicast receiver (see SendWait); every other call passes
 	// MSG_DONTWAIT and stays non-blocking. The runtime poller keeps
@@ -286,6 +299,43 @@ func (t *sockTransport) SetBPF(filter []bpf.RawInstruction) error {
 }
 
 func (t *sockTransport) SyscallConn() (syscall.RawConn, error) { return t.rc, nil }
+
+// Drops reads sk_drops with getsockopt(SO_MEMINFO), which the kernel answers
+// for the socket itself, in whatever network namespace.
+func (t *sockTransport) Drops() (uint64, error) {
+	d := &t.drops
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.v, d.err = 0, nil
+	if err := t.rc.Control(d.fn); err != nil {
+		return 0, bare(err)
+	}
+	return d.v, d.err
+}
+
+// skMeminfoVars and skMeminfoDrops are SK_MEMINFO_VARS and SK_MEMINFO_DROPS
+// (include/uapi/linux/sock_diag.h): SO_MEMINFO returns an array of u32, the
+// drop counter at index 8 since Linux 4.7.
+const (
+	skMeminfoVars  = 9
+	skMeminfoDrops = 8
+)
+
+// getDrops returns the drop counter, or a bare errno; a kernel whose
+// SO_MEMINFO has no drop counter (before 4.7) gives ErrUnsupported.
+func getDrops(fd int) (uint64, error) {
+	var m [skMeminfoVars]uint32
+	l := uint32(unsafe.Sizeof(m))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&m[0])), uintptr(unsafe.Pointer(&l)), 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	if l < (skMeminfoDrops+1)*4 {
+		return 0, transport.ErrUnsupported
+	}
+	return uint64(m[skMeminfoDrops]), nil
+}
 
 func (t *sockTransport) Close() error {
 	if t.kw != nil {

@@ -1,6 +1,12 @@
 package connector
 
-import "sync/atomic"
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/cnlink/connector/internal/transport"
+)
 
 // Stats are a Conn's receive counters since Dial.
 type Stats struct {
@@ -35,4 +41,32 @@ func (c *Conn) Stats() Stats {
 		Malformed: n.malformed.Load(),
 		Foreign:   n.foreign.Load(),
 	}
+}
+
+// Drops returns the socket's drop counter: how many messages the kernel
+// dropped for this socket since it was opened because its receive queue was
+// full or congested (sk_drops, read with getsockopt SO_MEMINFO, Linux 4.7
+// and later; the Drops column of /proc/net/netlink). The kernel counts
+// every message lost to an overrun, including those dropped while the
+// socket stays congested after the one overrun it reports, and with
+// [Config.NoENOBUFS] set; datagrams a socket filter ([Conn.SetBPF])
+// rejects are not counted. A cntest socket keeps the same counter under
+// the same rules. Drops allocates nothing.
+//
+// After Close it fails with an error matching ErrClosed; on a kernel
+// without the counter in SO_MEMINFO (before 4.7) with one matching
+// ErrNotSupported.
+func (c *Conn) Drops() (uint64, error) {
+	const op = "drops"
+	if err := c.checkOpen(op); err != nil {
+		return 0, err
+	}
+	n, err := c.t.Drops()
+	if err != nil {
+		if errors.Is(err, transport.ErrUnsupported) {
+			return 0, &OpError{Op: op, Err: fmt.Errorf("%w: this kernel's SO_MEMINFO has no drop counter (Linux 4.7 and later have it)", ErrNotSupported)}
+		}
+		return 0, opErr(op, c.mapErr(err, op))
+	}
+	return n, nil
 }

@@ -532,6 +532,14 @@ func TestQueueOverflowAndCongestion(t *testing.T) {
 	if d := k.Drops(c.PortID()); d != 3 {
 		t.Errorf("Drops = %d, want 3", d)
 	}
+	// The Conn reads the same counter, as it reads sk_drops on the kernel.
+	if d, err := c.Drops(); d != 3 || err != nil {
+		t.Errorf("Conn.Drops = %d, %v; want 3", d, err)
+	}
+	c.Close()
+	if _, err := c.Drops(); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("Conn.Drops after Close: %v, want ErrClosed", err)
+	}
 }
 
 func TestNoENOBUFS(t *testing.T) {
@@ -554,6 +562,9 @@ func TestNoENOBUFS(t *testing.T) {
 	}
 	if d, s := k.Drops(c.PortID()), c.Stats(); d != 1 || s.Overruns != 0 {
 		t.Errorf("drops %d, overruns %d; want 1 and 0", d, s.Overruns)
+	}
+	if d, err := c.Drops(); d != 1 || err != nil {
+		t.Errorf("Conn.Drops = %d, %v; want 1: drops are counted with NoENOBUFS too", d, err)
 	}
 }
 
@@ -592,6 +603,9 @@ func TestUserspaceUnicastWaitsForRoom(t *testing.T) {
 	}
 	if d := k.Drops(b.PortID()); d != 0 {
 		t.Errorf("userspace unicast into a full queue counted %d drops; it must wait instead", d)
+	}
+	if d, err := b.Drops(); d != 0 || err != nil {
+		t.Errorf("Conn.Drops = %d, %v; a refused unicast is not a drop", d, err)
 	}
 	_ = a.SetWriteDeadline(time.Now().Add(wait))
 	done := make(chan error, 1)

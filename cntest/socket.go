@@ -226,6 +226,19 @@ func (s *socket) SetBPF([]bpf.RawInstruction) error { return transport.ErrUnsupp
 // descriptor.
 func (s *socket) SyscallConn() (syscall.RawConn, error) { return nil, transport.ErrUnsupported }
 
+// Drops returns the socket's drop counter (sk_drops), which follows the
+// kernel's rules: a message from the kernel or a multicast that finds the
+// queue full or congested is dropped and counted (netlink_overrun); a
+// userspace unicast is refused instead (Refused) and not counted.
+func (s *socket) Drops() (uint64, error) {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return 0, os.ErrClosed
+	}
+	return s.drops, nil
+}
+
 // Join implements transport.Transport (NETLINK_ADD_MEMBERSHIP).
 func (s *socket) Join(group uint32) error {
 	g := connector.Group(group)

@@ -247,18 +247,18 @@ func (l *Listener) SetReadBuffer(bytes int) error { return l.c.SetReadBuffer(byt
 func (l *Listener) ReadBuffer() (int, error) { return l.c.ReadBuffer() }
 
 // Drops returns the kernel's count of messages dropped because this
-// Listener's receive buffer was full, read from the socket itself
-// (SO_MEMINFO, SK_MEMINFO_DROPS; Linux 4.7 and later), so it is right in
-// any namespace. It counts losses in every mode, including
-// ModeKernelFilter where sequence gaps cannot, but only as a total since
-// the socket was opened. After Close it fails with an error matching
-// connector.ErrClosed; on a Conn without a socket (a cntest fake) with one
-// matching connector.ErrNotSupported.
+// Listener's receive buffer was full: the Conn's drop counter
+// ([connector.Conn.Drops]: sk_drops, read from the socket itself with
+// SO_MEMINFO, Linux 4.7 and later), so it is right in any namespace; on a
+// cntest Conn, the fake kernel's count under the same rules. It counts
+// losses in every mode, including ModeKernelFilter where sequence gaps
+// cannot, but only as a total since the socket was opened. After Close it
+// fails with an error matching connector.ErrClosed.
 func (l *Listener) Drops() (uint64, error) {
 	if l.closed.Load() {
 		return 0, fmt.Errorf("proc: drops: %w", connector.ErrClosed)
 	}
-	n, err := socketDrops(l.c)
+	n, err := l.c.Drops()
 	if err != nil {
 		return 0, wrapErr("drops", err)
 	}

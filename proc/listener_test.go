@@ -374,7 +374,6 @@ func TestAckFlood(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		proc.SetDropCounter(l, func() (uint64, error) { return f.k.Drops(c.PortID()), nil })
 		flooder, err := f.k.DialUnprivileged(&connector.Config{})
 		if err != nil {
 			t.Fatal(err)
@@ -488,7 +487,6 @@ func TestNextLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc.SetDropCounter(l, func() (uint64, error) { return f.k.Drops(c.PortID()), nil })
 	other := f.dial(t, 4)
 	defer other.Close()
 	f.a.SetSeq(1, 0xFFFFFFFD) // wraps during the test
@@ -842,7 +840,6 @@ func TestNextAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Gaps make Next read the drop counter; that must not allocate either.
-	proc.SetDropCounter(l, func() (uint64, error) { return f.k.Drops(c.PortID()), nil })
 	const runs = 200
 	for i := range runs + 1 {
 		if i%50 == 7 {

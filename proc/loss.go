@@ -46,9 +46,7 @@ func (lc *lossCounter) init(c *connector.Conn, mode Mode, exact bool) {
 	if exact {
 		return
 	}
-	if d, err := newDropReader(c); err == nil {
-		lc.setDrops(d.read)
-	}
+	lc.setDrops(c.Drops) // left nil where the Conn has no drop counter
 }
 
 // setDrops sets the drop counter and its baseline.

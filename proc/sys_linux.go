@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
-	"unsafe"
 
 	"github.com/cnlink/connector"
 	"golang.org/x/sys/unix"
@@ -127,62 +125,4 @@ func checkNamespaces() error {
 func namespaceUnknown() string {
 	_, unknown := nsEvidence()
 	return unknown
-}
-
-// socketDrops returns the socket's drop counter.
-func socketDrops(c *connector.Conn) (uint64, error) {
-	d, err := newDropReader(c)
-	if err != nil {
-		return 0, err
-	}
-	return d.read()
-}
-
-// A dropReader reads a socket's drop counter (sk_drops) with
-// getsockopt(SO_MEMINFO), which the kernel answers for the socket itself,
-// in whatever namespace. It allocates nothing per read.
-type dropReader struct {
-	rc  syscall.RawConn
-	fn  func(fd uintptr)
-	v   uint64
-	err error
-}
-
-func newDropReader(c *connector.Conn) (*dropReader, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	d := &dropReader{rc: rc}
-	d.fn = func(fd uintptr) { d.v, d.err = getDrops(int(fd)) }
-	return d, nil
-}
-
-func (d *dropReader) read() (uint64, error) {
-	if err := d.rc.Control(d.fn); err != nil {
-		return 0, err
-	}
-	return d.v, d.err
-}
-
-// skMeminfoVars and skMeminfoDrops are SK_MEMINFO_VARS and SK_MEMINFO_DROPS
-// (include/uapi/linux/sock_diag.h): SO_MEMINFO returns an array of u32, the
-// drop counter at index 8 since Linux 4.7.
-const (
-	skMeminfoVars  = 9
-	skMeminfoDrops = 8
-)
-
-func getDrops(fd int) (uint64, error) {
-	var m [skMeminfoVars]uint32
-	l := uint32(unsafe.Sizeof(m))
-	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
-		uintptr(unsafe.Pointer(&m[0])), uintptr(unsafe.Pointer(&l)), 0)
-	if errno != 0 {
-		return 0, fmt.Errorf("getsockopt SO_MEMINFO: %w", errno)
-	}
-	if l < (skMeminfoDrops+1)*4 {
-		return 0, fmt.Errorf("getsockopt SO_MEMINFO returned %d bytes, without the drop counter (Linux 4.7 and later): %w", l, connector.ErrNotSupported)
-	}
-	return uint64(m[skMeminfoDrops]), nil
 }

@@ -104,6 +104,11 @@ type Transport interface {
 	// SetBPF attaches a classic BPF socket filter; an empty filter
 	// detaches the current one. The caller has checked the length.
 	SetBPF(filter []bpf.RawInstruction) error
+	// Drops returns the socket's drop counter (sk_drops): how many
+	// datagrams were dropped for it since it was opened because its
+	// receive queue was full or congested (netlink_overrun). Datagrams a
+	// socket filter rejects are not counted.
+	Drops() (uint64, error)
 	// SyscallConn returns the socket's file descriptor.
 	SyscallConn() (syscall.RawConn, error)
 

@@ -30,6 +30,27 @@
 // Tests can make acknowledgements fail (SetAckError), lose them to a buffer
 // overrun (DropAcks), and lose events on a CPU (Lose, Drop).
 //
+// # Testing loss
+//
+// A proc.Listener reports loss on the fake exactly as on the kernel, in
+// every mode, because it reads the socket's drop counter through
+// connector.Conn.Drops, which a cntest socket keeps under the kernel's rules
+// (sk_drops):
+//
+//   - Drop(cpu, n) loses n events to a full receive buffer: the Listener
+//     delivers a KindLost record with CPU CPUUnknown and Lost 0 for the
+//     overrun (unless NoENOBUFS), then, with the next event from cpu, a
+//     KindLost record with that CPU and Lost n; Stats.Lost and
+//     Listener.Drops say n. Emit that next event once the Listener has read
+//     what was queued: until its queue drains, a congested socket drops
+//     every event, as the kernel's does.
+//   - Lose(cpu, n) loses n events before any socket (the kernel's
+//     GFP_NOWAIT allocation failure): nothing is counted, so on Linux 6.6
+//     and later (the default) no KindLost record follows, in any mode, as
+//     on the kernel; with Options.Legacy the Listener sees every message
+//     (a cntest socket takes no BPF filter), and the sequence gap yields a
+//     KindLost record with Lost n.
+//
 // An Agent is safe for concurrent use.
 package proctest
 
@@ -403,6 +424,8 @@ func (a *Agent) EmitPayload(cpu uint32, payload []byte) (seq uint32, queued int,
 // Lose generates n events on cpu that never reach any socket, as when the
 // kernel fails to allocate them (GFP_NOWAIT): their sequence numbers are
 // consumed, nothing is queued, no drop is counted and no overrun reported.
+// Only a Listener that receives every message (Options.Legacy) can count
+// them; see "Testing loss" in the package documentation.
 func (a *Agent) Lose(cpu, n uint32) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -413,9 +436,11 @@ func (a *Agent) Lose(cpu, n uint32) {
 }
 
 // Drop generates n events on cpu that every group-1 member loses to a full
-// receive buffer (events every member's filter would have passed): their sequence numbers are consumed, each member's drop
-// counter rises by n, and each member gets an overrun (ENOBUFS, unless it
-// set NoENOBUFS).
+// receive buffer (events every member's filter would have passed): their
+// sequence numbers are consumed, each member's drop counter
+// (connector.Conn.Drops) rises by n, and each member gets an overrun
+// (ENOBUFS, unless it set NoENOBUFS) and stays congested until it has read
+// its queue. See "Testing loss" in the package documentation.
 func (a *Agent) Drop(cpu, n uint32) {
 	a.mu.Lock()
 	if a.listeners < 1 {

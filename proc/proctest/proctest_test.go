@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"testing"
+	"time"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
@@ -279,5 +280,100 @@ func TestLoss(t *testing.T) {
 	seq, _, _ := a.Emit(proc.Event{Kind: proc.KindExec})
 	if seq != 5 {
 		t.Errorf("next sequence number %d, want 5", seq)
+	}
+}
+
+// TestListenerLoss checks that a Listener on the fake reports loss in every
+// mode as it does on the kernel: events lost to a full receive buffer (Drop)
+// are counted from the socket's drop counter, which cntest keeps as the
+// kernel keeps sk_drops; events that never reach any socket (Lose) are
+// counted only where the socket receives every message (before Linux 6.6,
+// without a socket filter: Legacy on a cntest socket, which has no BPF),
+// because only there a sequence gap is a loss by itself.
+func TestListenerLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   *proctest.Options
+		kinds  proc.Kind
+		mode   proc.Mode
+		lose   bool
+		wantCt uint32 // events the KindLost records count
+	}{
+		{"6.6 all/Drop", nil, 0, proc.ModeAll, false, 3},
+		{"6.6 all/Lose", nil, 0, proc.ModeAll, true, 0},
+		{"6.6 kernel filter/Drop", nil, proc.KindExec, proc.ModeKernelFilter, false, 3},
+		{"6.6 kernel filter/Lose", nil, proc.KindExec, proc.ModeKernelFilter, true, 0},
+		{"legacy all/Drop", &proctest.Options{Legacy: true}, 0, proc.ModeAll, false, 3},
+		{"legacy all/Lose", &proctest.Options{Legacy: true}, 0, proc.ModeAll, true, 3},
+		{"legacy user filter/Drop", &proctest.Options{Legacy: true}, proc.KindExec, proc.ModeUserFilter, false, 3},
+		{"legacy user filter/Lose", &proctest.Options{Legacy: true}, proc.KindExec, proc.ModeUserFilter, true, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := cntest.New(nil)
+			a := proctest.New(k, tc.opts)
+			c := dial(t, k)
+			l, err := proc.NewListener(c, &proc.Config{Kinds: tc.kinds})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if err := l.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if l.Mode() != tc.mode {
+				t.Fatalf("mode %v, want %v", l.Mode(), tc.mode)
+			}
+			a.Emit(proc.Event{Kind: proc.KindExec, CPU: 0, PID: 1, TGID: 1})
+			if tc.lose {
+				a.Lose(0, 3)
+			} else {
+				a.Drop(0, 3)
+			}
+			var ev proc.Event
+			var counted uint32
+			overruns, first, emitted := 0, false, false
+			for {
+				if !emitted && first && (tc.lose || overruns > 0) {
+					// The next event after the loss; after a Drop, only
+					// once the overrun was read and the queue drained:
+					// until then a congested socket drops every
+					// multicast, as the kernel's does
+					// (NETLINK_S_CONGESTED).
+					a.Emit(proc.Event{Kind: proc.KindExec, CPU: 0, PID: 2, TGID: 2})
+					emitted = true
+				}
+				if err := l.Next(&ev); err != nil {
+					t.Fatal(err)
+				}
+				if ev.Kind == proc.KindExec && ev.PID == 2 {
+					break
+				}
+				first = first || ev.Kind == proc.KindExec && ev.PID == 1
+				if ev.Kind != proc.KindLost {
+					continue
+				}
+				switch {
+				case ev.Lost == 0 && ev.CPU == proc.CPUUnknown:
+					overruns++ // the kernel's overrun report
+				case ev.CPU != 0:
+					t.Errorf("KindLost on CPU %d, want 0: %v", ev.CPU, &ev)
+				}
+				counted += ev.Lost
+			}
+			if counted != tc.wantCt {
+				t.Errorf("KindLost records count %d lost events, want %d", counted, tc.wantCt)
+			}
+			if want := map[bool]int{false: 1, true: 0}[tc.lose]; overruns != want {
+				t.Errorf("%d overrun records, want %d", overruns, want)
+			}
+			st := l.Stats()
+			if st.Lost != uint64(tc.wantCt) {
+				t.Errorf("Stats.Lost %d, want %d", st.Lost, tc.wantCt)
+			}
+			drops, err := l.Drops()
+			if want := map[bool]uint64{false: 3, true: 0}[tc.lose]; err != nil || drops != want {
+				t.Errorf("Drops() = %d, %v; want %d (the fake kernel's count)", drops, err, want)
+			}
+		})
 	}
 }
