@@ -184,7 +184,9 @@ type buildOptions struct {
 	testArgs    []string
 	testTimeout time.Duration
 	workDir     string
-	notef       func(string, ...any)
+	// unprivileged adds a run of every binary as uid 65534.
+	unprivileged bool
+	notef        func(string, ...any)
 }
 
 // build compiles the test binaries and the init and writes the initramfs.
@@ -321,6 +323,18 @@ func build(ctx context.Context, o buildOptions) (*buildResult, error) {
 			Timeout: o.testTimeout,
 			Modules: loads,
 		})
+	}
+	if o.unprivileged {
+		// Each binary again as nobody, after all root runs (so that the
+		// modules are loaded): tests must skip, not fail, without
+		// privileges, on every kernel.
+		for _, b := range slices.Clone(res.binaries) {
+			nb := b
+			nb.Name += guest.UnprivilegedSuffix
+			nb.Modules = nil
+			nb.UID = 65534
+			res.binaries = append(res.binaries, nb)
+		}
 	}
 	plan.Binaries = res.binaries
 	pj, err := json.MarshalIndent(plan, "", "  ")

@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/cnlink/connector/internal/kmatrix/guest"
 )
 
 type config struct {
@@ -50,6 +52,7 @@ type config struct {
 	keep           bool
 	failOnSkip     *regexp.Regexp
 	root           string // where -pkgs patterns are resolved
+	unprivileged   bool
 	selfDir        string // this module's directory
 }
 
@@ -90,6 +93,7 @@ func parseFlags() config {
 	flag.BoolVar(&c.bzImage, "bzimage", false, "boot the bzImage instead of the extracted vmlinux (PVH)")
 	flag.StringVar(&c.mirror, "mirror", "", "Debian archive URI for bookworm, trixie and trixie-backports (default: the one the host's apt uses)")
 	flag.StringVar(&c.securityMirror, "security-mirror", "", "Debian security archive URI for bookworm-security and trixie-security (default: the one the host's apt uses)")
+	flag.BoolVar(&c.unprivileged, "unprivileged", false, "run every test binary a second time as uid 65534 without capabilities (binary name + \"-nobody\"); -fail-on-skip does not apply to those runs")
 	failOnSkip := flag.String("fail-on-skip", "", "regular expression: a skipped test whose name matches it fails its kernel (e.g. '^TestIntegration')")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (test binaries, initramfs) and print its path")
 	flag.Usage = func() {
@@ -172,6 +176,9 @@ func (k *kernelRun) checkSkips(re *regexp.Regexp) {
 		return
 	}
 	for _, b := range k.vm.Binaries {
+		if strings.HasSuffix(b.Name, guest.UnprivilegedSuffix) {
+			continue // without privileges, skipping is the rule
+		}
 		for _, tc := range b.Report.Cases {
 			if tc.Result == "SKIP" && re.MatchString(tc.Name) {
 				k.badSkips = append(k.badSkips, b.Name+" "+tc.Name)
@@ -245,13 +252,14 @@ func run(c config) int {
 	go func() {
 		defer close(buildReady)
 		built, buildErr = build(ctx, buildOptions{
-			root:        c.root,
-			selfDir:     c.selfDir,
-			patterns:    c.pkgs,
-			testArgs:    c.testArgs,
-			testTimeout: c.testTimeout,
-			workDir:     work,
-			notef:       mainf,
+			root:         c.root,
+			selfDir:      c.selfDir,
+			patterns:     c.pkgs,
+			testArgs:     c.testArgs,
+			testTimeout:  c.testTimeout,
+			workDir:      work,
+			notef:        mainf,
+			unprivileged: c.unprivileged,
 		})
 		if buildErr == nil && len(built.binaries) == 0 {
 			buildErr = errors.New("no test binary to run")

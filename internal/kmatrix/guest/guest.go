@@ -74,7 +74,13 @@ type Binary struct {
 	// its package's testdata/kmatrix-modules). Modules stay loaded for the
 	// binaries after it.
 	Modules []ModuleLoad `json:"modules,omitempty"`
+	// UID, if not 0, runs the binary as that user and group, with no
+	// supplementary groups and so no capabilities (-unprivileged).
+	UID int `json:"uid,omitempty"`
 }
+
+// UnprivilegedSuffix ends the name of a binary's unprivileged run.
+const UnprivilegedSuffix = "-nobody"
 
 // Marker prefixes. Each marker is printed by the init on a line of its own;
 // the runner finds it anywhere in a console line, since kernel messages can

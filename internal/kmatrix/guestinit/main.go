@@ -177,6 +177,10 @@ func runBinary(bin guest.Binary, env []string) guest.Result {
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if bin.UID != 0 {
+		// A non-root uid loses every capability at execve.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(bin.UID), Gid: uint32(bin.UID), Groups: []uint32{}}
+	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		res.Reason = "start: " + strings.ReplaceAll(err.Error(), "\n", " ")
