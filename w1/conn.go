@@ -85,23 +85,53 @@ func Dial(cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
 	size := cfg.ReadBufferSize
-	if size <= 0 {
+	if size == 0 {
 		size = DefaultReadBufferSize
 	}
 	c, err := connector.Dial(&connector.Config{ReadBufferSize: size})
 	if err != nil {
 		return nil, err
 	}
-	w := NewConn(c, cfg)
+	w, err := NewConn(c, cfg)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
 	w.own = true
 	return w, nil
 }
 
+// check reports a Config field out of range with an error matching
+// connector.ErrInvalidConfig that names it: a negative value never means
+// the default.
+func (cfg *Config) check() error {
+	switch {
+	case cfg.Timeout < 0:
+		return fmt.Errorf("w1: %w: Config.Timeout is %v; give a positive duration, or 0 for DefaultTimeout (%v)", connector.ErrInvalidConfig, cfg.Timeout, DefaultTimeout)
+	case cfg.ReadBufferSize < 0 || int64(cfg.ReadBufferSize) > connector.MaxBufferSize:
+		return fmt.Errorf("w1: %w: Config.ReadBufferSize is %d; it must be 0 to %d bytes, 0 for DefaultReadBufferSize (%d)", connector.ErrInvalidConfig, cfg.ReadBufferSize, int64(connector.MaxBufferSize), DefaultReadBufferSize)
+	}
+	return nil
+}
+
 // NewConn returns a Conn that sends its requests on c, and serves c with a
 // connector.Mux (Conn.Mux) on a goroutine of its own until Close: nothing
-// else may read c. c may be the Conn of a cntest fake kernel.
-func NewConn(c *connector.Conn, cfg *Config) *Conn {
+// else may read c. c may be the Conn of a cntest fake kernel. A Config
+// field out of range fails with an error matching
+// connector.ErrInvalidConfig that names it, and c is left alone.
+func NewConn(c *connector.Conn, cfg *Config) (*Conn, error) {
+	if c == nil {
+		return nil, errors.New("w1: new conn: the *connector.Conn is nil")
+	}
+	if cfg != nil {
+		if err := cfg.check(); err != nil {
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Conn{
 		c:      c,
@@ -114,7 +144,7 @@ func NewConn(c *connector.Conn, cfg *Config) *Conn {
 	if cfg != nil {
 		w.cfg = *cfg
 	}
-	if w.cfg.Timeout <= 0 {
+	if w.cfg.Timeout == 0 {
 		w.cfg.Timeout = DefaultTimeout
 	}
 	w.seq.Store(w.rng.Uint32())
@@ -131,7 +161,7 @@ func NewConn(c *connector.Conn, cfg *Config) *Conn {
 	}
 	go w.serve(ctx, opts)
 	w.waitServing(opts)
-	return w
+	return w, nil
 }
 
 // serve runs the Mux on the socket until ctx ends or the Conn closes. A

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -26,7 +28,10 @@ func fake(t testing.TB, cfg *w1.Config) (*cntest.Kernel, *w1test.Agent, *w1.Conn
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := w1.NewConn(c, cfg)
+	w, err := w1.NewConn(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		w.Close()
 		c.Close()
@@ -356,7 +361,10 @@ func watchNoAgent(t *testing.T, c *connector.Conn) {
 // test). The caller closes the Conn.
 func eventConn(t *testing.T, c *connector.Conn) (*w1.Conn, <-chan w1.Event) {
 	t.Helper()
-	w := w1.NewConn(c, nil)
+	w, err := w1.NewConn(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	events := make(chan w1.Event, 16)
 	w.Mux().Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) {
 		if err != nil {
@@ -503,7 +511,10 @@ func TestNoGoroutineLeak(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := w1.NewConn(c, nil)
+		w, err := w1.NewConn(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := w.Reset(ctxT(t), m); err != nil {
 			t.Fatal(err)
 		}
@@ -521,5 +532,36 @@ func TestNoGoroutineLeak(t *testing.T) {
 		}
 		w.Close()
 		c.Close()
+	}
+}
+
+// A Config field out of range is an error naming it, never the default.
+func TestConfigRange(t *testing.T) {
+	k := cntest.New(nil)
+	w1test.New(k)
+	type bad struct {
+		cfg   w1.Config
+		field string
+	}
+	cases := []bad{{w1.Config{Timeout: -1}, "Config.Timeout"}, {w1.Config{ReadBufferSize: -1}, "Config.ReadBufferSize"}}
+	if strconv.IntSize == 64 { // a 32-bit int cannot exceed MaxBufferSize
+		big := int64(connector.MaxBufferSize) + 1
+		cases = append(cases, bad{w1.Config{ReadBufferSize: int(big)}, "Config.ReadBufferSize"})
+	}
+	for _, tc := range cases {
+		c, err := k.Dial(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w1.NewConn(c, &tc.cfg); !errors.Is(err, connector.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("NewConn(%+v): %v, want ErrInvalidConfig naming %s", tc.cfg, err, tc.field)
+		}
+		// c was left alone: still open.
+		if err := c.Close(); err != nil {
+			t.Errorf("NewConn with a bad Config closed the Conn: %v", err)
+		}
+		if _, err := w1.Dial(&tc.cfg); !errors.Is(err, connector.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("Dial(%+v): %v, want ErrInvalidConfig naming %s", tc.cfg, err, tc.field)
+		}
 	}
 }

@@ -23,7 +23,11 @@ func newFake() (*w1.Conn, *w1test.Agent) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	return w1.NewConn(c, nil), a
+	w, err := w1.NewConn(c, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return w, a
 }
 
 // List the bus masters and search each one's bus.
@@ -99,7 +103,10 @@ func ExampleEventHandler() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	w := w1.NewConn(c, nil)
+	w, err := w1.NewConn(c, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer w.Close()
 	events := make(chan w1.Event, 1)
 	w.Mux().Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) {

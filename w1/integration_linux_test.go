@@ -506,7 +506,10 @@ func TestIntegrationNoStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	w := w1.NewConn(c, &w1.Config{NoBundle: true, Timeout: 30 * time.Second})
+	w, err := w1.NewConn(c, &w1.Config{NoBundle: true, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)

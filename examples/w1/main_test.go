@@ -27,7 +27,7 @@ func fakeDial(t *testing.T) (*w1test.Agent, dialer) {
 			return nil, err
 		}
 		t.Cleanup(func() { c.Close() })
-		return w1.NewConn(c, cfg), nil
+		return w1.NewConn(c, cfg)
 	}
 }
 

@@ -9,7 +9,7 @@
 //	m := a.AddMaster()                       // w1_bus_master1, MASTER_ADD on group 3
 //	a.AttachDevice(m, w1.NewSlaveID(0x28, 0x79e36c0))
 //	c, _ := k.Dial(nil)
-//	w := w1.NewConn(c, nil)                  // w.Search(ctx, m) finds the DS18B20
+//	w, _ := w1.NewConn(c, nil)                // w.Search(ctx, m) finds the DS18B20
 //
 // The agent answers as drivers/w1/w1_netlink.c does in Linux 6.1 to 7.3
 // (the reply logic has not changed since 3.16): LIST_MASTERS synchronously;
