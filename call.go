@@ -245,6 +245,12 @@ func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 		err := l.readFor(ctx, p)
 		l.unlead()
 		if err != nil {
+			// One "connector:" prefix: a receive's *OpError gives its
+			// operation and cause.
+			var oe *OpError
+			if errors.As(err, &oe) {
+				err = fmt.Errorf("%s: %w", oe.Op, oe.Err)
+			}
 			return &OpError{Op: "call", Err: err}
 		}
 	}

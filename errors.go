@@ -22,7 +22,7 @@ var (
 	// kernel dropped messages (ENOBUFS). The connection stays usable: the next
 	// read returns the messages still queued. The kernel does not say how many
 	// were lost; see the package documentation on loss.
-	ErrOverrun = errors.New("receive buffer overrun: the kernel dropped messages (ENOBUFS); read faster or raise Config.ReadBufferSize")
+	ErrOverrun = errors.New("overrun: the socket's receive buffer was full and the kernel dropped messages (ENOBUFS); read faster or raise Config.ReadBufferSize")
 
 	// ErrTruncated reports a datagram larger than the receive buffer. The
 	// kernel discards the rest of such a datagram, so it is reported and
@@ -179,7 +179,7 @@ func mapDialErr(err error, cfg *Config) error {
 	case step == "setns" && errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("entering the network namespace of Config.NetNS (fd %d) needs CAP_SYS_ADMIN: %w", cfg.NetNS, err)
 	case step == "setns":
-		return fmt.Errorf("Config.NetNS (fd %d) is not an open network namespace file descriptor (setns: %w)", cfg.NetNS, err)
+		return fmt.Errorf("Config.NetNS (fd %d) is not an open network namespace file descriptor (%w)", cfg.NetNS, err)
 	case errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("joining these groups %s: %w", joinNeeds, err)
 	}

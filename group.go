@@ -46,7 +46,7 @@ func (g Group) String() string { return strconv.FormatUint(uint64(g), 10) }
 
 func (g Group) check() error {
 	if !g.Valid() {
-		return fmt.Errorf("%w: group %d is out of range: connector groups are numbered 1 to %d", ErrInvalidGroup, uint32(g), MaxGroup)
+		return fmt.Errorf("%w: %d is out of range: connector groups are numbered 1 to %d", ErrInvalidGroup, uint32(g), MaxGroup)
 	}
 	return nil
 }
