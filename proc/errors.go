@@ -31,4 +31,10 @@ var (
 	// request within Config.AckTimeout, for no reason that could be
 	// determined.
 	ErrNoAck = errors.New("the kernel did not acknowledge the process event subscription")
+
+	// ErrConnInUse reports a NewListener on a Conn that already has a
+	// Listener: a Listener takes its Conn over (it reads every message
+	// the Conn receives), so two on one Conn would take each other's
+	// events. Open a Conn per Listener.
+	ErrConnInUse = errors.New("the Conn already has a Listener, which reads every message on it: open another Conn for another Listener")
 )

@@ -194,8 +194,29 @@ func (h *handshake) diagnoseNoAck() error {
 	if err := checkProcEvents(); err != nil {
 		return err
 	}
+	timeout := fmt.Sprintf("within %v (Config.AckTimeout; the default is %v): if the kernel only answers late, raise Config.AckTimeout", h.timeout, DefaultAckTimeout)
 	if unknown := namespaceUnknown(); unknown != "" {
-		return fmt.Errorf("%w within %v; the kernel ignores subscriptions from non-initial user or PID namespaces without a reply, and whether this process is in one could not be determined: %s", ErrNoAck, h.timeout, unknown)
+		return fmt.Errorf("%w %s; the kernel also ignores subscriptions from non-initial user or PID namespaces without a reply, and whether this process is in one could not be determined: %s", ErrNoAck, timeout, unknown)
 	}
-	return fmt.Errorf("%w within %v; on kernels before 6.6 a process that sent one IGNORE too many can disable process events for everyone until the next reboot", ErrNoAck, h.timeout)
+	return fmt.Errorf("%w %s; %s", ErrNoAck, timeout, h.kernelEvidence())
+}
+
+// ignoreNote is what a kernel before 6.6 can do to every listener.
+const ignoreNote = "a process that sent one IGNORE too many can disable process events for everyone until the next reboot"
+
+// kernelEvidence says what the running kernel's version tells about a
+// missing acknowledgement: nothing about a fake kernel (a Conn without a
+// socket) or an unknown version.
+func (h *handshake) kernelEvidence() string {
+	if _, err := h.c.SyscallConn(); err != nil {
+		return "the Conn is not a kernel socket (a fake kernel), so the kernel version says nothing; on kernels before 6.6 " + ignoreNote
+	}
+	release, major, minor, unknown := kernelVersion()
+	switch {
+	case unknown != "":
+		return "the kernel version is unknown (" + unknown + "); if it is before 6.6, " + ignoreNote
+	case major > 6 || major == 6 && minor >= 6:
+		return fmt.Sprintf("Linux %s (6.6 or later) acknowledges every subscription request from the initial namespaces, so the timeout was too short or the acknowledgement was lost", release)
+	}
+	return fmt.Sprintf("on Linux %s (before 6.6) %s", release, ignoreNote)
 }

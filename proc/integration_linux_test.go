@@ -891,3 +891,26 @@ func TestIntegrationSnapshotUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationAckTimeoutMessage: with an AckTimeout too short for any
+// acknowledgement, the error names the timeout and rests on the running
+// kernel's version (uname): on 6.6 and later, which acknowledges every
+// request, it does not blame an IGNORE too many.
+func TestIntegrationAckTimeoutMessage(t *testing.T) {
+	listen(t, nil) // skips where subscribing cannot work at all
+	_, err := Listen(&Config{AckTimeout: 1})
+	if !errors.Is(err, ErrNoAck) {
+		t.Fatalf("Listen with AckTimeout 1ns: %v, want ErrNoAck", err)
+	}
+	msg := err.Error()
+	release, major, minor, unknown := kernelVersion()
+	if unknown != "" {
+		t.Fatalf("kernel version unknown on Linux: %s", unknown)
+	}
+	if !strings.Contains(msg, "Config.AckTimeout") || !strings.Contains(msg, "1ns") || !strings.Contains(msg, release) {
+		t.Errorf("error %q: want it to name Config.AckTimeout, its value and the kernel %s", msg, release)
+	}
+	if post66 := major > 6 || major == 6 && minor >= 6; post66 == strings.Contains(msg, "IGNORE too many") {
+		t.Errorf("error %q on Linux %s: the IGNORE note belongs only before 6.6", msg, release)
+	}
+}

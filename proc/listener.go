@@ -38,6 +38,7 @@ type Listener struct {
 	flushDebt bool
 
 	listened  bool // a LISTEN succeeded: Close sends IGNORE
+	claimed   bool // NewListener recorded the Conn (claimConn)
 	closed    atomic.Bool
 	closeOnce sync.Once
 
@@ -115,8 +116,9 @@ func Listen(cfg *Config) (*Listener, error) {
 // NewListener subscribes to process events on c, a Conn the caller opened:
 // with connector.Dial, or on a fake kernel (cntest, with package proctest
 // as the process events agent) in unit tests. The Listener takes c over: it
-// reads every message c receives, and Close closes c. On error c is left
-// open.
+// reads every message c receives, and Close closes c. A second NewListener
+// on the same c fails with an error matching ErrConnInUse. On error c is
+// left open.
 //
 // NewListener checks that c can carry process events and says exactly what
 // is wrong otherwise: c must be open; its MessageBufferSize at least
@@ -143,11 +145,44 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 	if cfg.NetNS != 0 || cfg.BatchSize != 0 {
 		return nil, errors.New("proc: new listener: Config.NetNS and Config.BatchSize configure the socket Listen opens; set them in the connector.Config of the Conn instead")
 	}
+	if !claimConn(c) {
+		return nil, fmt.Errorf("proc: new listener: %w", ErrConnInUse)
+	}
 	l, err := newListener(c, cfg, true)
 	if err != nil {
+		releaseConn(c)
 		return nil, wrapErr("new listener", err)
 	}
+	l.claimed = true
 	return l, nil
+}
+
+// listened holds the Conns that a Listener made by NewListener has taken
+// over, until it closes.
+var listened struct {
+	mu    sync.Mutex
+	conns map[*connector.Conn]struct{}
+}
+
+// claimConn records that a Listener takes c over; it reports false if one
+// already has.
+func claimConn(c *connector.Conn) bool {
+	listened.mu.Lock()
+	defer listened.mu.Unlock()
+	if _, ok := listened.conns[c]; ok {
+		return false
+	}
+	if listened.conns == nil {
+		listened.conns = make(map[*connector.Conn]struct{})
+	}
+	listened.conns[c] = struct{}{}
+	return true
+}
+
+func releaseConn(c *connector.Conn) {
+	listened.mu.Lock()
+	defer listened.mu.Unlock()
+	delete(listened.conns, c)
 }
 
 // newListener checks c, applies cfg's socket options if apply is set (Listen
@@ -295,6 +330,9 @@ func (l *Listener) Close() error {
 		err = nil
 		if cerr := l.c.Close(); cerr != nil {
 			err = wrapErr("close", cerr)
+		}
+		if l.claimed {
+			releaseConn(l.c)
 		}
 	})
 	return err

@@ -413,6 +413,11 @@ func TestListenErrors(t *testing.T) {
 		if !errors.Is(err, proc.ErrNoAck) {
 			t.Fatalf("Listen: %v, want ErrNoAck", err)
 		}
+		// The message names the timeout, and claims nothing about the
+		// kernel's version: this Conn is a fake's.
+		if msg := err.Error(); !strings.Contains(msg, "Config.AckTimeout") || !strings.Contains(msg, "not a kernel socket") {
+			t.Errorf("ErrNoAck on a fake: %q, want it to name Config.AckTimeout and say the kernel version is no evidence", msg)
+		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("Listen took %v", d)
 		}
@@ -913,4 +918,45 @@ func TestEventsCancelLeavesNoFlush(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// NewListener's doc: the Listener takes c over. A second NewListener on the
+// same Conn fails at once, sends nothing, and leaves the first one working;
+// a Conn whose Listener failed to subscribe can take another.
+func TestSecondListenerOnConn(t *testing.T) {
+	f := newFixture(nil)
+	c := f.dial(t, 4)
+	l, err := f.listenOn(t, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := len(f.k.Requests())
+	if _, err := proc.NewListener(c, nil); !errors.Is(err, proc.ErrConnInUse) {
+		t.Fatalf("second NewListener on the Conn: %v, want ErrConnInUse", err)
+	}
+	if n := len(f.k.Requests()); n != sent {
+		t.Errorf("the refused NewListener sent %d requests", n-sent)
+	}
+	f.emit(t, exec(0, 77))
+	var ev proc.Event
+	if err := l.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Next(&ev); err != nil || ev.Kind != proc.KindExec || ev.PID != 77 {
+		t.Errorf("first Listener after the refusal: %v, %v; want the exec of 77", &ev, err)
+	}
+
+	// A NewListener that failed releases its Conn.
+	g := newFixture(&proctest.Options{Silent: true})
+	c2 := g.dial(t, 4)
+	defer c2.Close()
+	if _, err := proc.NewListener(c2, &proc.Config{AckTimeout: 20 * time.Millisecond}); errors.Is(err, proc.ErrConnInUse) || err == nil {
+		t.Fatalf("NewListener on a silent kernel: %v, want it to fail on its own", err)
+	}
+	g.a.SetSilent(false)
+	l2, err := proc.NewListener(c2, nil)
+	if err != nil {
+		t.Fatalf("NewListener after a failed one on the same Conn: %v", err)
+	}
+	l2.Close()
 }

@@ -126,3 +126,17 @@ func namespaceUnknown() string {
 	_, unknown := nsEvidence()
 	return unknown
 }
+
+// kernelVersion returns the running kernel's release (uname -r) and its
+// major and minor version, or why they are unknown.
+func kernelVersion() (release string, major, minor int, unknown string) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "", 0, 0, "uname: " + err.Error()
+	}
+	release = unix.ByteSliceToString(u.Release[:])
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return release, 0, 0, fmt.Sprintf("the release %q does not start with a version", release)
+	}
+	return release, major, minor, ""
+}
