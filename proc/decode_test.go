@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cnlink/connector"
@@ -219,6 +220,24 @@ func TestEventHelpers(t *testing.T) {
 	} {
 		if s := e.String(); !strings.HasPrefix(s, e.Kind.String()+" cpu=") {
 			t.Errorf("String() = %q", s)
+		}
+	}
+}
+
+// WaitStatus.String reads as os.ProcessState.String (the contract): the
+// words are the kernel's status layout (include/uapi/linux/wait.h).
+func TestWaitStatusString(t *testing.T) {
+	for w, want := range map[WaitStatus]string{
+		0:                "exit status 0",
+		3 << 8:           "exit status 3",
+		255 << 8:         "exit status 255",
+		WaitStatus(9):    "signal: " + syscall.Signal(9).String(),
+		WaitStatus(0x86): "signal: " + syscall.Signal(6).String() + " (core dumped)",
+		0x137f:           "wait status 0x137f", // stopped by signal 19: no exit event carries it
+		0xffff:           "wait status 0xffff", // continued
+	} {
+		if got := w.String(); got != want {
+			t.Errorf("WaitStatus(%#x).String() = %q, want %q", uint32(w), got, want)
 		}
 	}
 }

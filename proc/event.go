@@ -146,6 +146,25 @@ func (w WaitStatus) Signal() syscall.Signal {
 // CoreDump reports whether the task was killed by a signal and dumped core.
 func (w WaitStatus) CoreDump() bool { return w.Signaled() && w&0x80 != 0 }
 
+// String describes the status as os.ProcessState.String does: "exit status
+// 3", "signal: killed", "signal: segmentation fault (core dumped)". Signal
+// names are those of syscall.Signal on this system (on Linux, this
+// architecture's). A word that is neither (a stop or continue status,
+// which exit events do not carry) prints as "wait status 0x...".
+func (w WaitStatus) String() string {
+	switch {
+	case w.Exited():
+		return "exit status " + strconv.Itoa(w.ExitStatus())
+	case w.Signaled():
+		s := "signal: " + w.Signal().String()
+		if w.CoreDump() {
+			s += " (core dumped)"
+		}
+		return s
+	}
+	return fmt.Sprintf("wait status %#x", uint32(w))
+}
+
 // WaitStatus returns ExitCode as a wait(2) status, whose methods tell how
 // the task ended: [WaitStatus.Exited] and [WaitStatus.ExitStatus] for a
 // normal exit, [WaitStatus.Signaled] and [WaitStatus.Signal] for death by a

@@ -109,3 +109,12 @@ func ExampleSnapshot() {
 		fmt.Printf("%d %s (parent %d, uid %d)\n", p.PID, p.Comm, p.PPID, p.RUID)
 	}
 }
+
+// A WaitStatus prints as os.ProcessState does.
+func ExampleWaitStatus_String() {
+	fmt.Println(proc.WaitStatus(3 << 8)) // exit(3)
+	fmt.Println(proc.WaitStatus(9))      // SIGKILL
+	// Output:
+	// exit status 3
+	// signal: killed
+}

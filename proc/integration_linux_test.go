@@ -66,18 +66,24 @@ func TestIntegrationEvents(t *testing.T) {
 	})
 
 	t.Run("exit by signal", func(t *testing.T) {
+		var helperState string
 		pid, evs := rec.scenario(t, func() int32 {
 			c := startHelper(t, "block", nil)
 			if err := c.p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			c.wait(t)
+			_ = c.p.Stdin.Close()
+			helperState = c.p.WaitState(t, eventTimeout).String()
 			return c.pid()
 		}, untilExit)
 		exit := find(t, evs, KindExit, func(e *Event) bool { return e.PID == pid })
 		ws := exit.WaitStatus()
 		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL || ws.Exited() || ws.CoreDump() {
 			t.Errorf("exit event %v: want killed by SIGKILL", exit)
+		}
+		// The kernel's exit code reads as Go's wait4 status of the child.
+		if st := helperState; ws.String() != st {
+			t.Errorf("WaitStatus %q, want %q (os.ProcessState.String of the same child)", ws, st)
 		}
 	})
 
