@@ -22,9 +22,46 @@ func (a Agent) String() string { return fmt.Sprintf("%s %d:%d", a.Name, a.ID.Idx
 
 // ErrNoAgent reports a message to the kernel for a callback id that no
 // kernel agent has registered: the kernel would drop it without a word, and
-// a reply would never come. Load the agent's module (w1: wire; dm:
-// dm-log-userspace; v86d: uvesafb) or check the id.
+// a reply would never come. The error's text names what registers a known
+// id (see [NoAgentError]): w1 3:1 the module wire, dm 7:1 the module
+// dm-log-userspace, v86d 4:1 the module uvesafb.
 var ErrNoAgent = errors.New("no kernel agent is registered for this callback id")
+
+// agentSources says what registers the kernel agent of a known id: the
+// module to load, or the kernel option where there is no module
+// (include/uapi/linux/connector.h for the ids; module names of the
+// drivers that call cn_add_callback). The one place these names are
+// written.
+var agentSources = map[CBID]string{
+	IDProc: "process events are built into the kernel, not a module: build it with CONFIG_PROC_EVENTS=y",
+	IDW1:   "load the w1 core module wire (modprobe wire; the kernel needs CONFIG_W1_CON)",
+	IDV86D: "load the uvesafb module (modprobe uvesafb v86d=/path/to/helper)",
+	IDDM:   "load the dm-log-userspace module (modprobe dm-log-userspace)",
+	IDKVP:  "load the hv_utils module (Hyper-V guests only)",
+	IDVSS:  "load the hv_utils module (Hyper-V guests only)",
+}
+
+// NoAgentError returns the error for a message to the kernel for id when
+// the kernel's agents are registered (the list from [Agents] or
+// [Conn.Agents]) and none has id: it matches [ErrNoAgent], lists the
+// registered agents and says what registers id, where it is a known one. op
+// names the operation, as in [OpError]. Packages for one agent (w1, dmlog,
+// v86d) use it so that the advice is written once.
+func NoAgentError(op string, id CBID, registered []Agent) error {
+	names := make([]string, 0, len(registered))
+	for _, a := range registered {
+		names = append(names, a.String())
+	}
+	list := "none"
+	if len(names) > 0 {
+		list = strings.Join(names, ", ")
+	}
+	what := "load the module of the agent that registers it, or check the id"
+	if s, ok := agentSources[id]; ok {
+		what = s
+	}
+	return &OpError{Op: op, Err: fmt.Errorf("%w: nothing receives id %d:%d in the kernel (registered: %s); %s", ErrNoAgent, id.Idx, id.Val, list, what)}
+}
 
 // procConnector lists the registered callbacks: a header line, then one
 // "%-15s %u:%u" line per callback (drivers/connector/connector.c,
@@ -58,18 +95,12 @@ func (c *Conn) checkAgent(id CBID) error {
 	if err != nil {
 		return nil
 	}
-	names := make([]string, 0, len(agents))
 	for _, a := range agents {
 		if a.ID == id {
 			return nil
 		}
-		names = append(names, a.String())
 	}
-	list := "none"
-	if len(names) > 0 {
-		list = strings.Join(names, ", ")
-	}
-	return &OpError{Op: "call", Err: fmt.Errorf("%w: nothing receives id %d:%d in the kernel (registered: %s); load the agent's module or check the id", ErrNoAgent, id.Idx, id.Val, list)}
+	return NoAgentError("call", id, agents)
 }
 
 // parseAgents decodes the text of /proc/net/connector. The name may hold

@@ -86,11 +86,28 @@ var (
 	}
 
 	// [MatchAckPlusOne] matches a reply with the request's id and
-	// ack = request ack + 1, whatever its seq: the process events connector
-	// acknowledges PROC_CN_MCAST_LISTEN/IGNORE this way, with a seq of its own
-	// (drivers/connector/cn_proc.c, cn_proc_ack). Pick a random, non-zero ack
-	// per request so that concurrent requesters cannot take each other's
-	// replies.
+	// ack = request ack + 1, whatever its seq: the form of the process
+	// events connector's acknowledgement (drivers/connector/cn_proc.c,
+	// cn_proc_ack), multicast on group 1 with a per-CPU event counter as
+	// seq. Which requests a socket sees acknowledged depends on the kernel:
+	//
+	//   - every version sends none when the listener count is below 1
+	//     after the request (the IGNORE that ends the last subscription),
+	//     for a sender outside the initial user or PID namespace, or for a
+	//     malformed request;
+	//   - before Linux 6.6 every other LISTEN and IGNORE is acknowledged,
+	//     to every group-1 member;
+	//   - from Linux 6.6 each socket's filter (cn_filter) decides who gets
+	//     an acknowledgement (an event with what = PROC_EVENT_NONE): a
+	//     socket whose last request was an IGNORE gets none, not even its
+	//     own IGNORE's, and one subscribed with fewer than every event kind
+	//     gets none either, its own LISTEN's included (the kernel stores
+	//     the request's filter before it acknowledges). Only a LISTEN for
+	//     every kind (PROC_EVENT_ALL, which the 4-byte classic request and
+	//     a filter of 0 also mean) is seen acknowledged by its sender.
+	//
+	// Pick a random, non-zero ack per request so that concurrent
+	// requesters cannot take each other's replies.
 	MatchAckPlusOne Match = func(req, reply Message, _ Sender) bool {
 		return reply.ID == req.ID && reply.Ack == req.Ack+1
 	}

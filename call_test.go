@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -595,5 +596,29 @@ func TestCloseReleasesCalls(t *testing.T) {
 				q.Close()
 			}
 		})
+	}
+}
+
+// ErrNoAgent's text says what registers a known id (the modules of
+// agents.md's table: w1 wire, uvesafb, dm-log-userspace), once for every
+// caller.
+func TestNoAgentNamesModule(t *testing.T) {
+	k := newKernel()
+	procLike(k)
+	c := dialT(t, k)
+	for id, want := range map[connector.CBID]string{
+		connector.IDW1:   "module wire",
+		connector.IDV86D: "uvesafb module",
+		connector.IDDM:   "dm-log-userspace module",
+		idA:              "check the id",
+	} {
+		_, _, err := connector.Call(ctxT(t), c, connector.Message{ID: id, Seq: 1}, connector.Destination{}, connector.MatchSeqAck)
+		if !errors.Is(err, connector.ErrNoAgent) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "cntest 1:1") {
+			t.Errorf("Call to %v: %v, want ErrNoAgent naming %q and the registered agents", id, err, want)
+		}
+		checkText(t, "ErrNoAgent", err)
+	}
+	if err := connector.NoAgentError("x", connector.IDW1, nil); !strings.Contains(err.Error(), "registered: none") {
+		t.Errorf("NoAgentError without agents: %v", err)
 	}
 }

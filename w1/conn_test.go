@@ -353,6 +353,9 @@ func watchNoAgent(t *testing.T, c *connector.Conn) {
 	if len(errs) != 1 || !errors.Is(errs[0], connector.ErrNoAgent) {
 		t.Fatalf("Watch without the w1 agent: errors %v, want one matching ErrNoAgent", errs)
 	}
+	if !strings.Contains(errs[0].Error(), "modprobe wire") {
+		t.Errorf("Watch without the w1 agent: %v, want it to say to load the wire module", errs[0])
+	}
 	t.Logf("Watch without the w1 agent: %v", errs[0])
 }
 

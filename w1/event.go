@@ -199,7 +199,7 @@ func noAgent(agents []connector.Agent, err error) error {
 	if err != nil || slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == ID }) {
 		return nil
 	}
-	return &connector.OpError{Op: "w1 watch", Err: fmt.Errorf("%w: w1 (id %d:%d) is not among the kernel's agents %v, so no notification would come; load the wire module (modprobe wire)", connector.ErrNoAgent, ID.Idx, ID.Val, agents)}
+	return connector.NoAgentError("w1 watch", ID, agents)
 }
 
 // Poll is the notification fallback that needs no privilege: it lists the
