@@ -76,7 +76,7 @@ func ExampleCall() {
 	fmt.Println(err)
 	// Output:
 	// ack 0x5eee from kernel on group 1
-	// connector: call: no kernel agent is registered for this callback id: nothing receives id 3:1 in the kernel (registered: cntest 1:1); load the agent's module or check the id
+	// connector: call: no kernel agent is registered for this callback id: nothing receives id 3:1 in the kernel (registered: cntest 1:1); load the w1 core module wire (modprobe wire; the kernel needs CONFIG_W1_CON)
 }
 
 // Exchange collects several replies to one request: here two data records
