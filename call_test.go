@@ -318,10 +318,10 @@ func TestCallInHandler(t *testing.T) {
 		errs <- err
 	})
 	// The same call through a Queue runs on another goroutine and works.
-	q := connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
+	q := mustQueue(t)(connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
 		_, _, err := connector.Call(ctxT(t), r.Conn(), req, connector.Destination{}, connector.MatchAckPlusOne)
 		errs <- err
-	}), 4, nil)
+	}), 4, nil))
 	defer q.Close()
 	mx.Handle(idB, q)
 	serveT(t, mx, c, nil)
@@ -429,7 +429,7 @@ func TestQueue(t *testing.T) {
 	var mu sync.Mutex
 	var seen []uint32
 	started := make(chan struct{}, 1)
-	q := connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
+	q := mustQueue(t)(connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
 		select {
 		case started <- struct{}{}:
 		default:
@@ -441,7 +441,7 @@ func TestQueue(t *testing.T) {
 		if r.Msg.Seq == 2 {
 			panic("queued panic")
 		}
-	}), 3, nil)
+	}), 3, nil))
 	buf := []byte("reused")
 	q.ServeConnector(connector.Request{Msg: connector.Message{Seq: 0, Data: buf}})
 	<-started // the handler holds message 0 and its slot
@@ -474,14 +474,14 @@ func TestQueueReports(t *testing.T) {
 	var mu sync.Mutex
 	var errs []error
 	release := make(chan struct{})
-	q := connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
+	q := mustQueue(t)(connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
 		<-release
 		panic("queued")
 	}), 1, func(err error) {
 		mu.Lock()
 		errs = append(errs, err)
 		mu.Unlock()
-	})
+	}))
 	// With depth 1, the first message takes the slot; the handler holds
 	// it, so the second is dropped.
 	q.ServeConnector(connector.Request{Msg: connector.Message{ID: idA}})
@@ -551,7 +551,7 @@ func TestCloseReleasesCalls(t *testing.T) {
 			if mode != "calls" {
 				mx := connector.NewMux()
 				if mode == "queue" {
-					q = connector.NewQueue(connector.HandlerFunc(func(connector.Request) { call(n) }), 1, nil)
+					q = mustQueue(t)(connector.NewQueue(connector.HandlerFunc(func(connector.Request) { call(n) }), 1, nil))
 					mx.Handle(idB, q)
 					want++
 				}
@@ -621,4 +621,34 @@ func TestNoAgentNamesModule(t *testing.T) {
 	if err := connector.NoAgentError("x", connector.IDW1, nil); !strings.Contains(err.Error(), "registered: none") {
 		t.Errorf("NoAgentError without agents: %v", err)
 	}
+}
+
+// mustQueue fails t if NewQueue failed.
+func mustQueue(t testing.TB) func(*connector.Queue, error) *connector.Queue {
+	return func(q *connector.Queue, err error) *connector.Queue {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+}
+
+// NewQueue checks its arguments: a depth outside 1 to MaxQueueDepth or a
+// nil handler is an error naming it, never a silent default.
+func TestNewQueueRange(t *testing.T) {
+	h := connector.HandlerFunc(func(connector.Request) {})
+	for _, depth := range []int{0, -1, connector.MaxQueueDepth + 1} {
+		if q, err := connector.NewQueue(h, depth, nil); !errors.Is(err, connector.ErrInvalidConfig) || q != nil || !strings.Contains(err.Error(), "depth") {
+			t.Errorf("NewQueue(depth %d) = %v, %v; want ErrInvalidConfig naming the depth", depth, q, err)
+		}
+	}
+	if _, err := connector.NewQueue(nil, 1, nil); err == nil {
+		t.Error("NewQueue(nil handler) succeeded")
+	}
+	q, err := connector.NewQueue(h, connector.MaxQueueDepth, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
 }

@@ -107,7 +107,7 @@
 //	func (mx *Mux) NotFound(h Handler)
 //	func (r *Route) Remove()
 //	func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error
-//	func NewQueue(h Handler, depth int, onError func(error)) *Queue
+//	func NewQueue(h Handler, depth int, onError func(error)) (*Queue, error)
 //
 // A handler gets a Request (the Message, its Sender, Reply); its Data is
 // valid only during the call. Serve recovers handler panics and survives

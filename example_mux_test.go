@@ -143,7 +143,10 @@ func ExampleQueue() {
 	slow := connector.HandlerFunc(func(r connector.Request) {
 		time.Sleep(10 * time.Millisecond) // stands for slow work
 	})
-	q := connector.NewQueue(slow, 64, func(err error) { log.Print(err) })
+	q, err := connector.NewQueue(slow, 64, func(err error) { log.Print(err) })
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer q.Close()
 	mx := connector.NewMux()
 	mx.Handle(connector.CBID{Idx: 0x627573, Val: 1}, q)

@@ -40,16 +40,24 @@ type Queue struct {
 	dropped, panics atomic.Uint64
 }
 
-// NewQueue starts a [Queue] of depth messages (at least 1) in front of h.
-// onError, if not nil, is called with an error matching [ErrQueueFull] for
-// every dropped message (on the goroutine that called ServeConnector) and
-// with an error matching [ErrHandlerPanic] for every panic of h (on the
-// Queue's goroutine).
-func NewQueue(h Handler, depth int, onError func(error)) *Queue {
+// MaxQueueDepth is the largest depth NewQueue accepts: a million slots, tens
+// of megabytes of Requests before any message is copied, far more than a
+// handler should be allowed to fall behind.
+const MaxQueueDepth = 1 << 20
+
+// NewQueue starts a [Queue] of depth messages, 1 to [MaxQueueDepth], in
+// front of h. A depth out of range fails with an error matching
+// [ErrInvalidConfig], a nil h with an error too. onError, if not nil, is
+// called with an error matching [ErrQueueFull] for every dropped message
+// (on the goroutine that called ServeConnector) and with an error matching
+// [ErrHandlerPanic] for every panic of h (on the Queue's goroutine).
+func NewQueue(h Handler, depth int, onError func(error)) (*Queue, error) {
 	if h == nil {
-		panic("connector: NewQueue: nil handler")
+		return nil, &OpError{Op: "new queue", Err: errors.New("nil handler")}
 	}
-	depth = max(depth, 1)
+	if depth < 1 || depth > MaxQueueDepth {
+		return nil, &OpError{Op: "new queue", Err: fmt.Errorf("%w: the depth is %d; it must be 1 to %d (MaxQueueDepth) messages", ErrInvalidConfig, depth, MaxQueueDepth)}
+	}
 	q := &Queue{
 		h:       h,
 		onError: onError,
@@ -62,7 +70,7 @@ func NewQueue(h Handler, depth int, onError func(error)) *Queue {
 		q.free <- i
 	}
 	go q.run()
-	return q
+	return q, nil
 }
 
 // ServeConnector queues a copy of req for the handler, or drops it when the
