@@ -58,6 +58,18 @@ func (f *fixture) listen(t testing.TB, cfg *proc.Config) (*proc.Listener, error)
 	return f.listenOn(t, c, cfg)
 }
 
+// mustListen subscribes a Listener with cfg on a new Conn, as listen does,
+// and returns both; it fails the test if the subscription fails.
+func (f *fixture) mustListen(t testing.TB, cfg *proc.Config) (*proc.Listener, *connector.Conn) {
+	t.Helper()
+	c := f.dial(t, 4)
+	l, err := f.listenOn(t, c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, c
+}
+
 func (f *fixture) listenOn(t testing.TB, c *connector.Conn, cfg *proc.Config) (*proc.Listener, error) {
 	t.Helper()
 	if cfg == nil {
@@ -304,11 +316,7 @@ func TestNewListenerChecks(t *testing.T) {
 		}
 	})
 	t.Run("socket options", func(t *testing.T) {
-		c := f.dial(t, 4)
-		l, err := f.listenOn(t, c, &proc.Config{ReadBufferSize: 10 * 832, NoENOBUFS: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		l, _ := f.mustListen(t, &proc.Config{ReadBufferSize: 10 * 832, NoENOBUFS: true})
 		n, err := l.ReadBuffer()
 		if err != nil || n != 2*10*832 {
 			t.Errorf("ReadBuffer() = %d, %v; want %d (doubled, as the kernel reports it)", n, err, 2*10*832)
@@ -369,11 +377,7 @@ func TestListenNonce(t *testing.T) {
 func TestAckFlood(t *testing.T) {
 	for _, kinds := range []proc.Kind{0, proc.KindFork | proc.KindExit} {
 		f := newFixture(nil)
-		c := f.dial(t, 4)
-		l, err := f.listenOn(t, c, &proc.Config{Kinds: kinds})
-		if err != nil {
-			t.Fatal(err)
-		}
+		l, c := f.mustListen(t, &proc.Config{Kinds: kinds})
 		flooder, err := f.k.DialUnprivileged(&connector.Config{})
 		if err != nil {
 			t.Fatal(err)
@@ -487,11 +491,7 @@ func TestListenErrors(t *testing.T) {
 // the kernel never queued (Lose) are not counted as lost.
 func TestNextLoss(t *testing.T) {
 	f := newFixture(nil)
-	c := f.dial(t, 4)
-	l, err := f.listenOn(t, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := f.mustListen(t, nil)
 	other := f.dial(t, 4)
 	defer other.Close()
 	f.a.SetSeq(1, 0xFFFFFFFD) // wraps during the test
@@ -571,11 +571,7 @@ func TestNextLossExact(t *testing.T) {
 // and once it shows no new drop, gaps are left alone again.
 func TestNextKernelFilterLoss(t *testing.T) {
 	f := newFixture(nil)
-	c := f.dial(t, 4)
-	l, err := f.listenOn(t, c, &proc.Config{Kinds: proc.KindExit})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := f.mustListen(t, &proc.Config{Kinds: proc.KindExit})
 	reads := 0
 	proc.SetDropCounter(l, func() (uint64, error) { reads++; return f.k.Drops(c.PortID()), nil })
 	var got []string
@@ -661,11 +657,7 @@ func TestNextUserFilter(t *testing.T) {
 
 func TestNextUnknownAndMalformed(t *testing.T) {
 	f := newFixture(&proctest.Options{NewKinds: 0x400})
-	c := f.dial(t, 4)
-	l, err := f.listenOn(t, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := f.mustListen(t, nil)
 	port := c.PortID()
 	kernel := connector.Sender{Group: 1}
 	inject := func(from connector.Sender, d []byte) {
@@ -743,11 +735,7 @@ func TestForeignSenders(t *testing.T) {
 
 func TestNextClosed(t *testing.T) {
 	f := newFixture(nil)
-	c := f.dial(t, 4)
-	l, err := f.listenOn(t, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := f.mustListen(t, nil)
 	done := make(chan error, 1)
 	go func() { done <- l.Next(new(proc.Event)) }()
 	if !f.k.WaitReceiving(c.PortID(), 5*time.Second) {
@@ -879,11 +867,7 @@ func TestModeString(t *testing.T) {
 // came first), a later Next never reports that Flush as ErrFlushed.
 func TestEventsCancelLeavesNoFlush(t *testing.T) {
 	f := newFixture(nil)
-	c := f.dial(t, 4)
-	l, err := f.listenOn(t, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := f.mustListen(t, nil)
 	for i := range 50 {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -925,11 +909,7 @@ func TestEventsCancelLeavesNoFlush(t *testing.T) {
 // a Conn whose Listener failed to subscribe can take another.
 func TestSecondListenerOnConn(t *testing.T) {
 	f := newFixture(nil)
-	c := f.dial(t, 4)
-	l, err := f.listenOn(t, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, c := f.mustListen(t, nil)
 	sent := len(f.k.Requests())
 	if _, err := proc.NewListener(c, nil); !errors.Is(err, proc.ErrConnInUse) {
 		t.Fatalf("second NewListener on the Conn: %v, want ErrConnInUse", err)
