@@ -58,6 +58,20 @@ func (f *fixture) listen(t testing.TB, cfg *proc.Config) (*proc.Listener, error)
 	return f.listenOn(t, c, cfg)
 }
 
+// nextStrings reads n events from l and appends what each one's String
+// says to got, failing the test on an error.
+func nextStrings(t testing.TB, l *proc.Listener, got []string, n int) []string {
+	t.Helper()
+	var ev proc.Event
+	for range n {
+		if err := l.Next(&ev); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.String())
+	}
+	return got
+}
+
 // mustListen subscribes a Listener with cfg on a new Conn, as listen does,
 // and returns both; it fails the test if the subscription fails.
 func (f *fixture) mustListen(t testing.TB, cfg *proc.Config) (*proc.Listener, *connector.Conn) {
@@ -496,16 +510,7 @@ func TestNextLoss(t *testing.T) {
 	defer other.Close()
 	f.a.SetSeq(1, 0xFFFFFFFD) // wraps during the test
 	var got []string
-	var ev proc.Event
-	next := func(n int) {
-		t.Helper()
-		for range n {
-			if err := l.Next(&ev); err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, ev.String())
-		}
-	}
+	next := func(n int) { t.Helper(); got = nextStrings(t, l, got, n) }
 	f.emit(t, exec(1, 10)) // baseline for cpu 1
 	f.emit(t, exec(1, 11))
 	f.a.Drop(1, 3) // reported (ENOBUFS) before the queued events
@@ -543,16 +548,10 @@ func TestNextLossExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	var ev proc.Event
 	f.emit(t, exec(0, 13)) // after the ack: no gap
 	f.a.Lose(0, 1)
 	f.emit(t, exec(0, 14))
-	for range 3 {
-		if err := l.Next(&ev); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, ev.String())
-	}
+	got = nextStrings(t, l, got, 3)
 	want := []string{
 		"exec cpu=0 seq=1 pid=13",
 		"lost cpu=0 seq=2 lost=1",
@@ -575,16 +574,7 @@ func TestNextKernelFilterLoss(t *testing.T) {
 	reads := 0
 	proc.SetDropCounter(l, func() (uint64, error) { reads++; return f.k.Drops(c.PortID()), nil })
 	var got []string
-	var ev proc.Event
-	next := func(n int) {
-		t.Helper()
-		for range n {
-			if err := l.Next(&ev); err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, ev.String())
-		}
-	}
+	next := func(n int) { t.Helper(); got = nextStrings(t, l, got, n) }
 	fork := proc.Event{Kind: proc.KindFork, PID: 9, TGID: 9, ParentPID: 1, ParentTGID: 1}
 	f.emit(t, exit(0, 1, 0))
 	f.emit(t, fork) // filtered by the kernel: a gap
@@ -636,13 +626,7 @@ func TestNextUserFilter(t *testing.T) {
 	f.emit(t, proc.Event{Kind: 0x400, PID: 7, TGID: 7}) // unknown kind: filtered
 	f.emit(t, proc.Event{Kind: proc.KindComm, PID: 8, TGID: 8, Comm: [16]byte{'h', 'e', 'l', 'l', 'o'}})
 	var got []string
-	var ev proc.Event
-	for range 2 {
-		if err := l.Next(&ev); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, ev.String())
-	}
+	got = nextStrings(t, l, got, 2)
 	want := []string{
 		"exit cpu=0 seq=3 pid=6 parent=0 code=0x300 signal=17",
 		`comm cpu=0 seq=5 pid=8 comm="hello"`,
