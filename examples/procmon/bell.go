@@ -32,8 +32,14 @@ const (
 	bellSlack = time.Millisecond
 )
 
+// bellOpener opens the doorbell; tests replace it to act as a kernel
+// before 6.6 does on the host.
+var bellOpener = openBell
+
 // openBell opens the doorbell, or returns nil when the kernel cannot filter
-// (before 6.6 it would deliver every event, which would defeat it).
+// (before 6.6 it would deliver every event, which would defeat it). There it
+// takes the subscription's acknowledgement timeout to find that out: call it
+// before subscribing the main socket.
 func openBell(o *options) *proc.Listener {
 	c, err := connector.Dial(&connector.Config{
 		Groups:            []connector.Group{connector.IDProc.Group()},

@@ -259,6 +259,34 @@ func TestKernelThreadExec(t *testing.T) {
 	})
 }
 
+// TestKernelBefore66ExecRead: on a kernel before 6.6 (forced here, see
+// oldKernelMain), where finding that the doorbell cannot filter takes a
+// second, procmon reads an exec's /proc at once from the moment it says it
+// listens: a process that execs then and lives 200 ms shows its command
+// line. (procmon used to open the doorbell after subscribing its main
+// socket, and so read the events queued meanwhile a second late, after the
+// process had ended: "gone" on Linux 6.1.)
+func TestKernelBefore66ExecRead(t *testing.T) {
+	skipUnlessListen(t)
+	mon := testutil.StartHelper(t, oldKernel, "-rcvbuf", "67108864", "--json", "-p", strconv.Itoa(os.Getpid()))
+	mon.Stderr.FindPrefix(t, timeout, "procmon: listening")
+	c := helperCmd(t, "sleep-exit5")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if ws := waitStatus(t, c); !ws.Exited() || ws.ExitStatus() != 5 {
+		t.Fatalf("workload: status %v, want exit 5", ws)
+	}
+	pid := c.Process.Pid
+	ex, err := awaitJSON(t, mon, 0, "the exec", func(e jsonEvent) bool { return e.Kind == "exec" && e.PID == pid })
+	if err != nil {
+		t.Fatalf("the exec of %d: %v", pid, err)
+	}
+	if ex.Gone || len(ex.Cmdline) != 1 || ex.Cmdline[0] != c.Path {
+		t.Errorf("exec record of %d: gone %v, cmdline %q; want the command line %q, read while the process lived (200 ms)", pid, ex.Gone, ex.Cmdline, []string{c.Path})
+	}
+}
+
 // TestKernelOrphanExecParent: a process that execs after its parent ended
 // shows the parent it was reparented to.
 func TestKernelOrphanExecParent(t *testing.T) {

@@ -217,6 +217,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
+	// The doorbell is opened before the main socket subscribes. Finding
+	// out that the kernel cannot filter (before 6.6) takes the doorbell's
+	// subscription its acknowledgement timeout (proc.DefaultAckTimeout, a
+	// second): with the main socket subscribed already, the events queued
+	// meanwhile, execs among them, would be read that much later, too late
+	// to read /proc for the processes that ended in the meantime. Thread
+	// names are read at creation, which needs a prompt wake-up for every
+	// thread: no doorbell with -e clone.
+	var bell *proc.Listener
+	if o.bell && o.kinds&kClone == 0 {
+		if bell = bellOpener(o); bell != nil {
+			defer bell.Close()
+		}
+	}
 	// Take every kind: procmon needs forks and exits to follow processes
 	// whatever it shows, and an unfiltered listener counts lost events
 	// exactly.
@@ -266,14 +280,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}, out.dirty)
 	if mon.threadComm {
 		src.prompt = func(ev *proc.Event) bool { return ev.Kind == proc.KindFork && ev.IsThread() }
-	} else if o.bell {
-		// (Thread names are read at creation, which needs a prompt
-		// wake-up for every thread: no doorbell then.)
-		if b := openBell(o); b != nil {
-			defer b.Close()
-			src.bell = b
-		}
 	}
+	src.bell = bell
 	defer src.stopOn(ctx)()
 	var loopErr error
 	var ev proc.Event
