@@ -187,6 +187,16 @@ type jsonEvent struct {
 	ThreadsLeft  *int     `json:"threads_left"`
 }
 
+// String shows the record as JSON, so that %v and %+v print the values of
+// its pointer fields rather than their addresses.
+func (e jsonEvent) String() string {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Sprintf("jsonEvent(%v)", err)
+	}
+	return string(b)
+}
+
 func decodeJSON(t *testing.T, line string) jsonEvent {
 	t.Helper()
 	var e jsonEvent
@@ -325,7 +335,11 @@ func TestJSONSeesChildExit7(t *testing.T) {
 			t.Errorf("exit record thread %v tgid %d ppid %d, want a process %d of parent %d", exit.Thread, exit.TGID, exit.PPID, pid, os.Getpid())
 		}
 		if exit.LifetimeNs == nil || exit.LifetimeFrom != "fork" || *exit.LifetimeNs <= 0 || time.Duration(*exit.LifetimeNs) > lived {
-			t.Errorf("exit record lifetime %v from %q: want from fork, positive and at most %v", exit.LifetimeNs, exit.LifetimeFrom, lived)
+			var life any = exit.LifetimeNs
+			if exit.LifetimeNs != nil {
+				life = time.Duration(*exit.LifetimeNs)
+			}
+			t.Errorf("exit record lifetime %v from %q: want from fork, positive and at most %v", life, exit.LifetimeFrom, lived)
 		}
 		if strings.Join(exit.Cmdline, "\x00") != strings.Join(wantArgs, "\x00") {
 			t.Errorf("exit record cmdline %q, want the one read at exec %q", exit.Cmdline, wantArgs)
