@@ -1,0 +1,356 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A line is the state that Serve and the calls waiting on one Conn share:
+// the waiting calls, and who reads the Conn. Exactly one goroutine reads at
+// a time, the Serve loop or one of the calls (the leader); the others wait.
+// Waking a reader goes through the Conn's read deadline, set in the past,
+// always under mu after the state that explains the wake-up was changed, so
+// that a reader which checks that state under mu cannot miss it.
+type line struct {
+	c    *Conn
+	refs int // under lines.mu
+
+	ncalls atomic.Int32 // len(calls), read without the lock by Serve
+
+	mu        sync.Mutex
+	calls     []*call
+	reader    int           // readerNone, readerServe or readerCall
+	serveG    uint64        // the Serve goroutine's id
+	serveWant bool          // a Serve waits for the leading call to stop reading
+	released  chan struct{} // closed and replaced when the reader stops
+	dropped   atomic.Uint64 // messages a leading call read that nothing wanted
+}
+
+const (
+	readerNone = iota
+	readerServe
+	readerCall
+)
+
+var lines struct {
+	mu sync.Mutex
+	m  map[*Conn]*line
+}
+
+// acquireLine returns c's line, creating it if needed; release it when done.
+func acquireLine(c *Conn) *line {
+	lines.mu.Lock()
+	defer lines.mu.Unlock()
+	if lines.m == nil {
+		lines.m = make(map[*Conn]*line)
+	}
+	l := lines.m[c]
+	if l == nil {
+		l = &line{c: c, released: make(chan struct{})}
+		lines.m[c] = l
+	}
+	l.refs++
+	return l
+}
+
+func (l *line) release() {
+	lines.mu.Lock()
+	defer lines.mu.Unlock()
+	if l.refs--; l.refs == 0 {
+		delete(lines.m, l.c)
+	}
+}
+
+// wakeLocked makes the current reader's receive return.
+func (l *line) wakeLocked() { _ = l.c.SetReadDeadline(past) }
+
+// interruptOn wakes the reader when ctx ends. The returned function stops
+// that and returns only once a wake-up that already started has finished.
+func (l *line) interruptOn(ctx context.Context) func() {
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
+		l.mu.Lock()
+		l.wakeLocked()
+		l.mu.Unlock()
+	})
+	return func() {
+		if !stop() {
+			<-done
+		}
+	}
+}
+
+// rearm is called by a reader whose receive hit the deadline. If the reader
+// should stop (the Conn is closed, its ctx ended, or, for a leading call, a
+// Serve waits), it returns why: errClosed, ctx.Err() or errYield; otherwise
+// the wake-up was meant for an earlier reader, and it clears the deadline so
+// that the receive can block again.
+func (l *line) rearm(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.c.isClosed() {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if l.reader == readerCall && l.serveWant {
+		return errYield
+	}
+	if err := l.c.SetReadDeadline(time.Time{}); err != nil {
+		if l.c.isClosed() {
+			return errClosed // closed meanwhile
+		}
+		return err
+	}
+	return nil
+}
+
+var errYield = errors.New("a Serve takes over reading")
+
+// startServe makes the caller the Conn's reader, waiting for a leading call
+// to stop reading.
+func (l *line) startServe(ctx context.Context) error {
+	g := goid()
+	for {
+		l.mu.Lock()
+		switch l.reader {
+		case readerServe:
+			l.mu.Unlock()
+			return &OpError{Op: "serve", Err: errors.New("another Serve already runs on this Conn")}
+		case readerNone:
+			l.reader, l.serveG, l.serveWant = readerServe, g, false
+			err := l.c.SetReadDeadline(time.Time{})
+			l.mu.Unlock()
+			if err != nil {
+				l.stopServe()
+				return opErr("serve", err)
+			}
+			return nil
+		}
+		l.serveWant = true
+		l.wakeLocked()
+		wait := l.released
+		l.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			l.mu.Lock()
+			l.serveWant = false
+			l.mu.Unlock()
+			return &OpError{Op: "serve", Err: ctx.Err()}
+		}
+	}
+}
+
+func (l *line) stopServe() {
+	l.mu.Lock()
+	l.reader, l.serveG = readerNone, 0
+	_ = l.c.SetReadDeadline(time.Time{})
+	l.releaseLocked()
+	l.mu.Unlock()
+}
+
+func (l *line) releaseLocked() {
+	close(l.released)
+	l.released = make(chan struct{})
+}
+
+// add registers p, unless the caller is the goroutine serving the Conn.
+func (l *line) add(p *call) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reader == readerServe && l.serveG != 0 && l.serveG == goid() {
+		return &OpError{Op: "call", Err: ErrCallInHandler}
+	}
+	l.calls = append(l.calls, p)
+	l.ncalls.Store(int32(len(l.calls)))
+	return nil
+}
+
+func (l *line) remove(p *call) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, q := range l.calls {
+		if q == p {
+			l.calls = append(l.calls[:i], l.calls[i+1:]...)
+			break
+		}
+	}
+	l.ncalls.Store(int32(len(l.calls)))
+}
+
+// take returns the replies queued for p.
+func (l *line) take(p *call) []reply {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := p.queue
+	p.queue = nil
+	return q
+}
+
+// lead makes p the reader if nobody reads and it has no replies waiting.
+// Otherwise it returns the channel that closes when the reader stops (nil
+// if replies are waiting).
+func (l *line) lead(p *call) (bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(p.queue) > 0 {
+		return false, nil
+	}
+	if l.reader == readerNone && !l.serveWant {
+		l.reader = readerCall
+		return true, nil
+	}
+	return false, l.released
+}
+
+func (l *line) unlead() {
+	l.mu.Lock()
+	l.reader = readerNone
+	_ = l.c.SetReadDeadline(time.Time{})
+	l.releaseLocked()
+	l.mu.Unlock()
+}
+
+// readFor reads the Conn for the waiting calls until p has a reply, ctx ends
+// (nil: the caller sees it) or a Serve wants to read. It reads one datagram
+// at a time, so that stopping never strands messages in a batch.
+func (l *line) readFor(ctx context.Context, p *call) error {
+	stop := l.interruptOn(ctx)
+	defer stop()
+	if err := l.rearm(ctx); err != nil {
+		return stopReading(err)
+	}
+	for {
+		msgs, from, err := l.c.Receive()
+		if len(msgs) > 0 {
+			var others []Message
+			var h Handler
+			l.mu.Lock()
+			for _, m := range msgs {
+				if !l.claimLocked(m, from, false) {
+					others = append(others, m)
+				}
+			}
+			if len(others) > 0 {
+				h = l.unmatchedLocked(p)
+			}
+			done := len(p.queue) > 0
+			l.mu.Unlock()
+			for _, m := range others {
+				if h == nil {
+					l.dropped.Add(1)
+					continue
+				}
+				_ = dispatch(h, Request{Msg: m, From: from, conn: l.c})
+			}
+			if done {
+				return nil
+			}
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrClosed):
+				return ErrClosed
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				if err := l.rearm(ctx); err != nil {
+					return stopReading(err)
+				}
+			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed), errors.Is(err, ErrFlushed):
+				// Counted in [Conn.Stats]; a lost reply shows as a timeout.
+				// A Flush means nothing to a waiting call.
+			default:
+				return err
+			}
+		}
+	}
+}
+
+// stopReading turns why a leading call stops reading (rearm's error) into
+// readFor's result: nil when the caller goes on (its ctx ended, which it
+// reports itself, or a Serve takes over), the error when the call must end
+// (the Conn was closed).
+func stopReading(err error) error {
+	if errors.Is(err, errYield) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// unmatchedLocked returns the handler for what a leading call reads that
+// no call claims: the leader's own, else any waiting call's.
+func (l *line) unmatchedLocked(leader *call) Handler {
+	if leader.unmatched != nil {
+		return leader.unmatched
+	}
+	for _, q := range l.calls {
+		if q.unmatched != nil {
+			return q.unmatched
+		}
+	}
+	return nil
+}
+
+// claim offers m to the waiting calls; it reports whether one took it.
+// With copyData the message is copied first, as Serve's [Reader] reuses its
+// buffer.
+func (l *line) claim(m Message, from Sender, copyData bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.claimLocked(m, from, copyData)
+}
+
+func (l *line) claimLocked(m Message, from Sender, copyData bool) bool {
+	for _, p := range l.calls {
+		if !p.to.accepts(from) || !safeMatch(p.match, p.req, m, from) {
+			continue
+		}
+		if copyData {
+			m.Data = append([]byte(nil), m.Data...)
+		}
+		p.queue = append(p.queue, reply{m: m, from: from})
+		select {
+		case p.notify <- struct{}{}:
+		default:
+		}
+		return true
+	}
+	return false
+}
+
+// safeMatch calls a Match; one that panics matches nothing.
+func safeMatch(match Match, req, m Message, from Sender) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return match(req, m, from)
+}
+
+// goid returns the calling goroutine's id, parsed from the first line of
+// its stack trace ("goroutine 18 [running]:"). It serves only to detect a
+// Call made from the goroutine that serves the same Conn.
+func goid() uint64 {
+	var buf [32]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	const prefix = "goroutine "
+	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
+		return 0
+	}
+	var id uint64
+	for _, ch := range b[len(prefix):] {
+		if ch < '0' || ch > '9' {
+			break
+		}
+		id = id*10 + uint64(ch-'0')
+	}
+	return id
+}
