@@ -317,7 +317,7 @@ func run(c config) int {
 			}
 			defer func() { <-sem }()
 			kf("booting %s %s (%s)", kr.entry.Pkg.Name(), kr.entry.Pkg.Version, filepath.Base(kr.entry.bootImage(c.bzImage)))
-			kr.vm = runVM(ctx, label, kr.entry, vmBuild, vmOptions{
+			opts := vmOptions{
 				accel:   c.accel,
 				mem:     c.mem,
 				append:  c.appendArgs,
@@ -325,7 +325,16 @@ func run(c config) int {
 				bzImage: c.bzImage,
 				verbose: c.verbose,
 				printf:  kf,
-			})
+			}
+			kr.vm = runVM(ctx, label, kr.entry, vmBuild, opts)
+			if kr.vm.Release == "" && ctx.Err() == nil {
+				// The kernel died before our init ran (seen under a
+				// loaded TCG host: an early "IO-APIC + timer doesn't
+				// work" panic). That says nothing about the tests:
+				// boot once more, and say so.
+				kf("the guest's init never started (%s): booting once more", firstLine(kr.vm.Err))
+				kr.vm = runVM(ctx, label, kr.entry, vmBuild, opts)
+			}
 			kr.checkSkips(c.failOnSkip)
 			verdict := "FAIL"
 			if kr.passed() {
