@@ -76,6 +76,13 @@ func TestSuiteSmoke(t *testing.T) {
 		}
 		for _, s := range []string{"shared", "alone"} {
 			if l, ok := rows[s][c]; !ok || l.Vals["received"] == 0 {
+				if peerFailed(out.String(), s, c) {
+					// Another library's receiver failing is its own
+					// problem, which the suite reports under "Failed
+					// measurements"; ours must never fail.
+					t.Logf("%s: the peer contestant %s failed, as the suite reports", s, c)
+					continue
+				}
 				t.Errorf("%s: %s received no storm events: %v", s, c, l.Vals)
 			}
 		}
@@ -109,4 +116,14 @@ func TestSuiteSmoke(t *testing.T) {
 	if left != 0 {
 		t.Errorf("%d child processes still registered after the suite", left)
 	}
+}
+
+// peerFailed reports whether the suite's report lists a failed measurement
+// of phase for c, and c is another library's receiver (not ours, nor a
+// reference loop).
+func peerFailed(report, phase, c string) bool {
+	if c != "vishvananda" && c != "mdlayher" {
+		return false
+	}
+	return strings.Contains(report, "\n* "+phase+": "+c+": ")
 }
