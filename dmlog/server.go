@@ -252,6 +252,7 @@ func (s *Server) handle(m connector.Message, from connector.Sender, send func(co
 		b, _ = AppendReply(s.buf[:0], req.Header, errno, nil)
 	}
 	s.buf = b
+	s.count(errno)
 	err = send(connector.Message{ID: connector.IDDM, Seq: m.Seq, Data: b})
 	s.mu.Unlock()
 	s.finish(Trace{Request: req.Header, DataLen: len(req.Data), Errno: errno, ReplyLen: len(b) - HeaderLen, Err: herr}, err, start)
@@ -259,27 +260,34 @@ func (s *Server) handle(m connector.Message, from connector.Sender, send func(co
 
 func (s *Server) ack(seq uint32, errno syscall.Errno, send func(connector.Message) error, t Trace, start time.Time) {
 	t.Errno, t.Ack = errno, true
+	s.count(errno)
 	err := send(connector.Message{ID: connector.IDDM, Seq: seq, Ack: uint32(errno)})
 	s.finish(t, err, start)
 }
 
-func (s *Server) finish(t Trace, sendErr error, start time.Time) {
-	t.Took = time.Since(start)
-	if t.Errno != 0 {
+// count records a reply before it is sent, so that Stats never lags what
+// the kernel (or a test playing it) has already seen; finish takes the reply
+// back if the send fails.
+func (s *Server) count(errno syscall.Errno) {
+	if errno != 0 {
 		s.errs.Add(1)
 	}
+	s.replies.Add(1)
+}
+
+func (s *Server) finish(t Trace, sendErr error, start time.Time) {
+	t.Took = time.Since(start)
 	if t.Err != nil && !t.Ack {
 		s.report(t.Err)
 	}
 	if sendErr != nil {
+		s.replies.Add(^uint64(0))
 		s.sendErrs.Add(1)
 		sendErr = fmt.Errorf("dmlog: sending the reply to %v seq %d: %w", t.Request.Type, t.Request.Seq, sendErr)
 		s.report(sendErr)
 		if t.Err == nil {
 			t.Err = sendErr
 		}
-	} else {
-		s.replies.Add(1)
 	}
 	if t.Took > RetryTimeout {
 		s.report(fmt.Errorf("dmlog: %v seq %d answered after %v, past the kernel's %v: it has resent the request", t.Request.Type, t.Request.Seq, t.Took.Round(time.Millisecond), RetryTimeout))
