@@ -49,7 +49,7 @@ var modMu sync.Mutex
 // guest (a "copy NAME" or plain line of the package's
 // testdata/kmatrix-modules), its dependencies first, with finit_module. The
 // name may use '-' or '_'; params are the module parameters
-// ("v86d=/tmp/x mtrr=0"). A module that is already loaded is left as it is
+// ("v86d=/sbin/v86d mtrr=0"). A module that is already loaded is left as it is
 // (its parameters are not changed) and is not an error. It needs
 // CAP_SYS_MODULE. Outside the matrix it fails: there are no module files
 // (see RequireModule).
