@@ -40,12 +40,15 @@
 package testutil
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -149,4 +152,38 @@ func CheckGoroutines(t testing.TB, timeout time.Duration) {
 			t.Errorf("goroutine leak: %d goroutines before, %d after; stacks:\n%s", before, now, buf)
 		}
 	})
+}
+
+// CapturedHex reads a file of payloads captured from real kernels, one per
+// line with the hex bytes in the last field ("<kernel> <kind> <hex>"; '#'
+// starts a comment). A missing file gives nil: seeds are optional.
+func CapturedHex(tb testing.TB, path string) [][]byte {
+	tb.Helper()
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var out [][]byte
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		fs := strings.Fields(line)
+		b, err := hex.DecodeString(fs[len(fs)-1])
+		if err != nil {
+			tb.Fatalf("%s: %v", path, err)
+		}
+		out = append(out, b)
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	return out
 }
