@@ -56,12 +56,19 @@ type CallOption func(*call)
 
 // WithUnmatched makes the call hand h every message that it reads from the
 // Conn itself (when no Serve runs on the Conn) and that no waiting call
-// claims, instead of dropping it: for example the events that arrive
-// between a subscription request and its acknowledgement. h runs on the
-// goroutine of the call that reads, in arrival order; the Request's message
-// is h's to keep. When several waiting calls have one, the reading call's
-// own is used, else another's. A panic in h is recovered and ignored. Under
-// Serve, such messages are routed by the Mux as usual and h is not called.
+// claims, instead of counting it in [Stats].Unclaimed and dropping it: for
+// example the events that arrive between a subscription request and its
+// acknowledgement. Give it the [Mux] whose routes should get them (a Mux is
+// a Handler, see [Mux.ServeConnector]) and a call made while that Mux is
+// not serving loses nothing that the Mux would have routed.
+//
+// h runs on the goroutine of the call that reads, in arrival order, one
+// message at a time; the Request's message is h's to keep. When several
+// waiting calls have one, the reading call's own is used, else another's.
+// A panic in h is recovered and ends the call that gave h with an error
+// matching [ErrHandlerPanic] (a *[PanicError]); its later messages go to
+// another call's handler, or are counted. Under Serve, such messages are
+// routed by the Mux as usual and h is not called.
 func WithUnmatched(h Handler) CallOption {
 	return func(p *call) { p.unmatched = h }
 }
@@ -75,15 +82,19 @@ var ErrCallInHandler = errors.New("a Call on a Conn from inside a handler servin
 
 // Call sends req to to and waits for the first reply that match accepts,
 // which it returns with its sender. The reply is a copy the caller owns.
-// See [Exchange] for how replies are read and what can fail.
+// A Call claims that one reply only: a later message that match would
+// accept too (a duplicate reply) is routed or handed on as if the call had
+// ended. See [Exchange] for how replies are read and what can fail.
 func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match, opts ...CallOption) (Message, Sender, error) {
 	var reply Message
 	var from Sender
 	got := false
-	err := Exchange(ctx, c, req, to, match, func(m Message, f Sender) bool {
+	// A Call claims one reply: a second match (a duplicate, or another
+	// requester's reply that the Match also accepts) is routed as usual.
+	err := exchange(ctx, c, req, to, match, func(m Message, f Sender) bool {
 		reply, from, got = m, f, true
 		return false
-	}, opts...)
+	}, 1, opts)
 	if err != nil {
 		return Message{}, Sender{}, err
 	}
@@ -107,9 +118,14 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 //     a handler;
 //   - otherwise one of the waiting calls reads c itself, one datagram at a
 //     time, and hands the replies to their callers; messages that match no
-//     waiting call are dropped, or given to the handler of [WithUnmatched].
-//     Do not read c in other ways (Receive, a [Reader]) while such a call
-//     waits: the two readers would take each other's messages.
+//     waiting call are given to the handler of [WithUnmatched] (a [Mux],
+//     for one), or else counted in [Stats].Unclaimed ([Conn.Stats]) and
+//     dropped. Do not read c in other ways (Receive, a [Reader]) while such
+//     a call waits: the two readers would take each other's messages.
+//
+// Replies that match are claimed (no route sees them) until fn returns
+// false; those claimed but not yet given to fn when Exchange returns are
+// counted in [Stats].Unclaimed.
 //
 // Any number of calls may wait on one Conn at once, from any goroutines. A
 // call made from the goroutine that serves c (a handler, or OnError) fails at
@@ -120,7 +136,8 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 // (see [Conn.Agents]); the kernel would drop it silently. Otherwise nothing
 // tells a sender that a request went unheard: always give ctx a deadline.
 // Errors: ctx.Err() when ctx ends, [ErrClosed], [ErrNoAgent], [ErrCallInHandler],
-// and the send's errors (os.ErrPermission for a port or group without
+// [ErrHandlerPanic] when match or the WithUnmatched handler panicked (a
+// *[PanicError]; a panic in fn itself is not recovered), and the send's errors (os.ErrPermission for a port or group without
 // CAP_NET_ADMIN), each in an *OpError. Overruns while waiting are counted in
 // [Conn.Stats] and, under Serve, reported through [ServeOptions.OnError]; a
 // reply lost to one shows up as the ctx's deadline.
@@ -128,6 +145,11 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 // [Exchange] manages c's read deadline while it reads: do not set one yourself
 // while calls are waiting.
 func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(reply Message, from Sender) bool, opts ...CallOption) error {
+	return exchange(ctx, c, req, to, match, fn, 0, opts)
+}
+
+// exchange is Exchange claiming at most limit replies (0: no limit).
+func exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(reply Message, from Sender) bool, limit int, opts []CallOption) error {
 	switch {
 	case c == nil:
 		return &OpError{Op: "call", Err: errors.New("nil Conn")}
@@ -150,7 +172,7 @@ func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 	}
 	l := acquireLine(c)
 	defer l.release()
-	p := &call{req: req, to: to, match: match, notify: make(chan struct{}, 1)}
+	p := &call{req: req, to: to, match: match, limit: limit, notify: make(chan struct{}, 1)}
 	for _, o := range opts {
 		if o != nil {
 			o(p)
@@ -164,10 +186,19 @@ func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 		return err
 	}
 	for {
-		for _, r := range l.take(p) {
+		q, failed := l.take(p)
+		for i, r := range q {
 			if !fn(r.m, r.from) {
+				// Claimed, so routed nowhere else: count what fn
+				// will not see.
+				if n := len(q) - 1 - i; n > 0 {
+					c.counters.unclaimed.Add(uint64(n))
+				}
 				return nil
 			}
+		}
+		if failed != nil {
+			return &OpError{Op: "call", Err: failed}
 		}
 		if c.isClosed() {
 			return &OpError{Op: "call", Err: errClosed}
@@ -218,8 +249,11 @@ type call struct {
 	to        Destination
 	match     Match
 	unmatched Handler       // see WithUnmatched
+	limit     int           // claim at most this many replies (0: no limit)
+	claimed   int           // replies claimed so far, under line.mu
+	failed    error         // a panic of its Match or unmatched handler, under line.mu
 	queue     []reply       // claimed replies, under line.mu
-	notify    chan struct{} // capacity 1: a reply was queued
+	notify    chan struct{} // capacity 1: a reply was queued, or the call failed
 }
 
 type reply struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +29,6 @@ type line struct {
 	serveG    uint64        // the Serve goroutine's id
 	serveWant bool          // a Serve waits for the leading call to stop reading
 	released  chan struct{} // closed and replaced when the reader stops
-	dropped   atomic.Uint64 // messages a leading call read that nothing wanted
 }
 
 const (
@@ -174,6 +174,8 @@ func (l *line) add(p *call) error {
 	return nil
 }
 
+// remove unregisters p. Replies still queued for it are counted in
+// Stats.Unclaimed: they were claimed, so nothing else will see them.
 func (l *line) remove(p *call) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -184,15 +186,20 @@ func (l *line) remove(p *call) {
 		}
 	}
 	l.ncalls.Store(int32(len(l.calls)))
+	if n := len(p.queue); n > 0 {
+		l.c.counters.unclaimed.Add(uint64(n))
+		p.queue = nil
+	}
 }
 
-// take returns the replies queued for p.
-func (l *line) take(p *call) []reply {
+// take returns the replies queued for p, and the panic that ended it (of
+// its Match or of its WithUnmatched handler), if any.
+func (l *line) take(p *call) ([]reply, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	q := p.queue
 	p.queue = nil
-	return q
+	return q, p.failed
 }
 
 // lead makes p the reader if nobody reads and it has no replies waiting.
@@ -201,7 +208,7 @@ func (l *line) take(p *call) []reply {
 func (l *line) lead(p *call) (bool, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(p.queue) > 0 {
+	if len(p.queue) > 0 || p.failed != nil {
 		return false, nil
 	}
 	if l.reader == readerNone && !l.serveWant {
@@ -230,30 +237,8 @@ func (l *line) readFor(ctx context.Context, p *call) error {
 	}
 	for {
 		msgs, from, err := l.c.Receive()
-		if len(msgs) > 0 {
-			var others []Message
-			var h Handler
-			l.mu.Lock()
-			for _, m := range msgs {
-				if !l.claimLocked(m, from, false) {
-					others = append(others, m)
-				}
-			}
-			if len(others) > 0 {
-				h = l.unmatchedLocked(p)
-			}
-			done := len(p.queue) > 0
-			l.mu.Unlock()
-			for _, m := range others {
-				if h == nil {
-					l.dropped.Add(1)
-					continue
-				}
-				_ = dispatch(h, Request{Msg: m, From: from, conn: l.c})
-			}
-			if done {
-				return nil
-			}
+		if len(msgs) > 0 && l.deliverRead(p, msgs, from) {
+			return nil
 		}
 		if err != nil {
 			switch {
@@ -284,15 +269,67 @@ func stopReading(err error) error {
 	return err
 }
 
-// unmatchedLocked returns the handler for what a leading call reads that
-// no call claims: the leader's own, else any waiting call's.
-func (l *line) unmatchedLocked(leader *call) Handler {
-	if leader.unmatched != nil {
-		return leader.unmatched
+// deliverRead hands the messages of one datagram that the leading call p
+// read to the calls that claim them, and the rest to a WithUnmatched
+// handler, or counts them in Stats.Unclaimed: nothing read is lost
+// silently. A handler that panics ends its call with the panic, and the
+// rest go to another handler. It reports whether p is done: it has replies
+// or it failed.
+func (l *line) deliverRead(p *call, msgs []Message, from Sender) bool {
+	var others []Message
+	l.mu.Lock()
+	for _, m := range msgs {
+		if !l.claimLocked(m, from, false) {
+			others = append(others, m)
+		}
+	}
+	done := len(p.queue) > 0 || p.failed != nil
+	var owner *call
+	if len(others) > 0 {
+		owner = l.unmatchedLocked(p)
+	}
+	l.mu.Unlock()
+	for i, m := range others {
+		if owner == nil {
+			l.c.counters.unclaimed.Add(uint64(len(others) - i))
+			break
+		}
+		pe := dispatch(owner.unmatched, Request{Msg: m, From: from, conn: l.c})
+		if pe == nil {
+			continue
+		}
+		pe.fn = "WithUnmatched handler"
+		l.mu.Lock()
+		l.failLocked(owner, pe)
+		done = done || owner == p
+		owner = l.unmatchedLocked(p)
+		l.mu.Unlock()
+	}
+	return done
+}
+
+// failLocked ends the waiting call p with err (a panic of its own code):
+// it claims nothing more, and returns err when it wakes.
+func (l *line) failLocked(p *call, err error) {
+	if p.failed == nil {
+		p.failed = err
+	}
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// unmatchedLocked returns the call whose WithUnmatched handler takes what
+// a leading call reads that no call claims: the leader, else any waiting
+// call with one; nil if none has one. A call that failed is passed over.
+func (l *line) unmatchedLocked(leader *call) *call {
+	if leader.unmatched != nil && leader.failed == nil {
+		return leader
 	}
 	for _, q := range l.calls {
-		if q.unmatched != nil {
-			return q.unmatched
+		if q.unmatched != nil && q.failed == nil {
+			return q
 		}
 	}
 	return nil
@@ -309,13 +346,24 @@ func (l *line) claim(m Message, from Sender, copyData bool) bool {
 
 func (l *line) claimLocked(m Message, from Sender, copyData bool) bool {
 	for _, p := range l.calls {
-		if !p.to.accepts(from) || !safeMatch(p.match, p.req, m, from) {
+		if p.failed != nil || (p.limit > 0 && p.claimed >= p.limit) || !p.to.accepts(from) {
+			continue
+		}
+		ok, pe := safeMatch(p.match, p.req, m, from)
+		if pe != nil {
+			// The Match is broken: end its call with the panic, and offer
+			// the message to the others.
+			l.failLocked(p, pe)
+			continue
+		}
+		if !ok {
 			continue
 		}
 		if copyData {
 			m.Data = append([]byte(nil), m.Data...)
 		}
 		p.queue = append(p.queue, reply{m: m, from: from})
+		p.claimed++
 		select {
 		case p.notify <- struct{}{}:
 		default:
@@ -325,14 +373,14 @@ func (l *line) claimLocked(m Message, from Sender, copyData bool) bool {
 	return false
 }
 
-// safeMatch calls a Match; one that panics matches nothing.
-func safeMatch(match Match, req, m Message, from Sender) (ok bool) {
+// safeMatch calls a Match and recovers its panic, which it returns.
+func safeMatch(match Match, req, m Message, from Sender) (ok bool, pe *PanicError) {
 	defer func() {
-		if recover() != nil {
-			ok = false
+		if v := recover(); v != nil {
+			ok, pe = false, &PanicError{ID: m.ID, Value: v, Stack: debug.Stack(), fn: "Match"}
 		}
 	}()
-	return match(req, m, from)
+	return match(req, m, from), nil
 }
 
 // goid returns the calling goroutine's id, parsed from the first line of

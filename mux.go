@@ -247,24 +247,50 @@ type ServeOptions struct {
 	// on after it returns; cancel Serve's context to stop. Nil means the
 	// conditions are only counted ([MuxStats], [Conn.Stats]).
 	OnError func(err error)
+
+	// OnStart, if not nil, is called by [Mux.Serve] with its Conn as soon
+	// as Serve has become the Conn's reader, before it reads anything:
+	// from then until Serve returns, every message the Conn receives goes
+	// through this Serve, and a Call or [Exchange] on the Conn gets its
+	// replies from it instead of reading the socket itself. Use it to wait
+	// until a Serve started on another goroutine is serving, for example
+	// by closing a channel (and wait for Serve's result at the same time:
+	// a Serve that fails to start, because another Serve runs on the Conn
+	// or the Conn is closed, does not call it). It runs on Serve's
+	// goroutine, once per Serve call; Serve reads nothing until it returns,
+	// so it must not block. A panic in it is recovered, counted and
+	// reported like a handler's.
+	OnStart func(c *Conn)
 }
 
 // ErrHandlerPanic matches the error reported through [ServeOptions.OnError]
 // when a handler panicked. errors.As finds the *[PanicError] with the details.
 var ErrHandlerPanic = errors.New("handler panicked")
 
-// A PanicError reports a handler panic that Serve recovered.
+// A PanicError reports a panic that the package recovered: of a handler
+// under [Mux.Serve], of a [ServeOptions.OnStart] function, or of a call's
+// [Match] or [WithUnmatched] handler (which ends that call with it).
 type PanicError struct {
-	// ID is the callback id of the message the handler was given.
+	// ID is the callback id of the message the function was given (zero
+	// for OnStart).
 	ID CBID
-	// Value is what the handler panicked with.
+	// Value is what the function panicked with.
 	Value any
 	// Stack is the panicking goroutine's stack trace.
 	Stack []byte
+
+	fn string // what panicked, "handler" if empty
 }
 
 func (e *PanicError) Error() string {
-	return fmt.Sprintf("handler for %v panicked: %v", e.ID, e.Value)
+	fn := e.fn
+	if fn == "" {
+		fn = "handler"
+	}
+	if fn == "OnStart" {
+		return fmt.Sprintf("ServeOptions.OnStart panicked: %v", e.Value)
+	}
+	return fmt.Sprintf("%s for %v panicked: %v", fn, e.ID, e.Value)
 }
 
 // Is makes a *[PanicError] match [ErrHandlerPanic].
@@ -296,8 +322,9 @@ func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
 // with [ErrCallInHandler] (see Call).
 func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 	var onErr func(error)
+	var onStart func(*Conn)
 	if opts != nil {
-		onErr = opts.OnError
+		onErr, onStart = opts.OnError, opts.OnStart
 	}
 	l := acquireLine(c)
 	defer l.release()
@@ -307,6 +334,9 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 	defer l.stopServe()
 	stop := l.interruptOn(ctx)
 	defer stop()
+	if onStart != nil {
+		mx.started(c, onStart, onErr)
+	}
 
 	// Under SendersDefault and SendersKernelOnly, a kernel agent's id is
 	// the kernel's alone (the Conn already applies that to multicasts on
@@ -341,9 +371,28 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 	}
 }
 
+// started calls Serve's OnStart function, recovering a panic.
+func (mx *Mux) started(c *Conn, onStart func(*Conn), onErr func(error)) {
+	pe := func() (pe *PanicError) {
+		defer func() {
+			if v := recover(); v != nil {
+				pe = &PanicError{Value: v, Stack: debug.Stack(), fn: "OnStart"}
+			}
+		}()
+		onStart(c)
+		return nil
+	}()
+	if pe != nil {
+		mx.panics.Add(1)
+		if onErr != nil {
+			mx.report(onErr, &OpError{Op: "serve", Err: pe})
+		}
+	}
+}
+
 // deliver routes one received message: the per-message work of Serve.
 func (mx *Mux) deliver(l *line, c *Conn, m Message, from Sender, kernelIDs bool, onErr func(error)) {
-	if kernelIDs && from.Port != 0 && m.ID.Idx-1 < NetlinkUsers-1 {
+	if kernelIDs && isSpoof(m, from) {
 		mx.foreign.Add(1)
 		return
 	}
@@ -351,17 +400,53 @@ func (mx *Mux) deliver(l *line, c *Conn, m Message, from Sender, kernelIDs bool,
 		mx.claimed.Add(1)
 		return
 	}
-	h := mx.table.Load().lookup(m.ID)
+	h := mx.route(m.ID)
 	if h == nil {
-		mx.unrouted.Add(1)
 		return
 	}
-	mx.dispatched.Add(1)
 	if pe := dispatch(h, Request{Msg: m, From: from, conn: c}); pe != nil {
 		mx.panics.Add(1)
 		if onErr != nil {
 			mx.report(onErr, &OpError{Op: "serve", Err: pe})
 		}
+	}
+}
+
+// isSpoof reports whether a userspace port sent m with a kernel agent's id
+// (index 1 to 10).
+func isSpoof(m Message, from Sender) bool {
+	return from.Port != 0 && m.ID.Idx-1 < NetlinkUsers-1
+}
+
+// route returns the handler for id and counts the message as dispatched, or
+// returns nil and counts it as unrouted.
+func (mx *Mux) route(id CBID) Handler {
+	h := mx.table.Load().lookup(id)
+	if h == nil {
+		mx.unrouted.Add(1)
+		return nil
+	}
+	mx.dispatched.Add(1)
+	return h
+}
+
+// ServeConnector routes req as [Mux.Serve] routes what it reads (except
+// that no waiting call is offered it): to the handler of its exact id, else
+// of its index, else to the NotFound handler, or counts it in
+// [MuxStats].Unrouted; a userspace sender's message with a kernel agent's
+// id is dropped and counted in [MuxStats].Foreign unless req's Conn accepts
+// SendersAny. A Mux is thus a [Handler] itself: mount one under another
+// Mux's route, or give it to [WithUnmatched] so that what a Call reads
+// while no Serve runs reaches the same routes. The handler runs on the
+// caller's goroutine and a panic in it is not recovered here: the caller
+// recovers it ([Mux.Serve], a [Queue], a call reading the Conn).
+func (mx *Mux) ServeConnector(req Request) {
+	if (req.conn == nil || req.conn.cfg.Senders != SendersAny) && isSpoof(req.Msg, req.From) {
+		mx.foreign.Add(1)
+		return
+	}
+	if h := mx.route(req.Msg.ID); h != nil {
+		h.ServeConnector(req)
 	}
 }
 

@@ -117,10 +117,9 @@ func TestIntegrationCallProc(t *testing.T) {
 					default:
 					}
 				})
-				serveT(t, mx, c, nil)
 				// Until Serve reads, the call would read c itself; both
 				// work, but this subtest is about Serve.
-				waitReading(t, "(*Mux).Serve")
+				serveStarted(t, mx, c)
 			}
 			ack := rand.Uint32N(1<<31) + 1
 			m, from, err := connector.Call(ctxWait(t), c, procOp(procListen, ack), connector.Destination{}, connector.MatchAckPlusOne)
@@ -144,19 +143,6 @@ func TestIntegrationCallProc(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// waitReading waits until a goroutine with fn in its stack blocks reading
-// a socket.
-func waitReading(t *testing.T, fn string) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for ioWaiters(fn) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never blocked reading", fn)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -22,11 +22,19 @@ type Stats struct {
 	// Foreign counts datagrams dropped because their sender was not one
 	// that [Config.Senders] accepts.
 	Foreign uint64
+	// Unclaimed counts messages read but given to nobody by a Call or
+	// [Exchange]: those a call read from the socket itself (no [Mux.Serve]
+	// running) that no waiting call claimed and no [WithUnmatched] handler
+	// took, and replies an Exchange had claimed but not yet handed to its
+	// function when it ended.
+	Unclaimed uint64
 }
 
 // counters are the live Stats of a Conn, updated by every receive.
 type counters struct {
 	datagrams, messages, overruns, truncated, malformed, foreign atomic.Uint64
+
+	unclaimed atomic.Uint64 // see Stats.Unclaimed; updated by line.go
 }
 
 // Stats returns the receive counters. It is safe to call at any time, from
@@ -40,6 +48,7 @@ func (c *Conn) Stats() Stats {
 		Truncated: n.truncated.Load(),
 		Malformed: n.malformed.Load(),
 		Foreign:   n.foreign.Load(),
+		Unclaimed: n.unclaimed.Load(),
 	}
 }
 

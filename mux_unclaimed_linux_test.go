@@ -1,0 +1,152 @@
+//go:build linux
+
+package connector_test
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
+)
+
+// groupMuxUnclaimed is TestIntegrationCallUnclaimed's own group.
+const groupMuxUnclaimed connector.Group = 19
+
+const procEventExit = 0x80000000 // PROC_EVENT_EXIT, include/uapi/linux/cn_proc.h
+
+// TestIntegrationCallUnclaimed calls a userspace peer that, before it
+// answers, makes the kernel send the caller other messages: the process
+// events of a child it runs (the caller listens to cn_proc), or a multicast
+// on a userspace group the caller joined. The call reads the socket itself
+// (no Serve): with the Mux as its WithUnmatched handler the Mux's routes get
+// those messages; without, each one is counted in Stats.Unclaimed, so that
+// every message the Conn delivered is the reply or counted.
+func TestIntegrationCallUnclaimed(t *testing.T) {
+	requirePrivileged(t)
+	for _, noise := range []string{"process events", "multicast"} {
+		for _, withMux := range []bool{true, false} {
+			name := noise + "/counted"
+			if withMux {
+				name = noise + "/to the Mux"
+			}
+			t.Run(name, func(t *testing.T) {
+				if noise == "process events" {
+					testutil.RequireProcEvents(t)
+				}
+				callUnclaimed(t, noise == "process events", withMux)
+			})
+		}
+	}
+}
+
+func callUnclaimed(t *testing.T, proc bool, withMux bool) {
+	id, noiseID := testID(), testID()
+	groups := []connector.Group{groupMuxUnclaimed}
+	if proc {
+		groups = []connector.Group{connector.IDProc.Group()}
+	}
+	c := dialServe(t, &connector.Config{Groups: groups, ReadBufferSize: 4 << 20})
+	peer := dial(t, nil)
+
+	mx := connector.NewMux()
+	var mu sync.Mutex
+	exits := map[uint32]bool{} // pids of the exit events routed
+	var routed [][]byte        // payloads of the multicasts routed
+	mx.HandleFunc(connector.IDProc, func(r connector.Request) {
+		d := r.Msg.Data
+		if r.From.Kernel() && len(d) >= 24 && binary.NativeEndian.Uint32(d[0:4]) == procEventExit {
+			mu.Lock()
+			exits[binary.NativeEndian.Uint32(d[16:20])] = true
+			mu.Unlock()
+		}
+	})
+	mx.HandleFunc(noiseID, func(r connector.Request) {
+		mu.Lock()
+		routed = append(routed, append([]byte(nil), r.Msg.Data...))
+		mu.Unlock()
+	})
+	var opts []connector.CallOption
+	if withMux {
+		opts = append(opts, connector.WithUnmatched(mx))
+	}
+	if proc {
+		ack := rand.Uint32N(1<<31) + 1
+		m, from, err := connector.Call(ctxWait(t), c, procOp(procListen, ack), connector.Destination{}, connector.MatchAckPlusOne, opts...)
+		t.Cleanup(func() { _ = c.Send(procOp(procIgnore, rand.Uint32())) })
+		if err != nil || !isProcAck(m, from, ack) {
+			t.Fatalf("LISTEN: %+v from %v, %v", m, from, err)
+		}
+	}
+
+	// The peer: one request, then the noise, then the answer.
+	child := make(chan int, 1)
+	peerDone := make(chan error, 1)
+	go func() {
+		peerDone <- func() error {
+			var req connector.Message
+			for req.ID != id {
+				msgs, _, err := peer.Receive()
+				if err != nil {
+					return err
+				}
+				for _, m := range msgs {
+					if m.ID == id {
+						req = m
+					}
+				}
+			}
+			if proc {
+				// Its exit event is queued on c before the peer answers:
+				// the kernel sends it before the parent's wait returns.
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				if err := cmd.Run(); err != nil {
+					return err
+				}
+				child <- cmd.Process.Pid
+			} else if err := peer.Multicast(groupMuxUnclaimed, connector.Message{ID: noiseID, Data: []byte("noise")}); err != nil {
+				return err
+			}
+			return peer.SendTo(c.PortID(), connector.Message{ID: id, Seq: req.Seq, Ack: req.Seq + 1, Data: []byte("re")})
+		}()
+	}()
+
+	before, mxBefore := c.Stats(), mx.Stats()
+	m, _, err := connector.Call(ctxWait(t), c, connector.Message{ID: id, Seq: rand.Uint32()}, connector.ToPort(peer.PortID()), connector.MatchSeqAck, opts...)
+	if perr := <-peerDone; perr != nil {
+		t.Fatalf("peer: %v", perr)
+	}
+	if err != nil || string(m.Data) != "re" {
+		t.Fatalf("Call: %+v, %v", m, err)
+	}
+	after := c.Stats()
+	read, unclaimed := after.Messages-before.Messages, after.Unclaimed-before.Unclaimed
+
+	mu.Lock()
+	defer mu.Unlock()
+	if withMux {
+		if unclaimed != 0 {
+			t.Errorf("%d messages counted unclaimed with the Mux as WithUnmatched handler", unclaimed)
+		}
+		if proc {
+			if pid := <-child; !exits[uint32(pid)] {
+				t.Errorf("the exit event of child %d did not reach the route (%d exits routed)", pid, len(exits))
+			}
+		} else if len(routed) != 1 || string(routed[0]) != "noise" {
+			t.Errorf("the route got %q, want the one multicast", routed)
+		}
+		s := mx.Stats()
+		if seen := s.Dispatched + s.Unrouted + s.Foreign - mxBefore.Dispatched - mxBefore.Unrouted - mxBefore.Foreign; seen != read-1 {
+			t.Errorf("the call read %d messages besides its reply, the Mux saw %d", read-1, seen)
+		}
+		return
+	}
+	// Counted: everything the call read but its reply.
+	if unclaimed < 1 || unclaimed != read-1 {
+		t.Errorf("the call read %d messages and counted %d unclaimed, want %d (all but the reply) and at least 1", read, unclaimed, read-1)
+	}
+}
