@@ -37,7 +37,14 @@ func (t *sockTransport) leavePoller() error {
 	err := t.control(func(s int) error {
 		var err error
 		fd, err = unix.FcntlInt(uintptr(s), unix.F_DUPFD_CLOEXEC, 0)
-		return os.NewSyscallError("fcntl", err)
+		if err != nil {
+			return os.NewSyscallError("fcntl", err)
+		}
+		if err := setSlice(fd); err != nil {
+			_ = unix.Close(fd)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		_ = t.nc.Close()
@@ -60,9 +67,8 @@ type fdConn struct {
 	mu      sync.RWMutex
 	fd      int // -1 once closed
 	closing atomic.Bool
-	// rdl is the read deadline in unix nanoseconds (0: none); timeo is the
-	// SO_RCVTIMEO in force, in nanoseconds (0: not set yet).
-	rdl, timeo atomic.Int64
+	// rdl is the read deadline in unix nanoseconds (0: none).
+	rdl atomic.Int64
 }
 
 func (c *fdConn) Control(f func(fd uintptr)) error {
@@ -139,6 +145,15 @@ func (c *fdConn) setReadDeadline(d time.Time) error {
 // recvWait receives a batch into m, waiting in the kernel a slice at a time;
 // between slices it returns os.ErrClosed once the descriptor is closing and
 // os.ErrDeadlineExceeded once the read deadline has passed.
+//
+// The socket's SO_RCVTIMEO is the slice, set once (leavePoller) and never
+// changed: a deadline costs no system call of its own however often it
+// changes. A wait whose deadline is nearer than the slice waits in poll(2)
+// for the time left instead, rounded up to the millisecond (at most a
+// millisecond late, as the kernel's own timeouts round up to its tick),
+// then receives without waiting: two system calls for that wait, none to
+// set a timeout. So a deadline set before every read, 10 ms or more away,
+// leaves each wake-up at one recvmmsg.
 func (c *fdConn) recvWait(m *transport.Mmsg) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -150,25 +165,36 @@ func (c *fdConn) recvWait(m *transport.Mmsg) error {
 		if c.closing.Load() {
 			return os.ErrClosed
 		}
-		slice := int64(kernelWaitSlice)
+		left := int64(kernelWaitSlice)
 		if dl := c.rdl.Load(); dl != 0 {
-			left := dl - time.Now().UnixNano()
+			left = dl - time.Now().UnixNano()
 			if left <= 0 {
 				return os.ErrDeadlineExceeded
 			}
-			slice = min(slice, left)
 		}
-		if c.timeo.Load() != slice {
-			// Concurrent receives may race here; each sets a slice that
-			// ends no later than the deadline they share.
-			tv := unix.NsecToTimeval(max(slice, int64(time.Microsecond)))
-			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-				return err
+		ms := (left + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+		if ms >= int64(kernelWaitSlice/time.Millisecond) {
+			if m.RecvWait(uintptr(fd)) {
+				return nil
 			}
-			c.timeo.Store(slice)
+			continue
 		}
-		if m.RecvWait(uintptr(fd)) {
+		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd[:], int(ms))
+		switch {
+		case err == unix.EINTR, err == nil && n == 0:
+			continue
+		case err != nil:
+			return err
+		}
+		if m.Read(uintptr(fd)) {
 			return nil
 		}
 	}
+}
+
+// setSlice sets the socket's receive timeout to the wait slice.
+func setSlice(fd int) error {
+	tv := unix.NsecToTimeval(int64(kernelWaitSlice))
+	return os.NewSyscallError("setsockopt", unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv))
 }

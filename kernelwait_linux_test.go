@@ -17,6 +17,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // groupKernelWait is the userspace group of these tests (see the group
@@ -132,7 +133,10 @@ func TestIntegrationKernelWaitDeadline(t *testing.T) {
 	c := kwDial(t, connector.Config{})
 	r := c.NewReader()
 	defer r.Release()
-	for _, wait := range []time.Duration{-time.Second, 150 * time.Millisecond} {
+	slice := rcvTimeout(t, c)
+	// A deadline nearer than the 10 ms wait slice is waited for in poll(2),
+	// a farther one in recvmmsg slices.
+	for _, wait := range []time.Duration{-time.Second, 3 * time.Millisecond, 150 * time.Millisecond} {
 		if err := c.SetReadDeadline(time.Now().Add(wait)); err != nil {
 			t.Fatal(err)
 		}
@@ -150,6 +154,58 @@ func TestIntegrationKernelWaitDeadline(t *testing.T) {
 			t.Errorf("the deadline error %v does not report Timeout", err)
 		}
 	}
+	// Deadlines cost no system call of their own: the socket's receive
+	// timeout is still the 10 ms slice it was given at Dial.
+	if got := rcvTimeout(t, c); got != slice {
+		t.Errorf("SO_RCVTIMEO after waits with deadlines = %v, want %v, the slice set at Dial, untouched", got, slice)
+	}
+}
+
+// TestIntegrationKernelWaitShortDeadline checks that a receive whose
+// deadline is nearer than the wait slice (the poll(2) path) still returns
+// the messages that are queued or arrive in time.
+func TestIntegrationKernelWaitShortDeadline(t *testing.T) {
+	requirePrivileged(t)
+	rx := kwDial(t, connector.Config{})
+	tx := dial(t, nil)
+	r := rx.NewReader()
+	defer r.Release()
+	slice := rcvTimeout(t, rx)
+	id := testID()
+	for i := range 20 {
+		if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := rx.SetReadDeadline(time.Now().Add(5 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := r.Next()
+		if err != nil || m.ID != id || m.Seq != uint32(i) {
+			t.Fatalf("Next with a message queued and a 5ms deadline: %v seq %d, %v; want %v seq %d", m.ID, m.Seq, err, id, i)
+		}
+	}
+	if got := rcvTimeout(t, rx); got != slice {
+		t.Errorf("SO_RCVTIMEO after 20 receives with deadlines = %v, want %v, the slice set at Dial, untouched", got, slice)
+	}
+}
+
+// rcvTimeout reads the socket's SO_RCVTIMEO (as the kernel keeps it: in
+// ticks, so 10 ms reads back as 12 ms at HZ=250).
+func rcvTimeout(t *testing.T, c *connector.Conn) time.Duration {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tv *unix.Timeval
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { tv, gerr = unix.GetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO) }); err != nil {
+		t.Fatal(err)
+	}
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return time.Duration(tv.Nano())
 }
 
 func TestIntegrationKernelWaitFlush(t *testing.T) {
