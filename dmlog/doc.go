@@ -56,9 +56,13 @@
 //     failing it, as cmirrord does; a MemLog rebuilt that way, or built from
 //     the kernel's re-sent constructor (Ctr.Resent), starts with every
 //     region out of sync, so that writes nobody logged are resynchronised;
-//   - refuses to start without CAP_SYS_ADMIN (ErrNoSysAdmin), raises the
-//     socket's receive buffer, and reports receive overruns through
-//     ErrorLog without stopping.
+//   - refuses to start without CAP_SYS_ADMIN (ErrNoSysAdmin) or without the
+//     dm-log-userspace agent in the kernel (connector.ErrNoAgent: the module
+//     is not loaded, and no request would ever come); Server.Check makes
+//     the same checks for a program that wants to say it serves only when
+//     it can;
+//   - raises the socket's receive buffer, and reports receive overruns
+//     through ErrorLog without stopping.
 //
 // Package dmlogtest plays the kernel's side on a cntest fake connector, for
 // unit tests of a Server and of Log implementations without device-mapper.

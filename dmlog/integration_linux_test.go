@@ -520,7 +520,7 @@ func nocapReplyHelper(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 3
 	}
-	if checkSysAdmin() == nil {
+	if has, err := testutil.HasCapability(unix.CAP_SYS_ADMIN); err != nil || has {
 		fmt.Fprintln(os.Stderr, "CAP_SYS_ADMIN still effective")
 		return 3
 	}
@@ -958,4 +958,12 @@ func TestIntegrationIntegratedFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitFor(TypeDtr, n, 5*time.Second)
+}
+
+// TestIntegrationNoAgent: on the running kernel, Serve fails at once with
+// connector.ErrNoAgent, naming the module, where dm-log-userspace is not
+// registered (the host), and Check passes where it is (the matrix).
+func TestIntegrationNoAgent(t *testing.T) {
+	s := &Server{SkipPrivilegeCheck: true}
+	testutil.CheckAgentGate(t, connector.IDDM, "dm-log-userspace", s.Check, s.Serve)
 }

@@ -23,10 +23,12 @@ const RetryTimeout = 15 * time.Second
 // drivers/md/dm-log-userspace-base.c).
 const ReconnectInterval = 2 * time.Second
 
-// ErrNoSysAdmin is returned by Server.Serve when the process lacks
-// CAP_SYS_ADMIN: the kernel would ignore every reply, silently, and the
-// mirror's I/O would hang. It matches os.ErrPermission.
-var ErrNoSysAdmin error = &capcheck.MissingError{Msg: "dmlog: the process lacks CAP_SYS_ADMIN: dm-log-userspace ignores replies from such processes without a word, and the mirror would hang; run as root or grant CAP_SYS_ADMIN (and CAP_NET_ADMIN before Linux 6.6 to join group 7)"}
+// ErrNoSysAdmin is what Server.Serve and Server.Check fail with when the
+// process lacks CAP_SYS_ADMIN: the kernel would ignore every reply,
+// silently, and the mirror's I/O would hang. The error they return matches
+// both ErrNoSysAdmin and os.ErrPermission with errors.Is; there is no error
+// type to use with errors.As.
+var ErrNoSysAdmin = errors.New("dmlog: the process lacks CAP_SYS_ADMIN: dm-log-userspace ignores replies from such processes without a word, and the mirror would hang; run as root or grant CAP_SYS_ADMIN (and CAP_NET_ADMIN before Linux 6.6 to join group 7)")
 
 // A Ctr is a log constructor request, as Server.New receives it.
 type Ctr struct {
@@ -458,21 +460,18 @@ func errnoOf(err error, def syscall.Errno) syscall.Errno {
 // again for 14 s in the matrix (TestIntegrationOverrun, 16 tasks, Linux 6.1).
 const ReadBufferSize = 1 << 20
 
-// Serve answers requests on c until ctx is done or c is closed. It joins
-// group 7 if c has not, checks that the process has CAP_SYS_ADMIN (unless
-// SkipPrivilegeCheck; the error then matches ErrNoSysAdmin and
-// os.ErrPermission), and raises c's receive buffer to ReadBufferSize where
-// it is smaller. Receive overruns are counted, reported to ErrorLog and
-// survived: the kernel re-sends the constructor of each log it lost contact
-// with, and the Server rebuilds that log.
+// Serve answers requests on c until ctx is done or c is closed. It first
+// runs Check, and fails at once with its error; then it joins group 7 if c
+// has not, and raises c's receive buffer to ReadBufferSize where it is
+// smaller. Receive overruns are counted, reported to ErrorLog and survived:
+// the kernel re-sends the constructor of each log it lost contact with, and
+// the Server rebuilds that log.
 //
 // It returns an error matching ctx.Err() when ctx ends, connector.ErrClosed
 // when c is closed.
 func (s *Server) Serve(ctx context.Context, c *connector.Conn) error {
-	if !s.SkipPrivilegeCheck {
-		if err := checkSysAdmin(); err != nil {
-			return err
-		}
+	if err := s.Check(c); err != nil {
+		return err
 	}
 	if err := joinDM(c); err != nil {
 		return err
@@ -481,6 +480,23 @@ func (s *Server) Serve(ctx context.Context, c *connector.Conn) error {
 		_ = c.SetReadBuffer(ReadBufferSize) // best effort; capped without CAP_NET_ADMIN
 	}
 	return s.serve0(ctx, c)
+}
+
+// Check tells whether Serve could answer the kernel's requests on c, so
+// that a program can say it serves only when it can. It fails with an error
+// matching ErrNoSysAdmin and os.ErrPermission when the process lacks
+// CAP_SYS_ADMIN (unless SkipPrivilegeCheck), and with one matching
+// connector.ErrNoAgent, naming the module to load (dm-log-userspace), when
+// the kernel that c reaches lists its agents and dm-log-userspace's (id
+// 7:1) is not among them: no request would ever come. It checks nothing
+// else (joining group 7 is Serve's first step).
+func (s *Server) Check(c *connector.Conn) error {
+	if !s.SkipPrivilegeCheck {
+		if err := capcheck.RequireSysAdmin("dmlog", ErrNoSysAdmin); err != nil {
+			return err
+		}
+	}
+	return capcheck.RequireAgent(c, "dmlog serve", connector.IDDM)
 }
 
 func joinDM(c *connector.Conn) error {

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
 )
 
 // TestServerLifeCycle runs the request sequence the kernel sends for a
@@ -349,8 +351,8 @@ func TestPrivilegeCheck(t *testing.T) {
 		}
 		return
 	}
-	if !errors.Is(err, ErrNoSysAdmin) || !errors.Is(err, os.ErrPermission) {
-		t.Errorf("without CAP_SYS_ADMIN: %v, want ErrNoSysAdmin", err)
+	if !errors.Is(err, ErrNoSysAdmin) || !errors.Is(err, os.ErrPermission) || strings.Count(err.Error(), "dmlog:") != 1 {
+		t.Errorf("without CAP_SYS_ADMIN: %v, want ErrNoSysAdmin and os.ErrPermission, with one dmlog: prefix", err)
 	}
 }
 
@@ -403,5 +405,33 @@ func BenchmarkServerRequest(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		s.handle(ms[i%len(ms)], connector.Sender{}, send)
+	}
+}
+
+// TestNoAgent: on a kernel without the dm-log-userspace agent (a fake with
+// no handler for 7:1) Serve fails at once with connector.ErrNoAgent and
+// says which module to load, instead of waiting for requests that never
+// come; Check says the same. With the agent, Check passes.
+func TestNoAgent(t *testing.T) {
+	k := cntest.New(nil)
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := &Server{SkipPrivilegeCheck: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = s.Serve(ctx, c)
+	if !errors.Is(err, connector.ErrNoAgent) || !strings.Contains(err.Error(), "modprobe dm-log-userspace") || time.Since(start) > 5*time.Second {
+		t.Errorf("Serve without the agent: %v after %v, want ErrNoAgent at once, naming modprobe dm-log-userspace", err, time.Since(start))
+	}
+	if err := s.Check(c); !errors.Is(err, connector.ErrNoAgent) {
+		t.Errorf("Check without the agent: %v, want ErrNoAgent", err)
+	}
+	k.Handle(connector.IDDM, func(connector.Message, connector.Sender) []cntest.Reply { return nil })
+	if err := s.Check(c); err != nil {
+		t.Errorf("Check with the agent: %v", err)
 	}
 }

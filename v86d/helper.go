@@ -21,10 +21,12 @@ const Timeout = 5 * time.Second
 // FlagExit: uvesafb is being unloaded and the helper it started should exit.
 var ErrExit = errors.New("v86d: the kernel asked the helper to exit (TF_EXIT)")
 
-// ErrNoSysAdmin is returned by Helper.Serve when the process lacks
-// CAP_SYS_ADMIN: uvesafb ignores replies from such processes, silently, and
-// each task would time out after 5 s. It matches os.ErrPermission.
-var ErrNoSysAdmin error = &capcheck.MissingError{Msg: "v86d: the process lacks CAP_SYS_ADMIN: uvesafb ignores replies from such processes without a word; run as root (joining group 4 also needs CAP_NET_ADMIN)"}
+// ErrNoSysAdmin is what Helper.Serve and Helper.Check fail with when the
+// process lacks CAP_SYS_ADMIN: uvesafb ignores replies from such processes,
+// silently, and each task would time out after 5 s. The error they return
+// matches both ErrNoSysAdmin and os.ErrPermission with errors.Is; there is
+// no error type to use with errors.As.
+var ErrNoSysAdmin = errors.New("v86d: the process lacks CAP_SYS_ADMIN: uvesafb ignores replies from such processes without a word; run as root (joining group 4 also needs CAP_NET_ADMIN)")
 
 // A Call is one task the kernel sent, as a Helper's Handle gets it.
 type Call struct {
@@ -148,23 +150,32 @@ func (h *Helper) handle(m connector.Message, from connector.Sender, send func(co
 }
 
 // Serve answers tasks on c until ctx is done, c is closed, or a FlagExit
-// task arrives (ErrExit). It joins group 4 if c has not and checks for
-// CAP_SYS_ADMIN first (unless SkipPrivilegeCheck): without it the error
-// matches ErrNoSysAdmin and os.ErrPermission.
+// task arrives (ErrExit). It first runs Check, and fails at once with its
+// error; then it joins group 4 if c has not (which needs CAP_NET_ADMIN).
 func (h *Helper) Serve(ctx context.Context, c *connector.Conn) error {
-	if !h.SkipPrivilegeCheck {
-		ok, err := capcheck.SysAdmin()
-		if err != nil {
-			return fmt.Errorf("v86d: %w", err)
-		}
-		if !ok {
-			return ErrNoSysAdmin
-		}
+	if err := h.Check(c); err != nil {
+		return err
 	}
 	if err := join(c, connector.IDV86D.Group()); err != nil {
 		return fmt.Errorf("v86d: joining group 4 (needs CAP_NET_ADMIN): %w", err)
 	}
 	return h.serve0(ctx, c)
+}
+
+// Check tells whether Serve could answer the kernel's tasks on c, so that
+// a program can say it serves only when it can. It fails with an error
+// matching ErrNoSysAdmin and os.ErrPermission when the process lacks
+// CAP_SYS_ADMIN (unless SkipPrivilegeCheck), and with one matching
+// connector.ErrNoAgent, naming the module to load (uvesafb), when the
+// kernel that c reaches lists its agents and uvesafb's (id 4:1) is not
+// among them: no task would ever come.
+func (h *Helper) Check(c *connector.Conn) error {
+	if !h.SkipPrivilegeCheck {
+		if err := capcheck.RequireSysAdmin("v86d", ErrNoSysAdmin); err != nil {
+			return err
+		}
+	}
+	return capcheck.RequireAgent(c, "v86d serve", connector.IDV86D)
 }
 
 func join(c *connector.Conn, g connector.Group) error {

@@ -346,3 +346,39 @@ func copyFile(from, to string) error {
 	}
 	return out.Close()
 }
+
+// TestIntegrationNoAgent: on the running kernel, Serve fails at once with
+// connector.ErrNoAgent, naming the module, where uvesafb is not registered
+// (the host), and Check passes where it is.
+func TestIntegrationNoAgent(t *testing.T) {
+	h := &Helper{SkipPrivilegeCheck: true}
+	testutil.CheckAgentGate(t, connector.IDV86D, "uvesafb", h.Check, h.Serve)
+}
+
+// TestPrivilegeCheck: Serve refuses to run without CAP_SYS_ADMIN, whose
+// absence uvesafb would answer only with silence, with an error matching
+// ErrNoSysAdmin and os.ErrPermission; with it, it gets past the check.
+func TestPrivilegeCheck(t *testing.T) {
+	has, err := testutil.HasCapability(unix.CAP_SYS_ADMIN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newFakeUvesafb(t).k
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = (&Helper{}).Serve(ctx, c)
+	if has {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("with CAP_SYS_ADMIN: %v, want context.Canceled", err)
+		}
+		return
+	}
+	if !errors.Is(err, ErrNoSysAdmin) || !errors.Is(err, os.ErrPermission) || strings.Count(err.Error(), "v86d:") != 1 {
+		t.Errorf("without CAP_SYS_ADMIN: %v, want ErrNoSysAdmin and os.ErrPermission, with one v86d: prefix", err)
+	}
+}

@@ -32,21 +32,11 @@ const (
 // calls run.
 const noCapEnv = "BUS_TEST_NO_NET_ADMIN"
 
-// nobodyEnv, set for the program helper, runs the program as uid and gid
-// 65534 (every thread; the change clears all capabilities).
-const nobodyEnv = "BUS_TEST_NOBODY"
-
 func TestMain(m *testing.M) {
 	if os.Getenv(testutil.HelperEnv) == program && os.Getenv(noCapEnv) != "" {
 		runtime.LockOSThread()
 		if err := testutil.DropCapabilityThread(unix.CAP_NET_ADMIN); err != nil {
 			fmt.Fprintln(os.Stderr, "dropping CAP_NET_ADMIN:", err)
-			os.Exit(3)
-		}
-	}
-	if os.Getenv(testutil.HelperEnv) == program && os.Getenv(nobodyEnv) != "" {
-		if err := becomeNobody(); err != nil {
-			fmt.Fprintln(os.Stderr, "becoming uid 65534:", err)
 			os.Exit(3)
 		}
 	}
@@ -387,18 +377,6 @@ func TestHelpPerCommand(t *testing.T) {
 	}
 }
 
-// becomeNobody switches every thread to uid and gid 65534 with no
-// supplementary groups, which clears every capability.
-func becomeNobody() error {
-	if err := syscall.Setgroups(nil); err != nil {
-		return err
-	}
-	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
-		return err
-	}
-	return syscall.Setresuid(65534, 65534, 65534)
-}
-
 // TestUnprivileged runs each command as uid 65534, where the kernel decides
 // what works, and checks what the documentation says: pub, call and serve
 // send to userspace ports or groups and need CAP_NET_ADMIN on every kernel;
@@ -407,16 +385,12 @@ func becomeNobody() error {
 // an even group, and for every group before 6.6.
 func TestUnprivileged(t *testing.T) {
 	testutil.RequireInitialNetNS(t)
-	if os.Geteuid() != 0 {
-		t.Skip("privilege missing: the test needs root to switch its helpers to uid 65534")
-	}
+	testutil.RequireRoot(t, "to switch its helpers to uid 65534")
 	needNetAdmin(t) // the test publishes to the unprivileged subscriber
 	major, minor := testutil.KernelVersion(t)
 	modern := major > 6 || major == 6 && minor >= 6
 	nobody := func(args ...string) *testutil.Proc {
-		cmd := testutil.HelperCommand(t, program, args...)
-		cmd.Env = append(cmd.Env, nobodyEnv+"=1")
-		return testutil.Start(t, cmd)
+		return testutil.Start(t, testutil.AsNobody(testutil.HelperCommand(t, program, args...)))
 	}
 	// refused checks that a command fails at once with exit status 1 and
 	// an error that names the capability.

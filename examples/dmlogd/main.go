@@ -50,9 +50,9 @@ func mainExit(args []string) int {
 		fmt.Fprintln(os.Stderr, "dmlogd:", err)
 		return 2
 	}
-	// Join group 7 before saying we serve: a mirror loaded after that line
-	// finds the server (the kernel fails a load that reaches no listener).
-	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{connector.IDDM.Group()}, ReadBufferSize: dmlog.ReadBufferSize})
+	// A socket without groups first: serve checks the privilege and the
+	// kernel agent, then joins group 7, and only then says it serves.
+	c, err := connector.Dial(&connector.Config{ReadBufferSize: dmlog.ReadBufferSize})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dmlogd:", err)
 		return 1
@@ -137,6 +137,16 @@ func serve(ctx context.Context, o *options, c *connector.Conn, s *dmlog.Server, 
 			}
 			fmt.Fprintln(stdout, line)
 		}
+	}
+	// Say "serving" only when it is true: with CAP_SYS_ADMIN, the
+	// dm-log-userspace agent registered, and group 7 joined (a mirror
+	// loaded after that line finds the server; the kernel fails a load
+	// that reaches no listener).
+	if err := s.Check(c); err != nil {
+		return err
+	}
+	if err := c.JoinGroup(connector.IDDM.Group()); err != nil {
+		return fmt.Errorf("listening for dm-log-userspace's requests (group 7): %w", err)
 	}
 	fmt.Fprintf(stderr, "dmlogd: serving dm-log-userspace requests on group 7 (port %d)\n", c.PortID())
 	err := s.Serve(ctx, c)

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"github.com/cnlink/connector/cntest"
 	"github.com/cnlink/connector/dmlog"
 	"github.com/cnlink/connector/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 const program = "dmlogd"
@@ -131,4 +134,55 @@ func TestParseArgs(t *testing.T) {
 	if o, err := parseArgs([]string{"-json"}, io.Discard); err != nil || !o.json {
 		t.Errorf("-json: %+v %v", o, err)
 	}
+}
+
+// TestStartup runs dmlogd on the running kernel and checks that it says
+// "serving" only when it can serve: without CAP_SYS_ADMIN (as uid 65534,
+// and as this user if it lacks it) it exits 1 naming the capability, and
+// without the dm-log-userspace agent (the host) it exits 1 naming the
+// module; neither prints the serving line. Where it can serve (root in the
+// kernel matrix), it prints that line and exits 0 on SIGINT.
+func TestStartup(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	const timeout = 10 * time.Second
+	refused := func(t *testing.T, p *testutil.Proc, want ...string) {
+		t.Helper()
+		code := p.Wait(t, timeout)
+		stderr := p.Stderr.String()
+		if code != 1 || strings.Contains(stderr, "serving") {
+			t.Errorf("exit %d, stderr %q; want 1 and no serving line", code, stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("stderr %q does not say %q", stderr, w)
+			}
+		}
+	}
+	t.Run("nobody", func(t *testing.T) {
+		testutil.RequireRoot(t, "to run dmlogd as uid 65534")
+		refused(t, testutil.Start(t, testutil.AsNobody(testutil.HelperCommand(t, program))), "CAP_SYS_ADMIN", "permission denied")
+	})
+	t.Run("self", func(t *testing.T) {
+		admin, err := testutil.HasCapability(unix.CAP_SYS_ADMIN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents, err := connector.Agents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := testutil.StartHelper(t, program)
+		switch {
+		case !admin:
+			refused(t, p, "CAP_SYS_ADMIN")
+		case !slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == connector.IDDM }):
+			refused(t, p, "modprobe dm-log-userspace")
+		default:
+			p.Stderr.FindPrefix(t, timeout, "dmlogd: serving")
+			p.Signal(t, os.Interrupt)
+			if code := p.Wait(t, timeout); code != 0 {
+				t.Errorf("after SIGINT: exit %d, stderr %q", code, p.Stderr.String())
+			}
+		}
+	})
 }

@@ -1,6 +1,7 @@
 // Package capcheck tells whether the process may expect a kernel agent to
 // take its replies: dm-log-userspace and uvesafb ignore, silently, messages
-// from tasks without CAP_SYS_ADMIN.
+// from tasks without CAP_SYS_ADMIN, and nothing at all takes a message for
+// an agent that is not registered.
 package capcheck
 
 import (

@@ -57,6 +57,28 @@ import (
 // re-executed test binary.
 const HelperEnv = "CONNECTOR_TEST_HELPER"
 
+// NobodyEnv, set to 1 in a helper's environment (AsNobody does it), makes
+// Main and MainFunc switch the helper process to uid and gid 65534
+// (BecomeNobody) before the helper runs.
+const NobodyEnv = "CONNECTOR_TEST_NOBODY"
+
+// AsNobody makes cmd, a helper command (HelperCommand), run its helper as
+// uid and gid 65534 without capabilities, and returns it. The test process
+// must be root (RequireRoot).
+func AsNobody(cmd *exec.Cmd) *exec.Cmd {
+	cmd.Env = append(cmd.Env, NobodyEnv+"=1")
+	return cmd
+}
+
+// RequireRoot skips the test unless it runs as root, which it needs to
+// switch a helper to another user (AsNobody); why says what for.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("privilege missing: the test needs root %s", why)
+	}
+}
+
 // A HelperFunc is the body of a helper process. It gets the arguments given
 // to RunHelper and returns the process's exit status. What it writes to
 // stdout is returned to the test; stderr is passed through.
@@ -80,6 +102,12 @@ func Main(m *testing.M, helpers map[string]HelperFunc) {
 // helper, and the tests otherwise.
 func MainFunc(m *testing.M, helper func(name string, args []string) int) {
 	if name, ok := os.LookupEnv(HelperEnv); ok {
+		if os.Getenv(NobodyEnv) == "1" {
+			if err := BecomeNobody(); err != nil {
+				fmt.Fprintf(os.Stderr, "testutil: helper %q: becoming uid 65534: %v\n", name, err)
+				os.Exit(3)
+			}
+		}
 		os.Exit(helper(name, helperArgs()))
 	}
 	os.Exit(m.Run())

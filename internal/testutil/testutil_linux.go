@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"syscall"
 	"testing"
 
 	"github.com/cnlink/connector"
@@ -243,4 +244,21 @@ func FDCount(t testing.TB) int {
 		t.Fatalf("counting open file descriptors: %v (is /proc mounted?)", err)
 	}
 	return len(ents)
+}
+
+// BecomeNobody switches every thread of the process to uid and gid 65534
+// with no supplementary groups, which clears every capability: a helper
+// process then sees what an unprivileged user sees. It needs root. Go's
+// syscall package applies the change to all threads.
+func BecomeNobody() error {
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
+		return fmt.Errorf("setresgid: %w", err)
+	}
+	if err := syscall.Setresuid(65534, 65534, 65534); err != nil {
+		return fmt.Errorf("setresuid: %w", err)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/cnlink/connector"
@@ -72,3 +73,14 @@ func KernelVersion(t testing.TB) (major, minor int) { t.Helper(); skipNotLinux(t
 
 // KernelAtLeast skips the test: it reads the Linux kernel's version.
 func KernelAtLeast(t testing.TB, _, _ int) bool { t.Helper(); skipNotLinux(t); return false }
+
+// CheckAgentGate skips the test: only Linux has kernel agents.
+func CheckAgentGate(t testing.TB, _ connector.CBID, _ string, _ func(*connector.Conn) error, _ func(context.Context, *connector.Conn) error) {
+	t.Helper()
+	skipNotLinux(t)
+}
+
+// BecomeNobody fails: switching users this way is Linux's.
+func BecomeNobody() error {
+	return fmt.Errorf("switching to uid 65534 on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+}
