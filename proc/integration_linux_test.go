@@ -34,7 +34,19 @@ func TestIntegrationEvents(t *testing.T) {
 	me := int32(os.Getpid())
 
 	t.Run("fork exec exit code 3", func(t *testing.T) {
-		pid, evs := rec.scenario(t, helperRun(t, "exit3"), untilExit)
+		// The child is reaped only once its exit event has arrived: the
+		// kernel builds the event after it has told the parent, and
+		// names the parent only if it has not reaped the child yet (see
+		// Event.ParentPID).
+		var children []*child
+		pid, evs := rec.scenario(t, func() int32 {
+			c := startHelper(t, "exit3", nil)
+			children = append(children, c)
+			return c.pid()
+		}, untilExit)
+		for _, c := range children {
+			c.wait(t)
+		}
 		fork := find(t, evs, KindFork, func(e *Event) bool { return e.PID == pid })
 		if fork.TGID != pid || fork.ParentTGID != me || fork.ParentPID == 0 || fork.IsThread() {
 			t.Errorf("fork event %v: want pid=tgid=%d, parent tgid %d", fork, pid, me)
