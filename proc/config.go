@@ -62,6 +62,23 @@ type Config struct {
 	// counter.
 	NoENOBUFS bool
 
+	// ExactLoss makes the Listener count every lost event, also those the
+	// kernel loses before any socket sees them: a failed GFP_NOWAIT
+	// allocation in the kernel's send path, which no drop counter and no
+	// log records (see "Loss" in the package documentation). The socket
+	// then takes every message the kernel sends to group 1, every event
+	// kind and every process's subscription acknowledgements, so that a
+	// gap in a CPU's sequence numbers is lost messages and nothing else.
+	// Kinds is applied in user space only: the Mode is ModeAll or
+	// ModeUserFilter, never ModeKernelFilter.
+	//
+	// The price: every event crosses into user space, and a local process
+	// that floods the kernel with subscription requests fills the socket
+	// with acknowledgements, so events are lost to overruns where the
+	// default would have kept them out. Those losses are counted too:
+	// nothing is lost silently.
+	ExactLoss bool
+
 	// BatchSize is how many datagrams one receive system call fetches on
 	// the socket Listen opens. 0 means DefaultListenBatchSize. NewListener
 	// refuses it: set connector.Config.BatchSize instead.
@@ -88,7 +105,9 @@ const (
 	// kernel's filter is set to every event kind, which keeps other
 	// processes' subscription acknowledgements out of the socket; before
 	// 6.6 a classic BPF socket filter does that, where the socket takes
-	// one. Losses are counted exactly (see Event.Lost).
+	// one. Events lost to a full receive buffer are counted exactly (see
+	// Event.Lost); events the kernel loses before any socket only with
+	// Config.ExactLoss, which keeps no acknowledgement out.
 	ModeAll Mode = iota + 1
 	// ModeKernelFilter: the kernel filters by kind (struct proc_input,
 	// Linux 6.6 and later) and the Listener filters again in user space.
@@ -98,9 +117,10 @@ const (
 	// socket drops no more; with Config.NoENOBUFS they are not reported.
 	// [Listener.Drops] gives the total in every mode.
 	ModeKernelFilter
-	// ModeUserFilter: the kernel ignored the filter request (before 6.6)
-	// and sends every event; the Listener filters in user space. Losses
-	// are counted exactly, as in ModeAll.
+	// ModeUserFilter: the kernel sends every event, because it ignored the
+	// filter request (before 6.6) or because Config.ExactLoss asked for
+	// every message; the Listener filters in user space. Losses are
+	// counted as in ModeAll.
 	ModeUserFilter
 )
 

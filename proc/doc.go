@@ -107,6 +107,44 @@
 //     [Listener.Drops] returns the kernel's total of dropped messages for
 //     the socket, in every mode.
 //
+// # Loss no socket sees
+//
+// Two paths in the kernel lose events without any socket's drop counter,
+// overrun report or log showing it, and one thing looks like a loss (read
+// in the kernel source: cn_proc.c, connector.c and af_netlink.c as of 6.6
+// and later, and the pre-6.6 cn_proc.c):
+//
+//   - A failed allocation. cn_proc numbers each message from its CPU's
+//     counter and then sends it (drivers/connector/cn_proc.c, send_msg);
+//     the send allocates the message with GFP_NOWAIT (connector.c,
+//     cn_netlink_send_mult: nlmsg_new), and on failure returns -ENOMEM,
+//     which send_msg ignores. GFP_NOWAIT implies __GFP_NOWARN on current
+//     kernels, so nothing is logged either. The sequence number was
+//     taken, so a socket that receives every message the kernel sends to
+//     group 1 sees the gap: [Config.ExactLoss] makes the Listener such a
+//     socket and count it. Any filter (the kernel's, or the socket filter
+//     that keeps other processes' acknowledgements out) makes gaps that
+//     look the same, so without ExactLoss this loss is not reported.
+//   - No listeners. Every event generator returns at once while the
+//     kernel's global listener count is below 1 (proc_event_num_listeners),
+//     taking no sequence number. Before 6.6 every IGNORE from a process
+//     with CAP_NET_ADMIN lowers that count; since 6.6 an IGNORE lowers it
+//     whenever the sending socket's previous request was not an IGNORE,
+//     an invalid operation included (cn_proc_mcast_ctl), which lets any
+//     local user lower it by alternating the two. Nothing a listener
+//     receives shows it. A Listener sends one IGNORE, on Close, and only
+//     after its own LISTEN.
+//   - Not a loss, but it looks like one: an exit event names the parent
+//     only until the parent reaps the task (see Event.ParentPID), so a
+//     program that recognises its children's exits by parent misses some.
+//
+// Everything else is counted: a full receive buffer, and a failed copy in
+// the multicast (net/netlink/af_netlink.c, do_one_broadcast: a failed
+// skb_clone calls netlink_overrun for that socket and every later member),
+// raise the socket's drop counter (sk_drops, [Listener.Drops]) and report
+// ENOBUFS unless Config.NoENOBUFS. NETLINK_BROADCAST_ERROR changes only
+// what the sender is told, and the kernel ignores what it is told.
+//
 // After a loss, rebuild state with [Snapshot], which lists the live
 // processes from /proc. To lose less, raise Config.ReadBufferSize (or call
 // [Listener.SetReadBuffer] when an overrun is reported) and read promptly.

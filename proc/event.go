@@ -56,9 +56,10 @@ type Event struct {
 	// exit_notify, then proc_exit_connector, which reads the parent only
 	// while pid_alive), so a parent that reaps the child in between
 	// leaves the fields 0. Kernels that preempt kernel code (preempt=lazy
-	// or full, Debian's default for 6.18 and 7.3) open that window: about
-	// 1 in 200 exits of children reaped at once came without a parent in
-	// the kernel matrix. Match a child's exit by its PID, not its parent.
+	// or full, Debian's default for 6.18 and 7.3) open that window: in the
+	// kernel matrix 13 of 1000 exits of children reaped at once came
+	// without a parent on 7.3, none of 1000 on 6.12 (preempt=voluntary).
+	// Match a child's exit by its PID, not its parent.
 	ParentPID, ParentTGID int32
 
 	// RUID and EUID are the real and effective user ids (KindUID).

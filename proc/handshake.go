@@ -44,9 +44,11 @@ type subscription struct {
 }
 
 // subscribe runs the handshake for a user-space filter of kinds (all when
-// every kind is selected). On error it has undone what it subscribed.
-func (h *handshake) subscribe(kinds Kind, all bool) (subscription, error) {
-	s, err := h.run(kinds, all)
+// every kind is selected); with exact, the socket is left to take every
+// message the kernel sends to group 1 (Config.ExactLoss). On error it has
+// undone what it subscribed.
+func (h *handshake) subscribe(kinds Kind, all, exact bool) (subscription, error) {
+	s, err := h.run(kinds, all, exact)
 	if err != nil && h.listened {
 		// Kernels before 6.6 count listeners globally: undo ours.
 		_ = h.c.Send(requestMessage(opIgnore, 0, false, nonce()))
@@ -54,12 +56,23 @@ func (h *handshake) subscribe(kinds Kind, all bool) (subscription, error) {
 	return s, err
 }
 
-func (h *handshake) run(kinds Kind, all bool) (subscription, error) {
+func (h *handshake) run(kinds Kind, all, exact bool) (subscription, error) {
 	// Probe for struct proc_input with an unfiltered request, which the
-	// kernel acknowledges; then set the filter, which it does not.
-	ok, err := h.request(opListen, KindAll, true)
+	// kernel acknowledges; then set the filter, which it does not. For an
+	// exact count the probe asks for event type 0, which every kernel
+	// since 6.6 reads as its own PROC_EVENT_ALL (newer kinds included):
+	// cn_filter then passes every message, acknowledgements too.
+	probe := KindAll
+	if exact {
+		probe = 0
+	}
+	ok, err := h.request(opListen, probe, true)
 	if err != nil {
 		return subscription{}, err
+	}
+	if ok && exact {
+		h.listened = true
+		return subscription{mode: userMode(all), exact: true}, nil
 	}
 	if ok {
 		h.listened = true
@@ -82,12 +95,18 @@ func (h *handshake) run(kinds Kind, all bool) (subscription, error) {
 		return subscription{}, h.diagnoseNoAck()
 	}
 	h.listened = true
-	mode := ModeAll
-	if !all {
-		mode = ModeUserFilter
+	if !exact {
+		exact = h.c.SetBPF(ackFilter) != nil
 	}
-	exact := h.c.SetBPF(ackFilter) != nil
-	return subscription{mode: mode, exact: exact}, nil
+	return subscription{mode: userMode(all), exact: exact}, nil
+}
+
+// userMode is the Mode of a Listener that filters in user space only.
+func userMode(all bool) Mode {
+	if all {
+		return ModeAll
+	}
+	return ModeUserFilter
 }
 
 // ackFilter is a classic BPF socket filter that drops acknowledgements

@@ -208,7 +208,7 @@ func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) 
 		timeout = DefaultAckTimeout
 	}
 	h := handshake{c: c, timeout: timeout}
-	res, err := h.subscribe(l.kinds, l.all)
+	res, err := h.subscribe(l.kinds, l.all, cfg.ExactLoss)
 	l.acks.Store(h.acks)
 	l.overruns.Store(h.overruns)
 	if err != nil {

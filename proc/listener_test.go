@@ -565,6 +565,60 @@ func TestNextLossExact(t *testing.T) {
 	}
 }
 
+// Config.ExactLoss on Linux 6.6 and later: the socket keeps the kernel's
+// "every message" filter, so other processes' acknowledgements reach it and
+// every gap is a loss, also the events the kernel lost before any socket
+// (Lose), which nothing else records; the kinds are filtered in user space.
+func TestNextExactLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		kinds proc.Kind
+		mode  proc.Mode
+	}{
+		{"all", 0, proc.ModeAll},
+		{"exec", proc.KindExec, proc.ModeUserFilter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(nil)
+			l, c := f.mustListen(t, &proc.Config{Kinds: tc.kinds, ExactLoss: true})
+			if got := l.Mode(); got != tc.mode {
+				t.Fatalf("Mode() = %v, want %v", got, tc.mode)
+			}
+			reqs := f.a.Requests()
+			if len(reqs) != 1 || reqs[0].Len != 8 || reqs[0].Kinds != 0 || reqs[0].Op != opListen {
+				t.Fatalf("requests %+v, want one 8-byte LISTEN for event type 0 (the kernel's every kind)", reqs)
+			}
+			if filter, ok := f.a.Filter(c.PortID()); !ok || filter != proc.KindAll {
+				t.Fatalf("the kernel's filter for the socket is %v (kept %v), want every kind", filter, ok)
+			}
+			other := f.dial(t, 4)
+			defer other.Close()
+			var got []string
+			f.emit(t, exec(0, 13))
+			sendRequest(t, other, opListen, 9) // its ack reaches the Listener: no gap
+			f.a.Lose(0, 2)
+			f.emit(t, proc.Event{Kind: proc.KindExit, CPU: 0, PID: 15, TGID: 15})
+			f.emit(t, exec(0, 14))
+			want := []string{
+				"exec cpu=0 seq=1 pid=13",
+				"lost cpu=0 seq=3 lost=2",
+			}
+			if tc.kinds == 0 {
+				want = append(want, "exit cpu=0 seq=5 pid=15 parent=0 code=0x0 signal=0")
+			}
+			want = append(want, "exec cpu=0 seq=6 pid=14")
+			got = nextStrings(t, l, got, len(want))
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			st := l.Stats()
+			if st.Lost != 2 || st.Acks != 2 || st.Overruns != 0 {
+				t.Errorf("Stats %+v, want Lost 2, Acks 2 (its own and the other socket's), no overrun", st)
+			}
+		})
+	}
+}
+
 // With the kernel filtering by kind, gaps are normal and not losses; after
 // an overrun, the socket's drop counter gives the count of what was lost,
 // and once it shows no new drop, gaps are left alone again.
