@@ -68,7 +68,9 @@ func mainExit(args []string) int {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintln(os.Stderr, "bus:", err)
+		if !errors.As(err, new(flagError)) { // the flag package has said it
+			fmt.Fprintln(os.Stderr, "bus:", err)
+		}
 		return 2
 	default:
 		fmt.Fprintln(os.Stderr, "bus:", err)
@@ -77,6 +79,14 @@ func mainExit(args []string) int {
 }
 
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// A flagError is an error of flag.FlagSet.Parse, which has already printed
+// it with the usage.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
 
 const usage = `usage:
   bus sub   -g GROUP [-c N]                    print messages published on GROUP
@@ -145,26 +155,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err}
+		return usageError{flagError{err}}
 	}
 	id, err := parseID(o.id)
 	if err != nil {
-		return usageError{err}
+		return usageError{fmt.Errorf("-id: %w", err)}
+	}
+	// Range-check before converting: -g 4294967297 must not become group 1.
+	if o.group > uint(connector.MaxGroup) {
+		return usageError{fmt.Errorf("-g %d: groups are numbered 1 to %d", o.group, connector.MaxGroup)}
 	}
 	g := connector.Group(o.group)
 	switch {
-	case o.group != 0 && !g.Valid():
-		return usageError{fmt.Errorf("bad group %d: groups are numbered 1 to %d", o.group, connector.MaxGroup)}
 	case o.count < 0:
 		return usageError{errors.New("-c must not be negative")}
 	case o.port > 1<<32-1:
-		return usageError{fmt.Errorf("bad port %d: port ids are 32-bit", o.port)}
+		return usageError{fmt.Errorf("-port %d: port ids are 32-bit", o.port)}
 	case (cmd == "sub" || cmd == "pub") && g == 0:
 		return usageError{fmt.Errorf("%s needs -g GROUP", cmd)}
 	case (cmd == "sub" || cmd == "serve") && fs.NArg() > 0:
 		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd, strings.Join(fs.Args(), " "))}
 	case cmd == "call" && (o.port == 0) == (g == 0):
 		return usageError{errors.New("call needs exactly one of -port PORT and -g GROUP")}
+	case cmd == "pub" && fs.NArg() == 0:
+		return usageError{errors.New("pub needs the text to publish, for example: bus pub -g 20 hello")}
 	case cmd == "call" && fs.NArg() == 0:
 		return usageError{errors.New("call needs the request text, for example: bus call -port 1234 ping")}
 	case cmd == "call" && o.timeout <= 0:

@@ -274,28 +274,42 @@ func TestCallUnknownPort(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{
-		{},
-		{"frob"},
-		{"sub"},
-		{"sub", "-g", "25", "extra"},
-		{"pub", "hello"},
-		{"pub", "-g", "33", "hello"},
-		{"call", "ping"},
-		{"call", "-port", "5", "-g", "20", "ping"},
-		{"call", "-port", "5"},
-		{"call", "-port", "5", "-timeout", "0s", "ping"},
-		{"serve", "-id", "1:1"},
-		{"serve", "-id", "zz"},
-		{"serve", "extra"},
-		{"sub", "-g", "20", "-c", "-2"},
+	// Each usage error names what was wrong: the flag, where a flag was.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "missing command"},
+		{[]string{"frob"}, "unknown command"},
+		{[]string{"sub"}, "-g GROUP"},
+		{[]string{"sub", "-g", "25", "extra"}, "no arguments"},
+		{[]string{"pub", "hello"}, "-g GROUP"},
+		{[]string{"pub", "-g", "20"}, "text to publish"},
+		{[]string{"pub", "-g", "33", "hello"}, "-g 33"},
+		{[]string{"sub", "-g", "4294967297"}, "-g 4294967297"}, // not group 1
+		{[]string{"call", "ping"}, "-port PORT and -g GROUP"},
+		{[]string{"call", "-port", "5", "-g", "20", "ping"}, "-port PORT and -g GROUP"},
+		{[]string{"call", "-port", "5"}, "request text"},
+		{[]string{"call", "-port", "99999999999", "ping"}, "-port 99999999999"},
+		{[]string{"call", "-port", "5", "-timeout", "0s", "ping"}, "-timeout"},
+		{[]string{"serve", "-id", "1:1"}, "-id"},
+		{[]string{"serve", "-id", "zz"}, "-id"},
+		{[]string{"serve", "extra"}, "no arguments"},
+		{[]string{"sub", "-g", "20", "-c", "-2"}, "-c"},
+		{[]string{"sub", "-bogus"}, "-bogus"},
 	} {
-		err := run(context.Background(), args, io.Discard, io.Discard)
-		if !errors.As(err, new(usageError)) {
-			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		err := run(context.Background(), tc.args, io.Discard, io.Discard)
+		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run(%q) = %v, want a usage error naming %q", tc.args, err, tc.want)
 		}
 	}
-	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "call", "ping")
+	// The flag package prints its own errors; the program does not repeat
+	// them.
+	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "sub", "-bogus")
+	if n := strings.Count(stderr, "-bogus"); code != 2 || n != 1 {
+		t.Errorf("bus sub -bogus: exit %d, %d mentions of -bogus in %q; want 2 and 1", code, n, stderr)
+	}
+	code, _, stderr = testutil.RunHelperExit(t, timeout, program, "call", "ping")
 	if code != 2 || !strings.Contains(stderr, "call needs exactly one of -port PORT and -g GROUP") {
 		t.Errorf("bus call ping: exit %d, stderr %q", code, stderr)
 	}

@@ -45,7 +45,9 @@ func mainExit(args []string) int {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintln(os.Stderr, "cndump:", err)
+		if !errors.As(err, new(flagError)) { // the flag package has said it
+			fmt.Fprintln(os.Stderr, "cndump:", err)
+		}
 		return 2
 	default:
 		fmt.Fprintln(os.Stderr, "cndump:", err)
@@ -54,6 +56,14 @@ func mainExit(args []string) int {
 }
 
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// A flagError is an error of flag.FlagSet.Parse, which has already printed
+// it with the usage.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
 
 // options are the parsed command line.
 type options struct {
@@ -88,17 +98,25 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
-		return nil, usageError{err}
+		return nil, usageError{flagError{err}}
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))}
 	}
-	if o.count < 0 || o.snap < 0 || o.rcvbuf < 0 {
-		return nil, usageError{errors.New("-c, -snap and -rcvbuf must not be negative")}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"-c", o.count}, {"-snap", o.snap}, {"-rcvbuf", o.rcvbuf}} {
+		if f.v < 0 {
+			return nil, usageError{fmt.Errorf("%s %d: must not be negative", f.name, f.v)}
+		}
+	}
+	if o.rcvbuf > connector.MaxBufferSize {
+		return nil, usageError{fmt.Errorf("-rcvbuf %d: at most %d bytes (the kernel takes a C int)", o.rcvbuf, connector.MaxBufferSize)}
 	}
 	gs, all, err := parseGroups(*groups)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, usageError{fmt.Errorf("-g %s: %w", *groups, err)}
 	}
 	o.groups, o.allGroups = gs, all
 	if o.listenProc && !containsGroup(o.groups, connector.IDProc.Group()) {

@@ -222,22 +222,34 @@ func TestDumpStopsOnSIGTERM(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{
-		{"-g", "0"},
-		{"-g", "33"},
-		{"-g", "5-3"},
-		{"-g", "x"},
-		{"-id", "nope"},
-		{"-id", "1:x"},
-		{"-c", "-1"},
-		{"-g", "21", "-listen-proc"},
-		{"extra"},
-		{"-no-such-flag"},
+	// Each usage error names the flag that was wrong.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-g", "0"}, "-g 0"},
+		{[]string{"-g", "33"}, "-g 33"},
+		{[]string{"-g", "5-3"}, "-g 5-3"},
+		{[]string{"-g", "x"}, "-g x"},
+		{[]string{"-id", "nope"}, "-id"},
+		{[]string{"-id", "1:x"}, "-id"},
+		{[]string{"-c", "-1"}, "-c -1"},
+		{[]string{"-snap", "-1"}, "-snap -1"},
+		{[]string{"-rcvbuf", "-1"}, "-rcvbuf -1"},
+		{[]string{"-rcvbuf", "3000000000"}, "-rcvbuf 3000000000"},
+		{[]string{"-g", "21", "-listen-proc"}, "-listen-proc"},
+		{[]string{"extra"}, "extra"},
+		{[]string{"-no-such-flag"}, "-no-such-flag"},
 	} {
-		err := run(context.Background(), args, io.Discard, io.Discard)
-		if !errors.As(err, new(usageError)) {
-			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		err := run(context.Background(), tc.args, io.Discard, io.Discard)
+		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run(%q) = %v, want a usage error naming %q", tc.args, err, tc.want)
 		}
+	}
+	// The flag package prints its own errors; the program does not repeat
+	// them.
+	if code, _, stderr := testutil.RunHelperExit(t, timeout, program, "-no-such-flag"); code != 2 || strings.Count(stderr, "-no-such-flag") != 1 {
+		t.Errorf("cndump -no-such-flag: exit %d, stderr %q; want 2 and one mention", code, stderr)
 	}
 	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "-g", "99")
 	if code != 2 || !strings.Contains(stderr, `bad group "99": groups are numbered 1 to 32`) {

@@ -47,7 +47,9 @@ func mainExit(args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "dmlogd:", err)
+		if !errors.As(err, new(flagError)) { // the flag package has said it
+			fmt.Fprintln(os.Stderr, "dmlogd:", err)
+		}
 		return 2
 	}
 	// A socket without groups first: serve checks the privilege and the
@@ -65,6 +67,12 @@ func mainExit(args []string) int {
 	return 0
 }
 
+// A flagError is an error of flag.FlagSet.Parse, which has already printed
+// it with the usage.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
 type options struct {
 	json  bool
 	quiet bool
@@ -81,7 +89,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, flagError{err}
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))

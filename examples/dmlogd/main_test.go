@@ -134,6 +134,21 @@ func TestParseArgs(t *testing.T) {
 	if o, err := parseArgs([]string{"-json"}, io.Discard); err != nil || !o.json {
 		t.Errorf("-json: %+v %v", o, err)
 	}
+	// Usage errors exit 2 and name the flag, once (the flag package prints
+	// its own errors).
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-bogus"}, "-bogus"},
+		{[]string{"-json", "-q"}, "-json and -q"},
+		{[]string{"extra"}, `"extra"`},
+	} {
+		code, _, stderr := testutil.RunHelperExit(t, 10*time.Second, program, tc.args...)
+		if code != 2 || strings.Count(stderr, tc.want) != 1 {
+			t.Errorf("dmlogd %q: exit %d, stderr %q; want 2 and one mention of %s", tc.args, code, stderr, tc.want)
+		}
+	}
 }
 
 // TestStartup runs dmlogd on the running kernel and checks that it says

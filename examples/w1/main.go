@@ -53,7 +53,9 @@ func exitCode(err error) int {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintln(os.Stderr, errText(err))
+		if !errors.As(err, new(flagError)) { // the flag package has said it
+			fmt.Fprintln(os.Stderr, errText(err))
+		}
 		return 2
 	default:
 		fmt.Fprintln(os.Stderr, errText(err))
@@ -71,6 +73,14 @@ func errText(err error) string {
 }
 
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// A flagError is an error of flag.FlagSet.Parse, which has already printed
+// it with the usage.
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
 
 const usage = `usage: w1 [flags] COMMAND [ARGS]
 
@@ -105,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return usageError{err}
+		return usageError{flagError{err}}
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -115,6 +125,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		return usageError{errors.New("-timeout must be positive")}
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch {
+	case *poll < 0:
+		return usageError{fmt.Errorf("-poll %v: must not be negative", *poll)}
+	case *poll > 0 && cmd != "watch":
+		return usageError{fmt.Errorf("-poll applies to watch only, not to %s", cmd)}
+	}
 	if dial == nil {
 		dial = w1.Dial
 	}

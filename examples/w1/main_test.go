@@ -85,6 +85,20 @@ func TestErrors(t *testing.T) {
 			t.Errorf("w1 %q: err = %v, want a usage error", args, err)
 		}
 	}
+	// A flag's error names it; -poll is watch's only.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-timeout", "-1s", "masters"}, "-timeout"},
+		{[]string{"-poll", "-1s", "watch"}, "-poll -1s"},
+		{[]string{"-poll", "1s", "masters"}, "-poll"},
+		{[]string{"-bogus", "masters"}, "-bogus"},
+	} {
+		if _, err := runFake(t, dial, tc.args...); !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("w1 %q: err = %v, want a usage error naming %q", tc.args, err, tc.want)
+		}
+	}
 	if _, err := runFake(t, dial, "reset", "7"); err == nil || !strings.Contains(err.Error(), "ENODEV") {
 		t.Errorf("unknown master: err = %v", err)
 	}
