@@ -74,9 +74,10 @@ func WithUnmatched(h Handler) CallOption {
 }
 
 // ErrCallInHandler reports a Call or [Exchange] made on a Conn from the
-// goroutine that serves it (a Mux handler or [ServeOptions.OnError]): the reply
-// could only be read by that same goroutine, which is busy waiting, so the
-// call fails at once instead of deadlocking. Make the call from another
+// goroutine that reads it (a Mux handler or [ServeOptions.OnError] under
+// [Mux.Serve], or a [WithUnmatched] handler run by a call that reads the
+// Conn itself): the reply could only be read by that same goroutine, which
+// is busy waiting, so the call fails at once instead of deadlocking. Make the call from another
 // goroutine, for example by wrapping the handler in a [Queue].
 var ErrCallInHandler = errors.New("a Call on a Conn from inside a handler serving that Conn would deadlock: its reply can only be read by the busy Serve loop; call from another goroutine (wrap the handler in a Queue)")
 
@@ -128,8 +129,9 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 // counted in [Stats].Unclaimed.
 //
 // Any number of calls may wait on one Conn at once, from any goroutines. A
-// call made from the goroutine that serves c (a handler, or OnError) fails at
-// once with [ErrCallInHandler]: it would wait for itself.
+// call made from the goroutine that reads c (a handler, OnError, or a
+// WithUnmatched handler) fails at once with [ErrCallInHandler]: it would
+// wait for itself.
 //
 // A request to the kernel for an id that no kernel agent has registered
 // fails at once with an error matching [ErrNoAgent], where the Conn can tell

@@ -129,8 +129,9 @@
 // itself, and hands what no call claims to the WithUnmatched handler (a
 // Mux is a Handler: give it the Mux whose routes should get it), or counts
 // it in [Stats].Unclaimed. ServeOptions.OnStart tells when a Serve started
-// on another goroutine has taken over reading. A call from the goroutine that serves the same Conn (a handler)
-// fails at once with ErrCallInHandler instead of deadlocking. A request to
+// on another goroutine has taken over reading. A call from the goroutine
+// that reads the same Conn (a handler) fails at once with ErrCallInHandler
+// instead of deadlocking. A request to
 // the kernel for an id no agent registered fails at once with ErrNoAgent;
 // Agents and [Conn.Agents] list the registered agents (/proc/net/connector,
 // or a cntest fake's handlers):

@@ -26,7 +26,7 @@ type line struct {
 	mu        sync.Mutex
 	calls     []*call
 	reader    int           // readerNone, readerServe or readerCall
-	serveG    uint64        // the Serve goroutine's id
+	readerG   uint64        // the reading goroutine's id (Serve's, or the leading call's)
 	serveWant bool          // a Serve waits for the leading call to stop reading
 	released  chan struct{} // closed and replaced when the reader stops
 }
@@ -125,7 +125,7 @@ func (l *line) startServe(ctx context.Context) error {
 			l.mu.Unlock()
 			return &OpError{Op: "serve", Err: errors.New("another Serve already runs on this Conn")}
 		case readerNone:
-			l.reader, l.serveG, l.serveWant = readerServe, g, false
+			l.reader, l.readerG, l.serveWant = readerServe, g, false
 			err := l.c.SetReadDeadline(time.Time{})
 			l.mu.Unlock()
 			if err != nil {
@@ -151,7 +151,7 @@ func (l *line) startServe(ctx context.Context) error {
 
 func (l *line) stopServe() {
 	l.mu.Lock()
-	l.reader, l.serveG = readerNone, 0
+	l.reader, l.readerG = readerNone, 0
 	_ = l.c.SetReadDeadline(time.Time{})
 	l.releaseLocked()
 	l.mu.Unlock()
@@ -162,11 +162,12 @@ func (l *line) releaseLocked() {
 	l.released = make(chan struct{})
 }
 
-// add registers p, unless the caller is the goroutine serving the Conn.
+// add registers p, unless the caller is the goroutine reading the Conn: a
+// handler under Serve, or a WithUnmatched handler run by a leading call.
 func (l *line) add(p *call) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.reader == readerServe && l.serveG != 0 && l.serveG == goid() {
+	if l.reader != readerNone && l.readerG != 0 && l.readerG == goid() {
 		return &OpError{Op: "call", Err: ErrCallInHandler}
 	}
 	l.calls = append(l.calls, p)
@@ -212,7 +213,7 @@ func (l *line) lead(p *call) (bool, <-chan struct{}) {
 		return false, nil
 	}
 	if l.reader == readerNone && !l.serveWant {
-		l.reader = readerCall
+		l.reader, l.readerG = readerCall, goid()
 		return true, nil
 	}
 	return false, l.released
@@ -220,7 +221,7 @@ func (l *line) lead(p *call) (bool, <-chan struct{}) {
 
 func (l *line) unlead() {
 	l.mu.Lock()
-	l.reader = readerNone
+	l.reader, l.readerG = readerNone, 0
 	_ = l.c.SetReadDeadline(time.Time{})
 	l.releaseLocked()
 	l.mu.Unlock()

@@ -352,3 +352,30 @@ func TestCallPanics(t *testing.T) {
 
 // promptlyFake bounds what must not wait on a fake kernel.
 const promptlyFake = 3 * time.Second
+
+// TestCallInUnmatchedHandler: a WithUnmatched handler runs on the goroutine
+// that reads the Conn, so a call it makes on that Conn fails at once with
+// ErrCallInHandler instead of waiting for a reply only it could read.
+func TestCallInUnmatchedHandler(t *testing.T) {
+	k := newKernel()
+	agentSends(t, k, idA, func(req connector.Message) []connector.Message {
+		return []connector.Message{{ID: idB, Seq: 1}, answer(req, "re")}
+	})
+	agentSends(t, k, idC, func(req connector.Message) []connector.Message { return []connector.Message{answer(req, "inner")} })
+	c := dialT(t, k)
+	nested := errors.New("handler not called")
+	h := connector.HandlerFunc(func(connector.Request) {
+		_, _, nested = connector.Call(ctxT(t), c, connector.Message{ID: idC, Seq: 2}, connector.Destination{}, connector.MatchSeqAck)
+	})
+	start := time.Now()
+	m, _, err := connector.Call(ctxT(t), c, connector.Message{ID: idA, Seq: 1}, connector.Destination{}, connector.MatchSeqAck, connector.WithUnmatched(h))
+	if err != nil || string(m.Data) != "re" {
+		t.Fatalf("Call: %+v, %v", m, err)
+	}
+	if !errors.Is(nested, connector.ErrCallInHandler) {
+		t.Errorf("call from the WithUnmatched handler: %v, want ErrCallInHandler", nested)
+	}
+	if d := time.Since(start); d > promptlyFake {
+		t.Errorf("took %v", d)
+	}
+}

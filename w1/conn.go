@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,8 +40,9 @@ type Config struct {
 	NoBundle bool
 
 	// OnError, if not nil, is called on the reader goroutine with every
-	// receive condition it survives (overruns, malformed datagrams). It
-	// must not block.
+	// receive condition it survives (overruns, malformed datagrams), with
+	// handler panics, and with the error of a Serve that stopped and is
+	// started again. It must not block.
 	OnError func(error)
 }
 
@@ -68,14 +68,14 @@ type Conn struct {
 	mx     *connector.Mux
 	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
-	served chan struct{}
+	served chan struct{} // closed when serve returns
 	closed atomic.Bool
 
 	seq   atomic.Uint32
 	rngMu sync.Mutex
 	rng   *rand.Rand
 
-	strays atomic.Uint64
+	strays, zeroID, ignored atomic.Uint64
 }
 
 // Dial opens a connector socket for w1 requests and returns a Conn that owns
@@ -120,9 +120,12 @@ func (cfg *Config) check() error {
 
 // NewConn returns a Conn that sends its requests on c, and serves c with a
 // connector.Mux (Conn.Mux) on a goroutine of its own until Close: nothing
-// else may read c. c may be the Conn of a cntest fake kernel. A Config
+// else may read c. NewConn returns once that Mux reads c (see
+// connector.ServeOptions.OnStart), so no reply or notification can reach c
+// before its routes do. c may be the Conn of a cntest fake kernel. A Config
 // field out of range fails with an error matching
-// connector.ErrInvalidConfig that names it, and c is left alone.
+// connector.ErrInvalidConfig that names it, and c is left alone; so does a
+// c that is closed or already served by a Mux.
 func NewConn(c *connector.Conn, cfg *Config) (*Conn, error) {
 	if c == nil {
 		return nil, errors.New("w1: new conn: the *connector.Conn is nil")
@@ -149,61 +152,74 @@ func NewConn(c *connector.Conn, cfg *Config) (*Conn, error) {
 	}
 	w.seq.Store(w.rng.Uint32())
 	// The stray empty record has id 0:0: count it rather than leave it
-	// unrouted.
+	// unrouted, and count anything else with that id too, which nothing
+	// here takes.
 	w.mx.HandleFunc(connector.CBID{}, func(r connector.Request) {
 		if IsStray(r.Msg, r.From) {
 			w.strays.Add(1)
+		} else {
+			w.zeroID.Add(1)
 		}
 	})
-	var opts *connector.ServeOptions
-	if w.cfg.OnError != nil {
-		opts = &connector.ServeOptions{OnError: w.cfg.OnError}
+	ready := make(chan struct{})
+	var once sync.Once
+	opts := &connector.ServeOptions{
+		OnError: w.cfg.OnError,
+		// Serve has become the socket's reader: from here on every
+		// reply and notification goes through the Mux.
+		OnStart: func(*connector.Conn) { once.Do(func() { close(ready) }) },
 	}
-	go w.serve(ctx, opts)
-	w.waitServing(opts)
-	return w, nil
+	failed := make(chan error, 1)
+	go w.serve(ctx, opts, ready, failed)
+	select {
+	case <-ready:
+		return w, nil
+	case err := <-failed:
+		cancel()
+		<-w.served
+		return nil, fmt.Errorf("w1: new conn: serving the socket: %w", err)
+	}
 }
 
-// serve runs the Mux on the socket until ctx ends or the Conn closes. A
-// Serve fails at once while another runs on the same Conn, which the probe
-// of waitServing may briefly be: it then tries again.
-func (w *Conn) serve(ctx context.Context, opts *connector.ServeOptions) {
+// serve runs the Mux on the socket until ctx ends or the socket is closed.
+// A Serve that never started (another Serve reads the socket, or it is
+// closed) is sent on failed, for NewConn. Once it has served, a Serve that
+// returns for any other reason (a receive error it does not survive) is
+// reported through Config.OnError and started again, after a pause that
+// grows to 50 ms: meanwhile requests read the socket themselves and hand
+// what is not theirs to the Mux (see exchange).
+func (w *Conn) serve(ctx context.Context, opts *connector.ServeOptions, ready <-chan struct{}, failed chan<- error) {
 	defer close(w.served)
 	backoff := time.Duration(0)
 	for {
 		err := w.mx.Serve(ctx, w.c, opts)
+		select {
+		case <-ready:
+		default:
+			failed <- err
+			return
+		}
 		if ctx.Err() != nil || errors.Is(err, connector.ErrClosed) {
 			return
 		}
-		runtime.Gosched()
-		if backoff > 0 {
-			time.Sleep(backoff)
+		w.report(fmt.Errorf("w1: serving the socket stopped (serving again in %v): %w", backoff, err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff+time.Microsecond, 50*time.Millisecond)
+		backoff = min(2*backoff+time.Millisecond, 50*time.Millisecond)
 	}
 }
 
-// waitServing returns once serve's Mux reads the socket. Until then a
-// request would read the socket itself and drop what is not its reply (a
-// notification for one of the Mux's routes, say). The probe is a Serve with
-// a cancelled context on the same Mux: it fails at once while the real one
-// runs; otherwise it takes the socket for a moment, dispatches what it read
-// to the same routes and returns, so probing loses nothing.
-func (w *Conn) waitServing(opts *connector.ServeOptions) {
-	done, cancel := context.WithCancel(context.Background())
-	cancel()
-	for {
-		err := w.mx.Serve(done, w.c, opts)
-		if !errors.Is(err, context.Canceled) {
-			return // the real Serve runs, or the Conn is closed
-		}
-		select {
-		case <-w.served:
-			return
-		default:
-		}
-		runtime.Gosched()
+// report passes err to Config.OnError, if set, and survives its panic as
+// Serve does.
+func (w *Conn) report(err error) {
+	if w.cfg.OnError == nil {
+		return
 	}
+	defer func() { _ = recover() }()
+	w.cfg.OnError(err)
 }
 
 // Mux returns the Mux that serves the Conn's socket. Replies to the Conn's
@@ -234,6 +250,17 @@ type Stats struct {
 	// Strays counts the empty 0:0 records the kernel sends ahead of some
 	// unbundled replies, skipped as they carry nothing.
 	Strays uint64
+	// ZeroID counts the other messages with id 0:0 (not from the kernel,
+	// or not empty): the Conn's route for 0:0 takes them, and they are
+	// dropped.
+	ZeroID uint64
+	// Ignored counts records in the replies to the Conn's requests that
+	// fit none of the request's commands (a data record for a command that
+	// returns no data, a record after the status that completed the
+	// request): the kernel sends none; they are counted and skipped.
+	// Records that arrive after a request ended are counted by the Mux
+	// (Unrouted) or the connector.Conn (Stats.Unclaimed).
+	Ignored uint64
 	// Mux holds the counters of the Mux serving the socket: Claimed is the
 	// number of reply records, Unrouted what matched neither a request nor
 	// a route (late replies after a timeout, say).
@@ -242,7 +269,7 @@ type Stats struct {
 
 // Stats returns the counters.
 func (w *Conn) Stats() Stats {
-	return Stats{Strays: w.strays.Load(), Mux: w.mx.Stats()}
+	return Stats{Strays: w.strays.Load(), ZeroID: w.zeroID.Load(), Ignored: w.ignored.Load(), Mux: w.mx.Stats()}
 }
 
 // nextSeqAck returns a fresh seq and a random ack that is neither 0 (the ack
@@ -291,10 +318,12 @@ func (w *Conn) exchange(ctx context.Context, op string, payload []byte, handle f
 		req.Flags = FlagBundle
 	}
 	got := false
+	// The Mux reads the socket, except while serve restarts it: then the
+	// request reads it itself and hands the Mux what is not its reply.
 	err := connector.Exchange(ctx, w.c, req, connector.Destination{}, match, func(m connector.Message, _ connector.Sender) bool {
 		got = true
 		return !handle(req, m)
-	})
+	}, connector.WithUnmatched(w.mx))
 	if err != nil && w.closed.Load() && errors.Is(err, context.Canceled) {
 		return &connector.OpError{Op: "w1 " + op, Err: connector.ErrClosed}
 	}
@@ -320,6 +349,7 @@ type reply struct {
 	next  int                      // index of the command whose status is due
 	data  func(i int, c Cmd) error // a data record for command i
 	errs  []error
+	w     *Conn // counts the records that fit no command (Stats.Ignored)
 }
 
 func (r *reply) handle(req, m connector.Message) bool {
@@ -328,35 +358,50 @@ func (r *reply) handle(req, m connector.Message) bool {
 		r.errs = append(r.errs, err)
 		return true
 	}
-	for _, msg := range msgs {
+	for n, msg := range msgs {
 		if m.Ack == req.Seq+1 && m.Ack != req.Ack {
 			// Data record: the command header and its data.
 			if len(msg.Cmds) == 1 && r.next < r.ncmds && r.data != nil {
 				if err := r.data(r.next, msg.Cmds[0]); err != nil {
 					r.errs = append(r.errs, err)
 				}
+			} else {
+				r.w.ignored.Add(1)
 			}
 			continue
 		}
-		if len(msg.Cmds) == 0 {
-			if msg.Status != 0 {
-				r.errs = append(r.errs, &Error{Op: r.op, Index: -1, Errno: syscall.Errno(msg.Status)})
-			}
-			return true
-		}
-		i := r.next
-		r.next++
-		if msg.Status != 0 {
-			r.errs = append(r.errs, &Error{Op: r.op, Index: i, Cmd: msg.Cmds[0].Cmd, Errno: syscall.Errno(msg.Status)})
-			if e := syscall.Errno(msg.Status); e == syscall.ENODEV || e == syscall.E2BIG {
-				return true
-			}
-		}
-		if r.next >= r.ncmds {
+		if r.status(msg) {
+			r.w.ignore(len(msgs) - 1 - n)
 			return true
 		}
 	}
 	return false
+}
+
+// status takes a status record and reports whether the request is complete.
+func (r *reply) status(msg Msg) bool {
+	if len(msg.Cmds) == 0 {
+		if msg.Status != 0 {
+			r.errs = append(r.errs, &Error{Op: r.op, Index: -1, Errno: syscall.Errno(msg.Status)})
+		}
+		return true
+	}
+	i := r.next
+	r.next++
+	if msg.Status != 0 {
+		r.errs = append(r.errs, &Error{Op: r.op, Index: i, Cmd: msg.Cmds[0].Cmd, Errno: syscall.Errno(msg.Status)})
+		if e := syscall.Errno(msg.Status); e == syscall.ENODEV || e == syscall.E2BIG {
+			return true
+		}
+	}
+	return r.next >= r.ncmds
+}
+
+// ignore counts n reply records that fit no command in Stats.Ignored.
+func (w *Conn) ignore(n int) {
+	if n > 0 {
+		w.ignored.Add(uint64(n))
+	}
 }
 
 func (r *reply) err() error {
@@ -378,7 +423,7 @@ func (w *Conn) do(ctx context.Context, op string, msg Msg, data func(i int, c Cm
 	if len(payload) > connector.MaxKernelPayload {
 		return fmt.Errorf("w1 %s: %w: the request takes %d bytes, the kernel accepts at most %d", op, connector.ErrMessageTooLarge, len(payload), connector.MaxKernelPayload)
 	}
-	r := &reply{op: op, ncmds: len(msg.Cmds), data: data}
+	r := &reply{op: op, ncmds: len(msg.Cmds), data: data, w: w}
 	if err := w.exchange(ctx, op, payload, r.handle); err != nil {
 		return err
 	}

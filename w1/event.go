@@ -100,10 +100,17 @@ func firstType(msgs []Msg) string {
 // kernel, on group 3.
 func isEvent(from connector.Sender) bool { return from.Kernel() && from.Group == Group }
 
+// ErrNotEvent matches the error EventHandler gives its function for a
+// message on its route that is not a notification: not sent by the kernel
+// on group 3 (a reply that arrived after its request ended, say).
+var ErrNotEvent = errors.New("w1: not a notification")
+
 // EventHandler returns a connector.Handler for the route of id 3:1 on a
 // connector.Mux that serves a Conn joined to group 3: it calls fn with each
-// notification, or with the error of one that does not decode. It ignores
-// messages that did not come from the kernel on group 3. fn runs on the
+// notification, or with the error of one that does not decode, or, for a
+// message that did not come from the kernel on group 3, with an error
+// matching [ErrNotEvent] that describes it: nothing on the route is
+// dropped unseen. fn runs on the
 // Mux's goroutine and must not block: wrap slow work, and requests on the
 // Conn the Mux serves (which would fail with connector.ErrCallInHandler),
 // in [connector.Queue] or hand them to another goroutine. A handler cannot
@@ -114,6 +121,7 @@ func isEvent(from connector.Sender) bool { return from.Kernel() && from.Group ==
 func EventHandler(fn func(Event, error)) connector.Handler {
 	return connector.HandlerFunc(func(r connector.Request) {
 		if !isEvent(r.From) {
+			fn(Event{}, fmt.Errorf("%w: %v seq %d ack %d (%d bytes) from %v; notifications come from the kernel on group %d (a reply that came after its request ended?)", ErrNotEvent, r.Msg.ID, r.Msg.Seq, r.Msg.Ack, len(r.Msg.Data), r.From, Group))
 			return
 		}
 		fn(ParseEvent(r.Msg))

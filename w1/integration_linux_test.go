@@ -102,6 +102,15 @@ func dialW1(t *testing.T, cfg *w1.Config) *w1.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
+	// The kernel sends no reply record that fits none of a request's
+	// commands, and no 0:0 message but the empty stray.
+	t.Cleanup(func() {
+		s := w.Stats()
+		if s.Ignored != 0 || s.ZeroID != 0 {
+			t.Errorf("w1 Stats %+v: the kernel sent %d records that fit no command and %d non-stray 0:0 messages", s, s.Ignored, s.ZeroID)
+		}
+		t.Logf("w1 Stats %+v, socket %+v", s, w.Conn().Stats())
+	})
 	return w
 }
 

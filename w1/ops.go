@@ -28,7 +28,7 @@ func (w *Conn) Masters(ctx context.Context) ([]MasterID, error) {
 			errs = append(errs, err)
 			return true
 		}
-		for _, msg := range msgs {
+		for n, msg := range msgs {
 			switch {
 			case m.Ack == req.Seq+1 && msg.Type == MsgListMasters:
 				more, err := msg.Masters()
@@ -40,10 +40,14 @@ func (w *Conn) Masters(ctx context.Context) ([]MasterID, error) {
 				if syscall.Errno(msg.Status) != syscall.EPROTO {
 					errs = append(errs, fmt.Errorf("w1: list masters: unexpected end-of-list status %d for the empty MASTER_CMD (want 71, EPROTO)", msg.Status))
 				}
+				w.ignore(len(msgs) - 1 - n)
 				return true
 			case m.Ack == req.Ack && msg.Status != 0:
 				errs = append(errs, &Error{Op: "list masters", Index: -1, Errno: syscall.Errno(msg.Status)})
+				w.ignore(len(msgs) - 1 - n)
 				return true
+			default:
+				w.ignore(1) // neither a page of ids nor a status
 			}
 		}
 		return false
