@@ -212,7 +212,8 @@ func TestCallWhileServing(t *testing.T) {
 	ch := make(chan got, 64)
 	mx := connector.NewMux()
 	mx.Handle(idA, recorder("A", ch))
-	serveT(t, mx, c, nil)
+	// Until Serve reads c, a waiting call would read it itself.
+	serveStarted(t, mx, c)
 
 	srvMux := connector.NewMux()
 	srvMux.HandleFunc(idA, func(r connector.Request) {
@@ -225,10 +226,6 @@ func TestCallWhileServing(t *testing.T) {
 		}
 	})
 	serveT(t, srvMux, srv, nil)
-	// Until Serve reads c, a waiting call would read it and drop the notes.
-	if !k.WaitReceiving(c.PortID(), testTimeout) {
-		t.Fatal("Serve never read")
-	}
 
 	const n = 16
 	var wg sync.WaitGroup
@@ -270,27 +267,17 @@ func TestServeTakesOverFromCall(t *testing.T) {
 	ch := make(chan got, 4)
 	mx := connector.NewMux()
 	mx.Handle(idA, recorder("A", ch))
-	serveT(t, mx, c, nil)
-	// Until Serve has taken over, the call reads c and drops what is not
-	// its reply; nothing observable says when that happens, so send until
-	// the handler sees a message.
-	deadline := time.Now().Add(testTimeout)
-	for {
-		if err := srv.SendTo(c.PortID(), connector.Message{ID: idA, Seq: 50, Data: []byte("other")}); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case g := <-ch:
-			if string(g.m.Data) != "other" {
-				t.Errorf("handler got %+v", g.m)
-			}
-		case <-time.After(20 * time.Millisecond):
-			if time.Now().Before(deadline) {
-				continue
-			}
-			t.Fatal("Serve never took over")
-		}
-		break
+	// OnStart runs once the call has stopped reading and Serve has taken
+	// over: the next message goes to the handler.
+	serveStarted(t, mx, c)
+	if err := srv.SendTo(c.PortID(), connector.Message{ID: idA, Seq: 50, Data: []byte("other")}); err != nil {
+		t.Fatal(err)
+	}
+	if g := recv(t, ch); string(g.m.Data) != "other" {
+		t.Errorf("handler got %+v", g.m)
+	}
+	if n := c.Stats().Unclaimed; n != 0 {
+		t.Errorf("%d messages unclaimed", n)
 	}
 	if err := srv.SendTo(c.PortID(), connector.Message{ID: idA, Seq: 3, Ack: 4}); err != nil {
 		t.Fatal(err)
