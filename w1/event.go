@@ -96,13 +96,20 @@ func firstType(msgs []Msg) string {
 	return msgs[0].Type.String()
 }
 
+// notEvent describes a message that is not a notification.
+func notEvent(m connector.Message, from connector.Sender) error {
+	return fmt.Errorf("%w: %v seq %d ack %d (%d bytes) from %v; notifications are %v from the kernel on group %d (a reply that came after its request ended?)", ErrNotEvent, m.ID, m.Seq, m.Ack, len(m.Data), from, ID, Group)
+}
+
 // isEvent reports whether a message is a notification by its sender: the
 // kernel, on group 3.
 func isEvent(from connector.Sender) bool { return from.Kernel() && from.Group == Group }
 
-// ErrNotEvent matches the error EventHandler gives its function for a
-// message on its route that is not a notification: not sent by the kernel
-// on group 3 (a reply that arrived after its request ended, say).
+// ErrNotEvent matches the error that EventHandler gives its function, and
+// Watch yields, for a message that is not a notification: not sent by the
+// kernel on group 3 (a reply that arrived after its request ended, say), or
+// for Watch, with an id other than 3:1. The message was read and is gone:
+// the error says what it was.
 var ErrNotEvent = errors.New("w1: not a notification")
 
 // EventHandler returns a connector.Handler for the route of id 3:1 on a
@@ -121,7 +128,7 @@ var ErrNotEvent = errors.New("w1: not a notification")
 func EventHandler(fn func(Event, error)) connector.Handler {
 	return connector.HandlerFunc(func(r connector.Request) {
 		if !isEvent(r.From) {
-			fn(Event{}, fmt.Errorf("%w: %v seq %d ack %d (%d bytes) from %v; notifications come from the kernel on group %d (a reply that came after its request ended?)", ErrNotEvent, r.Msg.ID, r.Msg.Seq, r.Msg.Ack, len(r.Msg.Data), r.From, Group))
+			fn(Event{}, notEvent(r.Msg, r.From))
 			return
 		}
 		fn(ParseEvent(r.Msg))
@@ -135,7 +142,9 @@ func EventHandler(fn func(Event, error)) connector.Handler {
 // else meanwhile. Receive errors are yielded with a zero Event: an error
 // matching connector.ErrOverrun means notifications were lost (resync with
 // Conn.Masters and Conn.Slaves) and iteration goes on, as it does after a
-// malformed message; any other error ends it.
+// malformed message and after a message that is not a notification (any
+// other id or sender; an error matching [ErrNotEvent] describes it); any
+// other error ends it.
 //
 // When the w1 agent is not registered (no wire module: nothing would ever
 // be sent), the first and only yielded error matches connector.ErrNoAgent,
@@ -190,6 +199,10 @@ func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 				return
 			}
 			if !isEvent(from) || m.ID != ID {
+				// Read, so nobody else will see it: say so.
+				if !yield(Event{}, notEvent(m, from)) {
+					return
+				}
 				continue
 			}
 			e, err := ParseEvent(m)

@@ -174,3 +174,32 @@ func TestIgnoredRecords(t *testing.T) {
 		t.Errorf("Stats %+v, want 2 ignored records", st)
 	}
 }
+
+// Watch yields what it read that is not a notification as an ErrNotEvent
+// error, and goes on.
+func TestWatchNotEvent(t *testing.T) {
+	k := cntest.New(nil)
+	a := w1test.New(k)
+	c := joinEvents(t, k)
+	other := connector.CBID{Idx: 0x123, Val: 4}
+	if err := k.Unicast(c.PortID(), connector.Message{ID: other, Seq: 8, Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	m := a.AddMaster()
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	var errs []error
+	for e, err := range w1.Watch(ctx, c) {
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if e.Kind != w1.MasterAdded || e.Master != m {
+			t.Errorf("event %v", e)
+		}
+		break
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], w1.ErrNotEvent) || !strings.Contains(errs[0].Error(), other.String()+" seq 8") {
+		t.Errorf("Watch yielded errors %v, want one ErrNotEvent naming %v seq 8", errs, other)
+	}
+}

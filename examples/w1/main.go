@@ -255,7 +255,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		}
 		for e, err := range events {
 			if err != nil {
-				if errors.Is(err, connector.ErrOverrun) {
+				if errors.Is(err, connector.ErrOverrun) || errors.Is(err, w1.ErrNotEvent) {
 					fmt.Fprintln(stderr, "w1: watch:", err)
 					continue
 				}
