@@ -2,69 +2,19 @@ package connector_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
-	"unicode"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/net/bpf"
 )
-
-// repeated returns the first word of s that follows itself ("setns:
-// setns:", "connector: call: connector:" does not count, "receive: receive"
-// does), or "". Each error carries one prefix and says each thing once.
-// (A deliberate repeat of proc's and w1's test helper: test packages cannot
-// share it.)
-func repeated(s string) string {
-	// Words are split at spaces and stripped of the punctuation around
-	// them, so that an id such as 1:1 stays one word.
-	w := strings.Fields(strings.ToLower(s))
-	n := 0
-	for _, f := range w {
-		if f = strings.TrimFunc(f, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }); f != "" {
-			w[n] = f
-			n++
-		}
-	}
-	w = w[:n]
-	for i := 1; i < len(w); i++ {
-		if w[i] == w[i-1] {
-			return w[i]
-		}
-	}
-	return ""
-}
 
 // checkText fails t if err's text repeats a word or carries the
 // "connector:" prefix more than once.
 func checkText(t *testing.T, what string, err error) {
 	t.Helper()
-	if err == nil {
-		t.Errorf("%s: no error", what)
-		return
-	}
-	s := err.Error()
-	if w := repeated(s); w != "" {
-		t.Errorf("%s: %q repeats %q", what, s, w)
-	}
-	if n := strings.Count(s, "connector: "); n > 1 {
-		t.Errorf("%s: %q has the connector: prefix %d times", what, s, n)
-	}
-}
-
-func TestRepeated(t *testing.T) {
-	for s, want := range map[string]string{
-		"connector: dial: Config.NetNS (fd 9) is not open (setns: setns: bad file descriptor)": "setns",
-		"connector: receive: receive buffer overrun":                                           "receive",
-		"connector: call: no reply from port 3 to 256:1 (seq 0, ack 0)":                        "",
-		"nothing receives id 3:1 (registered: cntest 1:1)":                                     "",
-		"invalid connector group: group 0":                                                     "group",
-	} {
-		if got := repeated(s); got != want {
-			t.Errorf("repeated(%q) = %q, want %q", s, got, want)
-		}
-	}
+	testutil.CheckErrorText(t, what, err, 0, "connector: ")
 }
 
 // TestErrorTexts walks the errors of the package's operations, on the fake

@@ -9,10 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cnlink/connector"
-	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 )
 
 // TestServerLifeCycle runs the request sequence the kernel sends for a
@@ -413,25 +412,6 @@ func BenchmarkServerRequest(b *testing.B) {
 // says which module to load, instead of waiting for requests that never
 // come; Check says the same. With the agent, Check passes.
 func TestNoAgent(t *testing.T) {
-	k := cntest.New(nil)
-	c, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	s := &Server{SkipPrivilegeCheck: true}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	err = s.Serve(ctx, c)
-	if !errors.Is(err, connector.ErrNoAgent) || !strings.Contains(err.Error(), "modprobe dm-log-userspace") || time.Since(start) > 5*time.Second {
-		t.Errorf("Serve without the agent: %v after %v, want ErrNoAgent at once, naming modprobe dm-log-userspace", err, time.Since(start))
-	}
-	if err := s.Check(c); !errors.Is(err, connector.ErrNoAgent) {
-		t.Errorf("Check without the agent: %v, want ErrNoAgent", err)
-	}
-	k.Handle(connector.IDDM, func(connector.Message, connector.Sender) []cntest.Reply { return nil })
-	if err := s.Check(c); err != nil {
-		t.Errorf("Check with the agent: %v", err)
-	}
+	testutil.CheckAgentGateFake(t, connector.IDDM, "dm-log-userspace", s.Check, s.Serve)
 }

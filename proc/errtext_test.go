@@ -1,36 +1,16 @@
 package proc_test
 
 import (
-	"strings"
+	"fmt"
 	"testing"
 	"time"
-	"unicode"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/cnlink/connector/proc"
 	"github.com/cnlink/connector/proc/proctest"
 )
-
-// repeated returns the first word of s that follows itself, or "". (A
-// deliberate repeat of the root package's test helper: test packages cannot
-// share it.)
-func repeated(s string) string {
-	w := strings.Fields(strings.ToLower(s))
-	n := 0
-	for _, f := range w {
-		if f = strings.TrimFunc(f, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }); f != "" {
-			w[n] = f
-			n++
-		}
-	}
-	for i := 1; i < n; i++ {
-		if w[i] == w[i-1] {
-			return w[i]
-		}
-	}
-	return ""
-}
 
 // TestErrorTexts walks the errors of NewListener and the Listener's methods
 // for doubled words and prefixes: one "proc:" or "connector:" prefix each.
@@ -71,17 +51,7 @@ func TestErrorTexts(t *testing.T) {
 	add(l.Drops())
 	var ev proc.Event
 	errs = append(errs, l.Next(&ev))
-	for _, err := range errs {
-		if err == nil {
-			t.Error("an operation that must fail succeeded")
-			continue
-		}
-		s := err.Error()
-		if w := repeated(s); w != "" {
-			t.Errorf("%q repeats %q", s, w)
-		}
-		if n := strings.Count(s, "proc: ") + strings.Count(s, "connector: "); n != 1 {
-			t.Errorf("%q has %d prefixes, want one", s, n)
-		}
+	for i, err := range errs {
+		testutil.CheckErrorText(t, fmt.Sprintf("operation %d", i), err, 1, "proc: ", "connector: ")
 	}
 }

@@ -3,14 +3,12 @@
 package proc
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -60,15 +58,7 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unprivileged helper: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.Bytes())
 	}
-	// Deliberate repeat of w1's TestIntegrationUnprivileged (run the helper,
-	// read its "key: value" lines): the two packages' tests share no code
-	// but internal/testutil, which the CI owners keep.
-	got := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ": ")
-		got[k] = v
-	}
+	got := testutil.KeyValues(out)
 	t.Logf("kernel %d.%d, uid 65534 without capabilities: %v", major, minor, got)
 
 	want := map[string]string{
@@ -166,17 +156,9 @@ func dropRoot() int {
 	if os.Geteuid() != 0 {
 		return 0 // already unprivileged
 	}
-	if err := syscall.Setgroups(nil); err != nil {
-		fmt.Fprintln(os.Stderr, "setgroups:", err)
+	if err := testutil.BecomeNobody(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 10
-	}
-	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
-		fmt.Fprintln(os.Stderr, "setresgid:", err)
-		return 11
-	}
-	if err := syscall.Setresuid(65534, 65534, 65534); err != nil {
-		fmt.Fprintln(os.Stderr, "setresuid:", err)
-		return 12
 	}
 	return 0
 }

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 )
 
 // fakeUvesafb plays the kernel side on a cntest.Kernel: it multicasts tasks
@@ -276,25 +276,6 @@ func FuzzParseTask(f *testing.F) {
 // to load, instead of waiting for tasks that never come; Check says the
 // same. With the agent, Check passes.
 func TestNoAgent(t *testing.T) {
-	k := cntest.New(nil)
-	c, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	h := &Helper{SkipPrivilegeCheck: true}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	err = h.Serve(ctx, c)
-	if !errors.Is(err, connector.ErrNoAgent) || !strings.Contains(err.Error(), "modprobe uvesafb") || time.Since(start) > 5*time.Second {
-		t.Errorf("Serve without the agent: %v after %v, want ErrNoAgent at once, naming modprobe uvesafb", err, time.Since(start))
-	}
-	if err := h.Check(c); !errors.Is(err, connector.ErrNoAgent) {
-		t.Errorf("Check without the agent: %v, want ErrNoAgent", err)
-	}
-	k.Handle(connector.IDV86D, func(connector.Message, connector.Sender) []cntest.Reply { return nil })
-	if err := h.Check(c); err != nil {
-		t.Errorf("Check with the agent: %v", err)
-	}
+	testutil.CheckAgentGateFake(t, connector.IDV86D, "uvesafb", h.Check, h.Serve)
 }

@@ -3,7 +3,6 @@
 package w1_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
@@ -603,15 +602,7 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unprivileged helper: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.Bytes())
 	}
-	// Deliberate repeat of proc's TestIntegrationUnprivileged (run the
-	// helper, read its "key: value" lines): the two packages' tests share
-	// no code but internal/testutil, which the CI owners keep.
-	got := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ": ")
-		got[k] = v
-	}
+	got := testutil.KeyValues(out)
 	t.Logf("kernel %d.%d, uid 65534: %v", major, minor, got)
 	want := map[string]string{
 		"cap_net_admin": "absent",
@@ -634,17 +625,9 @@ func TestIntegrationUnprivileged(t *testing.T) {
 }
 
 func helperUnprivileged() int {
-	if err := syscall.Setgroups(nil); err != nil {
-		fmt.Fprintln(os.Stderr, "setgroups:", err)
+	if err := testutil.BecomeNobody(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 10
-	}
-	if err := syscall.Setresgid(65534, 65534, 65534); err != nil {
-		fmt.Fprintln(os.Stderr, "setresgid:", err)
-		return 11
-	}
-	if err := syscall.Setresuid(65534, 65534, 65534); err != nil {
-		fmt.Fprintln(os.Stderr, "setresuid:", err)
-		return 12
 	}
 	var caps [2]unix.CapUserData
 	if err := unix.Capget(&unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}, &caps[0]); err == nil && caps[0].Effective&(1<<unix.CAP_NET_ADMIN) == 0 {

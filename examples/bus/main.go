@@ -34,6 +34,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/cli"
 )
 
 // DefaultID is the callback id that bus messages carry. No kernel agent
@@ -63,30 +64,8 @@ func main() { os.Exit(mainExit(os.Args[1:])) }
 func mainExit(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, args, os.Stdout, os.Stderr)
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, new(usageError)):
-		if !errors.As(err, new(flagError)) { // the flag package has said it
-			fmt.Fprintln(os.Stderr, "bus:", err)
-		}
-		return 2
-	default:
-		fmt.Fprintln(os.Stderr, "bus:", err)
-		return 1
-	}
+	return cli.Exit(os.Stderr, "bus", run(ctx, args, os.Stdout, os.Stderr))
 }
-
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
-// A flagError is an error of flag.FlagSet.Parse, which has already printed
-// it with the usage.
-type flagError struct{ error }
-
-func (e flagError) Unwrap() error { return e.error }
 
 const usage = `usage:
   bus sub   -g GROUP [-c N]                    print messages published on GROUP
@@ -115,7 +94,7 @@ type options struct {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return usageError{errors.New("missing command")}
+		return cli.Usage(errors.New("missing command"))
 	}
 	cmd, args := args[0], args[1:]
 	var o options
@@ -145,44 +124,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return usageError{fmt.Errorf("unknown command %q", cmd)}
+		return cli.Usage(fmt.Errorf("unknown command %q", cmd))
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: bus %s\n\nflags:\n", synopsis)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{flagError{err}}
+	if err := cli.Parse(fs, args); err != nil {
+		return err
 	}
 	id, err := parseID(o.id)
 	if err != nil {
-		return usageError{fmt.Errorf("-id: %w", err)}
+		return cli.Usage(fmt.Errorf("-id: %w", err))
 	}
 	// Range-check before converting: -g 4294967297 must not become group 1.
 	if o.group > uint(connector.MaxGroup) {
-		return usageError{fmt.Errorf("-g %d: groups are numbered 1 to %d", o.group, connector.MaxGroup)}
+		return cli.Usage(fmt.Errorf("-g %d: groups are numbered 1 to %d", o.group, connector.MaxGroup))
 	}
 	g := connector.Group(o.group)
 	switch {
 	case o.count < 0:
-		return usageError{errors.New("-c must not be negative")}
+		return cli.Usage(errors.New("-c must not be negative"))
 	case o.port > 1<<32-1:
-		return usageError{fmt.Errorf("-port %d: port ids are 32-bit", o.port)}
+		return cli.Usage(fmt.Errorf("-port %d: port ids are 32-bit", o.port))
 	case (cmd == "sub" || cmd == "pub") && g == 0:
-		return usageError{fmt.Errorf("%s needs -g GROUP", cmd)}
+		return cli.Usage(fmt.Errorf("%s needs -g GROUP", cmd))
 	case (cmd == "sub" || cmd == "serve") && fs.NArg() > 0:
-		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd, strings.Join(fs.Args(), " "))}
+		return cli.Usage(fmt.Errorf("%s takes no arguments, got %q", cmd, strings.Join(fs.Args(), " ")))
 	case cmd == "call" && (o.port == 0) == (g == 0):
-		return usageError{errors.New("call needs exactly one of -port PORT and -g GROUP")}
+		return cli.Usage(errors.New("call needs exactly one of -port PORT and -g GROUP"))
 	case cmd == "pub" && fs.NArg() == 0:
-		return usageError{errors.New("pub needs the text to publish, for example: bus pub -g 20 hello")}
+		return cli.Usage(errors.New("pub needs the text to publish, for example: bus pub -g 20 hello"))
 	case cmd == "call" && fs.NArg() == 0:
-		return usageError{errors.New("call needs the request text, for example: bus call -port 1234 ping")}
+		return cli.Usage(errors.New("call needs the request text, for example: bus call -port 1234 ping"))
 	case cmd == "call" && o.timeout <= 0:
-		return usageError{errors.New("-timeout must be positive")}
+		return cli.Usage(errors.New("-timeout must be positive"))
 	}
 	if g.Kernel() {
 		fmt.Fprintf(stderr, "bus: warning: group %d belongs to a kernel agent; receivers there drop userspace messages as spoofs. Use 11 to 32.\n", g)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/cli"
 	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -299,7 +300,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sub", "-bogus"}, "-bogus"},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)
-		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tc.want) {
+		if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("run(%q) = %v, want a usage error naming %q", tc.args, err, tc.want)
 		}
 	}

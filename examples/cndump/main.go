@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/cli"
 )
 
 func main() { os.Exit(mainExit(os.Args[1:])) }
@@ -40,30 +41,8 @@ func main() { os.Exit(mainExit(os.Args[1:])) }
 func mainExit(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, args, os.Stdout, os.Stderr)
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, new(usageError)):
-		if !errors.As(err, new(flagError)) { // the flag package has said it
-			fmt.Fprintln(os.Stderr, "cndump:", err)
-		}
-		return 2
-	default:
-		fmt.Fprintln(os.Stderr, "cndump:", err)
-		return 1
-	}
+	return cli.Exit(os.Stderr, "cndump", run(ctx, args, os.Stdout, os.Stderr))
 }
-
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
-// A flagError is an error of flag.FlagSet.Parse, which has already printed
-// it with the usage.
-type flagError struct{ error }
-
-func (e flagError) Unwrap() error { return e.error }
 
 // options are the parsed command line.
 type options struct {
@@ -94,33 +73,30 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(fs.Output(), "usage: cndump [flags]\n\nPrint the netlink connector messages of the joined groups.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{flagError{err}}
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))}
+		return nil, cli.Usage(fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0)))
 	}
 	for _, f := range []struct {
 		name string
 		v    int
 	}{{"-c", o.count}, {"-snap", o.snap}, {"-rcvbuf", o.rcvbuf}} {
 		if f.v < 0 {
-			return nil, usageError{fmt.Errorf("%s %d: must not be negative", f.name, f.v)}
+			return nil, cli.Usage(fmt.Errorf("%s %d: must not be negative", f.name, f.v))
 		}
 	}
 	if o.rcvbuf > connector.MaxBufferSize {
-		return nil, usageError{fmt.Errorf("-rcvbuf %d: at most %d bytes (the kernel takes a C int)", o.rcvbuf, connector.MaxBufferSize)}
+		return nil, cli.Usage(fmt.Errorf("-rcvbuf %d: at most %d bytes (the kernel takes a C int)", o.rcvbuf, connector.MaxBufferSize))
 	}
 	gs, all, err := parseGroups(*groups)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("-g %s: %w", *groups, err)}
+		return nil, cli.Usage(fmt.Errorf("-g %s: %w", *groups, err))
 	}
 	o.groups, o.allGroups = gs, all
 	if o.listenProc && !containsGroup(o.groups, connector.IDProc.Group()) {
-		return nil, usageError{errors.New("-listen-proc needs group 1 among the groups (-g)")}
+		return nil, cli.Usage(errors.New("-listen-proc needs group 1 among the groups (-g)"))
 	}
 	return o, nil
 }

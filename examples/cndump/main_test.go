@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/cli"
 	"github.com/cnlink/connector/internal/testutil"
 )
 
@@ -242,7 +243,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-no-such-flag"}, "-no-such-flag"},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)
-		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tc.want) {
+		if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("run(%q) = %v, want a usage error naming %q", tc.args, err, tc.want)
 		}
 	}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/dmlog"
+	"github.com/cnlink/connector/internal/cli"
 )
 
 func main() { os.Exit(mainExit(os.Args[1:])) }
@@ -43,35 +44,18 @@ func mainExit(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o, err := parseArgs(args, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	if err != nil {
-		if !errors.As(err, new(flagError)) { // the flag package has said it
-			fmt.Fprintln(os.Stderr, "dmlogd:", err)
-		}
-		return 2
+		return cli.Exit(os.Stderr, "dmlogd", err)
 	}
 	// A socket without groups first: serve checks the privilege and the
 	// kernel agent, then joins group 7, and only then says it serves.
 	c, err := connector.Dial(&connector.Config{ReadBufferSize: dmlog.ReadBufferSize})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "dmlogd:", err)
-		return 1
+		return cli.Exit(os.Stderr, "dmlogd", err)
 	}
 	defer c.Close()
-	if err := serve(ctx, o, c, &dmlog.Server{}, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "dmlogd:", err)
-		return 1
-	}
-	return 0
+	return cli.Exit(os.Stderr, "dmlogd", serve(ctx, o, c, &dmlog.Server{}, os.Stdout, os.Stderr))
 }
-
-// A flagError is an error of flag.FlagSet.Parse, which has already printed
-// it with the usage.
-type flagError struct{ error }
-
-func (e flagError) Unwrap() error { return e.error }
 
 type options struct {
 	json  bool
@@ -88,17 +72,14 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(fs.Output(), "usage: dmlogd [-json] [-q]\n\nKeep the dirty logs of device-mapper mirrors with a \"userspace\" log, in memory.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, flagError{err}
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))
+		return nil, cli.Usagef("unexpected argument %q (flags only; see -h)", fs.Arg(0))
 	}
 	if o.json && o.quiet {
-		return nil, errors.New("-json and -q exclude each other")
+		return nil, cli.Usagef("-json and -q exclude each other")
 	}
 	return o, nil
 }

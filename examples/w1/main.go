@@ -35,6 +35,7 @@ import (
 	"syscall"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/cli"
 	"github.com/cnlink/connector/w1"
 )
 
@@ -45,42 +46,8 @@ func main() { os.Exit(mainExit(os.Args[1:])) }
 func mainExit(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return exitCode(run(ctx, args, os.Stdout, os.Stderr, nil))
+	return cli.Exit(os.Stderr, "w1", run(ctx, args, os.Stdout, os.Stderr, nil))
 }
-
-func exitCode(err error) int {
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, new(usageError)):
-		if !errors.As(err, new(flagError)) { // the flag package has said it
-			fmt.Fprintln(os.Stderr, errText(err))
-		}
-		return 2
-	default:
-		fmt.Fprintln(os.Stderr, errText(err))
-		return 1
-	}
-}
-
-// errText prefixes an error with the program's name, unless package w1's
-// own prefix already names it.
-func errText(err error) string {
-	if s := err.Error(); strings.HasPrefix(s, "w1: ") {
-		return s
-	}
-	return "w1: " + err.Error()
-}
-
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
-// A flagError is an error of flag.FlagSet.Parse, which has already printed
-// it with the usage.
-type flagError struct{ error }
-
-func (e flagError) Unwrap() error { return e.error }
 
 const usage = `usage: w1 [flags] COMMAND [ARGS]
 
@@ -111,25 +78,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 	timeout := fs.Duration("timeout", w1.DefaultTimeout, "time limit of each request")
 	noBundle := fs.Bool("nobundle", false, "ask for unbundled replies (one datagram per record)")
 	poll := fs.Duration("poll", 0, "watch: poll the master and slave lists at this interval instead of joining group 3 (needs no privilege)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{flagError{err}}
+	if err := cli.Parse(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return usageError{errors.New("missing command")}
+		return cli.Usage(errors.New("missing command"))
 	}
 	if *timeout <= 0 {
-		return usageError{errors.New("-timeout must be positive")}
+		return cli.Usage(errors.New("-timeout must be positive"))
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch {
 	case *poll < 0:
-		return usageError{fmt.Errorf("-poll %v: must not be negative", *poll)}
+		return cli.Usage(fmt.Errorf("-poll %v: must not be negative", *poll))
 	case *poll > 0 && cmd != "watch":
-		return usageError{fmt.Errorf("-poll applies to watch only, not to %s", cmd)}
+		return cli.Usage(fmt.Errorf("-poll applies to watch only, not to %s", cmd))
 	}
 	if dial == nil {
 		dial = w1.Dial
@@ -137,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 	out := &printer{w: stdout, json: *jsonOut}
 	want := func(n int, what string) error {
 		if len(rest) != n {
-			return usageError{fmt.Errorf("%s: want %s", cmd, what)}
+			return cli.Usage(fmt.Errorf("%s: want %s", cmd, what))
 		}
 		return nil
 	}
@@ -152,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		}
 		m, err := parseMaster(rest[0])
 		if err != nil {
-			return usageError{err}
+			return cli.Usage(err)
 		}
 		w, err := open()
 		if err != nil {
@@ -204,7 +168,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		if len(rest) == 2 {
 			var err error
 			if id, err = w1.ParseSlaveID(rest[1]); err != nil {
-				return usageError{err}
+				return cli.Usage(err)
 			}
 		}
 		return onMaster(2, "MASTER SLAVE", func(w *w1.Conn, m w1.MasterID) error {
@@ -222,7 +186,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 
 	case "tx":
 		if len(rest) < 2 {
-			return usageError{errors.New("tx: want MASTER|SLAVE and at least one OP")}
+			return cli.Usage(errors.New("tx: want MASTER|SLAVE and at least one OP"))
 		}
 		w, err := open()
 		if err != nil {
@@ -231,7 +195,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		defer w.Close()
 		tx, results, err := buildTx(w, rest[0], rest[1:])
 		if err != nil {
-			return usageError{err}
+			return cli.Usage(err)
 		}
 		if err := tx.Do(ctx); err != nil {
 			return err
@@ -268,7 +232,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		return nil
 	}
 	fs.Usage()
-	return usageError{fmt.Errorf("unknown command %q", cmd)}
+	return cli.Usage(fmt.Errorf("unknown command %q", cmd))
 }
 
 // parseMaster accepts "1" and "w1_bus_master1".

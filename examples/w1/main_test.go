@@ -12,6 +12,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/cli"
 	"github.com/cnlink/connector/w1"
 	"github.com/cnlink/connector/w1/w1test"
 )
@@ -81,7 +82,7 @@ func TestErrors(t *testing.T) {
 		{"tx", "1", "write"}, {"tx", "1", "write", "zz"}, {"tx", "1", "read", "0"}, {"tx", "1", "jump"},
 		{"add", "1", "28-00"}, {"-timeout", "0", "masters"}, {"-bogus"},
 	} {
-		if _, err := runFake(t, dial, args...); !errors.As(err, new(usageError)) {
+		if _, err := runFake(t, dial, args...); !errors.As(err, new(cli.UsageError)) {
 			t.Errorf("w1 %q: err = %v, want a usage error", args, err)
 		}
 	}
@@ -95,7 +96,7 @@ func TestErrors(t *testing.T) {
 		{[]string{"-poll", "1s", "masters"}, "-poll"},
 		{[]string{"-bogus", "masters"}, "-bogus"},
 	} {
-		if _, err := runFake(t, dial, tc.args...); !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), tc.want) {
+		if _, err := runFake(t, dial, tc.args...); !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("w1 %q: err = %v, want a usage error naming %q", tc.args, err, tc.want)
 		}
 	}

@@ -4,11 +4,9 @@ package testutil
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/cnlink/connector"
 )
@@ -39,17 +37,5 @@ func CheckAgentGate(t testing.TB, id connector.CBID, module string, check func(*
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	err = serve(ctx, c)
-	took := time.Since(start)
-	switch {
-	case !errors.Is(err, connector.ErrNoAgent):
-		t.Errorf("no agent %d:%d registered (%v): serve returned %v after %v, want an error matching ErrNoAgent", id.Idx, id.Val, agents, err, took)
-	case !strings.Contains(err.Error(), module):
-		t.Errorf("no agent registered: %q does not name the module to load, %s", err, module)
-	case took > 5*time.Second:
-		t.Errorf("no agent registered: serve waited %v before failing", took)
-	}
+	expectNoAgent(t, fmt.Sprintf("serve with no agent %d:%d registered (%v)", id.Idx, id.Val, agents), module, func(ctx context.Context) error { return serve(ctx, c) })
 }

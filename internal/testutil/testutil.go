@@ -215,3 +215,16 @@ func CapturedHex(tb testing.TB, path string) [][]byte {
 	}
 	return out
 }
+
+// KeyValues parses the "key: value" lines a helper printed (the first ": "
+// splits each line) into a map, for tests that compare what a helper found
+// with what they expect.
+func KeyValues(out []byte) map[string]string {
+	got := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ": ")
+		got[k] = v
+	}
+	return got
+}
