@@ -150,3 +150,127 @@ func callUnclaimed(t *testing.T, proc bool, withMux bool) {
 		t.Errorf("the call read %d messages and counted %d unclaimed, want %d (all but the reply) and at least 1", read, unclaimed, read-1)
 	}
 }
+
+// cnmsgAck builds a cn_msg with seq and ack, its len the data's.
+func cnmsgAck(id connector.CBID, seq, ack uint32, data []byte) []byte {
+	b := binary.NativeEndian.AppendUint32(nil, id.Idx)
+	b = binary.NativeEndian.AppendUint32(b, id.Val)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, ack)
+	b = binary.NativeEndian.AppendUint16(b, uint16(len(data)))
+	b = binary.NativeEndian.AppendUint16(b, 0)
+	return append(b, data...)
+}
+
+// TestIntegrationExchangeLeftovers: a peer sends, in one datagram, three
+// replies and an unrelated message. An Exchange that reads the socket
+// itself and stops after the first reply claimed the other two, which are
+// counted, and the unrelated one goes to the Mux's route, or is counted
+// without WithUnmatched.
+func TestIntegrationExchangeLeftovers(t *testing.T) {
+	requirePrivileged(t)
+	for _, withMux := range []bool{true, false} {
+		t.Run(map[bool]string{true: "to the Mux", false: "counted"}[withMux], func(t *testing.T) {
+			id, other := testID(), testID()
+			c := dialServe(t, nil)
+			peer := newRawPeer(t)
+			seq := rand.Uint32()
+			var dg []byte
+			for _, m := range [][]byte{
+				cnmsgAck(id, seq, seq+1, []byte("re:1")),
+				cnmsgAck(other, 1, 0, []byte("note")),
+				cnmsgAck(id, seq, seq+1, []byte("re:2")),
+				cnmsgAck(id, seq, seq+1, []byte("re:3")),
+			} {
+				dg = append(dg, nlmsg(-1, m)...)
+			}
+			// Queued before the call: it is registered before it reads, so
+			// it still finds them.
+			peer.sendTo(t, c.PortID(), dg)
+			mx := connector.NewMux()
+			var notes []string
+			mx.HandleFunc(other, func(r connector.Request) { notes = append(notes, string(r.Msg.Data)) })
+			var opts []connector.CallOption
+			if withMux {
+				opts = append(opts, connector.WithUnmatched(mx))
+			}
+			var got []string
+			err := connector.Exchange(ctxWait(t), c, connector.Message{ID: id, Seq: seq}, connector.ToPort(peer.port), connector.MatchSeqAck, func(m connector.Message, _ connector.Sender) bool {
+				got = append(got, string(m.Data))
+				return false
+			}, opts...)
+			if err != nil || len(got) != 1 || got[0] != "re:1" {
+				t.Fatalf("Exchange: %v, replies %q", err, got)
+			}
+			s := c.Stats()
+			if s.Messages != 4 {
+				t.Fatalf("the Conn delivered %d messages, want the 4 of the datagram", s.Messages)
+			}
+			want := uint64(2) // re:2 and re:3, claimed but not seen
+			if withMux {
+				if len(notes) != 1 || notes[0] != "note" {
+					t.Errorf("route got %q, want the note", notes)
+				}
+			} else {
+				want++ // the note
+			}
+			if s.Unclaimed != want {
+				t.Errorf("Stats.Unclaimed = %d, want %d", s.Unclaimed, want)
+			}
+		})
+	}
+}
+
+// TestIntegrationCallDuplicateReply: a peer answers one request twice. The
+// Call takes the first; the second reaches the Mux's route under Serve,
+// whether it arrives while the call still waits or after.
+func TestIntegrationCallDuplicateReply(t *testing.T) {
+	requirePrivileged(t)
+	id := testID()
+	c := dialServe(t, nil)
+	peer := dial(t, nil)
+	mx := connector.NewMux()
+	dups := make(chan string, 4)
+	mx.HandleFunc(id, func(r connector.Request) { dups <- string(r.Msg.Data) })
+	serveStarted(t, mx, c)
+	const n = 20
+	peerDone := make(chan error, 1)
+	go func() {
+		peerDone <- func() error {
+			for range n {
+				msgs, _, err := peer.Receive()
+				if err != nil {
+					return err
+				}
+				for _, m := range msgs {
+					for _, d := range []string{"first", "again"} {
+						if err := peer.SendTo(c.PortID(), connector.Message{ID: id, Seq: m.Seq, Ack: m.Seq + 1, Data: []byte(d)}); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			return nil
+		}()
+	}()
+	for i := range n {
+		m, _, err := connector.Call(ctxWait(t), c, connector.Message{ID: id, Seq: uint32(i)}, connector.ToPort(peer.PortID()), connector.MatchSeqAck)
+		if err != nil || string(m.Data) != "first" {
+			t.Fatalf("call %d: %+v, %v", i, m, err)
+		}
+		select {
+		case d := <-dups:
+			if d != "again" {
+				t.Fatalf("call %d: the route got %q", i, d)
+			}
+		case <-ctxWait(t).Done():
+			t.Fatalf("call %d: the duplicate never reached the route (Mux %+v)", i, mx.Stats())
+		}
+	}
+	if err := <-peerDone; err != nil {
+		t.Fatal(err)
+	}
+	if s := mx.Stats(); s.Claimed != n || s.Dispatched != n || c.Stats().Unclaimed != 0 {
+		t.Errorf("Mux %+v, Conn %+v: want %d claimed and %d dispatched, none unclaimed", s, c.Stats(), n, n)
+	}
+}
