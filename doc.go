@@ -107,6 +107,7 @@
 //	func (mx *Mux) NotFound(h Handler)
 //	func (r *Route) Remove()
 //	func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error
+//	func (mx *Mux) ServeConnector(req Request) // a Mux is a Handler
 //	func NewQueue(h Handler, depth int, onError func(error)) (*Queue, error)
 //
 // A handler gets a Request (the Message, its Sender, Reply); its Data is

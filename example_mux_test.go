@@ -49,6 +49,49 @@ func ExampleMux() {
 	// connector: serve: context canceled
 }
 
+// Start Serve on a goroutine and wait until it reads the Conn: from then on
+// a Call on the same Conn gets its reply through Serve, and everything else
+// reaches the routes. (Before, the call would read the Conn itself; give it
+// the Mux with WithUnmatched and nothing is lost either way.)
+func ExampleServeOptions() {
+	k := cntest.New(nil)
+	k.Handle(connector.IDProc, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+		event := connector.Message{ID: connector.IDProc, Seq: 76, Data: []byte("event")}
+		ack := connector.Message{ID: connector.IDProc, Seq: 77, Ack: req.Ack + 1}
+		return []cntest.Reply{{Message: event, Group: 1}, {Message: ack, Group: 1}}
+	})
+	c, _ := k.Dial(&connector.Config{Groups: []connector.Group{connector.IDProc.Group()}})
+	defer c.Close()
+
+	mx := connector.NewMux()
+	mx.HandleFunc(connector.IDProc, func(r connector.Request) { fmt.Printf("route: %s\n", r.Msg.Data) })
+	ctx, stop := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- mx.Serve(ctx, c, &connector.ServeOptions{OnStart: func(*connector.Conn) { close(started) }})
+	}()
+	select {
+	case <-started:
+	case err := <-served: // Serve could not start
+		log.Fatal(err)
+	}
+
+	callCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := connector.Message{ID: connector.IDProc, Ack: 41, Data: []byte{1, 0, 0, 0}}
+	m, _, err := connector.Call(callCtx, c, req, connector.Destination{}, connector.MatchAckPlusOne, connector.WithUnmatched(mx))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("ack", m.Ack, "claimed by Serve:", mx.Stats().Claimed)
+	stop()
+	<-served
+	// Output:
+	// route: event
+	// ack 42 claimed by Serve: 1
+}
+
 // Call a kernel agent and wait for its acknowledgement. The process events
 // connector acknowledges a subscription with ack+1 on its multicast group,
 // so the socket joins the group first. Here a fake agent plays cn_proc.

@@ -77,7 +77,8 @@ func (f HandlerFunc) ServeConnector(req Request) { f(req) }
 //
 // A Mux is safe for concurrent use: routes may be added and removed while
 // Serve runs, without locks on the receive path. One Mux may serve several
-// Conns at once.
+// Conns at once. A Mux is also a [Handler] ([Mux.ServeConnector]): mount it
+// on another Mux's route, or hand it to [WithUnmatched].
 type Mux struct {
 	mu    sync.Mutex // serializes writers of table
 	table atomic.Pointer[routeTable]
