@@ -135,3 +135,32 @@ func TestAllocsMuxServeFake(t *testing.T) {
 		}
 	}
 }
+
+// TestAllocsMuxAsHandler guards Mux.ServeConnector, the path of a Mux
+// mounted on another's route or given to WithUnmatched: routing by exact
+// id, by index, to NotFound and counting a spoof allocate nothing.
+func TestAllocsMuxAsHandler(t *testing.T) {
+	mx := connector.NewMux()
+	n := 0
+	count := connector.HandlerFunc(func(connector.Request) { n++ })
+	mx.Handle(connector.CBID{Idx: 0x4242, Val: 1}, count)
+	mx.HandleIndex(0x4243, count)
+	mx.NotFound(count)
+	data := make([]byte, 40)
+	reqs := []connector.Request{
+		{Msg: connector.Message{ID: connector.CBID{Idx: 0x4242, Val: 1}, Data: data}},
+		{Msg: connector.Message{ID: connector.CBID{Idx: 0x4243, Val: 7}, Data: data}},
+		{Msg: connector.Message{ID: connector.CBID{Idx: 0x4244, Val: 7}, Data: data}},
+		{Msg: connector.Message{ID: connector.IDProc, Data: data}, From: connector.Sender{Port: 9}},
+	}
+	if a := testing.AllocsPerRun(muxAllocRuns, func() {
+		for _, r := range reqs {
+			mx.ServeConnector(r)
+		}
+	}); a != 0 {
+		t.Errorf("Mux.ServeConnector allocates %.2f times per 4 messages, want 0", a)
+	}
+	if want := 3 * (muxAllocRuns + 1); n != want {
+		t.Errorf("handlers ran %d times, want %d", n, want)
+	}
+}
