@@ -172,8 +172,7 @@ func exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 			return err
 		}
 	}
-	l := acquireLine(c)
-	defer l.release()
+	l := lineOf(c)
 	p := &call{req: req, to: to, match: match, limit: limit, notify: make(chan struct{}, 1)}
 	for _, o := range opts {
 		if o != nil {

@@ -105,7 +105,8 @@ type Conn struct {
 	t      transport.Transport
 	cfg    Config
 	closed atomic.Bool
-	done   chan struct{} // closed by Close: wakes the calls waiting on the Conn
+	done   chan struct{}        // closed by Close: wakes the calls waiting on the Conn
+	line   atomic.Pointer[line] // Serve's and the calls' shared state (line.go)
 	port   uint32
 
 	batches sync.Pool        // *transport.Batch of cfg.BatchSize, for Readers

@@ -18,8 +18,7 @@ import (
 // always under mu after the state that explains the wake-up was changed, so
 // that a reader which checks that state under mu cannot miss it.
 type line struct {
-	c    *Conn
-	refs int // under lines.mu
+	c *Conn
 
 	ncalls atomic.Int32 // len(calls), read without the lock by Serve
 
@@ -37,33 +36,17 @@ const (
 	readerCall
 )
 
-var lines struct {
-	mu sync.Mutex
-	m  map[*Conn]*line
-}
-
-// acquireLine returns c's line, creating it if needed; release it when done.
-func acquireLine(c *Conn) *line {
-	lines.mu.Lock()
-	defer lines.mu.Unlock()
-	if lines.m == nil {
-		lines.m = make(map[*Conn]*line)
+// lineOf returns c's line, made on first use: the state lives as long as
+// the Conn, with no table of Conns to look it up in.
+func lineOf(c *Conn) *line {
+	if l := c.line.Load(); l != nil {
+		return l
 	}
-	l := lines.m[c]
-	if l == nil {
-		l = &line{c: c, released: make(chan struct{})}
-		lines.m[c] = l
+	l := &line{c: c, released: make(chan struct{})}
+	if c.line.CompareAndSwap(nil, l) {
+		return l
 	}
-	l.refs++
-	return l
-}
-
-func (l *line) release() {
-	lines.mu.Lock()
-	defer lines.mu.Unlock()
-	if l.refs--; l.refs == 0 {
-		delete(lines.m, l.c)
-	}
+	return c.line.Load()
 }
 
 // wakeLocked makes the current reader's receive return.

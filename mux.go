@@ -327,8 +327,7 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 	if opts != nil {
 		onErr, onStart = opts.OnError, opts.OnStart
 	}
-	l := acquireLine(c)
-	defer l.release()
+	l := lineOf(c)
 	if err := l.startServe(ctx); err != nil {
 		return err
 	}
