@@ -11,8 +11,9 @@ import (
 const (
 	// DefaultAckTimeout is how long a subscription waits for each
 	// acknowledgement. The kernel acknowledges within the sending system
-	// call, so the wait only ends by timeout on kernels that ignore the
-	// request.
+	// call, so the wait only ends by timeout when the kernel ignores the
+	// request (a sender outside the initial namespaces) or the
+	// acknowledgement is queued behind a great many messages.
 	DefaultAckTimeout = time.Second
 	// DefaultListenBatchSize is how many datagrams one receive system call
 	// fetches on the socket Listen opens (connector.Config.BatchSize);
@@ -85,8 +86,12 @@ type Config struct {
 	BatchSize int
 
 	// AckTimeout bounds each wait for the kernel's acknowledgement. 0 means
-	// DefaultAckTimeout. On kernels older than 6.6 a subscription waits
-	// this long once before it falls back to the classic request.
+	// DefaultAckTimeout. Where the kernel's version (uname) says 6.6 or
+	// later, a subscription whose acknowledgement did not come in time
+	// goes ahead anyway, since those kernels acknowledge every request from
+	// the initial namespaces; where it says older, no wait depends on it
+	// (see Listen). On a Conn of a fake kernel, whose version is unknown, a
+	// kernel that ignores the filter request costs one AckTimeout.
 	AckTimeout time.Duration
 
 	// NetNS, if not 0, is a network namespace file descriptor to open

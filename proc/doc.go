@@ -66,9 +66,10 @@
 // Config.Kinds selects event kinds, KindNonzeroExit selecting failed exits
 // only. On Linux 6.6 and later the kernel filters (struct proc_input), so
 // unwanted events never cross into user space. Older kernels ignore the
-// filter request without a reply; the Listener detects that (it waits up
-// to Config.AckTimeout once), subscribes the classic way and filters in
-// user space. [Listener.Mode] says which happened. Events are always
+// filter request without a reply; the Listener detects that (it sends the
+// classic request right after the filter request and sees which the kernel
+// acknowledged, so no wait is involved), subscribes the classic way and
+// filters in user space. [Listener.Mode] says which happened. Events are always
 // filtered in user space as well, because the kernel sends everything until
 // it has processed the filter.
 //

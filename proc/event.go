@@ -95,7 +95,9 @@ type Event struct {
 	// arrives; their sum is the kernel's own drop count for the socket
 	// (see the package documentation on loss). Seq is then the first
 	// sequence number of the gap and Timestamp that of the event that
-	// revealed it.
+	// revealed it. One more shape: CPU CPUUnknown with a count is the
+	// events the subscription read past what it keeps for delivery (see
+	// Listen).
 	Lost uint32
 
 	// Raw is the whole proc_event payload of an event whose Kind this

@@ -25,3 +25,24 @@ func SetDropCounter(l *Listener, f func() (uint64, error)) {
 	}
 	l.loss.setDrops(f)
 }
+
+// SetMaxEarly sets how many messages a handshake keeps for the Listener and
+// returns a function that restores it.
+func SetMaxEarly(n int) (restore func()) {
+	old := maxEarly
+	maxEarly = n
+	return func() { maxEarly = old }
+}
+
+// SetKernelVersion makes the handshake take the kernel for one before 6.6
+// (old) or 6.6 and later, as uname would tell, whatever its Conn; it returns
+// a function that restores it.
+func SetKernelVersion(old bool) (restore func()) {
+	saved := kernelOf
+	v := since66
+	if old {
+		v = before66
+	}
+	kernelOf = func(*handshake) (string, int) { return "test", v }
+	return func() { kernelOf = saved }
+}

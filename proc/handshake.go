@@ -26,12 +26,81 @@ type handshake struct {
 	c       *connector.Conn
 	timeout time.Duration
 
-	// acks and overruns are counted while subscribing, for the
-	// Listener's Stats.
+	// acks and overruns are counted while subscribing: overruns decides
+	// whether a request is sent again.
 	acks, overruns uint64
 	// listened is set once a LISTEN succeeded: a failure after it undoes
 	// the subscription.
 	listened bool
+
+	// early holds, in arrival order, what the handshake read: the events
+	// (and other messages) that came before an acknowledgement, the
+	// acknowledgements themselves (so that the sequence numbers stay
+	// whole) and the overruns noticed meanwhile. The Listener delivers
+	// them before anything else. Past maxEarly messages the rest are only
+	// counted, in excess, and delivered as one loss record.
+	early  []earlyMsg
+	excess uint64
+	// skipped holds, per CPU, the sequence number of the last process
+	// events message not kept, so that the Listener does not count those
+	// again as a sequence gap.
+	skipped map[uint32]uint32
+	// noted is the Conn's overrun count already in early.
+	noted uint64
+
+	// probe, when set, is a request sent without waiting whose
+	// acknowledgement the handshake looks for among what it reads;
+	// probeAcked is set when it arrives.
+	probe      *connector.Message
+	probeAcked bool
+}
+
+// maxEarly bounds how many messages a handshake keeps for the Listener: a
+// storm during a long AckTimeout (before 6.6 the first request always waits
+// for all of it) cannot take more memory than this many small copies.
+var maxEarly = 1 << 16
+
+// An earlyMsg is a message the handshake read, or an overrun it noticed.
+type earlyMsg struct {
+	m       connector.Message
+	from    connector.Sender
+	overrun bool
+	// ownAck marks the acknowledgement of the handshake's own request:
+	// counted already (Stats.Acks), kept for its sequence number only.
+	ownAck bool
+}
+
+// keep adds a message the handshake read to early, after the overruns the
+// Conn counted before it; own marks the acknowledgement of the handshake's
+// own request.
+func (h *handshake) keep(m connector.Message, from connector.Sender, own bool) {
+	if h.probe != nil && matchAck(*h.probe, m, from) {
+		h.probeAcked, own = true, true
+		h.acks++
+	}
+	h.noteOverruns()
+	if len(h.early) < maxEarly {
+		h.early = append(h.early, earlyMsg{m: m, from: from, ownAck: own})
+		return
+	}
+	proc := from.Kernel() && m.ID == connector.IDProc && len(m.Data) >= headerLen
+	if proc {
+		if h.skipped == nil {
+			h.skipped = make(map[uint32]uint32)
+		}
+		h.skipped[u32(m.Data, offCPU)] = m.Seq
+	}
+	if !own && (!proc || u32(m.Data, offWhat) != uint32(KindNone)) {
+		h.excess++
+	}
+}
+
+// noteOverruns adds to early an overrun record for each overrun the Conn
+// counted since the last call.
+func (h *handshake) noteOverruns() {
+	for n := h.c.Stats().Overruns; h.noted < n; h.noted++ {
+		h.early = append(h.early, earlyMsg{overrun: true})
+	}
 }
 
 // A subscription is the handshake's result.
@@ -66,9 +135,60 @@ func (h *handshake) run(kinds Kind, all, exact bool) (subscription, error) {
 	if exact {
 		probe = 0
 	}
-	ok, err := h.request(opListen, probe, true)
-	if err != nil {
-		return subscription{}, err
+	release, version := kernelOf(h)
+	var ok bool
+	switch version {
+	case before66:
+		// uname says before 6.6, which is not decisive (a vendor kernel
+		// may have the filter): the probe goes out without a wait, and
+		// the classic request, which every kernel acknowledges, right
+		// after it. The kernel handles each request within its send,
+		// so the probe's acknowledgement, if any, arrives before the
+		// classic one: no waiting for one that never comes.
+		req := requestMessage(opListen, probe, true, nonce())
+		if err := h.c.Send(req); err != nil {
+			return subscription{}, err
+		}
+		h.probe = &req
+		acked, err := h.request(opListen, 0, false)
+		h.probe = nil
+		if err != nil {
+			return subscription{}, err
+		}
+		if !acked {
+			return subscription{}, h.diagnoseNoAck()
+		}
+		h.listened = true
+		if !h.probeAcked {
+			return h.classic(all, exact), nil
+		}
+		ok = true
+	default:
+		var err error
+		if ok, err = h.request(opListen, probe, true); err != nil {
+			return subscription{}, err
+		}
+		if !ok && version == since66 {
+			// Linux 6.6 and later acknowledge every request from the
+			// initial namespaces, so the wait was too short (the
+			// acknowledgement queued behind other messages, say): the
+			// version is decisive, there is no classic path to fall
+			// back to. The request is sent once more without a wait
+			// (the kernel applies it within the send); its
+			// acknowledgements come later, as other processes' do.
+			if namespaceUnknown() != "" {
+				// Whether the kernel ignored a sender outside the
+				// initial namespaces cannot be told: say so.
+				return subscription{}, h.diagnoseNoAck()
+			}
+			if err := namespaceCheck(); err != nil {
+				return subscription{}, err
+			}
+			if err := h.c.Send(requestMessage(opListen, probe, true, nonce())); err != nil {
+				return subscription{}, fmt.Errorf("on Linux %s: %w", release, err)
+			}
+			ok = true
+		}
 	}
 	if ok && exact {
 		h.listened = true
@@ -85,9 +205,8 @@ func (h *handshake) run(kinds Kind, all, exact bool) (subscription, error) {
 		}
 		return subscription{mode: mode}, nil
 	}
-	// Before 6.6: the classic request, and a socket filter that keeps
-	// other processes' acknowledgements out, where the socket takes one.
-	ok, err = h.request(opListen, 0, false)
+	// Before 6.6: the classic request.
+	ok, err := h.request(opListen, 0, false)
 	if err != nil {
 		return subscription{}, err
 	}
@@ -95,10 +214,45 @@ func (h *handshake) run(kinds Kind, all, exact bool) (subscription, error) {
 		return subscription{}, h.diagnoseNoAck()
 	}
 	h.listened = true
+	return h.classic(all, exact), nil
+}
+
+// classic is the subscription on a kernel without the event filter (before
+// 6.6): filtered in user space, with a socket filter that keeps other
+// processes' acknowledgements out, where the socket takes one and exact is
+// not asked for.
+func (h *handshake) classic(all, exact bool) subscription {
 	if !exact {
 		exact = h.c.SetBPF(ackFilter) != nil
 	}
-	return subscription{mode: userMode(all), exact: exact}, nil
+	return subscription{mode: userMode(all), exact: exact}
+}
+
+// What the running kernel's version (uname) tells the handshake.
+const (
+	versionUnknown = iota // a fake kernel's Conn, or no version
+	before66
+	since66
+)
+
+// kernelOf is handshake.kernel; tests replace it.
+var kernelOf = (*handshake).kernel
+
+// kernel returns the running kernel's release and what it tells: nothing
+// for a Conn that is not a kernel socket (a fake kernel, whose version is
+// not the host's).
+func (h *handshake) kernel() (string, int) {
+	if _, err := h.c.SyscallConn(); err != nil {
+		return "", versionUnknown
+	}
+	release, major, minor, unknown := kernelVersion()
+	switch {
+	case unknown != "":
+		return release, versionUnknown
+	case major > 6 || major == 6 && minor >= 6:
+		return release, since66
+	}
+	return release, before66
 }
 
 // userMode is the Mode of a Listener that filters in user space only.
@@ -134,13 +288,23 @@ var ackFilter = func() []bpf.RawInstruction {
 // whose acknowledgement may have been dropped by a receive buffer overrun
 // is sent again, twice at most.
 func (h *handshake) request(op uint32, kinds Kind, input bool) (bool, error) {
+	// What the call reads that is not the acknowledgement is kept for the
+	// Listener: the kernel sends to group 1 while any process listens, so
+	// events can come before the acknowledgement, and they are the
+	// Listener's to deliver.
+	keep := connector.WithUnmatched(connector.HandlerFunc(func(r connector.Request) { h.keep(r.Msg, r.From, false) }))
 	for try := 0; try < 3; try++ {
 		before := h.c.Stats().Overruns
 		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-		m, _, err := connector.Call(ctx, h.c, requestMessage(op, kinds, input, nonce()), connector.Destination{}, matchAck)
+		m, from, err := connector.Call(ctx, h.c, requestMessage(op, kinds, input, nonce()), connector.Destination{}, matchAck, keep)
 		cancel()
 		overrun := h.c.Stats().Overruns - before
 		h.overruns += overrun
+		if err == nil {
+			h.keep(m, from, true)
+		} else {
+			h.noteOverruns()
+		}
 		switch {
 		case err == nil:
 			h.acks++

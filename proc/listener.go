@@ -27,6 +27,16 @@ type Listener struct {
 
 	loss lossCounter
 
+	// early holds what the handshake read before its acknowledgement,
+	// delivered before anything the Reader reads; earlyLost counts the
+	// messages past what it kept (see handshake.early).
+	early     []earlyMsg
+	earlyLost uint64
+	earlySkip map[uint32]uint32
+	// ownAcks counts the handshake's own acknowledgements that receive
+	// has returned from early and Next has not yet skipped.
+	ownAcks int
+
 	// pend is a message whose gap was reported with a KindLost record and
 	// that Next delivers on its next call. It aliases the Reader's buffer,
 	// which stays valid until the Reader's next call.
@@ -63,6 +73,13 @@ type Listener struct {
 // acknowledges, and then sets the kernel's filter (Linux 6.6 and later),
 // which the kernel does not acknowledge; a kernel older than 6.6 ignores the
 // first request, and Listen falls back to the classic request (see Mode).
+// The kernel's version (uname) decides where it can: where it says 6.6 or
+// later, an acknowledgement that does not come within Config.AckTimeout
+// does not make Listen fall back (the request is sent again, without a
+// wait); where it says older, the classic request goes out right after the
+// first one, and the first one's acknowledgement, which a vendor kernel
+// with the filter sends, arrives before the classic one's: nothing waits
+// for an acknowledgement that never comes.
 //
 // Errors match, with errors.Is: connector.ErrInvalidConfig for a Config
 // field out of range (negative sizes or timeout, BatchSize above
@@ -73,9 +90,13 @@ type Listener struct {
 // subscribing needs CAP_NET_ADMIN); ErrNoAck when no acknowledgement came
 // for another reason; connector.ErrNotSupported on systems other than Linux.
 //
-// The event stream starts at the subscription: events that arrive before the
-// kernel's acknowledgement are not delivered, and events from before Listen
-// are never reported (list the running processes with Snapshot).
+// The event stream starts with what the socket receives once it has joined
+// group 1: while any process listens, the kernel sends events before it
+// acknowledges the subscription, and the Listener delivers those first, in
+// order (up to 65536 of them; more are one KindLost record with their
+// count). An overrun while subscribing is a KindLost record too. Events
+// from before Listen are never reported (list the running processes with
+// Snapshot).
 func Listen(cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -207,7 +228,7 @@ func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) 
 	if timeout <= 0 {
 		timeout = DefaultAckTimeout
 	}
-	h := handshake{c: c, timeout: timeout}
+	h := handshake{c: c, timeout: timeout, noted: c.Stats().Overruns}
 	res, err := h.subscribe(l.kinds, l.all, cfg.ExactLoss)
 	l.acks.Store(h.acks)
 	l.overruns.Store(h.overruns)
@@ -215,6 +236,7 @@ func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) 
 		return nil, err
 	}
 	l.mode, l.listened = res.mode, true
+	l.early, l.earlyLost, l.earlySkip = h.early, h.excess, h.skipped
 	l.loss.init(c, res.mode, res.exact)
 	l.r = c.NewReader()
 	return l, nil

@@ -350,7 +350,8 @@ func contains(s []uint32, v uint32) bool {
 // Other clients' acknowledgements never pass for the Listener's own: those
 // queued before the subscription are skipped, and after it the kernel's
 // filter keeps them out (6.6+) or Next skips them (before 6.6, on a socket
-// without a BPF filter, as on the fake).
+// without a BPF filter, as on the fake). An event queued before the
+// acknowledgement is delivered, first.
 func TestListenNonce(t *testing.T) {
 	for _, legacy := range []bool{false, true} {
 		f := newFixture(&proctest.Options{Legacy: legacy})
@@ -373,12 +374,19 @@ func TestListenNonce(t *testing.T) {
 		if err := l.Next(&ev); err != nil {
 			t.Fatal(err)
 		}
+		if ev.Kind != proc.KindFork || ev.PID != 2 {
+			t.Errorf("legacy %v: Next = %v, want the fork queued before the acknowledgement", legacy, &ev)
+		}
+		if err := l.Next(&ev); err != nil {
+			t.Fatal(err)
+		}
 		if ev.Kind != proc.KindExec || ev.PID != 3 {
 			t.Errorf("legacy %v: Next = %v, want the exec", legacy, &ev)
 		}
-		want := uint64(1)
+		// Its own, and the other's two queued before it, skipped.
+		want := uint64(3)
 		if legacy {
-			want = 2 // the other's acknowledgement reached the socket and was skipped
+			want = 4 // the other's later acknowledgement reached the socket and was skipped
 		}
 		if got := l.Stats().Acks; got != want {
 			t.Errorf("legacy %v: Stats().Acks = %d, want %d", legacy, got, want)
@@ -977,4 +985,149 @@ func TestSecondListenerOnConn(t *testing.T) {
 		t.Fatalf("NewListener after a failed one on the same Conn: %v", err)
 	}
 	l2.Close()
+}
+
+// Events the socket received before the handshake's acknowledgement (the
+// kernel sends to group 1 while anyone listens) reach the consumer first, in
+// order, with no loss counted for the handshake's own acknowledgement.
+func TestListenEarlyEvents(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		f := newFixture(&proctest.Options{Legacy: legacy})
+		f.a.SetListeners(1) // another process listens
+		c := f.dial(t, 4)
+		f.emit(t, proc.Event{Kind: proc.KindFork, CPU: 0, PID: 10, TGID: 10, ParentPID: 1, ParentTGID: 1})
+		f.emit(t, exec(0, 11))
+		f.emit(t, exec(1, 12))
+		l, err := f.listenOn(t, c, &proc.Config{AckTimeout: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.emit(t, exec(0, 13))
+		got := nextStrings(t, l, nil, 4)
+		want := []string{
+			"fork cpu=0 seq=0 pid=10 parent=1",
+			"exec cpu=0 seq=1 pid=11",
+			"exec cpu=1 seq=0 pid=12",
+			"exec cpu=0 seq=4 pid=13", // seq 2, 3: the acknowledgements of the two requests
+		}
+		if legacy {
+			want[3] = "exec cpu=0 seq=3 pid=13" // one request
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("legacy %v: events (-want +got):\n%s", legacy, diff)
+		}
+		if st := l.Stats(); st.Lost != 0 || st.Events != 4 || st.Acks != 1 {
+			t.Errorf("legacy %v: Stats %+v, want 4 events, its own ack, nothing lost", legacy, st)
+		}
+	}
+}
+
+// An overrun while subscribing reaches the consumer as a loss record, first.
+func TestListenEarlyOverrun(t *testing.T) {
+	f := newFixture(nil)
+	f.a.DropAcks(1) // the first acknowledgement is lost to a full buffer
+	l, _ := f.mustListen(t, nil)
+	f.emit(t, exec(0, 11))
+	got := nextStrings(t, l, nil, 2)
+	// Seq 0 to 2: the lost acknowledgement, the one of the request sent
+	// again, and the one of the filter. What was dropped while subscribing
+	// has no count: it may have been acknowledgements.
+	want := []string{"lost cpu=? seq=0 lost=unknown", "exec cpu=0 seq=3 pid=11"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	if st := l.Stats(); st.Overruns != 1 {
+		t.Errorf("Stats %+v, want 1 overrun", st)
+	}
+}
+
+// Past what the handshake keeps, early events are one loss record with
+// their count, and not counted again as a sequence gap, in either mode.
+func TestListenEarlyExcess(t *testing.T) {
+	defer proc.SetMaxEarly(2)()
+	for _, exact := range []bool{false, true} {
+		f := newFixture(nil)
+		f.a.SetListeners(1)
+		c := f.dial(t, 4)
+		for pid := int32(20); pid < 25; pid++ {
+			f.emit(t, exec(0, pid))
+		}
+		l, err := f.listenOn(t, c, &proc.Config{ExactLoss: exact})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.emit(t, exec(0, 25))
+		got := nextStrings(t, l, nil, 4)
+		want := []string{
+			"exec cpu=0 seq=0 pid=20",
+			"exec cpu=0 seq=1 pid=21",
+			"lost cpu=? seq=0 lost=3",
+			"exec cpu=0 seq=7 pid=25", // seq 5, 6: the acknowledgements of the probe and the filter
+		}
+		if exact {
+			want[3] = "exec cpu=0 seq=6 pid=25" // no filter request
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("exact %v: events (-want +got):\n%s", exact, diff)
+		}
+		if st := l.Stats(); st.Lost != 3 {
+			t.Errorf("exact %v: Stats %+v, want Lost 3", exact, st)
+		}
+	}
+}
+
+// What uname tells decides where it can. Before 6.6 the filter request goes
+// out without a wait and the classic one after it: a kernel without the
+// filter costs no AckTimeout, and one with it (a vendor's backport) gets the
+// kernel filter. From 6.6 on, a missing acknowledgement is a wait too
+// short, never the pre-6.6 path.
+func TestListenKernelVersion(t *testing.T) {
+	t.Run("before 6.6 without the filter", func(t *testing.T) {
+		defer proc.SetKernelVersion(true)()
+		f := newFixture(&proctest.Options{Legacy: true})
+		l, _ := f.mustListen(t, &proc.Config{Kinds: proc.KindExec, AckTimeout: time.Hour})
+		if got := l.Mode(); got != proc.ModeUserFilter {
+			t.Errorf("Mode() = %v, want %v", got, proc.ModeUserFilter)
+		}
+		reqs := f.a.Requests()
+		if len(reqs) != 2 || reqs[0].Len != 8 || reqs[0].Answered || reqs[1].Len != 4 || !reqs[1].Answered {
+			t.Errorf("requests %+v, want the 8-byte one (unanswered), then the 4-byte one", reqs)
+		}
+		f.emit(t, exec(0, 7))
+		if got := nextStrings(t, l, nil, 1); got[0] != "exec cpu=0 seq=1 pid=7" {
+			t.Errorf("event %q, want the exec", got[0])
+		}
+	})
+	t.Run("before 6.6 with the filter", func(t *testing.T) {
+		defer proc.SetKernelVersion(true)()
+		f := newFixture(nil)
+		l, c := f.mustListen(t, &proc.Config{Kinds: proc.KindExec, AckTimeout: time.Hour})
+		if got := l.Mode(); got != proc.ModeKernelFilter {
+			t.Errorf("Mode() = %v, want %v", got, proc.ModeKernelFilter)
+		}
+		if filter, _ := f.a.Filter(c.PortID()); filter != proc.KindExec {
+			t.Errorf("the kernel's filter is %v, want %v", filter, proc.KindExec)
+		}
+		f.emit(t, proc.Event{Kind: proc.KindFork, CPU: 0, PID: 6, TGID: 6})
+		f.emit(t, exec(0, 7))
+		if got := nextStrings(t, l, nil, 1); got[0] != "exec cpu=0 seq=4 pid=7" {
+			t.Errorf("event %q, want the exec", got[0])
+		}
+		if st := l.Stats(); st.Acks != 2 || st.Lost != 0 {
+			t.Errorf("Stats %+v, want its 2 acks, nothing lost", st)
+		}
+	})
+	t.Run("6.6 with no acknowledgement in time", func(t *testing.T) {
+		defer proc.SetKernelVersion(false)()
+		defer proc.SetNamespaceCheck(func() error { return nil })()
+		f := newFixture(nil)
+		f.a.DropAcks(3) // every try's acknowledgement lost
+		l, c := f.mustListen(t, &proc.Config{Kinds: proc.KindExec, AckTimeout: 10 * time.Millisecond})
+		if got := l.Mode(); got != proc.ModeKernelFilter {
+			t.Errorf("Mode() = %v, want %v", got, proc.ModeKernelFilter)
+		}
+		if filter, _ := f.a.Filter(c.PortID()); filter != proc.KindExec {
+			t.Errorf("the kernel's filter is %v, want %v", filter, proc.KindExec)
+		}
+	})
 }

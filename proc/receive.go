@@ -37,7 +37,11 @@ func (l *Listener) Next(ev *Event) error {
 		}
 		switch {
 		case ev.Kind == KindNone:
-			l.acks.Add(1)
+			if l.ownAcks > 0 {
+				l.ownAcks-- // the handshake's, counted by it
+			} else {
+				l.acks.Add(1)
+			}
 			continue
 		case !l.match(ev):
 			l.filtered.Add(1)
@@ -62,7 +66,49 @@ func (l *Listener) receive(ev *Event) (m connector.Message, lossFirst bool, err 
 		return l.pend, false, nil
 	}
 	for {
-		m, from, err := l.r.Next()
+		var (
+			m    connector.Message
+			from connector.Sender
+			err  error
+		)
+		switch {
+		case len(l.early) > 0:
+			e := l.early[0]
+			l.early[0] = earlyMsg{}
+			if l.early = l.early[1:]; len(l.early) == 0 {
+				l.early = nil
+			}
+			if e.overrun {
+				// Counted in Stats.Overruns by the handshake.
+				l.loss.overrun()
+				*ev = Event{Kind: KindLost, CPU: CPUUnknown}
+				return m, true, nil
+			}
+			if e.ownAck {
+				// Counted in Stats.Acks by the handshake: Next skips
+				// it uncounted; it keeps the sequence numbers whole.
+				l.ownAcks++
+			}
+			m, from = e.m, e.from
+		case l.earlyLost > 0 || l.earlySkip != nil:
+			// Past what the handshake kept: the sequence numbers go on
+			// from the last message skipped on each CPU, and the events
+			// skipped are one loss record.
+			for cpu, seq := range l.earlySkip {
+				l.loss.seqs.observe(cpu, seq)
+			}
+			l.earlySkip = nil
+			n := l.earlyLost
+			if n == 0 {
+				continue
+			}
+			l.earlyLost = 0
+			l.lost.Add(n)
+			*ev = Event{Kind: KindLost, CPU: CPUUnknown, Lost: uint32(min(n, 1<<32-1))}
+			return m, true, nil
+		default:
+			m, from, err = l.r.Next()
+		}
 		if err != nil {
 			if l.flushDebt && errors.Is(err, connector.ErrFlushed) {
 				// The Flush of a cancelled Events iteration, which
