@@ -191,6 +191,34 @@ func debMember(name string) string {
 // extractDeb copies the kernel image and config out of a .deb into dir,
 // using dpkg-deb --fsys-tarfile. It stops reading once both were found.
 func extractDeb(ctx context.Context, deb, dir string) error {
+	found := map[string]bool{}
+	return walkDeb(ctx, deb, func(h *tar.Header, r io.Reader) (bool, error) {
+		kind := debMember(h.Name)
+		if kind == "" {
+			return false, nil
+		}
+		f, err := os.Create(filepath.Join(dir, kind))
+		if err != nil {
+			return false, err
+		}
+		_, err = io.Copy(f, r)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return false, err
+		}
+		found[kind] = true
+		// The rest of the archive (modules) is not needed.
+		return found["bzImage"] && found["config"], nil
+	})
+}
+
+// walkDeb reads the files of a .deb's data archive with dpkg-deb
+// --fsys-tarfile and calls visit with each regular file, in archive order,
+// until visit reports done (the rest is not read, and dpkg-deb is stopped)
+// or fails. Errors name the package and carry dpkg-deb's message.
+func walkDeb(ctx context.Context, deb string, visit func(h *tar.Header, r io.Reader) (done bool, err error)) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "dpkg-deb", "--fsys-tarfile", deb)
@@ -204,7 +232,7 @@ func extractDeb(ctx context.Context, deb, dir string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	found := map[string]bool{}
+	done := false
 	readErr := func() error {
 		tr := tar.NewReader(out)
 		for {
@@ -215,37 +243,22 @@ func extractDeb(ctx context.Context, deb, dir string) error {
 			if err != nil {
 				return err
 			}
-			kind := debMember(h.Name)
-			if kind == "" || h.Typeflag != tar.TypeReg {
+			if h.Typeflag != tar.TypeReg {
 				continue
 			}
-			f, err := os.Create(filepath.Join(dir, kind))
-			if err != nil {
+			if done, err = visit(h, tr); err != nil || done {
 				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-			found[kind] = true
-			if found["bzImage"] && found["config"] {
-				return nil
 			}
 		}
 	}()
-	complete := found["bzImage"] && found["config"]
-	if complete {
-		// The rest of the archive (modules) is not needed.
+	if done || readErr != nil {
 		cancel()
 	}
 	waitErr := cmd.Wait()
 	if readErr != nil {
 		return fmt.Errorf("dpkg-deb --fsys-tarfile %s: %v %s", filepath.Base(deb), readErr, stderr.String())
 	}
-	if waitErr != nil && !complete {
+	if waitErr != nil && !done {
 		return fmt.Errorf("dpkg-deb --fsys-tarfile %s: %v %s", filepath.Base(deb), waitErr, stderr.String())
 	}
 	return nil

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -270,81 +269,42 @@ func ensureModules(ctx context.Context, c config, repo *aptRepo, tools *toolbox,
 // scanModules reads a kernel package's files and keeps the module files
 // named in want, and the names listed in modules.builtin.
 func scanModules(ctx context.Context, deb string, want map[string]bool, files map[string][]byte, bases map[string]string, builtin map[string]bool, release *string) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "dpkg-deb", "--fsys-tarfile", deb)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	readErr := func() error {
-		tr := tar.NewReader(out)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if h.Typeflag != tar.TypeReg {
-				continue
-			}
-			name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
-			rest, ok := strings.CutPrefix(strings.TrimPrefix(name, "usr/"), "lib/modules/")
-			if !ok {
-				continue
-			}
-			rel, sub, ok := strings.Cut(rest, "/")
-			if !ok {
-				continue
-			}
-			if sub == "modules.builtin" {
-				sc := bufio.NewScanner(tr)
-				for sc.Scan() {
-					if n, ok := moduleFileName(path.Base(strings.TrimSpace(sc.Text()))); ok {
-						builtin[n] = true
-					}
-				}
-				if err := sc.Err(); err != nil {
-					return err
-				}
-				continue
-			}
-			n, ok := moduleFileName(path.Base(sub))
-			if !ok || !want[n] {
-				continue
-			}
-			if h.Size > 64<<20 {
-				return fmt.Errorf("%s: %d bytes", name, h.Size)
-			}
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				return err
-			}
-			files[n], bases[n] = b, path.Base(sub)
-			if *release == "" {
-				*release = rel
-			}
+	return walkDeb(ctx, deb, func(h *tar.Header, r io.Reader) (bool, error) {
+		name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+		rest, ok := strings.CutPrefix(strings.TrimPrefix(name, "usr/"), "lib/modules/")
+		if !ok {
+			return false, nil
 		}
-	}()
-	if readErr != nil {
-		cancel()
-	}
-	waitErr := cmd.Wait()
-	if readErr != nil {
-		return fmt.Errorf("dpkg-deb --fsys-tarfile %s: %v %s", filepath.Base(deb), readErr, stderr.String())
-	}
-	if waitErr != nil {
-		return fmt.Errorf("dpkg-deb --fsys-tarfile %s: %v %s", filepath.Base(deb), waitErr, stderr.String())
-	}
-	return nil
+		rel, sub, ok := strings.Cut(rest, "/")
+		if !ok {
+			return false, nil
+		}
+		if sub == "modules.builtin" {
+			sc := bufio.NewScanner(r)
+			for sc.Scan() {
+				if n, ok := moduleFileName(path.Base(strings.TrimSpace(sc.Text()))); ok {
+					builtin[n] = true
+				}
+			}
+			return false, sc.Err()
+		}
+		n, ok := moduleFileName(path.Base(sub))
+		if !ok || !want[n] {
+			return false, nil
+		}
+		if h.Size > 64<<20 {
+			return false, fmt.Errorf("%s: %d bytes", name, h.Size)
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return false, err
+		}
+		files[n], bases[n] = b, path.Base(sub)
+		if *release == "" {
+			*release = rel
+		}
+		return false, nil
+	})
 }
 
 // moduleDepends returns the "depends=" names of a module's .modinfo
