@@ -122,6 +122,8 @@ func runHelper(mode string) int {
 		return helperListener()
 	case "flood":
 		return helperFlood()
+	case "countdown":
+		return helperCountdown()
 	case "unpriv":
 		return helperUnprivileged()
 	case "nslisten-fakeproc":

@@ -4,6 +4,7 @@ package proc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -373,4 +374,115 @@ func TestIntegrationAckFlood(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countdownPairs is how many (invalid request, IGNORE) pairs helperCountdown
+// sends: more than the listeners a matrix VM has.
+const countdownPairs = 16
+
+// helperCountdown is an unprivileged process that sends, from one socket,
+// pairs of a request with an invalid operation and an IGNORE: on Linux 6.6
+// and later each IGNORE lowers the kernel's global listener count, because
+// the socket's previous request was not an IGNORE (cn_proc_mcast_ctl). It
+// prints "done".
+func helperCountdown() int {
+	if code := dropRoot(); code != 0 {
+		return code
+	}
+	c, err := connector.Dial(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dial:", err)
+		return 30
+	}
+	defer c.Close()
+	for i := range uint32(countdownPairs) {
+		for _, op := range []uint32{3, opIgnore} {
+			b := make([]byte, 4)
+			binary.NativeEndian.PutUint32(b, op)
+			if err := c.Send(connector.Message{ID: connector.IDProc, Ack: 2*i + op, Data: b}); err != nil {
+				fmt.Fprintln(os.Stderr, "send:", err)
+				return 31
+			}
+		}
+	}
+	fmt.Println("done")
+	return 0
+}
+
+// The kernel's global listener count, read in cn_proc.c: since 6.6 an
+// unprivileged process drives it below 1 by alternating an invalid request
+// and IGNORE on one socket, and then the kernel generates no event at all,
+// for every listener, without a trace (see "Loss no socket sees" in the
+// package documentation); before 6.6 the same requests from an unprivileged
+// process are refused (EPERM) and change nothing. Runs only in the kernel
+// matrix: it switches process events off for the whole machine, and turns
+// them back on (root: LISTEN and an invalid request, alternately, raise the
+// count on every version).
+func TestIntegrationListenerCountHazard(t *testing.T) {
+	testutil.RequireProcEvents(t)
+	testutil.RequireInitialNetNS(t)
+	if !testutil.InMatrix() {
+		t.Skip("runs only in the kernel matrix: it switches process events off for every process on the machine")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("privilege missing: the test needs root to switch its helper to uid 65534 and to turn events back on")
+	}
+	major, minor := testutil.KernelVersion(t)
+	modern := major > 6 || major == 6 && minor >= 6
+	l := listen(t, &Config{Kinds: KindExec})
+	arrives := func(wait time.Duration) bool {
+		t.Helper()
+		pid := runHelperProc(t, "exit3")
+		if err := l.SetDeadline(time.Now().Add(wait)); err != nil {
+			t.Fatal(err)
+		}
+		var ev Event
+		for {
+			err := l.Next(&ev)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return false
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Kind == KindExec && ev.PID == pid {
+				return true
+			}
+		}
+	}
+	if !arrives(eventTimeout) {
+		t.Fatal("no exec event before the countdown")
+	}
+	c := startHelper(t, "countdown", nil)
+	if got := c.line(t, 10*time.Second); got != "done" {
+		t.Fatalf("countdown helper said %q", got)
+	}
+	c.wait(t)
+	after := arrives(3 * time.Second)
+
+	// Turn events back on, whatever happened.
+	root, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	for i := range uint32(2 * countdownPairs) {
+		for _, op := range []uint32{opListen, 3} {
+			b := make([]byte, 4)
+			binary.NativeEndian.PutUint32(b, op)
+			if err := root.Send(connector.Message{ID: connector.IDProc, Ack: 2*i + op, Data: b}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !arrives(eventTimeout) {
+		t.Fatal("no exec event after turning events back on")
+	}
+	switch {
+	case modern && after:
+		t.Errorf("Linux %d.%d: an exec event arrived after an unprivileged process sent %d pairs of an invalid request and IGNORE; the kernel source says its listener count drops below 1", major, minor, countdownPairs)
+	case !modern && !after:
+		t.Errorf("Linux %d.%d: no exec event after an unprivileged process's requests, which this kernel refuses (EPERM)", major, minor)
+	}
+	t.Logf("Linux %d.%d: events after the unprivileged countdown: %v", major, minor, after)
 }
