@@ -56,10 +56,12 @@
 // unprivileged sockets (odd groups only, see [Kernel.DialUnprivileged]);
 // CAP_NET_ADMIN for unicast and multicast between userspace sockets; the
 // sender's exclusion from its own multicast and the use of only the lowest
-// group bit; multicasts also reaching the kernel; bounded receive queues
-// ([Options.QueueLen], Conn.SetReadBuffer) where kernel and multicast messages
-// are dropped with a one-time ENOBUFS and congestion until the queue is read
-// empty, NETLINK_NO_ENOBUFS, and userspace unicast that waits instead;
+// group bit; multicasts also reaching the kernel; receive buffers in bytes
+// ([Options.QueueLen], Conn.SetReadBuffer), each datagram charged the
+// truesize the kernel charges it ([Options.Release]), where kernel and
+// multicast messages are dropped with a one-time ENOBUFS and congestion until
+// the queue is read empty, NETLINK_NO_ENOBUFS, and userspace unicast that
+// waits instead;
 // truncation of datagrams larger than the Conn's MessageBufferSize; read
 // deadlines and Close while a receive waits; and the initial network
 // namespace ([Options.NotInitialNetNS]); and the kernel's buffer size

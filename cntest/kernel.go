@@ -13,17 +13,14 @@ import (
 )
 
 const (
-	// DefaultQueueLen is the default number of datagrams a fake socket
-	// queues before the kernel drops: about what the default receive
-	// buffer (net.core.rmem_default, 212992 bytes) holds of 76-byte
-	// process events, which the kernel charges 832 bytes each.
+	// DefaultQueueLen is the default receive buffer of a fake socket, in
+	// process events, which the kernel charges their truesize (960 bytes
+	// with the default model, so 245760 bytes; the kernel's own default,
+	// net.core.rmem_default, 212992 bytes, holds 221 of them there and 256
+	// where a process event's truesize is 832). Datagrams of other sizes
+	// are charged their own truesize (see Options.QueueLen).
 	DefaultQueueLen = 256
 
-	// chargePerDatagram is what the fake charges a queued datagram against
-	// the socket's receive buffer: the measured skb truesize of a process
-	// event on Linux 6.18 x86_64. SetReadBuffer converts bytes to a queue
-	// length with it.
-	chargePerDatagram = 832
 	// minRcvBuf and minSndBuf are SOCK_MIN_RCVBUF and SOCK_MIN_SNDBUF on
 	// x86_64 (include/net/sock.h): the smallest buffers the kernel keeps.
 	minRcvBuf = 2304
@@ -34,9 +31,6 @@ const (
 	// net.core.wmem_max on 64-bit systems (SK_RMEM_MAX, SK_WMEM_MAX): the
 	// default of [Options.RmemMax] and [Options.WmemMax].
 	DefaultMemMax = 212992
-	// maxQueueLen is the longest queue whose buffer size, QueueLen times
-	// chargePerDatagram bytes, fits the kernel's int.
-	maxQueueLen = (1<<31 - 1) / chargePerDatagram
 
 	// firstPort is the port id of the first socket; later ones get ids with
 	// the top bit set, as the kernel hands out negative ids once a
@@ -53,13 +47,20 @@ const (
 // range makes every Dial on the Kernel fail with an error matching
 // [connector.ErrInvalidConfig] that names it.
 type Options struct {
-	// QueueLen is the number of datagrams each socket queues before
-	// further messages are dropped (kernel and multicast senders) or the
-	// sender has to wait (userspace unicast), at most 2581110 (a receive
-	// buffer of QueueLen times 832 bytes must fit the kernel's int). 0
-	// means DefaultQueueLen.
-	// Conn.SetReadBuffer and Config.ReadBufferSize change it per socket,
-	// at 832 bytes per datagram.
+	// QueueLen sets each socket's receive buffer to room for QueueLen
+	// process events: QueueLen times their truesize (Kernel.TrueSize of a
+	// 76-byte datagram: 960 bytes with the defaults, 768 before Linux 6.3).
+	// Every queued datagram is charged its truesize against the buffer, as
+	// the kernel charges it (the allocator object holding it, plus the
+	// sk_buff: the small-head cache's object up to 384-byte datagrams with
+	// the defaults, 2304 bytes for a 1200-byte one), and a datagram is
+	// queued when the queue is empty or the charges, its own included,
+	// stay within the buffer (netlink_broadcast_deliver and
+	// netlink_attachskb in net/netlink/af_netlink.c, since the stable
+	// releases of July 2025). Past that, kernel and multicast messages are
+	// dropped and a userspace unicast's sender has to wait. The buffer must
+	// fit the kernel's int; 0 means DefaultQueueLen. Conn.SetReadBuffer and
+	// Config.ReadBufferSize set the buffer in bytes per socket.
 	QueueLen int
 
 	// RmemMax and WmemMax are net.core.rmem_max and net.core.wmem_max in
@@ -76,6 +77,24 @@ type Options struct {
 	// and handlers are never called. Multicast, Unicast and InjectRaw
 	// still deliver: they are the test's own injection tools.
 	NotInitialNetNS bool
+
+	// Release is the kernel release whose receive buffer accounting the
+	// fake follows, such as "6.1" or a full uname release: before 6.3
+	// there is no small-head cache, and a small datagram's head is a
+	// 512-byte kmalloc object (truesize 768). "" means the newest known
+	// model (7.3).
+	Release string
+
+	// SmallHeadCache is SKB_SMALL_HEAD_CACHE_SIZE of the modelled kernel
+	// (Linux 6.3 and later): the object size, in bytes, of the cache that
+	// holds every datagram head of at most that size. It depends on the
+	// kernel's configuration (SKB_HEAD_ALIGN(MAX_TCP_HEADER), and
+	// MAX_TCP_HEADER grows with the link layers and tunnels built in): 704
+	// on Debian's x86_64 kernels, 576 on smaller configurations. A
+	// datagram's truesize (/proc/net/netlink's Rmem after one 76-byte
+	// datagram is queued) less 256 gives it. 0 means
+	// DefaultSmallHeadCache; otherwise a multiple of 64 from 384 to 4096.
+	SmallHeadCache int
 }
 
 // A HandlerFunc is a fake kernel agent: it is called with every well-formed
@@ -158,8 +177,11 @@ type Kernel struct {
 	requests  []Request
 	rejected  []Rejection
 	replyErrs []error
-	scratch   []byte        // encoding buffer for kernel sends, under mu
-	changed   chan struct{} // closed and replaced when a receive starts waiting or a send is refused
+	// smallHead is the modelled small-head cache's object size (0:
+	// none); queueUnit the truesize of a process event.
+	smallHead, queueUnit int
+	scratch              []byte        // encoding buffer for kernel sends, under mu
+	changed              chan struct{} // closed and replaced when a receive starts waiting or a send is refused
 }
 
 // New returns a fake kernel configured by opts; nil means the defaults.
@@ -178,26 +200,50 @@ func New(opts *Options) *Kernel {
 	if o.WmemMax <= 0 {
 		o.WmemMax = DefaultMemMax
 	}
+	major, minor, _ := parseRelease(o.Release)
+	sh := smallHead(major, minor, o.SmallHeadCache)
 	return &Kernel{
-		opts:     o,
-		optErr:   optErr,
-		socks:    make(map[uint32]*socket),
-		handlers: make(map[connector.CBID]HandlerFunc),
-		changed:  make(chan struct{}),
+		opts:      o,
+		optErr:    optErr,
+		smallHead: sh,
+		// A process event's charge: what QueueLen counts in.
+		queueUnit: trueSize(procEventLen, false, sh),
+		socks:     make(map[uint32]*socket),
+		handlers:  make(map[connector.CBID]HandlerFunc),
+		changed:   make(chan struct{}),
 	}
 }
 
 // check range-checks the options before defaults are filled in.
 func (o *Options) check() error {
 	switch {
-	case o.QueueLen < 0 || o.QueueLen > maxQueueLen:
-		return fmt.Errorf("cntest: dial: %w: Options.QueueLen is %d; it must be 1 to %d datagrams, or 0 for DefaultQueueLen", connector.ErrInvalidConfig, o.QueueLen, maxQueueLen)
+	case o.SmallHeadCache != 0 && (o.SmallHeadCache < 384 || o.SmallHeadCache > 4096 || o.SmallHeadCache%64 != 0):
+		return fmt.Errorf("cntest: dial: %w: Options.SmallHeadCache is %d; it must be a multiple of 64 from 384 to 4096 bytes, or 0 for DefaultSmallHeadCache", connector.ErrInvalidConfig, o.SmallHeadCache)
 	case o.RmemMax < 0 || int64(o.RmemMax) > connector.MaxBufferSize:
 		return fmt.Errorf("cntest: dial: %w: Options.RmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.RmemMax, int64(connector.MaxBufferSize))
 	case o.WmemMax < 0 || int64(o.WmemMax) > connector.MaxBufferSize:
 		return fmt.Errorf("cntest: dial: %w: Options.WmemMax is %d; it must be 0 to %d bytes", connector.ErrInvalidConfig, o.WmemMax, int64(connector.MaxBufferSize))
 	}
+	major, minor, err := parseRelease(o.Release)
+	if err != nil {
+		return err
+	}
+	if charge := trueSize(procEventLen, false, smallHead(major, minor, o.SmallHeadCache)); o.QueueLen < 0 || int64(o.QueueLen)*int64(charge) > connector.MaxBufferSize {
+		return fmt.Errorf("cntest: dial: %w: Options.QueueLen is %d; it must be 1 to %d process events (%d bytes each, the buffer must fit the kernel's int), or 0 for DefaultQueueLen", connector.ErrInvalidConfig, o.QueueLen, connector.MaxBufferSize/charge, charge)
+	}
 	return nil
+}
+
+// smallHead is the modelled kernel's small-head cache object size: 0 before
+// Linux 6.3, which has none.
+func smallHead(major, minor, size int) int {
+	switch {
+	case major < 6 || major == 6 && minor < 3:
+		return 0
+	case size == 0:
+		return DefaultSmallHeadCache
+	}
+	return size
 }
 
 // Dial opens a Conn on the fake kernel, as a process with CAP_NET_ADMIN.
@@ -267,8 +313,7 @@ func (k *Kernel) newSocket(mask uint32, priv bool) *socket {
 		port:   port,
 		priv:   priv,
 		groups: mask,
-		rcvbuf: k.opts.QueueLen * chargePerDatagram,
-		limit:  k.opts.QueueLen,
+		rcvbuf: k.opts.QueueLen * k.queueUnit,
 		sndbuf: defaultSndBuf,
 		wake:   make(chan struct{}, 1),
 		room:   make(chan struct{}),

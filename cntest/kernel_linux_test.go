@@ -173,29 +173,12 @@ func scenario(t *testing.T, g connector.Group, dial func(*connector.Config) (*co
 // receive buffer, on real sockets and on the fake, and compares what the
 // receiver sees: ENOBUFS before the queued messages, new messages dropped
 // while the queue has not been read empty (congestion), delivery again
-// after that. How many messages fit differs (the kernel counts bytes, the
-// fake datagrams), so the transcript records only the shape.
+// after that. How many fit is TestIntegrationTrueSizeMatchesKernel's.
 func TestIntegrationOverrunMatchesKernel(t *testing.T) {
 	testutil.RequireInitialNetNS(t)
 	testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
 	const g = connector.Group(31) // this test's own group
-	realEmpty := func(c *connector.Conn) bool {
-		rc, err := c.SyscallConn()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var perr error
-		var b [1]byte
-		if err := rc.Control(func(fd uintptr) {
-			_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if perr != nil && !errors.Is(perr, unix.EAGAIN) {
-			t.Fatalf("peeking at the receive queue: %v", perr)
-		}
-		return perr != nil
-	}
+	realEmpty := func(c *connector.Conn) bool { return queueEmpty(t, c) }
 	k := cntest.New(nil)
 	fakeEmpty := func(c *connector.Conn) bool { return k.Queued(c.PortID()) == 0 }
 
@@ -420,4 +403,167 @@ func TestIntegrationSendSizeMatchesKernel(t *testing.T) {
 		_ = tx.Close()
 		_ = rx.Close()
 	}
+}
+
+// TestIntegrationTrueSizeMatchesKernel fills a real socket and a fake one,
+// both with a 131072-byte receive buffer, with datagrams of one size at a
+// time, by userspace unicast (until the sender is told to wait) and by
+// multicast (until the kernel drops), and expects as many to fit in the
+// fake as in the kernel: the fake charges each datagram the kernel's
+// truesize (the allocator's object plus the sk_buff; small heads from 6.3
+// on; a vmalloc'ed head for a unicast above NLMSG_GOODSIZE) and queues it
+// as netlink does. The sizes straddle the allocator's boundaries.
+func TestIntegrationTrueSizeMatchesKernel(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	// The small-head cache's size depends on the kernel's configuration:
+	// take it from the charge of one small datagram (ignored before 6.3).
+	small := rmemOfOne(t, 40) - 256
+	if small%64 != 0 {
+		t.Fatalf("a 76-byte datagram is charged %d bytes: not a 64-byte multiple plus the 256-byte sk_buff", small+256)
+	}
+	k := cntest.New(&cntest.Options{Release: release, SmallHeadCache: small})
+	if got := k.TrueSize(76, true); got != small+256 {
+		t.Errorf("kernel %s: the fake charges a 76-byte datagram %d bytes, the kernel %d", release, got, small+256)
+	}
+	const g = connector.Group(23) // this test's own group
+	realEmpty := func(c *connector.Conn) bool { return queueEmpty(t, c) }
+	fakeEmpty := func(c *connector.Conn) bool { return k.Queued(c.PortID()) == 0 }
+	for _, payload := range []int{0, 40, 220, 221, 348, 349, 700, 1500, 3740, 3741, 8000, 16000} {
+		for _, multicast := range []bool{false, true} {
+			real := fitCount(t, g, payload, multicast, connector.Dial, realEmpty)
+			fake := fitCount(t, g, payload, multicast, k.Dial, fakeEmpty)
+			t.Logf("kernel %s, %d-byte datagrams, multicast %v: %d fit in the kernel, %d in the fake", release, 36+payload, multicast, real, fake)
+			if real != fake {
+				t.Errorf("kernel %s, %d-byte datagrams (multicast %v): %d fit in a 131072-byte receive buffer, the fake queued %d", release, 36+payload, multicast, real, fake)
+			}
+		}
+	}
+}
+
+// rmemOfOne queues one datagram of 36+payload bytes on a fresh socket and
+// returns what the kernel charged for it: the socket's Rmem in
+// /proc/net/netlink (sk_rmem_alloc).
+func rmemOfOne(t *testing.T, payload int) int {
+	t.Helper()
+	rx, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := tx.SendTo(rx.PortID(), connector.Message{ID: connector.CBID{Idx: 23, Val: 0x75e}, Data: make([]byte, payload)}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/net/netlink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[1] == strconv.Itoa(connector.Protocol) && f[2] == strconv.FormatUint(uint64(rx.PortID()), 10) {
+			n, err := strconv.Atoi(f[4])
+			if err != nil {
+				t.Fatalf("/proc/net/netlink: Rmem %q: %v", f[4], err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("port %d not in /proc/net/netlink", rx.PortID())
+	return 0
+}
+
+// queueEmpty reports whether the kernel's receive queue of c is empty.
+func queueEmpty(t *testing.T, c *connector.Conn) bool {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var perr error
+	var b [1]byte
+	if err := rc.Control(func(fd uintptr) {
+		_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case errors.Is(perr, unix.ENOBUFS):
+		return false // an overrun to report first
+	case perr != nil && !errors.Is(perr, unix.EAGAIN):
+		t.Fatalf("peeking at the receive queue: %v", perr)
+	}
+	return perr != nil
+}
+
+// fitCount sends datagrams of 36+payload bytes from one socket to another
+// whose receive buffer is 131072 bytes, without reading, and returns how
+// many were queued: by unicast, those sent before the sender was told to
+// wait; by multicast (200 sent), those read back before the queue was
+// empty.
+func fitCount(t *testing.T, g connector.Group, payload int, multicast bool, dial func(*connector.Config) (*connector.Conn, error), empty func(*connector.Conn) bool) int {
+	t.Helper()
+	rx, err := dial(&connector.Config{Groups: []connector.Group{g}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := rx.SetReadBuffer(65536); err != nil { // the kernel doubles it
+		t.Fatal(err)
+	}
+	if err := tx.SetWriteBuffer(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	id := connector.CBID{Idx: uint32(g), Val: 0x75e}
+	m := connector.Message{ID: id, Data: make([]byte, payload)}
+	if !multicast {
+		n := 0
+		for ; n < 10000; n++ {
+			_ = tx.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+			m.Seq = uint32(n)
+			if err := tx.SendTo(rx.PortID(), m); err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("unicast %d: %v", n, err)
+				}
+				break
+			}
+		}
+		return n
+	}
+	for seq := range uint32(200) {
+		m.Seq = seq
+		if err := tx.Multicast(g, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = rx.SetReadDeadline(time.Now().Add(wait))
+	n := 0
+	for !empty(rx) {
+		msgs, from, err := rx.Receive()
+		if errors.Is(err, connector.ErrOverrun) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from.Port == tx.PortID() && len(msgs) == 1 && msgs[0].ID == id {
+			n++
+		}
+	}
+	return n
 }

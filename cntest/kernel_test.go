@@ -623,16 +623,17 @@ func TestUserspaceUnicastWaitsForRoom(t *testing.T) {
 
 func TestReadBufferSetsQueueLength(t *testing.T) {
 	k := cntest.New(nil)
-	c := dial(t, k, &connector.Config{Groups: []connector.Group{1}, ReadBufferSize: 5 * 832 / 2})
+	each := k.TrueSize(36, false) // msg(1, i, "") is a 36-byte datagram
+	c := dial(t, k, &connector.Config{Groups: []connector.Group{1}, ReadBufferSize: 5 * each / 2})
 	n, err := c.ReadBuffer()
-	if err != nil || n != 5*832 {
-		t.Fatalf("ReadBuffer = %d, %v; want %d (the kernel doubles the request)", n, err, 5*832)
+	if err != nil || n != 5*each {
+		t.Fatalf("ReadBuffer = %d, %v; want %d (the kernel doubles the request)", n, err, 5*each)
 	}
 	for i := range 6 {
 		_, _ = k.Multicast(1, msg(1, uint32(i), ""))
 	}
 	if q := k.Queued(c.PortID()); q != 5 {
-		t.Errorf("queued %d, want 5 (832 bytes per datagram)", q)
+		t.Errorf("queued %d, want 5 (%d bytes per datagram)", q, each)
 	}
 
 	u, err := k.DialUnprivileged(nil)
@@ -958,5 +959,69 @@ func TestReplyErrors(t *testing.T) {
 	errs := k.ReplyErrors()
 	if len(errs) != 2 || !strings.Contains(errs[0].Error(), "65535") || !errors.Is(errs[1], connector.ErrInvalidGroup) {
 		t.Errorf("ReplyErrors = %v, want the oversized payload and the bad group", errs)
+	}
+}
+
+// TestTrueSize checks the fake's charges against what the kernels charged
+// (Rmem in /proc/net/netlink, and how many datagrams filled a 131072-byte
+// buffer: TestIntegrationTrueSizeMatchesKernel in the kernel matrix, and on
+// a 6.18 host whose small-head cache is 576 bytes).
+func TestTrueSize(t *testing.T) {
+	for _, tc := range []struct {
+		opts        cntest.Options
+		n           int
+		userUnicast bool
+		want        int
+	}{
+		{cntest.Options{Release: "6.1.0-40-amd64"}, 36, false, 768},
+		{cntest.Options{Release: "6.1"}, 76, true, 768},
+		{cntest.Options{Release: "6.1"}, 257, false, 1280},
+		{cntest.Options{Release: "6.12.118+deb13-amd64"}, 76, false, 960},
+		{cntest.Options{}, 76, false, 960},
+		{cntest.Options{}, 384, false, 960},
+		{cntest.Options{}, 385, false, 1280},
+		{cntest.Options{SmallHeadCache: 576}, 256, false, 832},
+		{cntest.Options{SmallHeadCache: 576}, 257, true, 1280},
+		{cntest.Options{}, 1536, false, 2304},
+		{cntest.Options{}, 3776, true, 4352},
+		{cntest.Options{}, 3777, true, 4416}, // vmalloc'ed head
+		{cntest.Options{}, 3777, false, 8448},
+		{cntest.Options{}, 16036, false, 16640},
+		{cntest.Options{}, 16036, true, 16640},
+	} {
+		if got := cntest.New(&tc.opts).TrueSize(tc.n, tc.userUnicast); got != tc.want {
+			t.Errorf("%+v: TrueSize(%d, %v) = %d, want %d", tc.opts, tc.n, tc.userUnicast, got, tc.want)
+		}
+	}
+}
+
+// TestChargesFillBuffer: datagrams are charged their truesize, and one is
+// queued when the queue is empty, even if larger than the whole buffer, or
+// when the charges stay within the buffer.
+func TestChargesFillBuffer(t *testing.T) {
+	k := cntest.New(nil)
+	c := dial(t, k, &connector.Config{Groups: []connector.Group{1}})
+	if err := c.SetReadBuffer(1); err != nil { // the minimum, 2304 bytes
+		t.Fatal(err)
+	}
+	big := string(make([]byte, 4000)) // a 4036-byte datagram, charged 8448
+	for i := range 3 {
+		_, _ = k.Multicast(1, msg(1, uint32(i), big))
+	}
+	if q := k.Queued(c.PortID()); q != 1 {
+		t.Errorf("queued %d datagrams charged 8448 bytes in a 2304-byte buffer, want 1 (an empty queue takes any)", q)
+	}
+	d := dial(t, k, &connector.Config{Groups: []connector.Group{1}})
+	if err := d.SetReadBuffer(2 * 960 / 2); err != nil { // room for two small datagrams
+		t.Fatal(err)
+	}
+	if n, _ := d.ReadBuffer(); n != 2304 {
+		t.Fatalf("ReadBuffer = %d, want the minimum 2304", n)
+	}
+	for i := range 4 {
+		_, _ = k.Multicast(1, msg(1, uint32(i), ""))
+	}
+	if q := k.Queued(d.PortID()); q != 2 {
+		t.Errorf("queued %d datagrams charged 960 bytes in a 2304-byte buffer, want 2", q)
 	}
 }

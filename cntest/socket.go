@@ -20,8 +20,8 @@ type socket struct {
 	groups uint32 // joined groups, as a bitmask
 
 	q         ring
-	limit     int // queue length in datagrams, from rcvbuf
-	rcvbuf    int
+	rcvbuf    int // sk_rcvbuf
+	rmem      int // sk_rmem_alloc: the truesize of the queued datagrams
 	sndbuf    int
 	noENOBUFS bool
 	congested bool   // NETLINK_S_CONGESTED
@@ -54,16 +54,20 @@ func (s *socket) signal() {
 	}
 }
 
-// enqueueLocked queues a copy of p from the given sender. When the queue is
-// full or congested, a message from the kernel or a multicast (overrun true)
-// is dropped and an overrun is recorded (netlink_overrun); a userspace
-// unicast is refused with EAGAIN, the sender's cue to wait
-// (netlink_attachskb).
+// enqueueLocked queues a copy of p from the given sender, charged its
+// truesize against the receive buffer. It is queued when the socket is not
+// congested and its queue is empty or the charges, p's own included, stay
+// within the buffer (netlink_broadcast_deliver, netlink_attachskb in
+// net/netlink/af_netlink.c). Otherwise a message from the kernel or a
+// multicast (overrun true) is dropped and an overrun is recorded
+// (netlink_overrun); a userspace unicast is refused with EAGAIN, the
+// sender's cue to wait.
 func (s *socket) enqueueLocked(p []byte, port, groups uint32, overrun bool) error {
 	if s.closed {
 		return syscall.ECONNREFUSED
 	}
-	if s.congested || s.q.n >= s.limit {
+	charge := trueSize(len(p), !overrun, s.k.smallHead)
+	if s.congested || s.rmem != 0 && s.rmem+charge > s.rcvbuf {
 		if !overrun {
 			s.refused++
 			s.k.notifyLocked()
@@ -72,7 +76,8 @@ func (s *socket) enqueueLocked(p []byte, port, groups uint32, overrun bool) erro
 		s.overrunLocked()
 		return syscall.ENOBUFS
 	}
-	s.q.push(p, port, groups)
+	s.rmem += charge
+	s.q.push(p, port, groups, charge)
 	s.signal()
 	return nil
 }
@@ -132,6 +137,7 @@ func (s *socket) Recv(b *transport.Batch, block bool) (int, error) {
 				d := s.q.front()
 				copy(b.Bufs[n], d.buf)
 				b.Meta[n] = transport.Meta{N: len(d.buf), Port: d.port, Groups: d.groups, Trunc: len(d.buf) > len(b.Bufs[n])}
+				s.rmem -= d.charge
 				s.q.pop()
 				n++
 			}
@@ -330,8 +336,8 @@ func (s *socket) SetWriteDeadline(t time.Time) error {
 }
 
 // SetReadBuffer sets the receive buffer as SO_RCVBUFFORCE does for a
-// privileged socket and SO_RCVBUF for another (see bufSize). The queue then
-// holds one datagram per 832 bytes.
+// privileged socket and SO_RCVBUF for another (see bufSize). Queued
+// datagrams are charged against it by their truesize (see enqueueLocked).
 func (s *socket) SetReadBuffer(n int) error {
 	s.k.mu.Lock()
 	defer s.k.mu.Unlock()
@@ -339,7 +345,6 @@ func (s *socket) SetReadBuffer(n int) error {
 		return os.ErrClosed
 	}
 	s.rcvbuf = bufSize(n, s.priv, s.k.opts.RmemMax, minRcvBuf)
-	s.limit = max(s.rcvbuf/chargePerDatagram, 1)
 	return nil
 }
 
@@ -415,9 +420,10 @@ type ring struct {
 type slot struct {
 	buf          []byte
 	port, groups uint32
+	charge       int // the datagram's truesize
 }
 
-func (r *ring) push(p []byte, port, groups uint32) {
+func (r *ring) push(p []byte, port, groups uint32, charge int) {
 	if r.n == len(r.s) {
 		grown := make([]slot, max(8, 2*len(r.s)))
 		for i := range r.n {
@@ -427,7 +433,7 @@ func (r *ring) push(p []byte, port, groups uint32) {
 	}
 	sl := &r.s[(r.head+r.n)%len(r.s)]
 	sl.buf = append(sl.buf[:0], p...)
-	sl.port, sl.groups = port, groups
+	sl.port, sl.groups, sl.charge = port, groups, charge
 	r.n++
 }
 

@@ -209,7 +209,7 @@ func TestRingIsFIFOAcrossWrapAndGrowth(t *testing.T) {
 	}
 	for round := range 60 {
 		for range round%7 + 1 {
-			r.push([]byte{byte(in)}, uint32(in), 0)
+			r.push([]byte{byte(in)}, uint32(in), 0, 0)
 			in++
 		}
 		for i := 0; i < round%5 && r.n > 0; i++ {
