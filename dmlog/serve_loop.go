@@ -11,7 +11,9 @@ import (
 // on a connector.Mux for connector.IDDM to serve it next to other agents
 // (Serve does that for a Conn of its own). It ignores messages that are not
 // from the kernel or not for IDDM, and replies through req.Reply. Register
-// it without a Queue: dm waits for each reply, and ordering matters.
+// it without a Queue: dm waits for each reply, and ordering matters. Run
+// Check on the Conn first: a Mux does not, and without CAP_SYS_ADMIN or the
+// kernel's agent nothing served this way would reach the kernel.
 func (s *Server) ServeConnector(req connector.Request) {
 	s.handle(req.Msg, req.From, req.Reply)
 }

@@ -191,7 +191,8 @@ func join(c *connector.Conn, g connector.Group) error {
 
 // ServeConnector answers one task: register the Helper on a connector.Mux
 // for connector.IDV86D to serve it next to other agents. It cannot end the
-// Mux's Serve on FlagExit: use OnExit for that.
+// Mux's Serve on FlagExit: use OnExit for that. Run Check on the Conn
+// first: a Mux does not.
 func (h *Helper) ServeConnector(req connector.Request) {
 	h.handle(req.Msg, req.From, req.Reply)
 }
