@@ -348,23 +348,15 @@ func popcount(b []uint64) uint64 {
 }
 
 // nextClear returns the first clear bit in [from, n).
-func nextClear(b []uint64, from, n uint64) (uint64, bool) {
-	for r := from; r < n; {
-		w := ^b[r/64] >> (r % 64)
-		if w == 0 {
-			r = (r/64 + 1) * 64
-			continue
-		}
-		r += uint64(bits.TrailingZeros64(w))
-		return r, r < n
-	}
-	return 0, false
-}
+func nextClear(b []uint64, from, n uint64) (uint64, bool) { return nextBit(b, from, n, ^uint64(0)) }
 
 // nextSet returns the first set bit in [from, n).
-func nextSet(b []uint64, from, n uint64) (uint64, bool) {
+func nextSet(b []uint64, from, n uint64) (uint64, bool) { return nextBit(b, from, n, 0) }
+
+// nextBit returns the first bit in [from, n) that is set in b XOR flip.
+func nextBit(b []uint64, from, n, flip uint64) (uint64, bool) {
 	for r := from; r < n; {
-		w := b[r/64] >> (r % 64)
+		w := (b[r/64] ^ flip) >> (r % 64)
 		if w == 0 {
 			r = (r/64 + 1) * 64
 			continue

@@ -78,3 +78,38 @@ func TestMemLogCore(t *testing.T) {
 		t.Errorf("too many regions: %v", err)
 	}
 }
+
+// TestNextBit compares nextSet and nextClear with a bit-by-bit search on
+// patterns that cross word boundaries and leave bits set past n.
+func TestNextBit(t *testing.T) {
+	words := [][]uint64{
+		{0, 0, 0},
+		{^uint64(0), ^uint64(0), ^uint64(0)},
+		{1 << 63, 0, 1},
+		{0xfffffffffffffffe, ^uint64(0), 0x7fffffffffffffff},
+		{0xaaaaaaaaaaaaaaaa, 0x5555555555555555, 0xf0f0f0f0f0f0f0f0},
+	}
+	for _, b := range words {
+		for _, n := range []uint64{0, 1, 63, 64, 65, 127, 128, 150, 192} {
+			for from := uint64(0); from <= n+1; from++ {
+				for _, set := range []bool{true, false} {
+					var want uint64
+					found := false
+					for r := from; r < n; r++ {
+						if (b[r/64]>>(r%64)&1 == 1) == set {
+							want, found = r, true
+							break
+						}
+					}
+					got, ok := nextClear(b, from, n)
+					if set {
+						got, ok = nextSet(b, from, n)
+					}
+					if ok != found || found && got != want {
+						t.Fatalf("%x set %v from %d n %d: got %d %v, want %d %v", b, set, from, n, got, ok, want, found)
+					}
+				}
+			}
+		}
+	}
+}
