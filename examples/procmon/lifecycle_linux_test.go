@@ -19,6 +19,7 @@ import (
 	"unsafe"
 
 	"github.com/cnlink/connector/internal/testutil"
+	"github.com/cnlink/connector/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,12 +33,16 @@ const evilName = "\x1b[2J\x1b[31mX\nFAKE"
 
 func moreHelpers(mode string) int {
 	switch mode {
-	case "thread-rename": // a thread renames itself and ends; then exit 0
+	case "thread-rename": // a thread renames itself (when stdin says so) and ends; then exit 0
 		var tid int
-		var old []byte
 		ok := onOtherThread(func() {
 			tid = unix.Gettid()
-			old, _ = os.ReadFile("/proc/thread-self/comm")
+			old, _ := os.ReadFile("/proc/thread-self/comm")
+			fmt.Printf("tid=%d old=%s\n", tid, strings.TrimSuffix(string(old), "\n"))
+			if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+				tid = -1
+				return
+			}
 			if unix.Prctl(unix.PR_SET_NAME, uintptr(unsafePtr(os.Args[1]+"\x00")), 0, 0, 0) != nil {
 				tid = -1
 			}
@@ -45,7 +50,6 @@ func moreHelpers(mode string) int {
 		if !ok || tid < 0 {
 			return 1
 		}
-		fmt.Printf("tid=%d old=%s\n", tid, strings.TrimSuffix(string(old), "\n"))
 		for i := 0; i < 10000; i++ { // until the thread has ended
 			if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err != nil {
 				return 0
@@ -165,6 +169,10 @@ func TestKernelThreadIdentity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		in, err := c.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -174,6 +182,16 @@ func TestKernelThreadIdentity(t *testing.T) {
 		if _, err := fmt.Sscanf(line, "tid=%d old=%s", &tid, &old); err != nil {
 			t.Fatalf("helper said %q: %v", line, err)
 		}
+		// The thread renames itself once procmon has shown its creation
+		// (and so read its name): otherwise whether procmon saw the old
+		// name would be a race between the two.
+		if _, err := awaitJSON(t, mon, mark, "the thread's clone record", func(e jsonEvent) bool { return e.Kind == "clone" && e.PID == tid }); err != nil {
+			in.Close()
+			_ = c.Wait()
+			return err
+		}
+		_, _ = in.Write([]byte("rename\n"))
+		in.Close()
 		ws := waitStatus(t, c)
 		pid := c.Process.Pid
 		comm, err := awaitJSON(t, mon, mark, "the thread's comm record", func(e jsonEvent) bool { return e.Kind == "comm" && e.PID == tid })
@@ -624,3 +642,68 @@ func TestKernelJSONBytesAndTTY(t *testing.T) {
 }
 
 func unsafePtr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringData(s)) }
+
+// TestKernelDoorbell: on Linux 6.6 and later the doorbell's wait ends at
+// once for an exec, with that exec's event, and for the stop (ring), and
+// times out otherwise.
+func TestKernelDoorbell(t *testing.T) {
+	skipUnlessListen(t)
+	b := openBell(&options{kernelWait: true})
+	if b == nil {
+		t.Skip("no doorbell: the kernel cannot filter process events by kind (before Linux 6.6)")
+	}
+	defer b.Close()
+	t0 := time.Now()
+	if b.wait(20 * time.Millisecond) {
+		// Another program's exec: the machine is shared.
+		t.Log("an exec rang while none was started by the test")
+	} else if d := time.Since(t0); d > 5*time.Second {
+		// (It may end earlier: a signal, such as the Go runtime's
+		// preemption, ends it.)
+		t.Errorf("an empty wait of 20ms took %v", d)
+	}
+	retry(t, func() error {
+		c := helperCmd(t, "exit7")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Wait()
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			if !b.wait(time.Second) {
+				continue
+			}
+			var ev proc.Event
+			_ = b.l.Flush()
+			if err := b.l.Next(&ev); err != nil {
+				continue
+			}
+			if ev.Kind != proc.KindExec {
+				t.Errorf("the doorbell brought %v, want execs only", ev)
+			}
+			if int(ev.TGID) == c.Process.Pid {
+				return nil
+			}
+		}
+		t.Fatalf("the doorbell did not bring the exec of %d", c.Process.Pid)
+		return nil
+	})
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		b.ring()
+	}()
+	t0 = time.Now()
+	for b.wait(10 * time.Second) {
+		// Drain other programs' execs until the ring ends the wait.
+		_ = b.l.Flush()
+		_ = b.l.Next(new(proc.Event))
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("the ring ended the wait after %v", d)
+	}
+	// Once rung, every wait ends at once.
+	t0 = time.Now()
+	if b.wait(10*time.Second) || time.Since(t0) > time.Second {
+		t.Errorf("a wait after the ring: took %v", time.Since(t0))
+	}
+}

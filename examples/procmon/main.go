@@ -225,7 +225,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// to read /proc for the processes that ended in the meantime. Thread
 	// names are read at creation, which needs a prompt wake-up for every
 	// thread: no doorbell with -e clone.
-	var bell *proc.Listener
+	var bell *doorbell
 	if o.bell && o.kinds&kClone == 0 {
 		if bell = bellOpener(o); bell != nil {
 			defer bell.Close()
@@ -281,7 +281,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if mon.threadComm {
 		src.prompt = func(ev *proc.Event) bool { return ev.Kind == proc.KindFork && ev.IsThread() }
 	}
-	src.bell = bell
+	if bell != nil {
+		src.bell = bell
+		src.pre, src.drained = mon.preExec, mon.sweepPre
+	}
 	defer src.stopOn(ctx)()
 	var loopErr error
 	var ev proc.Event

@@ -43,7 +43,7 @@ const oldKernel = "procmon-before-6.6"
 // host's: finding that the doorbell cannot filter takes the subscription's
 // acknowledgement timeout, and procmon then runs without it.
 func oldKernelMain(args []string) int {
-	bellOpener = func(o *options) *proc.Listener {
+	bellOpener = func(o *options) *doorbell {
 		if b := openBell(o); b != nil {
 			b.Close()
 		}

@@ -116,6 +116,10 @@ type monitor struct {
 
 	stats summary
 	rec   record
+	// pre holds what /proc said at execs that rang the doorbell and
+	// whose events have not come out of the main socket yet (preExec).
+	pre    map[preKey]preRead
+	preGen uint64 // drains of the main socket so far
 	// needComm: read the name at every exec (JSON output and -comm need
 	// it; text output shows the command line).
 	needComm bool
@@ -140,6 +144,7 @@ func newMonitor(f filter, fs *procFS, u *users, emit func(*record)) *monitor {
 		f: f, fs: fs, users: u, emit: emit,
 		procs:   make(map[int32]*procInfo, 1024),
 		threads: make(map[int32]threadInfo, 1024),
+		pre:     make(map[preKey]preRead),
 	}
 	m.stats.init()
 	var boot, mono unix.Timespec
@@ -362,8 +367,13 @@ func (m *monitor) handle(ev *proc.Event) {
 		p.execAt = ev.Timestamp
 		p.enriched, p.gone, p.cmdline, p.cmdTrunc = false, false, nil, false
 		if m.f.inTree(ev.TGID) {
-			// Read /proc now, before the process can exit.
-			m.fs.enrichExec(p, m.needComm)
+			if x, ok := m.takePre(ev); ok {
+				// Read when the exec rang the doorbell.
+				m.fs.applyExec(p, &x)
+			} else {
+				// Read /proc now, before the process can exit.
+				m.fs.enrichExec(p, m.needComm)
+			}
 			m.refreshParent(p)
 		}
 		r.p = p
@@ -435,6 +445,63 @@ func (m *monitor) handle(ev *proc.Event) {
 		r.comm = r.newComm
 	}
 	m.show(r)
+}
+
+// preKey names an exec event.
+type preKey struct {
+	tgid int32
+	ts   uint64
+}
+
+type preRead struct {
+	x   execRead
+	gen uint64
+}
+
+// maxPre bounds the execs read ahead of their events; beyond it, the main
+// socket is read at once.
+const maxPre = 1024
+
+// preExec reads the /proc details of an exec that rang the doorbell, for
+// its event to use when it comes out of the main socket (takePre). It
+// reports false when it did not: with -p, whether the process is watched
+// depends on the events queued before the exec.
+func (m *monitor) preExec(ev *proc.Event) bool {
+	if m.f.subtree != nil || len(m.pre) >= maxPre {
+		return false
+	}
+	var x execRead
+	m.fs.readExec(ev.TGID, m.needComm, &x)
+	m.pre[preKey{ev.TGID, ev.Timestamp}] = preRead{x, m.preGen}
+	return true
+}
+
+// takePre returns (and forgets) what preExec read for ev.
+func (m *monitor) takePre(ev *proc.Event) (execRead, bool) {
+	if len(m.pre) == 0 {
+		return execRead{}, false
+	}
+	k := preKey{ev.TGID, ev.Timestamp}
+	p, ok := m.pre[k]
+	if ok {
+		delete(m.pre, k)
+	}
+	return p.x, ok
+}
+
+// sweepPre is called after each read of the main socket to its end: an exec
+// read ahead whose event did not come in the two reads since never will (the
+// main socket lost it, and says so).
+func (m *monitor) sweepPre() {
+	m.preGen++
+	if len(m.pre) == 0 {
+		return
+	}
+	for k, p := range m.pre {
+		if m.preGen-p.gen > 2 {
+			delete(m.pre, k)
+		}
+	}
 }
 
 // show counts a record and emits it if the filters let it through.

@@ -615,3 +615,58 @@ func TestSeededThreadsCountedOnce(t *testing.T) {
 		t.Errorf("records %q, tree ended %v: want the process's exit with status 3, ending -p", got, h.mon.treeEnded)
 	}
 }
+
+// TestExecReadAhead: what /proc said when an exec rang the doorbell is what
+// its record shows when the event comes out of the main socket later, even
+// if the process has changed or gone by then; an exec whose event never
+// comes is forgotten after the main socket's next reads; with -p, nothing is
+// read ahead.
+func TestExecReadAhead(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(100, map[string]string{"cmdline": "bash\x00"})
+	fp.add(200, map[string]string{"cmdline": "ls\x00-l\x00", "comm": "ls\n", "cgroup": "0::/system.slice/docker-0123456789abcdef0123456789abcdef.scope\n"})
+	h := newHarness(t, fp, filter{kinds: kAll}, true)
+	h.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "bash", RUID: 1000, EUID: 1000}}, nil)
+	h.mon.handle(fork(1000, 100, 200))
+	ex := execEv(2000, 200)
+	if !h.mon.preExec(ex) {
+		t.Fatal("preExec read nothing ahead without -p")
+	}
+	// The process exits before its exec comes out of the main socket.
+	if err := os.RemoveAll(filepath.Join(fp.root, "200")); err != nil {
+		t.Fatal(err)
+	}
+	h.mon.handle(ex)
+	got := h.take()
+	e := decode(t, got[len(got)-1])
+	if e["kind"] != "exec" || e["comm"] != "ls" || e["gone"] != nil || e["container"] != "docker:0123456789ab" {
+		t.Errorf("exec record %v: want what /proc had at the doorbell", e)
+	}
+	if args, _ := e["cmdline"].([]any); len(args) != 2 || args[0] != "ls" {
+		t.Errorf("exec record cmdline %v", e["cmdline"])
+	}
+	if len(h.mon.pre) != 0 {
+		t.Errorf("%d execs still kept after their events came", len(h.mon.pre))
+	}
+
+	// An exec the main socket lost: kept for two reads of it, then gone.
+	fp.add(300, map[string]string{"cmdline": "true\x00"})
+	h.mon.preExec(execEv(3000, 300))
+	for i := 0; i < 2; i++ {
+		h.mon.sweepPre()
+		if len(h.mon.pre) != 1 {
+			t.Fatalf("after %d reads of the main socket: %d execs kept, want 1", i+1, len(h.mon.pre))
+		}
+	}
+	h.mon.sweepPre()
+	if len(h.mon.pre) != 0 {
+		t.Errorf("an exec whose event never came is still kept after three reads")
+	}
+
+	// With -p the subtree decides, from the events before the exec.
+	hp := newHarness(t, fp, filter{kinds: kAll}, true)
+	hp.mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "bash"}}, []int32{100})
+	if hp.mon.preExec(execEv(4000, 300)) {
+		t.Error("preExec read ahead with -p")
+	}
+}

@@ -19,18 +19,34 @@ import (
 // not safe for concurrent use.
 type procFS struct {
 	root     string // "/proc", or a fake tree in tests
+	dir      int    // root opened (O_PATH): paths are looked up from it; -1 if not
 	path     []byte
 	buf      []byte
 	noCgroup bool // -cgroup=false: do not read cgroups at exec
 	tty      bool // -tty: read the controlling terminal at exec
+	// cgroups maps the bytes of /proc/<pid>/cgroup files read to what
+	// procmon takes from them, so that the many processes in one cgroup
+	// share one parse and its strings.
+	cgroups map[string]cgroupInfo
 }
+
+type cgroupInfo struct{ path, container string }
+
+// maxCgroups bounds the cgroups cache; it starts over when full.
+const maxCgroups = 4096
 
 // maxCmdline bounds how much of a command line is read. Longer ones are cut
 // and flagged.
 const maxCmdline = 4096
 
 func newProcFS(root string) *procFS {
-	return &procFS{root: root, buf: make([]byte, maxCmdline+1)}
+	fs := &procFS{root: root, dir: -1, buf: make([]byte, maxCmdline+1), cgroups: make(map[string]cgroupInfo)}
+	// Files are opened relative to the root, which spares the kernel
+	// looking up its path at every open.
+	if fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		fs.dir = fd
+	}
+	return fs
 }
 
 // errGone means the process had exited (or was a zombie) when its /proc
@@ -40,26 +56,39 @@ var errGone = errors.New("process already gone")
 // read returns the start of /proc/<pid>/<name>, up to len(buf) bytes. The
 // result aliases the buffer until the next call.
 func (fs *procFS) read(pid int32, name string) ([]byte, error) {
-	p := append(fs.path[:0], fs.root...)
-	p = append(p, '/')
+	p := fs.start()
 	p = strconv.AppendInt(p, int64(pid), 10)
 	p = append(p, '/')
 	p = append(p, name...)
 	return fs.readPath(p, true)
 }
 
-// readPath reads the file at p (without its NUL) into the buffer; see read.
-// With short, a read that returns less than asked for ends the file.
+// start begins a path under the root: relative to fs.dir, or the whole
+// path when the root could not be opened.
+func (fs *procFS) start() []byte {
+	if fs.dir >= 0 {
+		return fs.path[:0]
+	}
+	return append(append(fs.path[:0], fs.root...), '/')
+}
+
+// readPath reads the file at p (without its NUL; see start) into the
+// buffer; see read. With short, a read that returns less than asked for
+// ends the file.
 func (fs *procFS) readPath(p []byte, short bool) ([]byte, error) {
 	p = append(p, 0)
 	fs.path = p
-	fd, _, e := unix.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&p[0])),
+	dir := atFDCWD
+	if fs.dir >= 0 {
+		dir = uintptr(fs.dir)
+	}
+	fd, _, e := unix.Syscall6(unix.SYS_OPENAT, dir, uintptr(unsafe.Pointer(&p[0])),
 		uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
 	if e != 0 {
 		if e == unix.ENOENT || e == unix.ESRCH {
 			return nil, errGone
 		}
-		return nil, &os.PathError{Op: "open", Path: string(p[:len(p)-1]), Err: e}
+		return nil, &os.PathError{Op: "open", Path: fs.fullPath(p), Err: e}
 	}
 	defer unix.Close(int(fd))
 	n := 0
@@ -72,7 +101,7 @@ func (fs *procFS) readPath(p []byte, short bool) ([]byte, error) {
 			if err == unix.ESRCH {
 				return nil, errGone
 			}
-			return nil, &os.PathError{Op: "read", Path: string(p[:len(p)-1]), Err: err}
+			return nil, &os.PathError{Op: "read", Path: fs.fullPath(p), Err: err}
 		}
 		if m == 0 {
 			break
@@ -86,6 +115,16 @@ func (fs *procFS) readPath(p []byte, short bool) ([]byte, error) {
 		}
 	}
 	return fs.buf[:n], nil
+}
+
+// fullPath is the path of p (NUL-terminated, as readPath has it) for
+// error messages.
+func (fs *procFS) fullPath(p []byte) string {
+	p = p[:len(p)-1]
+	if fs.dir >= 0 {
+		return fs.root + "/" + string(p)
+	}
+	return string(p)
 }
 
 // pids lists the process ids in /proc.
@@ -184,7 +223,21 @@ func (fs *procFS) enrichRest(p *procInfo) {
 	}
 }
 
-// enrichExec reads what an exec changes: the command line, the cgroup
+// execRead is what /proc says about a process at its exec (see readExec).
+type execRead struct {
+	cmdline  []string
+	cmdTrunc bool
+	// gone: the command line could not be read because the process had
+	// exited (or was a zombie).
+	gone              bool
+	comm              string
+	cgroup, container string
+	cgroupRead        bool
+	tty               uint32
+	ttyKnown          bool
+}
+
+// readExec reads what an exec changes: the command line, the cgroup
 // (container managers move a child into its cgroup before it execs), the
 // name when wantComm and, with -tty, the terminal. It runs for every exec on
 // the machine, so it reads as little as it can: the parent and the uids
@@ -193,24 +246,57 @@ func (fs *procFS) enrichRest(p *procInfo) {
 //
 // Each field falls back on its own: a process that is already a zombie has
 // no command line (its memory is gone) but still has its name, and one that
-// is gone from /proc has neither. p.gone says the command line could not be
-// read because the process had exited.
-func (fs *procFS) enrichExec(p *procInfo, wantComm bool) {
-	p.enriched, p.gone, p.cmdline, p.cmdTrunc, p.comm = true, false, nil, false, ""
-	b, err := fs.read(p.tgid, "cmdline")
+// is gone from /proc has neither.
+func (fs *procFS) readExec(pid int32, wantComm bool, x *execRead) {
+	*x = execRead{}
+	b, err := fs.read(pid, "cmdline")
 	if err == nil && len(b) > 0 {
-		p.cmdline, p.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
+		x.cmdline, x.cmdTrunc = parseCmdline(b, len(b) >= maxCmdline+1)
 	} else {
-		p.gone = true
+		x.gone = true
 	}
-	if wantComm || p.gone || !p.uidKnown {
-		if b, err := fs.read(p.tgid, "comm"); err == nil && len(b) > 0 {
-			p.comm = string(bytes.TrimSuffix(b, []byte{'\n'}))
+	if wantComm || x.gone {
+		if b, err := fs.read(pid, "comm"); err == nil && len(b) > 0 {
+			x.comm = string(bytes.TrimSuffix(b, []byte{'\n'}))
 		}
 	}
-	if !p.uidKnown || p.comm == "" && p.gone {
-		// No parent to inherit from: the status file has the uids (and
-		// the name, as a last resort).
+	if x.gone && x.comm == "" {
+		// The status file has the name too, as a last resort.
+		if b, err := fs.read(pid, "status"); err == nil && len(b) > 0 {
+			var p procInfo
+			parseStatus(b, &p)
+			x.comm = p.comm
+		}
+	}
+	if x.gone && x.comm == "" {
+		return // nothing left in /proc
+	}
+	if !fs.noCgroup {
+		if b, err := fs.read(pid, "cgroup"); err == nil {
+			c := fs.cgroupOf(b)
+			x.cgroup, x.container, x.cgroupRead = c.path, c.container, true
+		}
+	}
+	if fs.tty {
+		if b, err := fs.read(pid, "stat"); err == nil {
+			x.tty, x.ttyKnown = parseStatTTY(b)
+		}
+	}
+}
+
+// enrichExec reads what an exec changes (readExec) into p.
+func (fs *procFS) enrichExec(p *procInfo, wantComm bool) {
+	var x execRead
+	fs.readExec(p.tgid, wantComm || !p.uidKnown, &x)
+	fs.applyExec(p, &x)
+}
+
+// applyExec sets p from what was read at its exec. When the uids are not
+// known (no parent to inherit them from), it reads them from the status
+// file now.
+func (fs *procFS) applyExec(p *procInfo, x *execRead) {
+	p.enriched, p.gone, p.cmdline, p.cmdTrunc, p.comm = true, x.gone, x.cmdline, x.cmdTrunc, x.comm
+	if !p.uidKnown {
 		if b, err := fs.read(p.tgid, "status"); err == nil && len(b) > 0 {
 			comm := p.comm
 			parseStatus(b, p)
@@ -220,15 +306,16 @@ func (fs *procFS) enrichExec(p *procInfo, wantComm bool) {
 		}
 	}
 	if p.gone && p.comm == "" {
-		return // nothing left in /proc
+		return // nothing was left in /proc
 	}
-	if fs.noCgroup {
+	switch {
+	case fs.noCgroup:
 		p.cgroup, p.container = "", ""
-	} else {
-		fs.readCgroup(p)
+	case x.cgroupRead:
+		p.cgroup, p.container = x.cgroup, x.container
 	}
-	if fs.tty {
-		fs.readTTY(p)
+	if x.ttyKnown {
+		p.tty, p.ttyKnown = x.tty, true
 	}
 }
 
@@ -246,8 +333,7 @@ func (fs *procFS) parent(pid int32) (int32, bool) {
 
 // threadComm reads the name of thread tid of process tgid.
 func (fs *procFS) threadComm(tgid, tid int32) (string, bool) {
-	p := append(fs.path[:0], fs.root...)
-	p = append(p, '/')
+	p := fs.start()
 	p = strconv.AppendInt(p, int64(tgid), 10)
 	p = append(p, "/task/"...)
 	p = strconv.AppendInt(p, int64(tid), 10)
@@ -332,9 +418,23 @@ func ttyName(nr uint32) string {
 // readCgroup sets p's cgroup path and container from /proc/<pid>/cgroup.
 func (fs *procFS) readCgroup(p *procInfo) {
 	if b, err := fs.read(p.tgid, "cgroup"); err == nil {
-		p.cgroup = parseCgroup(b)
-		p.container = containerOf(b)
+		c := fs.cgroupOf(b)
+		p.cgroup, p.container = c.path, c.container
 	}
+}
+
+// cgroupOf returns the cgroup path and container of a /proc/<pid>/cgroup
+// file's bytes, parsed once for each distinct file.
+func (fs *procFS) cgroupOf(b []byte) cgroupInfo {
+	if c, ok := fs.cgroups[string(b)]; ok {
+		return c
+	}
+	c := cgroupInfo{parseCgroup(b), containerOf(b)}
+	if len(fs.cgroups) >= maxCgroups {
+		clear(fs.cgroups)
+	}
+	fs.cgroups[string(b)] = c
+	return c
 }
 
 // isKernelThread reports whether p looks like a kernel thread: a child of

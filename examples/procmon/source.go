@@ -60,11 +60,20 @@ type source struct {
 	prompt func(*proc.Event) bool
 
 	// Doorbell mode (bell.go), when bell is set.
-	bell        *proc.Listener
-	bellEv      proc.Event
+	bell   *doorbell
+	bellEv proc.Event
+	// pre, if set, is given each exec the doorbell brings, at once; it
+	// reports whether it read what the exec needs, so that the main
+	// socket can be read later. drained is called after each read of
+	// the main socket to its end.
+	pre         func(*proc.Event) bool
+	drained     func()
 	want        proc.Event // the exec that rang
 	draining    bool       // reading the main socket's queue to the end
 	found       bool       // the last drain found events
+	rang        bool       // an exec rang since
+	drainAt     time.Time  // when the last drain started
+	yielded     time.Time  // when the goroutine last yielded (bell.go)
 	wantPending bool
 	wantSeen    bool
 	retries     int
@@ -119,7 +128,7 @@ func (s *source) stop() {
 		close(s.stopped)
 		_ = s.l.Flush()
 		if s.bell != nil {
-			_ = s.bell.Flush()
+			s.bell.ring()
 		}
 	}
 }
