@@ -321,14 +321,19 @@ func (l *line) unmatchedLocked(leader *call) *call {
 
 // claim offers m to the waiting calls; it reports whether one took it.
 // With copyData the message is copied first, as Serve's [Reader] reuses its
-// buffer.
-func (l *line) claim(m Message, from Sender, copyData bool) bool {
+// buffer. A claimed message is counted in n (MuxStats.Claimed) before its
+// call can see it, so that the count never lags what a caller has got.
+func (l *line) claim(m Message, from Sender, copyData bool, n *atomic.Uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.claimLocked(m, from, copyData)
+	return l.claimLockedCounted(m, from, copyData, n)
 }
 
 func (l *line) claimLocked(m Message, from Sender, copyData bool) bool {
+	return l.claimLockedCounted(m, from, copyData, nil)
+}
+
+func (l *line) claimLockedCounted(m Message, from Sender, copyData bool, n *atomic.Uint64) bool {
 	for _, p := range l.calls {
 		if p.failed != nil || (p.limit > 0 && p.claimed >= p.limit) || !p.to.accepts(from) {
 			continue
@@ -348,6 +353,9 @@ func (l *line) claimLocked(m Message, from Sender, copyData bool) bool {
 		}
 		p.queue = append(p.queue, reply{m: m, from: from})
 		p.claimed++
+		if n != nil {
+			n.Add(1)
+		}
 		select {
 		case p.notify <- struct{}{}:
 		default:

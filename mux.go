@@ -396,8 +396,7 @@ func (mx *Mux) deliver(l *line, c *Conn, m Message, from Sender, kernelIDs bool,
 		mx.foreign.Add(1)
 		return
 	}
-	if l.ncalls.Load() != 0 && l.claim(m, from, true) {
-		mx.claimed.Add(1)
+	if l.ncalls.Load() != 0 && l.claim(m, from, true, &mx.claimed) {
 		return
 	}
 	h := mx.route(m.ID)

@@ -271,13 +271,16 @@ func TestIntegrationServeOverrun(t *testing.T) {
 		t.Fatal("the message after the overrun never reached the handler")
 	}
 	// Every message sent was dispatched or dropped by the kernel, which
-	// counts each one it drops (sk_drops): none vanished in between.
+	// counts each one it drops (sk_drops): none vanished in between. The
+	// drops may include other processes' messages on the same group (this
+	// test run by someone else meanwhile), so the sum is a lower bound; it
+	// is exact when the test runs alone.
 	drops, err := rx.Drops()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := uint64(len(seen)); n < 3 || n+drops != flood+2 {
-		t.Errorf("dispatched %d messages and the kernel dropped %d, want %d in all (at least 3 dispatched)", n, drops, flood+2)
+	if n := uint64(len(seen)); n < 3 || n > flood+2 || n+drops < flood+2 {
+		t.Errorf("dispatched %d messages and the kernel dropped %d, want at least %d in all (and at least 3 dispatched)", n, drops, flood+2)
 	}
 	if st := mx.Stats(); st.Errors < 1 || rx.Stats().Overruns < 1 {
 		t.Errorf("Mux stats %+v, Conn stats %+v: the overrun is not counted", st, rx.Stats())

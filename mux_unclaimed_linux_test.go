@@ -17,11 +17,11 @@ import (
 // groupMuxUnclaimed is TestIntegrationCallUnclaimed's own group.
 const groupMuxUnclaimed connector.Group = 19
 
-const procEventExit = 0x80000000 // PROC_EVENT_EXIT, include/uapi/linux/cn_proc.h
+const procEventFork = 1 // PROC_EVENT_FORK, include/uapi/linux/cn_proc.h
 
 // TestIntegrationCallUnclaimed calls a userspace peer that, before it
 // answers, makes the kernel send the caller other messages: the process
-// events of a child it runs (the caller listens to cn_proc), or a multicast
+// events of a child it starts (the caller listens to cn_proc), or a multicast
 // on a userspace group the caller joined. The call reads the socket itself
 // (no Serve): with the Mux as its WithUnmatched handler the Mux's routes get
 // those messages; without, each one is counted in Stats.Unclaimed, so that
@@ -55,13 +55,15 @@ func callUnclaimed(t *testing.T, proc bool, withMux bool) {
 
 	mx := connector.NewMux()
 	var mu sync.Mutex
-	exits := map[uint32]bool{} // pids of the exit events routed
+	forks := map[uint32]bool{} // child pids of the fork events routed
 	var routed [][]byte        // payloads of the multicasts routed
 	mx.HandleFunc(connector.IDProc, func(r connector.Request) {
 		d := r.Msg.Data
-		if r.From.Kernel() && len(d) >= 24 && binary.NativeEndian.Uint32(d[0:4]) == procEventExit {
+		// struct proc_event: what, cpu, timestamp, then fork's parent
+		// pid and tgid, child pid and tgid.
+		if r.From.Kernel() && len(d) >= 32 && binary.NativeEndian.Uint32(d[0:4]) == procEventFork {
 			mu.Lock()
-			exits[binary.NativeEndian.Uint32(d[16:20])] = true
+			forks[binary.NativeEndian.Uint32(d[24:28])] = true
 			mu.Unlock()
 		}
 	})
@@ -101,12 +103,15 @@ func callUnclaimed(t *testing.T, proc bool, withMux bool) {
 				}
 			}
 			if proc {
-				// Its exit event is queued on c before the peer answers:
-				// the kernel sends it before the parent's wait returns.
+				// Its fork event is queued on c before the peer answers:
+				// the kernel sends it (copy_process, proc_fork_connector)
+				// before fork returns in the parent. (Not so the exit
+				// event, which do_exit sends after waking the parent.)
 				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				if err := cmd.Run(); err != nil {
+				if err := cmd.Start(); err != nil {
 					return err
 				}
+				defer cmd.Wait()
 				child <- cmd.Process.Pid
 			} else if err := peer.Multicast(groupMuxUnclaimed, connector.Message{ID: noiseID, Data: []byte("noise")}); err != nil {
 				return err
@@ -133,8 +138,8 @@ func callUnclaimed(t *testing.T, proc bool, withMux bool) {
 			t.Errorf("%d messages counted unclaimed with the Mux as WithUnmatched handler", unclaimed)
 		}
 		if proc {
-			if pid := <-child; !exits[uint32(pid)] {
-				t.Errorf("the exit event of child %d did not reach the route (%d exits routed)", pid, len(exits))
+			if pid := <-child; !forks[uint32(pid)] && after.Overruns == before.Overruns {
+				t.Errorf("the fork event of child %d did not reach the route (%d forks routed)", pid, len(forks))
 			}
 		} else if len(routed) != 1 || string(routed[0]) != "noise" {
 			t.Errorf("the route got %q, want the one multicast", routed)
