@@ -470,3 +470,106 @@ func helperRun(t testing.TB, mode string) func() int32 {
 // untilExit returns a done function for scenario: the child's main thread
 // exited.
 func untilExit(pid int32) func([]Event) bool { return until(exitOf(pid)) }
+
+// A workload runs rounds of children of this process and follows their fork
+// and exit events on a Listener, so that a test can require every event
+// delivered or its loss reported.
+type workload struct {
+	l    *Listener
+	mu   sync.Mutex
+	seen map[int32]Kind // per child: KindFork, KindExit as they arrive
+	lost uint64         // KindLost records
+	wake chan struct{}
+}
+
+// trackChildren starts reading l (with record) for the workload's events.
+// A child's exit is recognised by its pid once its fork was seen, not by its
+// parent: the kernel names the parent only until the parent reaps the
+// child (see Event.ParentPID), and runHelperProc reaps at once.
+func trackChildren(t testing.TB, l *Listener) *workload {
+	w := &workload{l: l, seen: map[int32]Kind{}, wake: make(chan struct{}, 1)}
+	me := int32(os.Getpid())
+	record(t, l, func(e *Event) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		switch {
+		case e.Kind == KindLost:
+			w.lost++
+		case e.Kind == KindFork && e.PID == e.TGID && e.ParentTGID == me:
+			w.seen[e.PID] |= KindFork
+		case e.Kind == KindExit && e.PID == e.TGID && w.seen[e.PID] == KindFork:
+			w.seen[e.PID] |= KindExit
+		default:
+			return
+		}
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	})
+	return w
+}
+
+// rounds runs rounds of n children, at most max, until one delivers every
+// fork and exit event. A round in which a loss was reported is repeated
+// (other programs' event storms may overrun even a large buffer); a round
+// with an event missing and no loss reported fails the test at once, as
+// does the last round with loss. It returns the events the last round
+// delivered (2n).
+func (w *workload) rounds(t testing.TB, n, max int) int {
+	t.Helper()
+	for round := 1; ; round++ {
+		w.mu.Lock()
+		lost0 := w.lost
+		w.mu.Unlock()
+		var pids []int32
+		for range n {
+			pids = append(pids, runHelperProc(t, "exit3"))
+		}
+		// Wait for the round to complete; once a loss is reported, for
+		// 3 s at most, as the missing events may be among it.
+		deadline := time.Now().Add(eventTimeout)
+		lossSeen := false
+		for {
+			w.mu.Lock()
+			delivered := 0
+			var missing []string
+			for _, p := range pids {
+				switch k := w.seen[p]; k {
+				case KindFork | KindExit:
+					delivered += 2
+				case KindFork:
+					delivered++
+					fallthrough
+				default:
+					missing = append(missing, fmt.Sprintf("%d (seen %v)", p, k))
+				}
+			}
+			if !lossSeen && w.lost > lost0 {
+				lossSeen = true
+				deadline = time.Now().Add(3 * time.Second)
+			}
+			w.mu.Unlock()
+			if delivered == 2*n {
+				return delivered
+			}
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				switch {
+				case !lossSeen:
+					// Every event is delivered or its loss reported: a
+					// silent miss fails.
+					t.Fatalf("round %d: %d of the workload's %d fork and exit events delivered, no loss reported (missing %v); stats %+v", round, delivered, 2*n, missing, w.l.Stats())
+				case round == max:
+					t.Fatalf("in %d rounds, events were lost (reported) each time; last round %d of %d delivered; stats %+v", max, delivered, 2*n, w.l.Stats())
+				}
+				t.Logf("round %d: events were lost, and reported (stats %+v); repeating", round, w.l.Stats())
+				break
+			}
+			select {
+			case <-w.wake:
+			case <-time.After(wait):
+			}
+		}
+	}
+}

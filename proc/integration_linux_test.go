@@ -1008,81 +1008,16 @@ func TestIntegrationExactLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	me := int32(os.Getpid())
-	var (
-		mu   sync.Mutex
-		seen = map[int32]Kind{}
-		lost uint64
-	)
-	wake := make(chan struct{}, 1)
-	record(t, l, func(e *Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case e.Kind == KindLost:
-			lost++
-		case e.Kind == KindFork && e.PID == e.TGID && e.ParentTGID == me:
-			seen[e.PID] |= KindFork
-		case e.Kind == KindExit && e.PID == e.TGID && seen[e.PID] == KindFork:
-			seen[e.PID] |= KindExit // matched by pid: see Event.ParentPID
-		default:
-			return
+	w := trackChildren(t, l)
+	const requests = 5
+	// Requests with an invalid operation: the kernel acknowledges each
+	// (EINVAL, or EPERM before 6.6 without CAP_NET_ADMIN) to group 1.
+	for i := range uint32(requests) {
+		if err := other.Send(connector.Message{ID: connector.IDProc, Ack: 1000 + i, Data: []byte{3, 0, 0, 0}}); err != nil {
+			t.Fatal(err)
 		}
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	})
-	const children, requests = 10, 5
-	for round := 1; ; round++ {
-		mu.Lock()
-		lost0 := lost
-		mu.Unlock()
-		// Requests with an invalid operation: the kernel acknowledges each
-		// (EINVAL, or EPERM before 6.6 without CAP_NET_ADMIN) to group 1.
-		for i := range uint32(requests) {
-			if err := other.Send(connector.Message{ID: connector.IDProc, Ack: 1000 + i, Data: []byte{3, 0, 0, 0}}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var pids []int32
-		for range children {
-			pids = append(pids, runHelperProc(t, "exit3"))
-		}
-		deadline := time.Now().Add(eventTimeout)
-		complete, lossSeen := false, false
-		for !complete {
-			mu.Lock()
-			complete = true
-			for _, p := range pids {
-				complete = complete && seen[p] == KindFork|KindExit
-			}
-			if !lossSeen && lost > lost0 {
-				lossSeen = true
-				deadline = time.Now().Add(3 * time.Second)
-			}
-			mu.Unlock()
-			wait := time.Until(deadline)
-			if complete || wait <= 0 {
-				break
-			}
-			select {
-			case <-wake:
-			case <-time.After(wait):
-			}
-		}
-		switch {
-		case complete:
-		case !lossSeen:
-			t.Fatalf("round %d: the workload's events are incomplete and no loss was reported; stats %+v", round, l.Stats())
-		case round == 5:
-			t.Fatalf("in 5 rounds, events were lost each time (reported); stats %+v", l.Stats())
-		default:
-			t.Logf("round %d: events were lost, and reported; repeating", round)
-			continue
-		}
-		break
 	}
+	w.rounds(t, 10, 5)
 	st := l.Stats()
 	t.Logf("stats %+v", st)
 	if st.Lost == 0 && st.Acks < 1+requests {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -215,40 +214,7 @@ func TestIntegrationAckFlood(t *testing.T) {
 			// 100000 acknowledgements a second here) would fill it
 			// within the workload if they reached the socket.
 			l := listen(t, &Config{Kinds: kinds})
-			// The reader keeps the fork and exit events of this process's
-			// children (the kernel names the parent in both), whatever
-			// else the machine does meanwhile.
-			me := int32(os.Getpid())
-			var (
-				mu   sync.Mutex
-				seen = map[int32]Kind{}
-				lost uint64
-			)
-			wake := make(chan struct{}, 1)
-			record(t, l, func(e *Event) {
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case e.Kind == KindLost:
-					lost++
-				case e.Kind == KindFork && e.PID == e.TGID && e.ParentTGID == me:
-					seen[e.PID] |= KindFork
-				case e.Kind == KindExit && e.PID == e.TGID && (e.ParentTGID == me || e.ParentTGID == 0 && seen[e.PID] == KindFork):
-					// An exit names its parent only if the parent has
-					// not reaped it yet: runHelperProc reaps at once,
-					// and the kernel builds the exit event after it
-					// has told the parent (see Event.ParentPID). An
-					// exit without a parent counts for a child whose
-					// fork was seen.
-					seen[e.PID] |= KindExit
-				default:
-					return
-				}
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			})
+			w := trackChildren(t, l)
 			// A passive socket in group 1 shows that the flood is real:
 			// without a filter, the acknowledgements reach it.
 			// Its own socket filter keeps only acknowledgements, so that
@@ -302,69 +268,7 @@ func TestIntegrationAckFlood(t *testing.T) {
 			// a round in which loss was reported is repeated. No loss
 			// can come from the flood, whose acknowledgements never
 			// reach the Listener (checked below).
-			const children = 20
-			delivered := 0
-			for round := 1; ; round++ {
-				mu.Lock()
-				lost0 := lost
-				mu.Unlock()
-				var pids []int32
-				for range children {
-					pids = append(pids, runHelperProc(t, "exit3"))
-				}
-				// Wait for the round to complete; once a loss is reported,
-				// for 3 s at most, as the missing events may be among it.
-				deadline := time.Now().Add(eventTimeout)
-				complete, lossSeen := false, false
-				for {
-					mu.Lock()
-					delivered = 0
-					for _, p := range pids {
-						if seen[p] == KindFork|KindExit {
-							delivered += 2
-						} else if seen[p] != 0 {
-							delivered++
-						}
-					}
-					complete = delivered == 2*children
-					if !lossSeen && lost > lost0 {
-						lossSeen = true
-						deadline = time.Now().Add(3 * time.Second)
-					}
-					mu.Unlock()
-					if complete {
-						break
-					}
-					wait := time.Until(deadline)
-					if wait <= 0 {
-						if !lossSeen {
-							mu.Lock()
-							var missing []string
-							for _, p := range pids {
-								if seen[p] != KindFork|KindExit {
-									missing = append(missing, fmt.Sprintf("%d (seen %v)", p, seen[p]))
-								}
-							}
-							mu.Unlock()
-							// Every event is delivered or its loss
-							// reported: a silent miss fails.
-							t.Fatalf("round %d: %d of the workload's %d fork and exit events delivered, no loss reported (missing %v); stats %+v", round, delivered, 2*children, missing, l.Stats())
-						}
-						break
-					}
-					select {
-					case <-wake:
-					case <-time.After(wait):
-					}
-				}
-				if complete {
-					break
-				}
-				if round == 10 {
-					t.Fatalf("in 10 rounds, events were lost to other programs' event storms each time; last round %d of %d delivered; stats %+v", delivered, 2*children, l.Stats())
-				}
-				t.Logf("round %d: real events were lost (stats %+v); repeating", round, l.Stats())
-			}
+			delivered := w.rounds(t, 20, 10)
 			_ = flooder.p.Stdin.Close()
 			st := l.Stats()
 			t.Logf("mode %v: %d flood acknowledgements reached a passive socket in 200 ms; the Listener got all %d workload events, %d acks (its own), %d lost, %d overruns",
