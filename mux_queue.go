@@ -108,17 +108,29 @@ func (q *Queue) run() {
 		if pe := dispatch(q.h, q.slots[i]); pe != nil {
 			q.panics.Add(1)
 			if q.onError != nil {
-				q.onError(&OpError{Op: "queue", Err: pe})
+				q.report(&OpError{Op: "queue", Err: pe})
 			}
 		}
 		q.free <- i
 	}
 }
 
+// report calls onError on the Queue's goroutine, where a panic would end
+// the program: it is recovered and counted in Panics too.
+func (q *Queue) report(err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			q.panics.Add(1)
+		}
+	}()
+	q.onError(err)
+}
+
 // Dropped returns how many messages the [Queue] dropped.
 func (q *Queue) Dropped() uint64 { return q.dropped.Load() }
 
-// Panics returns how many handler panics the [Queue] recovered.
+// Panics returns how many panics the [Queue] recovered: of its handler, and
+// of onError called on its goroutine.
 func (q *Queue) Panics() uint64 { return q.panics.Load() }
 
 // Close stops accepting messages (later ones are dropped and counted), waits

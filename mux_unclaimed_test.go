@@ -379,3 +379,33 @@ func TestCallInUnmatchedHandler(t *testing.T) {
 		t.Errorf("took %v", d)
 	}
 }
+
+// TestQueueOnErrorPanics: an onError that panics on the Queue's goroutine
+// is recovered and counted, and the Queue goes on (an unrecovered panic
+// there would end the program).
+func TestQueueOnErrorPanics(t *testing.T) {
+	done := make(chan uint32, 2)
+	q, err := connector.NewQueue(connector.HandlerFunc(func(r connector.Request) {
+		if r.Msg.Seq == 1 {
+			panic("handler")
+		}
+		done <- r.Msg.Seq
+	}), 4, func(error) { panic("onError") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.ServeConnector(connector.Request{Msg: connector.Message{ID: idA, Seq: 1}})
+	q.ServeConnector(connector.Request{Msg: connector.Message{ID: idA, Seq: 2}})
+	select {
+	case seq := <-done:
+		if seq != 2 {
+			t.Errorf("handled seq %d, want 2", seq)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the Queue stopped after onError panicked")
+	}
+	q.Close()
+	if n := q.Panics(); n != 2 {
+		t.Errorf("Panics() = %d, want 2 (the handler's and onError's)", n)
+	}
+}
