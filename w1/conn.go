@@ -362,7 +362,10 @@ func (r *reply) handle(req, m connector.Message) bool {
 		if m.Ack == req.Seq+1 && m.Ack != req.Ack {
 			// Data record: the command header and its data.
 			if len(msg.Cmds) == 1 && r.next < r.ncmds && r.data != nil {
-				if err := r.data(r.next, msg.Cmds[0]); err != nil {
+				switch err := r.data(r.next, msg.Cmds[0]); {
+				case errors.Is(err, errIgnored):
+					r.w.ignored.Add(1)
+				case err != nil:
 					r.errs = append(r.errs, err)
 				}
 			} else {
@@ -396,6 +399,10 @@ func (r *reply) status(msg Msg) bool {
 	}
 	return r.next >= r.ncmds
 }
+
+// errIgnored is what a reply's data function returns for a data record
+// that its command does not take: it is counted in Stats.Ignored.
+var errIgnored = errors.New("w1: data record for a command that returns none")
 
 // ignore counts n reply records that fit no command in Stats.Ignored.
 func (w *Conn) ignore(n int) {

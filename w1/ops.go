@@ -195,8 +195,8 @@ func (t *Tx) Do(ctx context.Context) error {
 		return fmt.Errorf("w1: %s: no commands (the kernel answers an empty command list with EPROTO)", t.op)
 	}
 	return t.w.do(ctx, t.op, t.msg, func(i int, c Cmd) error {
-		if i >= len(t.dests) || t.dests[i] == nil {
-			return nil
+		if i >= len(t.dests) || (t.msg.Cmds[i].Cmd != CmdRead && t.msg.Cmds[i].Cmd != CmdTouch) {
+			return errIgnored // only READ and TOUCH return data
 		}
 		if c.Cmd != t.msg.Cmds[i].Cmd || len(c.Data) != len(t.dests[i]) {
 			return fmt.Errorf("w1: %s: data record for command %d is %v with %d bytes, want %v with %d", t.op, i, c.Cmd, len(c.Data), t.msg.Cmds[i].Cmd, len(t.dests[i]))

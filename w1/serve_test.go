@@ -203,3 +203,46 @@ func TestWatchNotEvent(t *testing.T) {
 		t.Errorf("Watch yielded errors %v, want one ErrNotEvent naming %v seq 8", errs, other)
 	}
 }
+
+// A data record for a WRITE (which returns none) in a transaction is
+// counted in Stats.Ignored, not taken as the next READ's data.
+func TestIgnoredTxRecord(t *testing.T) {
+	k := cntest.New(nil)
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := w1.MasterID(1)
+	k.Handle(w1.ID, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+		cmd := func(ct w1.CmdType, data []byte) []byte {
+			b, _ := w1.AppendMsg(nil, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(m), Cmds: []w1.Cmd{{Cmd: ct, Data: data}}})
+			return b
+		}
+		data := append(cmd(w1.CmdWrite, []byte{1}), cmd(w1.CmdRead, []byte{0x42})...)
+		status := append(cmd(w1.CmdWrite, []byte{1}), cmd(w1.CmdRead, []byte{0x42})...)
+		return []cntest.Reply{
+			// The WRITE's data record, then its status; the READ's data
+			// record, then its status.
+			{Message: connector.Message{ID: w1.ID, Seq: req.Seq, Ack: req.Seq + 1, Data: data[:len(data)/2]}},
+			{Message: connector.Message{ID: w1.ID, Seq: req.Seq, Ack: req.Ack, Data: status[:len(status)/2]}},
+			{Message: connector.Message{ID: w1.ID, Seq: req.Seq, Ack: req.Seq + 1, Data: data[len(data)/2:]}},
+			{Message: connector.Message{ID: w1.ID, Seq: req.Seq, Ack: req.Ack, Data: status[len(status)/2:]}},
+		}
+	})
+	w, err := w1.NewConn(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	got := make([]byte, 1)
+	if err := w.Master(m).Write([]byte{1}).Read(got).Do(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 0x42 {
+		t.Errorf("read %#x, want 0x42", got[0])
+	}
+	if st := w.Stats(); st.Ignored != 1 {
+		t.Errorf("Stats %+v, want 1 ignored record", st)
+	}
+}
