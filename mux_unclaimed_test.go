@@ -14,6 +14,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 )
 
 // agentSends registers a fake agent for id that answers each request by
@@ -165,20 +166,11 @@ func TestMuxAsHandler(t *testing.T) {
 	if g := recv(t, seen); g.route != "inner B" || g.m.Seq != 5 {
 		t.Errorf("got %+v", g)
 	}
-	waitStats(t, func() bool { return inner.Stats().Unrouted == 1 }, "the inner Mux to count idA unrouted")
+	if !testutil.WaitFor(testTimeout, func() bool { return inner.Stats().Unrouted == 1 }) {
+		t.Fatal("timed out waiting for the inner Mux to count idA unrouted")
+	}
 	if o, i := outer.Stats(), inner.Stats(); o.Dispatched != 2 || i.Dispatched != 1 || i.Unrouted != 1 {
 		t.Errorf("outer %+v, inner %+v", o, i)
-	}
-}
-
-func waitStats(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -335,7 +327,9 @@ func TestCallPanics(t *testing.T) {
 				t.Errorf("the call failed after %v", d)
 			}
 			if tc.serve {
-				waitStats(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(routed) == 2 }, "both messages routed")
+				if !testutil.WaitFor(testTimeout, func() bool { mu.Lock(); defer mu.Unlock(); return len(routed) == 2 }) {
+					t.Fatal("timed out waiting for both messages to be routed")
+				}
 				return
 			}
 			// Read by the call, which failed: nothing is routed. A broken

@@ -99,10 +99,7 @@ func TestZeroIDCounted(t *testing.T) {
 	if err := k.Unicast(w.Conn().PortID(), connector.Message{Data: []byte{1}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for w.Stats().ZeroID == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(5*time.Second, func() bool { return w.Stats().ZeroID != 0 })
 	if s := w.Stats(); s.ZeroID != 1 || s.Strays != 1 {
 		t.Errorf("Stats %+v, want 1 stray (the lone RESET's) and 1 other 0:0 message", s)
 	}
@@ -143,15 +140,9 @@ func TestLateReplyNotEvent(t *testing.T) {
 // Stats.Ignored: a data record for a command that returns none, and a
 // record after the status that completed the request.
 func TestIgnoredRecords(t *testing.T) {
-	k := cntest.New(nil)
-	c, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	m := w1.MasterID(1)
 	s := w1.NewSlaveID(0x28, 1)
-	k.Handle(w1.ID, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+	w := scripted(t, func(req connector.Message) []cntest.Reply {
 		id := s.Kernel()
 		rec := w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(m), Cmds: []w1.Cmd{{Cmd: w1.CmdSlaveAdd, Data: id[:]}}}
 		data, _ := w1.AppendMsg(nil, rec)
@@ -162,11 +153,6 @@ func TestIgnoredRecords(t *testing.T) {
 			{Message: connector.Message{ID: w1.ID, Seq: req.Seq, Ack: req.Ack, Data: status}},
 		}
 	})
-	w, err := w1.NewConn(c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
 	if err := w.AddSlave(ctxT(t), m, s); err != nil {
 		t.Fatal(err)
 	}
@@ -207,14 +193,8 @@ func TestWatchNotEvent(t *testing.T) {
 // A data record for a WRITE (which returns none) in a transaction is
 // counted in Stats.Ignored, not taken as the next READ's data.
 func TestIgnoredTxRecord(t *testing.T) {
-	k := cntest.New(nil)
-	c, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	m := w1.MasterID(1)
-	k.Handle(w1.ID, func(req connector.Message, _ connector.Sender) []cntest.Reply {
+	w := scripted(t, func(req connector.Message) []cntest.Reply {
 		cmd := func(ct w1.CmdType, data []byte) []byte {
 			b, _ := w1.AppendMsg(nil, w1.Msg{Type: w1.MsgMasterCmd, ID: w1.MasterMsgID(m), Cmds: []w1.Cmd{{Cmd: ct, Data: data}}})
 			return b
@@ -230,11 +210,6 @@ func TestIgnoredTxRecord(t *testing.T) {
 			{Message: connector.Message{ID: w1.ID, Seq: req.Seq, Ack: req.Ack, Data: status[len(status)/2:]}},
 		}
 	})
-	w, err := w1.NewConn(c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
 	got := make([]byte, 1)
 	if err := w.Master(m).Write([]byte{1}).Read(got).Do(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -245,4 +220,23 @@ func TestIgnoredTxRecord(t *testing.T) {
 	if st := w.Stats(); st.Ignored != 1 {
 		t.Errorf("Stats %+v, want 1 ignored record", st)
 	}
+}
+
+// scripted returns a Conn on a fake kernel whose w1 agent answers every
+// request with what reply returns for it.
+func scripted(t *testing.T, reply func(req connector.Message) []cntest.Reply) *w1.Conn {
+	t.Helper()
+	k := cntest.New(nil)
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	k.Handle(w1.ID, func(req connector.Message, _ connector.Sender) []cntest.Reply { return reply(req) })
+	w, err := w1.NewConn(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
 }
