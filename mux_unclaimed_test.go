@@ -266,22 +266,43 @@ func serveStarted(t *testing.T, mx *connector.Mux, c *connector.Conn) {
 }
 
 // TestExchangeLeftovers: replies an Exchange claimed but never gave to its
-// function, because it returned false first, are counted.
+// function, because it returned false first, are counted; under Serve,
+// those it had not claimed yet when it returned reach the route instead.
 func TestExchangeLeftovers(t *testing.T) {
-	k := newKernel()
-	agentSends(t, k, idA, func(req connector.Message) []connector.Message {
-		return []connector.Message{answer(req, "1"), answer(req, "2"), answer(req, "3")}
-	})
-	c := dialT(t, k)
-	n := 0
-	err := connector.Exchange(ctxT(t), c, connector.Message{ID: idA, Seq: 4}, connector.Destination{}, connector.MatchSeqAck, func(connector.Message, connector.Sender) bool {
-		n++
-		return false
-	})
-	if err != nil || n != 1 {
-		t.Fatalf("Exchange: %v after %d replies", err, n)
+	for _, serve := range []bool{false, true} {
+		t.Run(map[bool]string{false: "alone", true: "under Serve"}[serve], func(t *testing.T) {
+			k := newKernel()
+			agentSends(t, k, idA, func(req connector.Message) []connector.Message {
+				return []connector.Message{answer(req, "1"), answer(req, "2"), answer(req, "3")}
+			})
+			c := dialT(t, k)
+			mx := connector.NewMux()
+			var routed atomic.Uint64
+			mx.HandleFunc(idA, func(connector.Request) { routed.Add(1) })
+			if serve {
+				serveStarted(t, mx, c)
+			}
+			n := 0
+			err := connector.Exchange(ctxT(t), c, connector.Message{ID: idA, Seq: 4}, connector.Destination{}, connector.MatchSeqAck, func(connector.Message, connector.Sender) bool {
+				n++
+				return false
+			})
+			if err != nil || n != 1 {
+				t.Fatalf("Exchange: %v after %d replies", err, n)
+			}
+			if !serve {
+				counted(t, c, 2)
+				return
+			}
+			// Every reply was claimed (and counted) or routed.
+			if !testutil.WaitFor(testTimeout, func() bool { return c.Stats().Unclaimed+routed.Load() == 2 }) {
+				t.Errorf("%d unclaimed and %d routed, want 2 in all", c.Stats().Unclaimed, routed.Load())
+			}
+			if s := mx.Stats(); s.Claimed+s.Dispatched != 3 {
+				t.Errorf("MuxStats %+v: want 3 claimed or dispatched", s)
+			}
+		})
 	}
-	counted(t, c, 2)
 }
 
 // TestCallPanics: a panic in a call's Match or in its WithUnmatched handler
