@@ -77,9 +77,10 @@ func WithUnmatched(h Handler) CallOption {
 // goroutine that reads it (a Mux handler or [ServeOptions.OnError] under
 // [Mux.Serve], or a [WithUnmatched] handler run by a call that reads the
 // Conn itself): the reply could only be read by that same goroutine, which
-// is busy waiting, so the call fails at once instead of deadlocking. Make the call from another
-// goroutine, for example by wrapping the handler in a [Queue].
-var ErrCallInHandler = errors.New("a Call on a Conn from inside a handler serving that Conn would deadlock: its reply can only be read by the busy Serve loop; call from another goroutine (wrap the handler in a Queue)")
+// is busy waiting, so the call fails at once instead of deadlocking. Make
+// the call from another goroutine, for example by wrapping the handler in a
+// [Queue].
+var ErrCallInHandler = errors.New("a Call on a Conn from inside a handler serving that Conn would deadlock: its reply can only be read by the busy reader (the Serve loop, or the call running the handler); call from another goroutine (wrap the handler in a Queue)")
 
 // Call sends req to to and waits for the first reply that match accepts,
 // which it returns with its sender. The reply is a copy the caller owns.
@@ -137,10 +138,11 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 // fails at once with an error matching [ErrNoAgent], where the Conn can tell
 // (see [Conn.Agents]); the kernel would drop it silently. Otherwise nothing
 // tells a sender that a request went unheard: always give ctx a deadline.
-// Errors: ctx.Err() when ctx ends, [ErrClosed], [ErrNoAgent], [ErrCallInHandler],
-// [ErrHandlerPanic] when match or the WithUnmatched handler panicked (a
-// *[PanicError]; a panic in fn itself is not recovered), and the send's errors (os.ErrPermission for a port or group without
-// CAP_NET_ADMIN), each in an *OpError. Overruns while waiting are counted in
+// Errors: ctx.Err() when ctx ends, [ErrClosed], [ErrNoAgent],
+// [ErrCallInHandler], [ErrHandlerPanic] when match or the WithUnmatched
+// handler panicked (a *[PanicError]; a panic in fn itself is not
+// recovered), and the send's errors (os.ErrPermission for a port or group
+// without CAP_NET_ADMIN), each in an *OpError. Overruns while waiting are counted in
 // [Conn.Stats] and, under Serve, reported through [ServeOptions.OnError]; a
 // reply lost to one shows up as the ctx's deadline.
 //
