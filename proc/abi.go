@@ -11,6 +11,9 @@ package proc
 const (
 	opListen uint32 = 1 // PROC_CN_MCAST_LISTEN
 	opIgnore uint32 = 2 // PROC_CN_MCAST_IGNORE
+	// opInvalid is no operation: the kernel answers it with EINVAL (or
+	// EPERM before 6.6 without CAP_NET_ADMIN) and changes no count.
+	opInvalid uint32 = 3
 )
 
 // Sizes of kernel structures, in bytes.

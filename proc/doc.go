@@ -136,7 +136,10 @@
 //     uid-65534 process with no capability switched process events off
 //     for the whole machine on 6.12 and 7.3 (6.1 refuses its requests with
 //     EPERM; TestIntegrationListenerCountHazard). Nothing a listener
-//     receives shows it. A Listener sends one IGNORE, on Close, and only
+//     receives shows it, but the kernel acknowledges requests only while
+//     the count is at least 1: [CheckEvents] asks, and reports
+//     ErrEventsOff, and [Listener.Rearm] raises the count until events
+//     flow again. A Listener itself sends one IGNORE, on Close, and only
 //     after its own LISTEN.
 //   - Not a loss, but it looks like one: an exit event names the parent
 //     only until the parent reaps the task (see Event.ParentPID), so a

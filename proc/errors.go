@@ -32,6 +32,14 @@ var (
 	// determined.
 	ErrNoAck = errors.New("the kernel did not acknowledge the process event subscription")
 
+	// ErrEventsOff reports that the kernel generates no process events at
+	// all: its global listener count (proc_event_num_listeners) is below 1,
+	// so every event generator returns before building an event, for every
+	// listener, and nothing in any listener's stream shows it (see "Loss no
+	// socket sees" in the package documentation). CheckEvents finds it; a
+	// Listener's Rearm turns events back on.
+	ErrEventsOff = errors.New("the kernel generates no process events: its listener count is below 1 (a process sent IGNORE once too often, or, since Linux 6.6, any local user alternated an invalid request and IGNORE)")
+
 	// ErrConnInUse reports a NewListener on a Conn that already has a
 	// Listener: a Listener takes its Conn over (it reads every message
 	// the Conn receives), so two on one Conn would take each other's

@@ -110,6 +110,10 @@ type subscription struct {
 	// sends to group 1, acknowledgements included, so that a sequence gap
 	// is exactly the number of messages lost.
 	exact bool
+	// input reports whether the kernel took struct proc_input, with filter
+	// the event type the socket's last request set.
+	input  bool
+	filter Kind
 }
 
 // subscribe runs the handshake for a user-space filter of kinds (all when
@@ -192,7 +196,7 @@ func (h *handshake) run(kinds Kind, all, exact bool) (subscription, error) {
 	}
 	if ok && exact {
 		h.listened = true
-		return subscription{mode: userMode(all), exact: true}, nil
+		return subscription{mode: userMode(all), exact: true, input: true, filter: probe}, nil
 	}
 	if ok {
 		h.listened = true
@@ -203,7 +207,7 @@ func (h *handshake) run(kinds Kind, all, exact bool) (subscription, error) {
 		if err := h.c.Send(requestMessage(opListen, filter, true, nonce())); err != nil {
 			return subscription{}, err
 		}
-		return subscription{mode: mode}, nil
+		return subscription{mode: mode, input: true, filter: filter}, nil
 	}
 	// Before 6.6: the classic request.
 	ok, err := h.request(opListen, 0, false)

@@ -1143,3 +1143,15 @@ func TestIntegrationEarlyEvents(t *testing.T) {
 		t.Logf("attempt %d: events were lost (reported); trying again", attempt)
 	}
 }
+
+// CheckEvents on the kernel, with a Listener subscribed (so the kernel's
+// listener count is at least 1): events are on.
+func TestIntegrationCheckEvents(t *testing.T) {
+	l := listen(t, &Config{Kinds: KindExec})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := CheckEvents(ctx, nil); err != nil {
+		t.Fatalf("CheckEvents with a Listener subscribed: %v", err)
+	}
+}

@@ -47,6 +47,9 @@ type Listener struct {
 	// that no Next consumed; the reading goroutine clears it.
 	flushDebt bool
 
+	// sub is what the subscription set, for Rearm.
+	sub subscription
+
 	listened  bool // a LISTEN succeeded: Close sends IGNORE
 	claimed   bool // NewListener recorded the Conn (claimConn)
 	closed    atomic.Bool
@@ -235,7 +238,7 @@ func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) 
 	if err != nil {
 		return nil, err
 	}
-	l.mode, l.listened = res.mode, true
+	l.mode, l.listened, l.sub = res.mode, true, res
 	l.early, l.earlyLost, l.earlySkip = h.early, h.excess, h.skipped
 	l.loss.init(c, res.mode, res.exact)
 	l.r = c.NewReader()

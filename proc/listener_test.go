@@ -1131,3 +1131,64 @@ func TestListenKernelVersion(t *testing.T) {
 		}
 	})
 }
+
+// CheckEvents tells a kernel that generates events from one whose listener
+// count fell below 1 (which no event stream shows), and Rearm turns events
+// back on without changing the Listener's subscription.
+func TestCheckEventsRearm(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		f := newFixture(&proctest.Options{Legacy: legacy})
+		l, c := f.mustListen(t, &proc.Config{Kinds: proc.KindExec, AckTimeout: 20 * time.Millisecond})
+		probe := f.dial(t, 4)
+		defer probe.Close()
+		check := func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			return proc.CheckEvents(ctx, probe)
+		}
+		if err := check(); err != nil {
+			t.Fatalf("legacy %v: CheckEvents with a listener: %v", legacy, err)
+		}
+		f.a.SetListeners(-5) // as after an IGNORE too many, six times
+		if err := check(); !errors.Is(err, proc.ErrEventsOff) {
+			t.Fatalf("legacy %v: CheckEvents with the count at 0: %v, want ErrEventsOff", legacy, err)
+		}
+		if _, _, ok := f.a.Emit(exec(0, 5)); ok {
+			t.Fatalf("legacy %v: the fake kernel generated an event with the count at 0", legacy)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := l.Rearm(ctx, probe); err != nil {
+			t.Fatal(err)
+		}
+		// Batches of 1, 2 and 4 steps: -5 + 7.
+		if n := f.a.Listeners(); n != 2 {
+			t.Errorf("legacy %v: listener count %d after Rearm, want 2", legacy, n)
+		}
+		if !legacy {
+			if filter, _ := f.a.Filter(c.PortID()); filter != proc.KindExec {
+				t.Errorf("the kernel's filter is %v after Rearm, want %v", filter, proc.KindExec)
+			}
+		}
+		if err := check(); err != nil {
+			t.Fatalf("legacy %v: CheckEvents after Rearm: %v", legacy, err)
+		}
+		f.emit(t, exec(0, 6))
+		var ev proc.Event
+		for ev.Kind != proc.KindExec {
+			if err := l.Next(&ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Kind == proc.KindLost {
+				t.Errorf("legacy %v: %v, want no loss", legacy, &ev)
+			}
+		}
+		if ev.PID != 6 {
+			t.Errorf("legacy %v: %v, want the exec of 6", legacy, &ev)
+		}
+		l.Close()
+		if err := l.Rearm(ctx, probe); !errors.Is(err, connector.ErrClosed) {
+			t.Errorf("Rearm after Close: %v, want ErrClosed", err)
+		}
+	}
+}

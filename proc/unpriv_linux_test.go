@@ -4,6 +4,7 @@ package proc
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -320,8 +321,9 @@ func helperCountdown() int {
 // package documentation); before 6.6 the same requests from an unprivileged
 // process are refused (EPERM) and change nothing. Runs only in the kernel
 // matrix: it switches process events off for the whole machine, and turns
-// them back on (root: LISTEN and an invalid request, alternately, raise the
-// count on every version).
+// them back on (Rearm; then, as root, LISTEN and an invalid request,
+// alternately, which raise the count on every version). CheckEvents must
+// tell which happened.
 func TestIntegrationListenerCountHazard(t *testing.T) {
 	testutil.RequireProcEvents(t)
 	testutil.RequireInitialNetNS(t)
@@ -357,14 +359,43 @@ func TestIntegrationListenerCountHazard(t *testing.T) {
 	if !arrives(eventTimeout) {
 		t.Fatal("no exec event before the countdown")
 	}
+	check := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return CheckEvents(ctx, nil)
+	}
+	if err := check(); err != nil {
+		t.Fatalf("CheckEvents before the countdown: %v", err)
+	}
 	c := startHelper(t, "countdown", nil)
 	if got := c.line(t, 10*time.Second); got != "done" {
 		t.Fatalf("countdown helper said %q", got)
 	}
 	c.wait(t)
 	after := arrives(3 * time.Second)
+	checked := check()
+	t.Logf("Linux %d.%d after the countdown: CheckEvents: %v", major, minor, checked)
+	if after != (checked == nil) {
+		t.Errorf("CheckEvents says %v, but an exec event arrived: %v", checked, after)
+	}
+	if checked != nil && !errors.Is(checked, ErrEventsOff) {
+		t.Errorf("CheckEvents: %v, want nil or ErrEventsOff", checked)
+	}
+	if checked != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := l.Rearm(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := check(); err != nil {
+			t.Errorf("CheckEvents after Rearm: %v", err)
+		}
+		if !arrives(eventTimeout) {
+			t.Error("no exec event after Rearm")
+		}
+	}
 
-	// Turn events back on, whatever happened.
+	// Turn events back on for the tests that follow, whatever happened.
 	root, err := connector.Dial(nil)
 	if err != nil {
 		t.Fatal(err)

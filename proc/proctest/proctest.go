@@ -292,12 +292,14 @@ func (a *Agent) handle(req connector.Message, from connector.Sender) []cntest.Re
 			s = &sockState{}
 			a.socks[from.Port] = s
 		}
+		// cn_proc_mcast_ctl stores the event type for every request,
+		// an invalid one included, before it looks at the operation.
+		s.filter = filter
 		switch r.Op {
 		case opListen:
 			if first || s.op != opListen {
 				a.listeners++
 			}
-			s.filter = filter
 		case opIgnore:
 			if !first && s.op != opIgnore {
 				a.listeners--
