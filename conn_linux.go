@@ -197,17 +197,19 @@ func (t *sockTransport) SendWait(p []byte, port, groups uint32) error {
 }
 
 func (t *sockTransport) sendto(p []byte, port, groups uint32, wait bool) error {
-	op := t.ops.get()
-	op.p, op.sa.Pid, op.sa.Groups, op.err = p, port, groups, 0
-	var err error
-	switch {
-	case wait || t.kw != nil:
+	if t.kw != nil {
 		// With Config.KernelWait every send may wait in the kernel, as a
 		// C sender does: a unicast to a full receiver sleeps there until
 		// it has room, for at most a slice (sends to the kernel and
 		// multicasts never wait).
+		return t.kw.sendto(p, port, groups)
+	}
+	op := t.ops.get()
+	op.p, op.sa.Pid, op.sa.Groups, op.err = p, port, groups, 0
+	var err error
+	if wait {
 		err = t.rc.Control(op.waitFn)
-	default:
+	} else {
 		err = t.rc.Write(op.fn)
 	}
 	if err == nil && op.err != 0 {

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cnlink/connector/internal/transport"
 	"golang.org/x/sys/unix"
@@ -109,6 +110,27 @@ func (c *fdConn) once(f func(fd uintptr) bool, events int16) (bool, error) {
 		return false, err
 	}
 	return false, nil
+}
+
+// sendto is one blocking sendto(2) (a full unicast receiver makes it wait,
+// for at most the SO_SNDTIMEO slice set at Dial, then EAGAIN), made
+// directly rather than through a pooled closure for Control: the send path
+// of a KernelWait Conn, which costs a raw sender's system call plus the
+// read lock. It returns a bare errno.
+func (c *fdConn) sendto(p []byte, port, groups uint32) error {
+	sa := unix.RawSockaddrNetlink{Family: unix.AF_NETLINK, Pid: port, Groups: groups}
+	c.mu.RLock()
+	if c.fd < 0 || c.closing.Load() {
+		c.mu.RUnlock()
+		return os.ErrClosed
+	}
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+		0, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrNetlink)
+	c.mu.RUnlock()
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
 // check returns os.ErrClosed once the descriptor is closing.

@@ -397,5 +397,5 @@ func TestIntegrationKernelWaitSend(t *testing.T) {
 	}
 
 	// Close ends a wait for room.
-	closeUnblocksSend(t, tx, rx, "sendWait")
+	closeUnblocksSend(t, tx, rx, "(*fdConn).sendto")
 }

@@ -71,6 +71,9 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 // within microseconds), then waits in the transport in short slices.
 func (c *Conn) sendRetry(b []byte, port, groups uint32) error {
 	err := c.t.Send(b, port, groups)
+	if err == nil {
+		return nil
+	}
 	for try := 0; errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR); try++ {
 		if c.closed.Load() {
 			return errClosed
