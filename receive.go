@@ -186,14 +186,16 @@ func (c *Conn) receive(b *transport.Batch, seen *atomic.Uint64) (int, error) {
 		}
 		return 0, opErr("receive", c.mapErr(err, "receive"))
 	}
+	// Counted once per batch: one atomic add per system call rather
+	// than per datagram.
+	c.counters.datagrams.Add(uint64(n))
 	return n, nil
 }
 
-// admit counts a datagram and applies the sender and truncation checks,
-// then prepares d for walking its messages. ok is false when the datagram
-// was dropped.
+// admit applies the sender and truncation checks to a datagram (counted
+// when its batch arrived), then prepares d for walking its messages. ok is
+// false when the datagram was dropped.
 func (c *Conn) admit(d *datagram, buf []byte, meta transport.Meta) (from Sender, ok bool, err error) {
-	c.counters.datagrams.Add(1)
 	from = Sender{Port: meta.Port, Group: groupFromMask(meta.Groups)}
 	if !c.cfg.Senders.Accepts(from) {
 		c.counters.foreign.Add(1)

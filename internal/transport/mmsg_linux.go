@@ -49,6 +49,9 @@ type Mmsg struct {
 	// the errno.
 	N   int
 	Err syscall.Errno
+	// dirty is how many headers, from the first, the kernel may have
+	// written since they were last reset.
+	dirty int
 }
 
 // Prepare points the headers at b's buffers, once: it does nothing when
@@ -70,6 +73,7 @@ func (m *Mmsg) Prepare(b *Batch) {
 		h.Iov = &m.iovs[i]
 		h.SetIovlen(1)
 	}
+	m.dirty = n
 	m.Read = m.recv
 	m.Try = func(fd uintptr) {
 		if !m.recv(fd) {
@@ -88,7 +92,7 @@ func (m *Mmsg) recv(fd uintptr) bool {
 			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
 		switch e {
 		case 0:
-			m.N = int(n)
+			m.filled(int(n))
 			return true
 		case unix.EINTR:
 			continue
@@ -112,7 +116,7 @@ func (m *Mmsg) RecvWait(fd uintptr) bool {
 		unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
 	switch e {
 	case 0:
-		m.N = int(n)
+		m.filled(int(n))
 		return true
 	case unix.EAGAIN, unix.EINTR:
 		return false
@@ -123,12 +127,26 @@ func (m *Mmsg) RecvWait(fd uintptr) bool {
 }
 
 // reset prepares the headers for a call: the kernel writes the address
-// length, flags and received length of each entry.
+// length, flags and received length of each entry it fills, so only the
+// entries the last call filled need it (all of them after a failed call),
+// not the whole batch: a wake-up that brings one datagram costs one reset,
+// not BatchSize.
 func (m *Mmsg) reset() {
-	for i := range m.hdrs {
+	for i := range m.hdrs[:m.dirty] {
 		m.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
 		m.hdrs[i].Hdr.Flags = 0
 		m.hdrs[i].Len = 0
+	}
+	m.dirty = len(m.hdrs)
+}
+
+// filled records that the last call filled n entries (0 on failure: then
+// every entry is reset before the next call, as the kernel may have
+// written any of them).
+func (m *Mmsg) filled(n int) {
+	m.N = n
+	if n > 0 {
+		m.dirty = n
 	}
 }
 
