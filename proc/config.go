@@ -157,8 +157,9 @@ type Stats struct {
 	// (their payload is in Event.Raw).
 	Unknown uint64
 	// Acks counts acknowledgements received: this Listener's own, and
-	// other processes' ones that reached the socket (none where a kernel
-	// or socket filter keeps them out; see Mode).
+	// other processes' ones that reached the socket (before the
+	// subscription took effect, and after it none where a kernel or socket
+	// filter keeps them out; see Mode).
 	Acks uint64
 	// Lost is the number of events counted as lost, the sum of the
 	// delivered KindLost counts.
