@@ -186,6 +186,9 @@ func (op *sendOp) sendWait(fd uintptr) {
 }
 
 func (t *sockTransport) Send(p []byte, port, groups uint32) error {
+	if t.kw != nil {
+		return t.kw.sendto(p, port, groups)
+	}
 	return t.sendto(p, port, groups, false)
 }
 

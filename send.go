@@ -54,7 +54,10 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 		c.sendBuf.put(bp)
 		return opErr(op, err)
 	}
-	err = c.sendRetry(b, port, groups)
+	err = c.t.Send(b, port, groups)
+	if err != nil {
+		err = c.sendRetry(b, port, groups, err)
+	}
 	// appendNetlink bounds the payload by MaxMessageSize, so a grown
 	// buffer stays small enough to keep.
 	*bp = b
@@ -65,15 +68,12 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 	return nil
 }
 
-// sendRetry sends, waiting while a unicast receiver's queue is full
-// (EAGAIN) until there is room, the Conn is closed or the write deadline
-// passes: it yields a few times (a receiver that is reading makes room
-// within microseconds), then waits in the transport in short slices.
-func (c *Conn) sendRetry(b []byte, port, groups uint32) error {
-	err := c.t.Send(b, port, groups)
-	if err == nil {
-		return nil
-	}
+// sendRetry handles the error of a first send: while a unicast receiver's
+// queue is full (EAGAIN) it sends again until there is room, the Conn is
+// closed or the write deadline passes: it yields a few times (a receiver
+// that is reading makes room within microseconds), then waits in the
+// transport in short slices.
+func (c *Conn) sendRetry(b []byte, port, groups uint32, err error) error {
 	for try := 0; errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR); try++ {
 		if c.closed.Load() {
 			return errClosed
