@@ -707,3 +707,35 @@ func TestKernelDoorbell(t *testing.T) {
 		t.Errorf("a wait after the ring: took %v", time.Since(t0))
 	}
 }
+
+// BenchmarkStart measures how long procmon takes from its start to
+// listening (the "procmon: listening" line), with and without the doorbell
+// (which is tried first: on kernels before 6.6 it cannot filter, and used to
+// cost a second there). Run it on each kernel of the matrix:
+//
+//	.ci/matrix -pkgs ./examples/procmon -testflags '-test.run=^$ -test.bench=Start -test.benchtime=5x'
+func BenchmarkStart(b *testing.B) {
+	if l, err := proc.Listen(nil); err != nil {
+		b.Skipf("cannot subscribe to process events: %v", err)
+	} else {
+		l.Close()
+	}
+	for _, args := range [][]string{nil, {"-doorbell=false"}} {
+		name := "doorbell"
+		if args != nil {
+			name = "no-doorbell"
+		}
+		b.Run(name, func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				t0 := time.Now()
+				p := testutil.StartHelper(b, program, args...)
+				p.Stderr.FindPrefix(b, timeout, "procmon: listening")
+				total += time.Since(t0)
+				p.Signal(b, os.Interrupt)
+				p.Wait(b, timeout)
+			}
+			b.ReportMetric(total.Seconds()*1000/float64(b.N), "ms/start")
+		})
+	}
+}

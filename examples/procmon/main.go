@@ -70,6 +70,7 @@ type options struct {
 	cgroups    bool // read cgroups
 	cgroupPath bool // text: show them
 	passwd     string
+	passwdSet  bool // -passwd was given
 	procRoot   string
 	coalesce   time.Duration
 	cpuprofile string
@@ -139,9 +140,17 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.comms = append(o.comms, c)
 	}
-	if o.duration < 0 || o.rcvbuf < 0 || o.coalesce < 0 {
-		return nil, usageError{errors.New("-d, -rcvbuf and -coalesce must not be negative")}
+	if o.duration < 0 || o.coalesce < 0 {
+		return nil, usageError{errors.New("-d and -coalesce must not be negative")}
 	}
+	if o.rcvbuf < 0 || int64(o.rcvbuf) > connector.MaxBufferSize {
+		return nil, usageError{fmt.Errorf("-rcvbuf %d is out of range: give 0 (the system default) to %d bytes", o.rcvbuf, int64(connector.MaxBufferSize))}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "passwd" {
+			o.passwdSet = true
+		}
+	})
 	return o, nil
 }
 
@@ -195,6 +204,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	u, err := newUsers(o.passwd)
+	switch {
+	case err != nil && o.passwdSet:
+		// Asked for by name: a file that cannot be read is a mistake.
+		return usageError{fmt.Errorf("-passwd: %w", err)}
+	case err != nil:
+		fmt.Fprintf(stderr, "procmon: warning: %v: users are shown by uid\n", err)
+	}
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
@@ -241,7 +258,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer l.Close()
 
 	out := newOutput(stdout, o.line)
-	f := &formatter{users: newUsers(o.passwd), json: o.json, cgroups: o.cgroupPath && o.cgroups, tty: o.tty}
+	f := &formatter{users: u, json: o.json, cgroups: o.cgroupPath && o.cgroups, tty: o.tty}
 	mon := newMonitor(filter{kinds: o.kinds, comms: o.comms}, newProcFS(o.procRoot), f.users, func(r *record) {
 		out.write(f.format(r))
 	})

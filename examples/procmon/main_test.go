@@ -570,14 +570,54 @@ func TestUsageErrors(t *testing.T) {
 		{"-d", "-1s"},
 		{"extra"},
 		{"-nope"},
+		{"-rcvbuf", "99999999999"},
+		{"-rcvbuf", "-1"},
+		{"-passwd", "/nonexistent"},
 	} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if !errors.As(err, new(usageError)) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
 	}
-	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "-e", "frob")
-	if code != 2 || !strings.Contains(stderr, `unknown event kind "frob"`) {
-		t.Errorf("procmon -e frob: exit %d, stderr %q", code, stderr)
+	for _, c := range []struct {
+		args []string
+		want []string // in the message
+	}{
+		{[]string{"-e", "frob"}, []string{`unknown event kind "frob"`}},
+		{[]string{"-rcvbuf", "99999999999"}, []string{"-rcvbuf", "0", "2147483647"}},
+		{[]string{"-passwd", "/nonexistent"}, []string{"-passwd", "/nonexistent", "no such file"}},
+	} {
+		code, _, stderr := testutil.RunHelperExit(t, timeout, program, c.args...)
+		if code != 2 {
+			t.Errorf("procmon %q: exit %d, want 2 (bad usage); stderr %q", c.args, code, stderr)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("procmon %q: stderr %q does not say %q", c.args, stderr, w)
+			}
+		}
+	}
+}
+
+// TestPasswdMissing: a user file that cannot be read leaves users to be
+// shown by uid, and says why; one that appears later is read on a miss.
+func TestPasswdMissing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "passwd")
+	u, err := newUsers(p)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("newUsers(missing file) error %v, want one matching os.ErrNotExist", err)
+	}
+	if n := u.name(0); n != "" {
+		t.Errorf("name(0) = %q without a user file", n)
+	}
+	if err := os.WriteFile(p, []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u.checked = time.Time{} // as if the last look was long ago
+	if n := u.name(0); n != "root" {
+		t.Errorf("name(0) = %q once the file exists, want root", n)
+	}
+	if _, err := newUsers(t.TempDir()); err == nil {
+		t.Error("newUsers(a directory): no error")
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -603,30 +604,36 @@ type users struct {
 	checked time.Time
 }
 
-func newUsers(path string) *users {
+// newUsers reads the file at path. It returns the error of a file that
+// cannot be read, with users that know no names and read the file again
+// (at most every few seconds) on a miss, should it appear.
+func newUsers(path string) (*users, error) {
 	u := &users{path: path}
-	u.load()
-	return u
+	return u, u.load()
 }
 
-func (u *users) load() {
+func (u *users) load() error {
 	u.checked = time.Now()
+	if u.names == nil {
+		u.names = map[uint32]string{}
+	}
 	fi, err := os.Stat(u.path)
 	if err != nil {
-		if u.names == nil {
-			u.names = map[uint32]string{}
-		}
-		return
+		return err
 	}
-	if u.names != nil && fi.ModTime().Equal(u.mtime) {
-		return
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory, not a passwd file", u.path)
+	}
+	if !u.mtime.IsZero() && fi.ModTime().Equal(u.mtime) {
+		return nil
 	}
 	b, err := os.ReadFile(u.path)
 	if err != nil {
-		return
+		return err
 	}
 	u.mtime = fi.ModTime()
 	u.names = parsePasswd(b)
+	return nil
 }
 
 // name returns the user name of uid, or "" when /etc/passwd has none.
@@ -635,7 +642,7 @@ func (u *users) name(uid uint32) string {
 		return n
 	}
 	if time.Since(u.checked) > 5*time.Second {
-		u.load()
+		_ = u.load()
 		if n, ok := u.names[uid]; ok {
 			return n
 		}
