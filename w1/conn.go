@@ -42,7 +42,9 @@ type Config struct {
 	// OnError, if not nil, is called on the reader goroutine with every
 	// receive condition it survives (overruns, malformed datagrams), with
 	// handler panics, and with the error of a Serve that stopped and is
-	// started again. It must not block.
+	// started again. It must not block. A panic in it is recovered and
+	// counted: in Stats.Mux.Panics when the Mux called it, in Stats.Panics
+	// when the Conn reported a stopped Serve.
 	OnError func(error)
 }
 
@@ -75,7 +77,7 @@ type Conn struct {
 	rngMu sync.Mutex
 	rng   *rand.Rand
 
-	strays, zeroID, ignored atomic.Uint64
+	strays, zeroID, ignored, panics atomic.Uint64
 }
 
 // Dial opens a connector socket for w1 requests and returns a Conn that owns
@@ -213,12 +215,16 @@ func (w *Conn) serve(ctx context.Context, opts *connector.ServeOptions, ready <-
 }
 
 // report passes err to Config.OnError, if set, and survives its panic as
-// Serve does.
+// Serve does, counting it in Stats.Panics.
 func (w *Conn) report(err error) {
 	if w.cfg.OnError == nil {
 		return
 	}
-	defer func() { _ = recover() }()
+	defer func() {
+		if recover() != nil {
+			w.panics.Add(1)
+		}
+	}()
 	w.cfg.OnError(err)
 }
 
@@ -261,6 +267,11 @@ type Stats struct {
 	// Records that arrive after a request ended are counted by the Mux
 	// (Unrouted) or the connector.Conn (Stats.Unclaimed).
 	Ignored uint64
+	// Panics counts the panics of Config.OnError that the Conn recovered
+	// when it reported a Serve that stopped (see Config.OnError); those
+	// of OnError called by the Mux, and of its handlers, are in
+	// Mux.Panics.
+	Panics uint64
 	// Mux holds the counters of the Mux serving the socket: Claimed is the
 	// number of reply records, Unrouted what matched neither a request nor
 	// a route (late replies after a timeout, say).
@@ -269,7 +280,7 @@ type Stats struct {
 
 // Stats returns the counters.
 func (w *Conn) Stats() Stats {
-	return Stats{Strays: w.strays.Load(), ZeroID: w.zeroID.Load(), Ignored: w.ignored.Load(), Mux: w.mx.Stats()}
+	return Stats{Strays: w.strays.Load(), ZeroID: w.zeroID.Load(), Ignored: w.ignored.Load(), Panics: w.panics.Load(), Mux: w.mx.Stats()}
 }
 
 // nextSeqAck returns a fresh seq and a random ack that is neither 0 (the ack

@@ -153,6 +153,51 @@ func TestMasterTx(t *testing.T) {
 	}
 }
 
+// TestTxRunsOnce: a second Do on a Tx sends nothing and fails with
+// ErrTxDone, after a success and after a failure alike (a failed Do may
+// have reached the bus), so that writes are never repeated by accident.
+func TestTxRunsOnce(t *testing.T) {
+	_, a, w := fake(t, nil)
+	ctx := ctxT(t)
+	m := a.AddMaster()
+	tx := w.Master(m).Write([]byte{0x44})
+	if err := tx.Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := a.Requests()
+	err := tx.Do(ctx)
+	if !errors.Is(err, w1.ErrTxDone) {
+		t.Errorf("second Do: err = %v, want ErrTxDone", err)
+	}
+	if want := "w1: transaction on w1_bus_master1: the transaction already ran"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("second Do: err = %v, want it to start with %q", err, want)
+	}
+	if got := a.Requests(); got != n {
+		t.Errorf("the agent saw %d requests after the second Do, want %d (none sent)", got, n)
+	}
+	if got := a.Written(m); !bytes.Equal(got, []byte{0x44}) {
+		t.Errorf("bus saw % x, want 44 once", got)
+	}
+	// A Do that failed counts as run too.
+	a.SetPresence(m, false)
+	tx = w.Master(m).Reset().Write([]byte{0x55})
+	if err := tx.Do(ctx); !errors.Is(err, w1.ErrNoPresence) {
+		t.Fatalf("err = %v, want ErrNoPresence", err)
+	}
+	if err := tx.Do(ctx); !errors.Is(err, w1.ErrTxDone) {
+		t.Errorf("Do after a failed Do: err = %v, want ErrTxDone", err)
+	}
+	if got := a.Written(m); !bytes.Equal(got, []byte{0x55}) {
+		t.Errorf("bus saw % x, want 55 once", got)
+	}
+	// Reset builds its Tx afresh each time: it may be called again.
+	for range 2 {
+		if _, err := w.Reset(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestSlaves(t *testing.T) {
 	_, a, w := fake(t, nil)
 	ctx := ctxT(t)
@@ -388,9 +433,14 @@ func TestWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
 	var got []w1.Event
+	var errs []error
 	for e, err := range w1.Watch(ctx, c) {
 		if err != nil {
-			t.Fatal(err)
+			if e != (w1.Event{}) || e.String() != "no event" {
+				t.Errorf("error %v came with event %+v (%v), want the zero Event, \"no event\"", err, e, e)
+			}
+			errs = append(errs, err)
+			continue
 		}
 		got = append(got, e)
 		if len(got) == 2 {
@@ -400,7 +450,11 @@ func TestWatch(t *testing.T) {
 	if len(got) != 2 || got[1].Master != 2 || got[1].Kind != w1.MasterAdded {
 		t.Errorf("events %v", got)
 	}
-	// Cancelled: the loop ended without an error, and c can be read again.
+	// Cancelled: the last thing yielded is ctx.Err(), as proc's
+	// Listener.Events does, and c can be read again.
+	if len(errs) != 1 || errs[0] != context.Canceled {
+		t.Errorf("errors %v, want one: context.Canceled", errs)
+	}
 	a.AddMaster()
 	if msgs, _, err := c.Receive(); err != nil || len(msgs) != 1 {
 		t.Errorf("after Watch: %v, %v", msgs, err)
@@ -448,6 +502,42 @@ func TestPoll(t *testing.T) {
 	a.RemoveMaster(m)
 	expect(w1.Event{Kind: w1.SlaveRemoved, Master: m, Slave: s})
 	expect(w1.Event{Kind: w1.MasterRemoved, Master: m})
+	// Cancelled: it yields ctx.Err() with the zero Event, and ends.
+	cancel()
+	if e, err := next(); err != context.Canceled || e != (w1.Event{}) {
+		t.Fatalf("after cancel: %+v, %v; want the zero Event and context.Canceled", e, err)
+	}
+	if e, err := next(); err != errEnded {
+		t.Fatalf("after ctx.Err(): %+v, %v; want the end of the iteration", e, err)
+	}
+}
+
+// TestEventString: the zero Event is no event, and says so; every kind
+// maps back to its notification message type.
+func TestEventString(t *testing.T) {
+	for _, c := range []struct {
+		e    w1.Event
+		want string
+	}{
+		{w1.Event{}, "no event"},
+		{w1.Event{Kind: w1.SlaveAdded, Slave: w1.NewSlaveID(0x28, 0x79e36c0)}, "slave added 28-0000079e36c0"},
+		{w1.Event{Kind: w1.SlaveRemoved}, "slave removed 00-000000000000"},
+		{w1.Event{Kind: w1.MasterAdded, Master: 1}, "master added w1_bus_master1"},
+		{w1.Event{Kind: w1.MasterRemoved, Master: 2}, "master removed w1_bus_master2"},
+		{w1.Event{Kind: 9}, "EventKind(9)"},
+	} {
+		if got := c.e.String(); got != c.want {
+			t.Errorf("%+v: String() = %q, want %q", c.e, got, c.want)
+		}
+	}
+	for k, want := range map[w1.EventKind]w1.MsgType{w1.SlaveAdded: w1.MsgSlaveAdd, w1.SlaveRemoved: w1.MsgSlaveRemove, w1.MasterAdded: w1.MsgMasterAdd, w1.MasterRemoved: w1.MsgMasterRemove} {
+		if got, ok := k.MsgType(); !ok || got != want {
+			t.Errorf("%v.MsgType() = %v, %v; want %v", k, got, ok, want)
+		}
+	}
+	if _, ok := w1.NoEvent.MsgType(); ok {
+		t.Error("NoEvent has a message type")
+	}
 }
 
 // Close ends a request that waits for a reply that never comes, at once,

@@ -17,6 +17,11 @@ var ErrNoPresence = errors.New("w1: no presence pulse: no device answered the re
 // (connector.ErrNoAgent).
 var ErrNoReply = errors.New("w1: no reply from the kernel's w1 agent before the deadline")
 
+// ErrTxDone matches the error of a second [Tx.Do] on the same Tx: a Tx runs
+// once, so that its writes are never repeated on the bus by accident. Build
+// a new Tx (Conn.Master, Conn.Slave) to run the commands again.
+var ErrTxDone = errors.New("the transaction already ran: a Tx runs once (a second Do would repeat its writes on the bus); build a new Tx to run its commands again")
+
 // An Error is a non-zero status in a reply of the kernel's w1 agent: for one
 // command of a request (Index >= 0), or for the whole message (Index -1: an
 // unknown master or slave, an empty or unknown message, unknown flags).

@@ -15,20 +15,26 @@ import (
 	"github.com/cnlink/connector"
 )
 
-// An EventKind says what a notification reports. The values are the
-// message types of the notifications (W1_SLAVE_ADD to W1_MASTER_REMOVE).
+// An EventKind says what a notification reports. Its zero value,
+// NoEvent, is no event: the Event that Watch, Poll and EventHandler give
+// with an error has it, and prints as "no event". The other values are the
+// notification message types (W1_SLAVE_ADD to W1_MASTER_REMOVE) plus one
+// (see [EventKind.MsgType]).
 type EventKind uint8
 
 // The kinds of events.
 const (
-	SlaveAdded    = EventKind(MsgSlaveAdd)
-	SlaveRemoved  = EventKind(MsgSlaveRemove)
-	MasterAdded   = EventKind(MsgMasterAdd)
-	MasterRemoved = EventKind(MsgMasterRemove)
+	NoEvent       EventKind = 0
+	SlaveAdded              = EventKind(MsgSlaveAdd) + 1
+	SlaveRemoved            = EventKind(MsgSlaveRemove) + 1
+	MasterAdded             = EventKind(MsgMasterAdd) + 1
+	MasterRemoved           = EventKind(MsgMasterRemove) + 1
 )
 
 func (k EventKind) String() string {
 	switch k {
+	case NoEvent:
+		return "no event"
 	case SlaveAdded:
 		return "slave added"
 	case SlaveRemoved:
@@ -39,6 +45,15 @@ func (k EventKind) String() string {
 		return "master removed"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// MsgType returns the notification message type of k (MsgSlaveAdd for
+// SlaveAdded, ...); ok is false for NoEvent and unknown kinds.
+func (k EventKind) MsgType() (t MsgType, ok bool) {
+	if k < SlaveAdded || k > MasterRemoved {
+		return 0, false
+	}
+	return MsgType(k - 1), true
 }
 
 // An Event is a notification of the w1 agent: a bus master or a slave was
@@ -57,12 +72,17 @@ type Event struct {
 	Seq uint32
 }
 
+// String returns the kind and the id it is about, "slave added
+// 28-0000079e36c0", or "no event" for an Event with Kind NoEvent (the zero
+// Event).
 func (e Event) String() string {
 	switch e.Kind {
 	case SlaveAdded, SlaveRemoved:
 		return fmt.Sprintf("%v %v", e.Kind, e.Slave)
+	case MasterAdded, MasterRemoved:
+		return fmt.Sprintf("%v %v", e.Kind, e.Master)
 	}
-	return fmt.Sprintf("%v %v", e.Kind, e.Master)
+	return e.Kind.String()
 }
 
 // ParseEvent decodes a notification of the w1 agent: a message with id 3:1
@@ -79,7 +99,7 @@ func ParseEvent(m connector.Message) (Event, error) {
 	if len(msgs) != 1 || msgs[0].Type > MsgMasterRemove {
 		return Event{}, malformed("a notification holds one SLAVE_ADD, SLAVE_REMOVE, MASTER_ADD or MASTER_REMOVE message; got %d messages, the first of type %v", len(msgs), firstType(msgs))
 	}
-	e := Event{Kind: EventKind(msgs[0].Type), Seq: m.Seq}
+	e := Event{Kind: EventKind(msgs[0].Type) + 1, Seq: m.Seq}
 	switch e.Kind {
 	case MasterAdded, MasterRemoved:
 		e.Master = msgs[0].Master()
@@ -136,7 +156,8 @@ func EventHandler(fn func(Event, error)) connector.Handler {
 }
 
 // Watch yields the w1 agent's notifications until ctx ends (the iteration
-// then stops without an error) or the loop breaks. With a nil c it opens a
+// then ends after yielding ctx.Err(), as proc.Listener.Events does) or the
+// loop breaks. With a nil c it opens a
 // socket of its own, joined to group 3, and closes it at the end; otherwise
 // it reads c, which must have joined group 3 and must not be read by anyone
 // else meanwhile. Receive errors are yielded with a zero Event: an error
@@ -144,7 +165,8 @@ func EventHandler(fn func(Event, error)) connector.Handler {
 // Conn.Masters and Conn.Slaves) and iteration goes on, as it does after a
 // malformed message and after a message that is not a notification (any
 // other id or sender; an error matching [ErrNotEvent] describes it); any
-// other error ends it.
+// other error ends it. Every error comes with the zero Event (Kind
+// NoEvent).
 //
 // When the w1 agent is not registered (no wire module: nothing would ever
 // be sent), the first and only yielded error matches connector.ErrNoAgent,
@@ -188,6 +210,7 @@ func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 			m, from, err := r.Next()
 			if err != nil {
 				if ctx.Err() != nil {
+					yield(Event{}, ctx.Err())
 					return
 				}
 				if !yield(Event{}, err) {
@@ -227,8 +250,9 @@ func noAgent(agents []connector.Agent, err error) error {
 // masters and their registered slaves (LIST_MASTERS and LIST_SLAVES, no bus
 // traffic) every interval and yields the differences as events, with Master
 // set for slave events too and Seq 0. The first listing yields an added
-// event for everything already present. It stops without an error when ctx
-// ends; a failed listing is yielded as an error and polling goes on.
+// event for everything already present. When ctx ends it yields ctx.Err()
+// and stops, as Watch does; a failed listing is yielded as an error (with
+// the zero Event, Kind NoEvent) and polling goes on.
 //
 // Changes that come and go within one interval are not seen, and a slave
 // that moves from one master to another shows as removed and added.
@@ -245,6 +269,7 @@ func (w *Conn) Poll(ctx context.Context, interval time.Duration) iter.Seq2[Event
 		for {
 			nm, ns, err := w.snapshot(ctx)
 			if ctx.Err() != nil {
+				yield(Event{}, ctx.Err())
 				return
 			}
 			if err != nil {
@@ -292,6 +317,7 @@ func (w *Conn) Poll(ctx context.Context, interval time.Duration) iter.Seq2[Event
 			}
 			select {
 			case <-ctx.Done():
+				yield(Event{}, ctx.Err())
 				return
 			case <-t.C:
 			}

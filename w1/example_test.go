@@ -2,6 +2,7 @@ package w1_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -125,5 +126,14 @@ func ExampleParseSlaveID() {
 		log.Fatal(err)
 	}
 	fmt.Printf("family %#x serial %#x crc %#x %s\n", id.Family(), id.Serial(), id.CRC(), id.KernelString())
-	// Output: family 0x28 serial 0x79e36c0 crc 0x17 28.0000079e36c0.17
+
+	// The kernel's log form carries the CRC, which is checked.
+	k, err := w1.ParseSlaveID("28.0000079e36c0.17")
+	fmt.Println(k == id, err)
+	_, err = w1.ParseSlaveID("28.0000079e36c0.9a")
+	fmt.Println(errors.Is(err, w1.ErrBadCRC))
+	// Output:
+	// family 0x28 serial 0x79e36c0 crc 0x17 28.0000079e36c0.17
+	// true <nil>
+	// true
 }

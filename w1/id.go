@@ -102,9 +102,9 @@ func (id *SlaveID) UnmarshalText(b []byte) error {
 var ErrBadCRC = errors.New("w1: slave id CRC mismatch")
 
 // ParseSlaveID parses a slave id in the sysfs form "28-0000079e36c0" (the
-// CRC is computed) or in the kernel's log form "28.0000079e36c0.9a" (the
+// CRC is computed) or in the kernel's log form "28.0000079e36c0.17" (the
 // CRC is checked: a mismatch is an error matching ErrBadCRC). Hex digits may
-// be upper or lower case.
+// be upper or lower case. Both forms name the same slave; see the example.
 func ParseSlaveID(s string) (SlaveID, error) {
 	var fam, ser, crc string
 	hasCRC := false

@@ -670,11 +670,11 @@ func helperUnprivileged() int {
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	watch := "ok"
-	wcancel() // a cancelled watch ends at once unless joining failed
+	wcancel() // a cancelled watch yields ctx.Err() at once unless joining failed
 	for _, err := range w1.Watch(wctx, nil) {
 		if errors.Is(err, os.ErrPermission) {
 			watch = "os.ErrPermission"
-		} else if err != nil {
+		} else if err != nil && err != context.Canceled {
 			watch = err.Error()
 		}
 		break

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cnlink/connector"
@@ -134,13 +135,20 @@ func (w *Conn) Reset(ctx context.Context, m MasterID) (present bool, err error) 
 // the kernel holds the bus master's lock from the first to the last, so that
 // neither its automatic search nor another client's request can come in
 // between. Build it with Conn.Master or Conn.Slave and the chained methods,
-// then run it with Do. A Tx is not safe for concurrent use and runs once.
+// then run it with Do.
+//
+// A Tx runs once: a second Do fails with an error matching [ErrTxDone] and
+// sends nothing, whatever the first one returned (a Do that failed may
+// still have reached the bus), so that no write is repeated on the bus by
+// accident. Build a new Tx to run the commands again. A Tx is not safe for
+// concurrent use.
 type Tx struct {
 	w     *Conn
 	op    string
 	msg   Msg
 	dests [][]byte // per command: where READ and TOUCH results go
 	err   error
+	ran   atomic.Bool // Do has sent the transaction, or tried to
 }
 
 // Master starts a transaction on master m's bus.
@@ -187,12 +195,20 @@ func (t *Tx) Touch(p []byte) *Tx { return t.add(CmdTouch, p, p) }
 // an *Error with the command's index (several are joined with
 // errors.Join); the kernel runs the remaining commands after a failed one,
 // except after a failed slave selection.
+//
+// Do runs the transaction once: called again on the same Tx it fails at
+// once with an error matching [ErrTxDone] and sends nothing. A Tx that was
+// refused before anything was sent (a command too large, no command) keeps
+// failing with that error.
 func (t *Tx) Do(ctx context.Context) error {
 	if t.err != nil {
 		return t.err
 	}
 	if len(t.msg.Cmds) == 0 {
 		return fmt.Errorf("w1: %s: no commands (the kernel answers an empty command list with EPROTO)", t.op)
+	}
+	if t.ran.Swap(true) {
+		return fmt.Errorf("w1: %s: %w", t.op, ErrTxDone)
 	}
 	return t.w.do(ctx, t.op, t.msg, func(i int, c Cmd) error {
 		if i >= len(t.dests) || (t.msg.Cmds[i].Cmd != CmdRead && t.msg.Cmds[i].Cmd != CmdTouch) {

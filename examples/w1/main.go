@@ -219,6 +219,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		}
 		for e, err := range events {
 			if err != nil {
+				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+					return nil // interrupted: the watch ends with ctx.Err()
+				}
 				if errors.Is(err, connector.ErrOverrun) || errors.Is(err, w1.ErrNotEvent) {
 					fmt.Fprintln(stderr, "w1: watch:", err)
 					continue
