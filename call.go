@@ -8,7 +8,13 @@ import (
 
 // A Destination says where Call and [Exchange] send a request. The zero value
 // is the kernel (port 0), where the agent registered for the message's id
-// receives it.
+// receives it: use Destination{} for the kernel.
+//
+// ToPort(0) and ToGroup(0) are not the kernel: they name a userspace socket
+// or a group that cannot exist, most likely a port id or group number left
+// unset, and a Call to either fails at once with an error that says so
+// (matching [ErrInvalidDestination] and [ErrInvalidGroup] respectively)
+// instead of sending the request to the kernel.
 type Destination struct {
 	// Port is a userspace socket's port id (Conn.PortID). 0 means the
 	// kernel, or a group if Group is set.
@@ -16,26 +22,73 @@ type Destination struct {
 	// Group, if not 0, multicasts the request on that group; Port must
 	// then be 0.
 	Group Group
+
+	// zero records ToPort(0) or ToGroup(0): set only then, so that
+	// ToPort(p) == Destination{Port: p} for every valid p.
+	zero destZero
 }
 
+// destZero marks a Destination made by ToPort(0) or ToGroup(0).
+type destZero uint8
+
+const (
+	zeroPort destZero = 1 + iota
+	zeroGroup
+)
+
 // ToPort returns the Destination of the userspace socket with the given
-// port id (0 is the kernel).
-func ToPort(port uint32) Destination { return Destination{Port: port} }
+// port id, as [Conn.PortID] reports it. No socket has port 0, which is the
+// kernel's: a Call to ToPort(0) fails with an error matching
+// [ErrInvalidDestination] (use Destination{} for the kernel).
+func ToPort(port uint32) Destination {
+	if port == 0 {
+		return Destination{zero: zeroPort}
+	}
+	return Destination{Port: port}
+}
 
-// ToGroup returns the Destination of every socket that joined group g.
-func ToGroup(g Group) Destination { return Destination{Group: g} }
+// ToGroup returns the Destination of every socket that joined group g, 1 to
+// [MaxGroup]. A Call to a group out of that range, 0 included, fails with an
+// error matching [ErrInvalidGroup] (use Destination{} for the kernel).
+func ToGroup(g Group) Destination {
+	if g == 0 {
+		return Destination{zero: zeroGroup}
+	}
+	return Destination{Group: g}
+}
 
-// Kernel reports whether d is the kernel.
-func (d Destination) Kernel() bool { return d.Port == 0 && d.Group == 0 }
+// Kernel reports whether d is the kernel: the zero Destination.
+func (d Destination) Kernel() bool { return d == Destination{} }
 
 func (d Destination) String() string {
 	switch {
-	case d.Group != 0:
+	case d.Group != 0 || d.zero == zeroGroup:
 		return fmt.Sprintf("group %d", d.Group)
-	case d.Port != 0:
+	case d.Port != 0 || d.zero == zeroPort:
 		return fmt.Sprintf("port %d", d.Port)
 	}
 	return "the kernel"
+}
+
+// check reports a Destination that names nothing a request can reach.
+func (d Destination) check() error {
+	switch {
+	case d.zero == zeroPort:
+		return errPortZero("ToPort(0)", "Destination{}")
+	case d.zero == zeroGroup:
+		return fmt.Errorf("%w: ToGroup(0): groups are numbered 1 to %d, and 0 is none (the zero Destination{} is the kernel)", ErrInvalidGroup, MaxGroup)
+	case d.Port != 0 && d.Group != 0:
+		return fmt.Errorf("%w: it has both port %d and group %d: set one", ErrInvalidDestination, d.Port, d.Group)
+	case d.Group != 0 && !d.Group.Valid():
+		return fmt.Errorf("%w: %d is out of range: connector groups are numbered 1 to %d", ErrInvalidGroup, d.Group, MaxGroup)
+	}
+	return nil
+}
+
+// errPortZero is the error of a send to port 0 where a userspace socket is
+// meant: what names port 0, and what reaches the kernel instead.
+func errPortZero(what, kernel string) error {
+	return fmt.Errorf("%w: %s: port 0 is the kernel, not a userspace socket (was the port id left unset?); use %s to send to the kernel", ErrInvalidDestination, what, kernel)
 }
 
 // accepts reports whether a reply from from can answer a request sent to d:
@@ -161,10 +214,9 @@ func exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 		return &OpError{Op: "call", Err: errors.New("nil Match")}
 	case fn == nil:
 		return &OpError{Op: "call", Err: errors.New("nil reply function")}
-	case to.Port != 0 && to.Group != 0:
-		return &OpError{Op: "call", Err: fmt.Errorf("destination has both port %d and group %d: set one", to.Port, to.Group)}
-	case to.Group != 0 && !to.Group.Valid():
-		return &OpError{Op: "call", Err: fmt.Errorf("%w: %d", ErrInvalidGroup, to.Group)}
+	}
+	if err := to.check(); err != nil {
+		return &OpError{Op: "call", Err: err}
 	}
 	if err := ctx.Err(); err != nil {
 		return &OpError{Op: "call", Err: err}

@@ -2,6 +2,7 @@ package connector_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -116,14 +117,49 @@ func TestSendSizeLimits(t *testing.T) {
 	}
 }
 
-func TestSendToZeroIsSend(t *testing.T) {
+// TestZeroDestinations: port 0 and group 0 name no socket. SendTo(0),
+// ToPort(0) and ToGroup(0) fail with an error that says so and what to use
+// for the kernel, and send nothing (they went to the kernel); the zero
+// Destination is the kernel.
+func TestZeroDestinations(t *testing.T) {
 	k := cntest.New(nil)
+	var got int
+	k.Handle(idA, func(connector.Message, connector.Sender) []cntest.Reply { got++; return nil })
 	c := dialFake(t, k, nil)
-	if err := c.SendTo(0, connector.Message{ID: connector.IDProc, Data: []byte{1, 0, 0, 0}}); err != nil {
-		t.Fatal(err)
+	m := connector.Message{ID: idA, Data: []byte{1, 0, 0, 0}}
+	err := c.SendTo(0, m)
+	if !errors.Is(err, connector.ErrInvalidDestination) || !strings.Contains(err.Error(), "use Send") {
+		t.Errorf("SendTo(0): %v, want ErrInvalidDestination saying to use Send", err)
 	}
-	if reqs := k.Requests(); len(reqs) != 1 || reqs[0].From.Group != 0 {
-		t.Errorf("SendTo(0) gave kernel requests %+v", reqs)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	for _, c2 := range []struct {
+		to   connector.Destination
+		want error
+		str  string
+		says string
+	}{
+		{connector.ToPort(0), connector.ErrInvalidDestination, "port 0", "Destination{}"},
+		{connector.ToGroup(0), connector.ErrInvalidGroup, "group 0", "Destination{}"},
+		{connector.ToGroup(40), connector.ErrInvalidGroup, "group 40", "1 to 32"},
+		{connector.Destination{Port: 1, Group: 20}, connector.ErrInvalidDestination, "group 20", "set one"},
+	} {
+		if c2.to.Kernel() || c2.to.String() != c2.str {
+			t.Errorf("%v: Kernel() = %v, String() = %q; want false, %q", c2.to, c2.to.Kernel(), c2.to.String(), c2.str)
+		}
+		_, _, err := connector.Call(ctx, c, m, c2.to, connector.MatchSeqAck)
+		if !errors.Is(err, c2.want) || !strings.Contains(err.Error(), c2.says) {
+			t.Errorf("Call to %v: %v, want %v saying %q", c2.to, err, c2.want, c2.says)
+		}
+		if errors.Is(err, connector.ErrNoAgent) {
+			t.Errorf("Call to %v went to the kernel: %v", c2.to, err)
+		}
+	}
+	if got != 0 || len(k.Requests()) != 0 {
+		t.Errorf("the kernel got %d requests (%d handled), want none", len(k.Requests()), got)
+	}
+	if !(connector.Destination{}).Kernel() || connector.ToPort(7) != (connector.Destination{Port: 7}) || connector.ToGroup(12) != (connector.Destination{Group: 12}) {
+		t.Error("the zero Destination is not the kernel, or ToPort/ToGroup of a valid value differ from the literal")
 	}
 }
 

@@ -52,6 +52,13 @@ var (
 	// ErrInvalidGroup reports a group number outside 1 to 32.
 	ErrInvalidGroup = errors.New("invalid connector group")
 
+	// ErrInvalidDestination reports a destination that names no socket: a
+	// unicast to port 0 ([Conn.SendTo], [ToPort]), which is the kernel's
+	// port and no userspace socket's, or a [Destination] with both a port
+	// and a group. Send to the kernel with [Conn.Send] or the zero
+	// Destination.
+	ErrInvalidDestination = errors.New("invalid destination")
+
 	// ErrInvalidConfig reports a Config field or a setter's argument out of
 	// range; the error names the field and the range.
 	ErrInvalidConfig = errors.New("invalid configuration")
@@ -65,6 +72,26 @@ type closedError struct{}
 
 func (closedError) Error() string   { return ErrClosed.Error() }
 func (closedError) Unwrap() []error { return []error{ErrClosed, os.ErrClosed, net.ErrClosed} }
+
+// errReleased is the cause of the errors of a Reader after Release while
+// its Conn is open: it matches what errClosed matches, and says what was
+// released.
+var errReleased = releasedError{}
+
+type releasedError struct{}
+
+func (releasedError) Error() string {
+	return "use of a released Reader: Release gave its buffers back (the Conn is still open; get another Reader with NewReader)"
+}
+func (releasedError) Unwrap() []error { return []error{ErrClosed, os.ErrClosed, net.ErrClosed} }
+
+// closedErr is the error of a Reader's call after Release or Close.
+func (r *Reader) closedErr() error {
+	if r.b == nil && !r.c.isClosed() {
+		return &OpError{Op: "receive", Err: errReleased}
+	}
+	return &OpError{Op: "receive", Err: errClosed}
+}
 
 // An OpError is the error of a failed method of a Conn or a Reader: it
 // names the operation and is the only place where the "connector:" prefix

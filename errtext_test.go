@@ -2,6 +2,9 @@ package connector_test
 
 import (
 	"context"
+	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,4 +76,41 @@ func TestErrorTexts(t *testing.T) {
 	_, _, err = connector.Call(ctxT(t), c, connector.Message{ID: idA}, connector.ToPort(b.PortID()), connector.MatchSeqAck)
 	checkText(t, "Call after Close", err)
 	checkText(t, "Serve after Close", connector.NewMux().Serve(ctxT(t), c, nil))
+}
+
+// TestServeAndReaderTexts: what the docs promise the texts say. Serve's
+// errors carry Op "serve" (a closed Conn, a nil Conn: no panic), and a
+// released Reader says so while its Conn is open, still matching ErrClosed.
+func TestServeAndReaderTexts(t *testing.T) {
+	k := newKernel()
+	c := dialT(t, k)
+	r := c.NewReader()
+	r.Release()
+	_, _, err := r.Next()
+	if !errors.Is(err, connector.ErrClosed) || !errors.Is(err, os.ErrClosed) || !strings.Contains(err.Error(), "released Reader") || strings.Contains(err.Error(), "closed connector connection") {
+		t.Errorf("Next after Release on an open Conn: %v; want ErrClosed saying the Reader was released", err)
+	}
+	checkText(t, "Next after Release", err)
+
+	err = connector.NewMux().Serve(ctxT(t), nil, nil)
+	var oe *connector.OpError
+	if !errors.As(err, &oe) || oe.Op != "serve" || !strings.Contains(err.Error(), "nil Conn") {
+		t.Errorf("Serve on a nil Conn: %v; want an *OpError with Op serve naming the nil Conn", err)
+	}
+	checkText(t, "Serve on a nil Conn", err)
+
+	c.Close()
+	err = connector.NewMux().Serve(ctxT(t), c, nil)
+	if want := "connector: serve: " + connector.ErrClosed.Error(); err == nil || err.Error() != want || !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Serve after Close: %v; want %q matching os.ErrClosed", err, want)
+	}
+	_, _, err = r.Next()
+	if !errors.Is(err, connector.ErrClosed) || strings.Contains(err.Error(), "released") {
+		t.Errorf("Next after Release and Close: %v; want ErrClosed for the closed Conn", err)
+	}
+	checkText(t, "SendTo(0)", c.SendTo(0, connector.Message{ID: idA}))
+	for _, to := range []connector.Destination{connector.ToPort(0), connector.ToGroup(0), connector.ToGroup(40)} {
+		_, _, err := connector.Call(ctxT(t), c, connector.Message{ID: idA}, to, connector.MatchSeqAck)
+		checkText(t, "Call to "+to.String(), err)
+	}
 }

@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -113,7 +114,7 @@ func (l *line) startServe(ctx context.Context) error {
 			l.mu.Unlock()
 			if err != nil {
 				l.stopServe()
-				return opErr("serve", err)
+				return serveErr(err)
 			}
 			return nil
 		}
@@ -130,6 +131,20 @@ func (l *line) startServe(ctx context.Context) error {
 			return &OpError{Op: "serve", Err: ctx.Err()}
 		}
 	}
+}
+
+// serveErr gives an error of an operation Serve made on its Conn Serve's
+// own Op ("serve"): ErrClosed as it is, anything else with the operation
+// that failed.
+func serveErr(err error) error {
+	var oe *OpError
+	switch {
+	case errors.Is(err, ErrClosed):
+		return &OpError{Op: "serve", Err: errClosed}
+	case errors.As(err, &oe) && oe.Op != "serve":
+		return &OpError{Op: "serve", Err: fmt.Errorf("%s: %w", oe.Op, oe.Err)}
+	}
+	return opErr("serve", err)
 }
 
 func (l *line) stopServe() {

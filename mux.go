@@ -320,8 +320,12 @@ func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
 // ends): do not set one yourself while it runs. Only one Serve may run on a
 // Conn at a time; a second one fails at once. Calls may run on c at the same
 // time from other goroutines; a Call made on c from inside a handler fails
-// with [ErrCallInHandler] (see Call).
+// with [ErrCallInHandler] (see Call). A nil c is an error too, in an
+// *OpError with Op "serve".
 func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
+	if c == nil {
+		return &OpError{Op: "serve", Err: errors.New("nil Conn: give Serve the Conn to read (from Dial, or a cntest Kernel's Dial)")}
+	}
 	var onErr func(error)
 	var onStart func(*Conn)
 	if opts != nil {
@@ -349,13 +353,13 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 		if err != nil {
 			switch {
 			case errors.Is(err, ErrClosed):
-				return &OpError{Op: "serve", Err: ErrClosed}
+				return &OpError{Op: "serve", Err: errClosed}
 			case errors.Is(err, ErrFlushed):
 				// [Conn.Flush]: everything queued has been dispatched.
 				continue
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				if cerr := l.rearm(ctx); cerr != nil {
-					return opErr("serve", cerr)
+					return serveErr(cerr)
 				}
 				continue
 			case errors.Is(err, ErrOverrun), errors.Is(err, ErrTruncated), errors.Is(err, ErrMalformed):
@@ -365,7 +369,7 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 				}
 				continue
 			}
-			return &OpError{Op: "serve", Err: err}
+			return serveErr(err)
 		}
 		mx.deliver(l, c, m, from, kernelIDs, onErr)
 	}

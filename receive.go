@@ -53,7 +53,9 @@ func (c *Conn) NewReader() *Reader {
 }
 
 // Release returns the Reader's buffers to the Conn's pool. Messages returned
-// earlier become invalid, and Next fails with ErrClosed afterwards.
+// earlier become invalid, and Next fails afterwards with an error matching
+// ErrClosed that says the Reader was released (the Conn stays open; get
+// another Reader with NewReader).
 func (r *Reader) Release() {
 	if r.b != nil {
 		r.c.releaseBatch(r.b)
@@ -78,7 +80,7 @@ func (r *Reader) Next() (Message, Sender, error) {
 		// Closed also ends messages still buffered from earlier receives:
 		// every call after Close fails.
 		if r.b == nil || r.c.isClosed() {
-			return Message{}, Sender{}, &OpError{Op: "receive", Err: errClosed}
+			return Message{}, Sender{}, r.closedErr()
 		}
 		more, err := r.d.next(&r.m)
 		if err != nil {

@@ -24,10 +24,12 @@ func (c *Conn) Send(m Message) error {
 // SendTo sends m by unicast to the userspace socket with the given port id.
 // This needs CAP_NET_ADMIN (the error matches os.ErrPermission otherwise). If
 // the receiver's buffer is full the call waits for room, until the write
-// deadline.
+// deadline. Port 0 is the kernel's, no userspace socket's: SendTo(0, m)
+// fails with an error matching [ErrInvalidDestination] and sends nothing
+// (use Send for the kernel).
 func (c *Conn) SendTo(port uint32, m Message) error {
 	if port == 0 {
-		return c.Send(m)
+		return &OpError{Op: "send", Err: errPortZero("SendTo(0, m)", "Send")}
 	}
 	return c.send("send", m, port, 0)
 }
