@@ -86,7 +86,7 @@ func checkOn(ctx context.Context, c *connector.Conn) error {
 		case err == nil:
 			return nil
 		case errors.Is(err, connector.ErrNoAgent):
-			return fmt.Errorf("%w: %w", ErrNoProcEvents, err)
+			return &noAgentError{err}
 		case !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled):
 			return err
 		case c.Stats().Overruns == before:

@@ -188,11 +188,11 @@ type Stats struct {
 func (cfg *Config) check() error {
 	switch {
 	case cfg.ReadBufferSize < 0:
-		return fmt.Errorf("proc: %w: Config.ReadBufferSize is %d; give a size in bytes, or 0 for net.core.rmem_default", connector.ErrInvalidConfig, cfg.ReadBufferSize)
+		return fmt.Errorf("%w: Config.ReadBufferSize is %d; give a size in bytes, or 0 for net.core.rmem_default", connector.ErrInvalidConfig, cfg.ReadBufferSize)
 	case cfg.BatchSize < 0 || cfg.BatchSize > connector.MaxBatchSize:
-		return fmt.Errorf("proc: %w: Config.BatchSize is %d; it must be 1 to %d, or 0 for DefaultListenBatchSize (%d)", connector.ErrInvalidConfig, cfg.BatchSize, connector.MaxBatchSize, DefaultListenBatchSize)
+		return fmt.Errorf("%w: Config.BatchSize is %d; it must be 1 to %d, or 0 for DefaultListenBatchSize (%d)", connector.ErrInvalidConfig, cfg.BatchSize, connector.MaxBatchSize, DefaultListenBatchSize)
 	case cfg.AckTimeout < 0:
-		return fmt.Errorf("proc: %w: Config.AckTimeout is %v; give a positive duration, or 0 for DefaultAckTimeout (%v)", connector.ErrInvalidConfig, cfg.AckTimeout, DefaultAckTimeout)
+		return fmt.Errorf("%w: Config.AckTimeout is %v; give a positive duration, or 0 for DefaultAckTimeout (%v)", connector.ErrInvalidConfig, cfg.AckTimeout, DefaultAckTimeout)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package proc
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"syscall"
@@ -230,6 +231,8 @@ func (e *DecodeError) Error() string { return "proc: malformed process event: " 
 // Is makes a *DecodeError match connector.ErrMalformed.
 func (e *DecodeError) Is(target error) bool { return target == connector.ErrMalformed }
 
+var errDecodeNil = errors.New("proc: decode: ev is nil: give Decode the *Event to fill")
+
 // Decode decodes the process event in m into ev, overwriting all of ev. It
 // does not allocate; ev.Raw aliases m.Data.
 //
@@ -244,8 +247,11 @@ func (e *DecodeError) Is(target error) bool { return target == connector.ErrMalf
 // It fails with a *DecodeError (matching connector.ErrMalformed) if m is not
 // from the process events connector (id 1:1) or if the payload is too short
 // for its kind. When the 16-byte header could be read, ev then still holds
-// Kind, CPU, Timestamp and Seq.
+// Kind, CPU, Timestamp and Seq. A nil ev is an error, not a panic.
 func Decode(m connector.Message, ev *Event) error {
+	if ev == nil {
+		return errDecodeNil
+	}
 	*ev = Event{Seq: m.Seq, Ack: m.Ack}
 	if m.ID != connector.IDProc {
 		return &DecodeError{Len: len(m.Data), Reason: "message id " + m.ID.String() + " is not the process events connector (1:1)"}

@@ -53,6 +53,10 @@ type handshake struct {
 	// probeAcked is set when it arrives.
 	probe      *connector.Message
 	probeAcked bool
+
+	// waits counts the requests whose wait for an acknowledgement ran
+	// out (each took the whole timeout), for the error that says so.
+	waits int
 }
 
 // maxEarly bounds how many messages a handshake keeps for the Listener: a
@@ -317,10 +321,12 @@ func (h *handshake) request(op uint32, kinds Kind, input bool) (bool, error) {
 			}
 			return true, nil
 		case errors.Is(err, connector.ErrNoAgent):
-			return false, fmt.Errorf("%w: %w", ErrNoProcEvents, err)
+			return false, &noAgentError{err}
 		case !errors.Is(err, context.DeadlineExceeded):
 			return false, err
-		case overrun == 0:
+		}
+		h.waits++
+		if overrun == 0 {
 			return false, nil
 		}
 	}
@@ -378,10 +384,16 @@ func (h *handshake) diagnoseNoAck() error {
 	if err := namespaceCheck(); err != nil {
 		return err
 	}
-	if err := checkProcEvents(); err != nil {
-		return err
+	if _, err := h.c.SyscallConn(); err == nil {
+		// A kernel socket: the host's agents are the Conn's.
+		if err := checkProcEvents(); err != nil {
+			return err
+		}
 	}
 	timeout := fmt.Sprintf("within %v (Config.AckTimeout; the default is %v): if the kernel only answers late, raise Config.AckTimeout", h.timeout, DefaultAckTimeout)
+	if h.waits > 1 {
+		timeout = fmt.Sprintf("to any of %d requests, each waited for %v (%v in all; Config.AckTimeout, the default is %v): if the kernel only answers late, raise Config.AckTimeout", h.waits, h.timeout, time.Duration(h.waits)*h.timeout, DefaultAckTimeout)
+	}
 	if unknown := namespaceUnknown(); unknown != "" {
 		return fmt.Errorf("%w %s; the kernel also ignores subscriptions from non-initial user or PID namespaces without a reply, and whether this process is in one could not be determined: %s", ErrNoAck, timeout, unknown)
 	}

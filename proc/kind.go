@@ -207,9 +207,13 @@ func (k Kind) Known() bool {
 	return ki != nil && (ki.decode != nil || k == KindLost)
 }
 
-// String returns the kind's name ("fork", "exit", ...). A set of several
-// kinds is written as names joined by "|", KindAll as "all", and bits this
-// package does not know as hexadecimal.
+// String returns the kind's name ("fork", "exit", ...). A set of kinds
+// this package knows, as Config.Kinds takes, is written as their names
+// joined by "|", and KindAll as "all". A value with any bit this package
+// does not know is written whole in hexadecimal, "Kind(0x400)", never split
+// into names: an event carries one value in proc_event.what (see
+// include/uapi/linux/cn_proc.h, enum proc_cn_event), so an unknown value
+// there is a newer kernel's kind, or no kind at all, not a set.
 func (k Kind) String() string {
 	if k == KindAll {
 		return "all"
@@ -217,8 +221,10 @@ func (k Kind) String() string {
 	if ki := k.info(); ki != nil {
 		return ki.name
 	}
+	if k&^(KindAll|KindLost) != 0 {
+		return "Kind(0x" + strconv.FormatUint(uint64(k), 16) + ")"
+	}
 	var sb strings.Builder
-	rest := k
 	for i := range kindTable {
 		n := &kindTable[i]
 		if n.kind != 0 && k&n.kind != 0 {
@@ -226,15 +232,7 @@ func (k Kind) String() string {
 				sb.WriteByte('|')
 			}
 			sb.WriteString(n.name)
-			rest &^= n.kind
 		}
-	}
-	if rest != 0 {
-		if sb.Len() > 0 {
-			sb.WriteByte('|')
-		}
-		sb.WriteString("0x")
-		sb.WriteString(strconv.FormatUint(uint64(rest), 16))
 	}
 	return sb.String()
 }

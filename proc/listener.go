@@ -105,7 +105,7 @@ func Listen(cfg *Config) (*Listener, error) {
 		cfg = &Config{}
 	}
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return nil, wrapErr("listen", err)
 	}
 	if err := namespaceCheck(); err != nil {
 		return nil, wrapErr("listen", err)
@@ -161,10 +161,10 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 		cfg = &Config{}
 	}
 	if c == nil {
-		return nil, errors.New("proc: new listener: the *connector.Conn is nil")
+		return nil, errors.New("proc: new listener: the *connector.Conn is nil: give it an open Conn (connector.Dial, or a cntest Kernel's Dial)")
 	}
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return nil, wrapErr("new listener", err)
 	}
 	if cfg.NetNS != 0 || cfg.BatchSize != 0 {
 		return nil, errors.New("proc: new listener: Config.NetNS and Config.BatchSize configure the socket Listen opens; set them in the connector.Config of the Conn instead")
@@ -256,6 +256,9 @@ func checkConn(c *connector.Conn) error {
 		return errors.New("the Conn accepts userspace senders on the kernel's groups (connector.Config.Senders is SendersAny), so a local process could forge process events: dial it with SendersKernelOnly or SendersDefault")
 	}
 	groups, err := c.Groups()
+	if errors.Is(err, connector.ErrClosed) {
+		return &opError{msg: "the Conn is closed: it must be open", err: err}
+	}
 	if err != nil {
 		return err
 	}
@@ -271,15 +274,54 @@ func checkConn(c *connector.Conn) error {
 	return nil
 }
 
-// wrapErr prefixes err with "proc: op: " unless it already carries the
-// prefix of package connector or of this package: one prefix per error.
+// wrapErr gives err the one "proc: op: " prefix of the package's errors,
+// unless it has it already. An error of package connector loses its own
+// "connector: " prefix in the text, and keeps its operation when that is
+// not op ("proc: new listener: set read buffer: ..."); the error still
+// unwraps to it, so errors.Is and errors.As see everything they did.
 func wrapErr(op string, err error) error {
-	var oe *connector.OpError
-	if errors.As(err, &oe) || strings.HasPrefix(err.Error(), "proc: ") {
+	if err == nil {
+		return nil
+	}
+	s := err.Error()
+	if strings.HasPrefix(s, "proc: ") {
 		return err
 	}
-	return fmt.Errorf("proc: %s: %w", op, err)
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "connector: "), op+": ")
+	return &opError{msg: "proc: " + op + ": " + s, err: err}
 }
+
+// bare returns err's text without the "connector: op: " prefix of a
+// connector.OpError, for a text that says the same in its own words.
+func bare(err error) string {
+	var oe *connector.OpError
+	if errors.As(err, &oe) {
+		if s := err.Error(); strings.HasPrefix(s, oe.Error()) {
+			return oe.Err.Error() + s[len(oe.Error()):]
+		}
+	}
+	return err.Error()
+}
+
+// An opError is an error with the text the package writes for it, that
+// unwraps to the error it reports.
+type opError struct {
+	msg string
+	err error
+}
+
+func (e *opError) Error() string { return e.msg }
+func (e *opError) Unwrap() error { return e.err }
+
+// noAgentError reports, on a Conn that can tell (see connector.Conn.Agents),
+// that no process events agent is registered: it matches ErrNoProcEvents
+// and unwraps to connector's error, which says what is missing once, with
+// no claim about /proc/net/connector (a fake kernel has none).
+type noAgentError struct{ err error }
+
+func (e *noAgentError) Error() string        { return bare(e.err) }
+func (e *noAgentError) Unwrap() error        { return e.err }
+func (e *noAgentError) Is(target error) bool { return target == ErrNoProcEvents }
 
 // Mode returns how the Listener filters events.
 func (l *Listener) Mode() Mode { return l.mode }
@@ -292,19 +334,26 @@ func (l *Listener) Kinds() Kind { return l.kinds }
 // blocking, then an error matching connector.ErrFlushed once the queue is
 // empty; calls after that block again. Use it to make the reader return
 // promptly without closing the Listener. See connector.Conn.Flush.
-func (l *Listener) Flush() error { return l.c.Flush() }
+func (l *Listener) Flush() error { return wrapErr("flush", l.c.Flush()) }
 
 // SetDeadline sets the deadline for Next (and Events): a wait past it fails
 // with an error matching os.ErrDeadlineExceeded. The zero time removes it.
-func (l *Listener) SetDeadline(t time.Time) error { return l.c.SetReadDeadline(t) }
+func (l *Listener) SetDeadline(t time.Time) error {
+	return wrapErr("set deadline", l.c.SetReadDeadline(t))
+}
 
 // SetReadBuffer sets the socket's receive buffer in bytes, for example to
 // grow it after an overrun. See Config.ReadBufferSize.
-func (l *Listener) SetReadBuffer(bytes int) error { return l.c.SetReadBuffer(bytes) }
+func (l *Listener) SetReadBuffer(bytes int) error {
+	return wrapErr("set read buffer", l.c.SetReadBuffer(bytes))
+}
 
 // ReadBuffer returns the socket's receive buffer size as the kernel reports
 // it (twice the size set: the kernel counts its bookkeeping too).
-func (l *Listener) ReadBuffer() (int, error) { return l.c.ReadBuffer() }
+func (l *Listener) ReadBuffer() (int, error) {
+	n, err := l.c.ReadBuffer()
+	return n, wrapErr("read buffer", err)
+}
 
 // Drops returns the kernel's count of messages dropped because this
 // Listener's receive buffer was full: the Conn's drop counter

@@ -8,6 +8,8 @@ import (
 	"github.com/cnlink/connector"
 )
 
+var errNextNil = errors.New("proc: receive: ev is nil: give Next the *Event to fill")
+
 // Next waits for the next event and decodes it into ev, overwriting all of
 // it. It does not allocate. ev.Raw aliases the Listener's buffer until the
 // next call.
@@ -21,8 +23,12 @@ import (
 // (see SetDeadline) and connector.ErrFlushed (see Flush) end a wait; after
 // the last two the Listener stays usable. Errors matching
 // connector.ErrMalformed or connector.ErrTruncated report one undecodable
-// message; the Listener stays usable, and the next call continues.
+// message; the Listener stays usable, and the next call continues. A nil
+// ev is an error too, and reads nothing.
 func (l *Listener) Next(ev *Event) error {
+	if ev == nil {
+		return errNextNil
+	}
 	if l.closed.Load() {
 		return fmt.Errorf("proc: receive: %w", connector.ErrClosed)
 	}
@@ -120,7 +126,7 @@ func (l *Listener) receive(ev *Event) (m connector.Message, lossFirst bool, err 
 			if l.classify(err, ev) {
 				return m, true, nil
 			}
-			return m, false, err
+			return m, false, wrapErr("receive", err)
 		}
 		if !from.Kernel() || m.ID != connector.IDProc {
 			l.foreign.Add(1)

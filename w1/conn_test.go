@@ -198,6 +198,31 @@ func TestTxRunsOnce(t *testing.T) {
 	}
 }
 
+// TestNil: nil arguments give an error where the entry point returns one,
+// and otherwise (test helpers, handler constructors, as Mux.Handle) a
+// panic whose message says what is nil; never a nil dereference.
+func TestNil(t *testing.T) {
+	if _, err := w1.NewConn(nil, nil); err == nil || !strings.HasPrefix(err.Error(), "w1: new conn: ") || !strings.Contains(err.Error(), "nil") {
+		t.Errorf("NewConn(nil): %v", err)
+	}
+	for _, c := range []struct {
+		what, want string
+		f          func()
+	}{
+		{"w1test.New(nil)", "w1test: New: the *cntest.Kernel is nil", func() { w1test.New(nil) }},
+		{"EventHandler(nil)", "w1: EventHandler: nil function", func() { w1.EventHandler(nil) }},
+	} {
+		func() {
+			defer func() {
+				if v, _ := recover().(string); !strings.Contains(v, c.want) {
+					t.Errorf("%s: panicked with %q, want %q", c.what, v, c.want)
+				}
+			}()
+			c.f()
+		}()
+	}
+}
+
 func TestSlaves(t *testing.T) {
 	_, a, w := fake(t, nil)
 	ctx := ctxT(t)

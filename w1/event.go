@@ -145,7 +145,12 @@ var ErrNotEvent = errors.New("w1: not a notification")
 // comes, so check Conn.Agents for [ID] first (Watch does).
 //
 //	mx.Handle(w1.ID, w1.EventHandler(func(e w1.Event, err error) { ... }))
+//
+// A nil fn panics at once, as connector.Mux.Handle does for a nil handler.
 func EventHandler(fn func(Event, error)) connector.Handler {
+	if fn == nil {
+		panic("w1: EventHandler: nil function")
+	}
 	return connector.HandlerFunc(func(r connector.Request) {
 		if !isEvent(r.From) {
 			fn(Event{}, notEvent(r.Msg, r.From))

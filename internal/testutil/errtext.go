@@ -57,3 +57,19 @@ func CheckErrorText(t Errorer, what string, err error, minPrefixes int, prefixes
 		t.Errorf("%s: %q has %d of the prefixes %q, want %d to 1", what, s, n, prefixes, minPrefixes)
 	}
 }
+
+// CheckErrorShape fails t unless err's text has the one shape of a
+// package's errors, "pkg: op: detail": it starts with pkg and ": ", an
+// operation and ": " follow, and it passes CheckErrorText with pkg's and
+// package connector's prefixes (so no second prefix hides inside it).
+func CheckErrorShape(t Errorer, what string, err error, pkg string) {
+	t.Helper()
+	CheckErrorText(t, what, err, 1, pkg+": ", "connector: ")
+	if err == nil {
+		return
+	}
+	rest, ok := strings.CutPrefix(err.Error(), pkg+": ")
+	if op, _, found := strings.Cut(rest, ": "); !ok || !found || op == "" {
+		t.Errorf("%s: %q does not have the %q shape", what, err.Error(), pkg+": op: detail")
+	}
+}

@@ -145,8 +145,13 @@ type sockState struct {
 }
 
 // New installs a fake cn_proc agent for connector.IDProc on k and returns
-// it. A nil opts means the defaults.
+// it. A nil opts means the defaults. A nil k is a programming error: New
+// panics with a message that says so (as the test helpers of package
+// cntest do for theirs).
 func New(k *cntest.Kernel, opts *Options) *Agent {
+	if k == nil {
+		panic("proctest: New: the *cntest.Kernel is nil: give it the fake kernel from cntest.New")
+	}
 	a := &Agent{k: k, seq: map[uint32]uint32{}, socks: map[uint32]*sockState{}, clock: 1 << 30}
 	if opts != nil {
 		a.opts = *opts
@@ -460,8 +465,11 @@ func (a *Agent) Drop(cpu, n uint32) {
 
 // Message returns ev as the cn_msg the kernel sends, with the given
 // sequence number: id 1:1, ack 0 (KindNone: ev.Ack), the payload from
-// AppendEvent.
+// AppendEvent. A nil ev panics with a message that says so.
 func Message(ev *proc.Event, seq uint32) connector.Message {
+	if ev == nil {
+		panic("proctest: Message: the *proc.Event is nil")
+	}
 	m := connector.Message{ID: connector.IDProc, Seq: seq, Data: AppendEvent(nil, ev)}
 	if ev.Kind == proc.KindNone {
 		m.Ack = ev.Ack
@@ -473,8 +481,12 @@ func Message(ev *proc.Event, seq uint32) connector.Message {
 // (include/uapi/linux/cn_proc.h) in host byte order: what, cpu,
 // timestamp_ns, then the event_data union member of ev.Kind, with unused
 // bytes zero. For a kind package proc does not know, a non-nil ev.Raw is
-// appended as the whole payload instead.
+// appended as the whole payload instead. A nil ev panics with a message
+// that says so.
 func AppendEvent(b []byte, ev *proc.Event) []byte {
+	if ev == nil {
+		panic("proctest: AppendEvent: the *proc.Event is nil")
+	}
 	if !ev.Kind.Known() && ev.Raw != nil {
 		return append(b, ev.Raw...)
 	}

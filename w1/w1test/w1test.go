@@ -81,8 +81,12 @@ type master struct {
 }
 
 // New registers a fake w1 agent on k for callback id 3:1 (w1.ID), as loading
-// wire.ko does. It starts with no bus master.
+// wire.ko does. It starts with no bus master. A nil k is a programming
+// error: New panics with a message that says so.
 func New(k *cntest.Kernel) *Agent {
+	if k == nil {
+		panic("w1test: New: the *cntest.Kernel is nil: give it the fake kernel from cntest.New")
+	}
 	a := &Agent{k: k, nextID: 1}
 	k.Handle(w1.ID, a.handle)
 	return a
