@@ -88,7 +88,7 @@ func Dial(cfg *Config) (*Conn, error) {
 		cfg = &Config{}
 	}
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return nil, wrap("dial", "", err)
 	}
 	size := cfg.ReadBufferSize
 	if size == 0 {
@@ -96,7 +96,7 @@ func Dial(cfg *Config) (*Conn, error) {
 	}
 	c, err := connector.Dial(&connector.Config{ReadBufferSize: size})
 	if err != nil {
-		return nil, err
+		return nil, wrap("dial", "", err)
 	}
 	w, err := NewConn(c, cfg)
 	if err != nil {
@@ -113,9 +113,9 @@ func Dial(cfg *Config) (*Conn, error) {
 func (cfg *Config) check() error {
 	switch {
 	case cfg.Timeout < 0:
-		return fmt.Errorf("w1: %w: Config.Timeout is %v; give a positive duration, or 0 for DefaultTimeout (%v)", connector.ErrInvalidConfig, cfg.Timeout, DefaultTimeout)
+		return fmt.Errorf("%w: Config.Timeout is %v; give a positive duration, or 0 for DefaultTimeout (%v)", connector.ErrInvalidConfig, cfg.Timeout, DefaultTimeout)
 	case cfg.ReadBufferSize < 0 || int64(cfg.ReadBufferSize) > connector.MaxBufferSize:
-		return fmt.Errorf("w1: %w: Config.ReadBufferSize is %d; it must be 0 to %d bytes, 0 for DefaultReadBufferSize (%d)", connector.ErrInvalidConfig, cfg.ReadBufferSize, int64(connector.MaxBufferSize), DefaultReadBufferSize)
+		return fmt.Errorf("%w: Config.ReadBufferSize is %d; it must be 0 to %d bytes, 0 for DefaultReadBufferSize (%d)", connector.ErrInvalidConfig, cfg.ReadBufferSize, int64(connector.MaxBufferSize), DefaultReadBufferSize)
 	}
 	return nil
 }
@@ -130,11 +130,11 @@ func (cfg *Config) check() error {
 // c that is closed or already served by a Mux.
 func NewConn(c *connector.Conn, cfg *Config) (*Conn, error) {
 	if c == nil {
-		return nil, errors.New("w1: new conn: the *connector.Conn is nil")
+		return nil, errors.New("w1: new conn: the *connector.Conn is nil: give it an open Conn (connector.Dial, or a cntest Kernel's Dial)")
 	}
 	if cfg != nil {
 		if err := cfg.check(); err != nil {
-			return nil, err
+			return nil, wrap("new conn", "", err)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -179,7 +179,7 @@ func NewConn(c *connector.Conn, cfg *Config) (*Conn, error) {
 	case err := <-failed:
 		cancel()
 		<-w.served
-		return nil, fmt.Errorf("w1: new conn: serving the socket: %w", err)
+		return nil, wrap("new conn", "serving the socket", err)
 	}
 }
 
@@ -204,7 +204,7 @@ func (w *Conn) serve(ctx context.Context, opts *connector.ServeOptions, ready <-
 		if ctx.Err() != nil || errors.Is(err, connector.ErrClosed) {
 			return
 		}
-		w.report(fmt.Errorf("w1: serving the socket stopped (serving again in %v): %w", backoff, err))
+		w.report(wrap("serve", fmt.Sprintf("serving the socket stopped (serving again in %v)", backoff), err))
 		select {
 		case <-ctx.Done():
 			return
@@ -312,7 +312,7 @@ func match(req, reply connector.Message, from connector.Sender) bool {
 // matching connector.ErrNoAgent.
 func (w *Conn) exchange(ctx context.Context, op string, payload []byte, handle func(req, m connector.Message) bool) error {
 	if w.closed.Load() {
-		return &connector.OpError{Op: "w1 " + op, Err: connector.ErrClosed}
+		return fmt.Errorf("w1: %s: %w", op, connector.ErrClosed)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -336,16 +336,16 @@ func (w *Conn) exchange(ctx context.Context, op string, payload []byte, handle f
 		return !handle(req, m)
 	}, connector.WithUnmatched(w.mx))
 	if err != nil && w.closed.Load() && errors.Is(err, context.Canceled) {
-		return &connector.OpError{Op: "w1 " + op, Err: connector.ErrClosed}
+		return fmt.Errorf("w1: %s: %w", op, connector.ErrClosed)
 	}
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
 		what := "no reply at all"
 		if got {
 			what = "an incomplete reply"
 		}
-		return fmt.Errorf("%w: w1 %s got %s: %w", ErrNoReply, op, what, err)
+		return &opError{msg: fmt.Sprintf("w1: %s: %v: got %s (seq %d, ack %d): %v", op, ErrNoReply, what, seq, ack, context.DeadlineExceeded), errs: []error{ErrNoReply, err}}
 	}
-	return err
+	return wrap(op, "", err)
 }
 
 // A reply collects the records of one MASTER_CMD or SLAVE_CMD request with
@@ -366,7 +366,7 @@ type reply struct {
 func (r *reply) handle(req, m connector.Message) bool {
 	msgs, err := ParseMsgs(m.Data)
 	if err != nil {
-		r.errs = append(r.errs, err)
+		r.errs = append(r.errs, wrap(r.op, "", err))
 		return true
 	}
 	for n, msg := range msgs {
@@ -439,7 +439,7 @@ func (w *Conn) do(ctx context.Context, op string, msg Msg, data func(i int, c Cm
 		return err
 	}
 	if len(payload) > connector.MaxKernelPayload {
-		return fmt.Errorf("w1 %s: %w: the request takes %d bytes, the kernel accepts at most %d", op, connector.ErrMessageTooLarge, len(payload), connector.MaxKernelPayload)
+		return fmt.Errorf("w1: %s: %w: the request takes %d bytes, the kernel accepts at most %d", op, connector.ErrMessageTooLarge, len(payload), connector.MaxKernelPayload)
 	}
 	r := &reply{op: op, ncmds: len(msg.Cmds), data: data, w: w}
 	if err := w.exchange(ctx, op, payload, r.handle); err != nil {

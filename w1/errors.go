@@ -3,7 +3,10 @@ package w1
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
+
+	"github.com/cnlink/connector"
 )
 
 // ErrNoPresence matches the *Error of a RESET (or of a slave command, whose
@@ -14,13 +17,46 @@ var ErrNoPresence = errors.New("w1: no presence pulse: no device answered the re
 // ErrNoReply reports a request that got no complete reply before its
 // deadline. With the w1 agent registered this does not happen; it is what a
 // request to an unregistered agent would get, which Conn checks for first
-// (connector.ErrNoAgent).
-var ErrNoReply = errors.New("w1: no reply from the kernel's w1 agent before the deadline")
+// (connector.ErrNoAgent). The error that matches it reads "w1: op: no reply
+// ...", and matches context.DeadlineExceeded too.
+var ErrNoReply = errors.New("no reply from the kernel's w1 agent before the deadline")
 
 // ErrTxDone matches the error of a second [Tx.Do] on the same Tx: a Tx runs
 // once, so that its writes are never repeated on the bus by accident. Build
 // a new Tx (Conn.Master, Conn.Slave) to run the commands again.
 var ErrTxDone = errors.New("the transaction already ran: a Tx runs once (a second Do would repeat its writes on the bus); build a new Tx to run its commands again")
+
+// An opError is an error with the text the package writes for it, "w1: op:
+// detail", that unwraps to the errors it reports.
+type opError struct {
+	msg  string
+	errs []error
+}
+
+func (e *opError) Error() string   { return e.msg }
+func (e *opError) Unwrap() []error { return e.errs }
+
+// wrap gives err the one "w1: op: " prefix of the package's errors, and
+// detail after it if not empty, unless err has the prefix already. An error
+// of package connector loses its "connector: op: " prefix in the text only:
+// errors.Is and errors.As still find it.
+func wrap(op, detail string, err error) error {
+	if err == nil {
+		return nil
+	}
+	s := err.Error()
+	if strings.HasPrefix(s, "w1: ") {
+		return err
+	}
+	var oe *connector.OpError
+	if errors.As(err, &oe) && strings.HasPrefix(s, oe.Error()) {
+		s = oe.Err.Error() + s[len(oe.Error()):]
+	}
+	if detail != "" {
+		s = detail + ": " + s
+	}
+	return &opError{msg: "w1: " + op + ": " + s, errs: []error{err}}
+}
 
 // An Error is a non-zero status in a reply of the kernel's w1 agent: for one
 // command of a request (Index >= 0), or for the whole message (Index -1: an

@@ -118,7 +118,7 @@ func firstType(msgs []Msg) string {
 
 // notEvent describes a message that is not a notification.
 func notEvent(m connector.Message, from connector.Sender) error {
-	return fmt.Errorf("%w: %v seq %d ack %d (%d bytes) from %v; notifications are %v from the kernel on group %d (a reply that came after its request ended?)", ErrNotEvent, m.ID, m.Seq, m.Ack, len(m.Data), from, ID, Group)
+	return fmt.Errorf("%w: %v seq %d ack %d with %d bytes from %v; notifications are id %d:%d from the kernel on group %d (a reply that came after its request ended?)", ErrNotEvent, m.ID, m.Seq, m.Ack, len(m.Data), from, ID.Idx, ID.Val, Group)
 }
 
 // isEvent reports whether a message is a notification by its sender: the
@@ -156,7 +156,8 @@ func EventHandler(fn func(Event, error)) connector.Handler {
 			fn(Event{}, notEvent(r.Msg, r.From))
 			return
 		}
-		fn(ParseEvent(r.Msg))
+		e, err := ParseEvent(r.Msg)
+		fn(e, wrap("notification", "", err))
 	})
 }
 
@@ -193,9 +194,9 @@ func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 			c, err = connector.Dial(&connector.Config{Groups: []connector.Group{Group}, ReadBufferSize: 256 << 10})
 			if err != nil {
 				if errors.Is(err, os.ErrPermission) {
-					err = fmt.Errorf("%w; w1 notifications (group 3) need it before Linux 6.6: use Conn.Poll instead", err)
+					err = wrap("watch", "", fmt.Errorf("%w; w1 notifications (group 3) need it before Linux 6.6: use Conn.Poll instead", err))
 				}
-				yield(Event{}, err)
+				yield(Event{}, wrap("watch", "", err))
 				return
 			}
 			defer c.Close()
@@ -218,7 +219,7 @@ func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 					yield(Event{}, ctx.Err())
 					return
 				}
-				if !yield(Event{}, err) {
+				if !yield(Event{}, wrap("watch", "", err)) {
 					return
 				}
 				if errors.Is(err, connector.ErrOverrun) || errors.Is(err, connector.ErrMalformed) || errors.Is(err, connector.ErrTruncated) {
@@ -234,7 +235,7 @@ func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 				continue
 			}
 			e, err := ParseEvent(m)
-			if !yield(e, err) {
+			if !yield(e, wrap("watch", "", err)) {
 				return
 			}
 		}
@@ -248,7 +249,7 @@ func noAgent(agents []connector.Agent, err error) error {
 	if err != nil || slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == ID }) {
 		return nil
 	}
-	return connector.NoAgentError("w1 watch", ID, agents)
+	return wrap("watch", "", connector.NoAgentError("watch", ID, agents))
 }
 
 // Poll is the notification fallback that needs no privilege: it lists the

@@ -26,7 +26,7 @@ func (w *Conn) Masters(ctx context.Context) ([]MasterID, error) {
 	err := w.exchange(ctx, "list masters", payload, func(req, m connector.Message) bool {
 		msgs, err := ParseMsgs(m.Data)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, wrap("list masters", "", err))
 			return true
 		}
 		for n, msg := range msgs {
@@ -34,7 +34,7 @@ func (w *Conn) Masters(ctx context.Context) ([]MasterID, error) {
 			case m.Ack == req.Seq+1 && msg.Type == MsgListMasters:
 				more, err := msg.Masters()
 				if err != nil {
-					errs = append(errs, err)
+					errs = append(errs, wrap("list masters", "", err))
 				}
 				ids = append(ids, more...)
 			case m.Ack == req.Ack && msg.Type == MsgMasterCmd:
@@ -94,7 +94,7 @@ func (w *Conn) list(ctx context.Context, op string, m MasterID, cmd CmdType) ([]
 		return nil
 	})
 	if err == nil {
-		err = derr
+		err = wrap(op, "", derr)
 	}
 	if err != nil {
 		return nil, err

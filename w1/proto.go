@@ -186,12 +186,12 @@ func (m Msg) payloadLen() int {
 func AppendMsg(b []byte, m Msg) ([]byte, error) {
 	for i, c := range m.Cmds {
 		if len(c.Data) > maxLen {
-			return b, fmt.Errorf("w1: command %d (%v) has %d data bytes; its len field holds at most %d", i, c.Cmd, len(c.Data), maxLen)
+			return b, fmt.Errorf("w1: append message: command %d (%v) has %d data bytes; its len field holds at most %d", i, c.Cmd, len(c.Data), maxLen)
 		}
 	}
 	n := m.payloadLen()
 	if n > maxLen {
-		return b, fmt.Errorf("w1: %v message payload of %d bytes exceeds its len field's limit of %d", m.Type, n, maxLen)
+		return b, fmt.Errorf("w1: append message: %v message payload of %d bytes exceeds its len field's limit of %d", m.Type, n, maxLen)
 	}
 	b = append(b, byte(m.Type), m.Status)
 	b = binary.NativeEndian.AppendUint16(b, uint16(n))
@@ -265,7 +265,7 @@ func ParseCmds(b []byte) ([]Cmd, error) {
 }
 
 func malformed(format string, args ...any) error {
-	return &connector.MessageError{Reason: "w1: " + fmt.Sprintf(format, args...)}
+	return &connector.MessageError{Reason: fmt.Sprintf(format, args...)}
 }
 
 // IsStray reports whether m is the empty record with callback id 0:0 that the
