@@ -3,8 +3,9 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
-	"os"
+	"fmt"
 	"runtime"
 	"syscall"
 	"time"
@@ -37,7 +38,11 @@ import (
 const (
 	bellBusy = 10 * time.Millisecond
 	bellIdle = 100 * time.Millisecond
-	// yieldEvery: while it waits in poll(2), procmon lets the Go
+	// bellSlice is the doorbell socket's receive timeout (SO_RCVTIMEO):
+	// a wait ends after it at the latest, to read the main socket or to
+	// stop.
+	bellSlice = 10 * time.Millisecond
+	// yieldEvery: while it waits in the kernel, procmon lets the Go
 	// scheduler run its other goroutines (signals, the stop) at least this
 	// often; see doorbell.wait.
 	yieldEvery = 5 * time.Millisecond
@@ -46,13 +51,14 @@ const (
 // doorbell is the exec-only socket and what waiting on it takes.
 type doorbell struct {
 	l  *proc.Listener
-	rc syscall.RawConn // the socket's descriptor, for poll(2)
-	// wake is an eventfd that stop writes to, to end a wait at once.
-	wake   int
-	fds    [2]unix.PollFd
-	ts     unix.Timespec
-	ready  bool
-	pollFn func(fd uintptr)
+	rc syscall.RawConn // the socket's descriptor, received from directly
+	// The last wait's datagram and its sender.
+	buf    [proc.MessageBufferSize]byte
+	n      int
+	sa     unix.RawSockaddrNetlink
+	salen  uint32
+	errno  syscall.Errno
+	recvFn func(fd uintptr)
 }
 
 // bellOpener opens the doorbell; tests replace it to act as a kernel
@@ -60,18 +66,18 @@ type doorbell struct {
 var bellOpener = openBell
 
 // openBell opens the doorbell, or returns nil when the kernel cannot filter
-// (before 6.6 it would deliver every event, which would defeat it). There it
-// takes the subscription's acknowledgement timeout to find that out: call it
-// before subscribing the main socket.
+// (before 6.6 it would deliver every event, which would defeat it). Whether
+// it can is found out without waiting for a timeout; call it before
+// subscribing the main socket all the same.
 func openBell(o *options) *doorbell {
 	c, err := connector.Dial(&connector.Config{
 		Groups:            []connector.Group{connector.IDProc.Group()},
 		MessageBufferSize: proc.MessageBufferSize,
-		// One datagram (one event) per receive: after a receive, the
-		// next exec is known to be in the socket, not in the batch.
-		BatchSize:  1,
-		Senders:    connector.SendersKernelOnly,
-		KernelWait: o.kernelWait,
+		BatchSize:         1,
+		Senders:           connector.SendersKernelOnly,
+		// A blocking socket, off the Go poller, whatever -kernel-wait
+		// says: procmon receives from it itself (doorbell.wait).
+		KernelWait: true,
 	})
 	if err != nil {
 		return nil
@@ -90,52 +96,74 @@ func openBell(o *options) *doorbell {
 		l.Close()
 		return nil
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
+	var serr error
+	tv := unix.NsecToTimeval(int64(bellSlice))
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	}); err != nil || serr != nil {
 		l.Close()
 		return nil
 	}
-	b := &doorbell{l: l, rc: rc, wake: wake}
-	b.pollFn = b.poll
+	b := &doorbell{l: l, rc: rc}
+	b.recvFn = b.recv
 	return b
 }
 
-func (b *doorbell) Close() {
-	b.l.Close()
-	unix.Close(b.wake)
-}
+func (b *doorbell) Close() { b.l.Close() }
 
-// ring ends a wait in progress, and every later one: for the stop.
-func (b *doorbell) ring() {
-	one := [8]byte{1}
-	_, _ = unix.Write(b.wake, one[:])
-}
-
-// wait waits up to d for an exec on the doorbell, and reports whether one
-// (or an error to read) is there. It waits in ppoll(2) made as a raw system
-// call, which the Go scheduler does not see: in an ordinary (blocking)
-// system call, the scheduler's monitor thread takes the goroutine's P away
-// after 20µs, and getting one back at the wake-up wakes that thread in turn,
-// which measured as the largest part of procmon's CPU time per exec
-// (examples/README.md, "CPU per event"). A raw wait keeps the P, so the
-// other goroutines run only when procmon yields: the caller does so at least
-// every yieldEvery, and the runtime preempts it after 10ms otherwise (a
-// signal, which ends the wait with EINTR).
-func (b *doorbell) wait(d time.Duration) bool {
-	b.ts = unix.NsecToTimespec(int64(d))
-	b.ready = false
-	if b.rc.Control(b.pollFn) != nil {
+// wait waits for an exec on the doorbell, bellSlice at most, and reports
+// whether a datagram (or a receive error) came; event decodes it.
+//
+// It receives in a raw system call, which the Go scheduler does not see: in
+// an ordinary (blocking) system call, the scheduler's monitor thread takes
+// the goroutine's P away after 20µs, and getting one back at the wake-up
+// wakes that thread in turn, which measured as the largest part of
+// procmon's CPU time per exec (examples/README.md, "CPU per event"). A raw
+// wait keeps the P, so the other goroutines run only when procmon yields:
+// the caller does so at least every yieldEvery, and the runtime preempts it
+// after 10ms otherwise (a signal, which ends the wait with EINTR).
+//
+// The datagram is the doorbell's: procmon reads it itself, one system call
+// per wake-up (a receive through the Listener would be a second one after a
+// poll(2)). It is only a signal; the main socket's copy of the event is the
+// one procmon shows, counted and checked by the library.
+func (b *doorbell) wait() bool {
+	b.n, b.errno = 0, 0
+	if b.rc.Control(b.recvFn) != nil {
 		return false
 	}
-	return b.ready
+	return b.n > 0 || b.errno != 0 && b.errno != unix.EAGAIN && b.errno != unix.EINTR
 }
 
-func (b *doorbell) poll(fd uintptr) {
-	b.fds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	b.fds[1] = unix.PollFd{Fd: int32(b.wake), Events: unix.POLLIN}
-	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&b.fds[0])), 2,
-		uintptr(unsafe.Pointer(&b.ts)), 0, 0, 0)
-	b.ready = e == 0 && n > 0 && b.fds[0].Revents != 0 && b.fds[1].Revents == 0
+func (b *doorbell) recv(fd uintptr) {
+	b.salen = unix.SizeofSockaddrNetlink
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b.buf[0])), uintptr(len(b.buf)),
+		0, uintptr(unsafe.Pointer(&b.sa)), uintptr(unsafe.Pointer(&b.salen)))
+	if e != 0 {
+		b.errno = e
+		return
+	}
+	b.n = int(n)
+}
+
+// event decodes the exec of the last wait into ev. It reports false for
+// anything else: a receive error (ENOBUFS: the doorbell overflowed), a
+// datagram not from the kernel, or one that does not decode as an exec.
+func (b *doorbell) event(ev *proc.Event) bool {
+	const nlmsgHdrLen = 16 // struct nlmsghdr
+	d := b.buf[:b.n]
+	if b.errno != 0 || b.sa.Pid != 0 || len(d) < nlmsgHdrLen {
+		return false
+	}
+	l := int(binary.NativeEndian.Uint32(d))
+	if l < nlmsgHdrLen || l > len(d) {
+		return false
+	}
+	ms, err := connector.ParseMessages(d[nlmsgHdrLen:l])
+	if err != nil || len(ms) != 1 {
+		return false
+	}
+	return proc.Decode(ms[0], ev) == nil && ev.Kind == proc.KindExec
 }
 
 // nextBell is next in doorbell mode.
@@ -195,47 +223,40 @@ func (s *source) nextBell(ev *proc.Event) error {
 			continue
 		}
 		now := time.Now()
-		wait := bellIdle
 		if s.found || s.rang {
 			// Events came: read the main socket bellBusy after the
 			// last read.
-			if wait = bellBusy - now.Sub(s.drainAt); wait <= 0 {
+			if now.Sub(s.drainAt) >= bellBusy {
 				s.startDrain(false)
 				continue
 			}
+		} else if now.Sub(s.drainAt) >= bellIdle {
+			s.startDrain(false)
+			continue
 		}
-		ready := b.wait(wait)
+		rang := b.wait()
 		if now.Sub(s.yielded) >= yieldEvery {
 			runtime.Gosched()
 			s.yielded = now
 		}
-		if !ready {
+		if !rang {
+			continue
+		}
+		if b.errno != 0 && b.errno != unix.ENOBUFS {
+			return fmt.Errorf("doorbell: receive: %w", b.errno)
+		}
+		if !b.event(&s.bellEv) {
+			// An overflow, or a datagram that is not an exec: read
+			// the main socket, which has (and counts) everything.
 			s.startDrain(false)
 			continue
 		}
-		// A datagram is queued: Flush makes the receive return it (or
-		// ErrFlushed) without waiting.
-		_ = b.l.Flush()
-		err := b.l.Next(&s.bellEv)
-		switch {
-		case err == nil && s.bellEv.Kind == proc.KindExec:
-			s.rang = true
-			if s.pre != nil && s.pre(&s.bellEv) {
-				continue
-			}
-			s.want = s.bellEv
-			s.startDrain(true)
-		case err == nil, errors.Is(err, connector.ErrFlushed), errors.Is(err, os.ErrDeadlineExceeded):
-			s.startDrain(false)
-		case errors.Is(err, connector.ErrMalformed), errors.Is(err, connector.ErrTruncated):
-			s.startDrain(false)
-		default:
-			if s.stopTime() != 0 {
-				s.startDrain(false)
-				continue
-			}
-			return err
+		s.rang = true
+		if s.pre != nil && s.pre(&s.bellEv) {
+			continue
 		}
+		s.want = s.bellEv
+		s.startDrain(true)
 	}
 }
 

@@ -127,9 +127,6 @@ func (s *source) stop() {
 		s.stopAt = monoNow()
 		close(s.stopped)
 		_ = s.l.Flush()
-		if s.bell != nil {
-			s.bell.ring()
-		}
 	}
 }
 
