@@ -161,9 +161,17 @@
 // matched by os.ErrClosed and net.ErrClosed), [ErrFlushed], [ErrOverrun],
 // [ErrTruncated], [ErrMalformed], [ErrNotInitialNetNS], [ErrNoConnector],
 // [ErrNotSupported], [ErrMessageTooLarge], [ErrInvalidGroup],
-// [ErrInvalidConfig], os.ErrPermission and os.ErrDeadlineExceeded. Where the
-// kernel gave an errno, the syscall.Errno is in the chain too, so both the
-// kind and the errno match.
+// [ErrInvalidDestination], [ErrInvalidConfig], os.ErrPermission and
+// os.ErrDeadlineExceeded. Where the kernel gave an errno, the syscall.Errno
+// is in the chain too, so both the kind and the errno match.
+//
+// Nil arguments: an entry point that returns an error (Call, Exchange,
+// [Mux.Serve], [NewQueue]) returns one that names what is nil. Those that
+// return none and register a handler ([Mux.Handle], [Mux.HandleFunc],
+// [Mux.HandleIndex]) panic at once with a message that says what is wrong,
+// as net/http.ServeMux does: it is a programming error, better found at
+// start-up than when the first message arrives. Packages proc, w1 and their
+// fakes (proctest, w1test) follow the same rule.
 //
 // On systems other than Linux the package compiles, and Dial returns an error
 // matching ErrNotSupported.

@@ -164,6 +164,15 @@
 // call into reused buffers and decodes in place: Next allocates nothing per
 // event.
 //
+// # Errors
+//
+// Errors have one "proc: op: detail" shape; errors of package connector
+// underneath keep matching with errors.Is and errors.As (for example
+// connector.ErrClosed after Close). A nil argument is an error (a nil Conn
+// for NewListener, a nil *Event for Next and Decode), except in package
+// proctest's helpers, which return none and panic with a message that says
+// what is nil.
+//
 // # Coexistence
 //
 // Any number of Listeners, in one process or many, receive every event

@@ -62,6 +62,12 @@
 // empty MASTER_CMD to its request, whose EPROTO status follows the last page
 // and ends the reply.
 //
+// Errors have one "w1: op: detail" shape ("w1: list masters: ..."); errors
+// of package connector underneath keep matching with errors.Is and
+// errors.As. A nil Conn for NewConn is an error; a nil function for
+// EventHandler, and a nil kernel for w1test.New, panic at once with a
+// message that says so (as connector.Mux.Handle does).
+//
 // # Transactions and the bus lock
 //
 // The kernel holds a bus master's lock for all the commands of one
