@@ -287,8 +287,13 @@ func wrapErr(op string, err error) error {
 	if strings.HasPrefix(s, "proc: ") {
 		return err
 	}
-	s = strings.TrimPrefix(strings.TrimPrefix(s, "connector: "), op+": ")
-	return &opError{msg: "proc: " + op + ": " + s, err: err}
+	return &opError{msg: procText(op, s), err: err}
+}
+
+// procText is the text of a connector error's text s, given proc's prefix
+// instead of connector's.
+func procText(op, s string) string {
+	return "proc: " + op + ": " + strings.TrimPrefix(strings.TrimPrefix(s, "connector: "), op+": ")
 }
 
 // bare returns err's text without the "connector: op: " prefix of a
@@ -304,13 +309,22 @@ func bare(err error) string {
 }
 
 // An opError is an error with the text the package writes for it, that
-// unwraps to the error it reports.
+// unwraps to the error it reports. With msg empty, the text is err's, with
+// proc's prefix for op, written only when asked for: a receive error (a
+// Flush, a deadline) costs no formatting on the read path.
 type opError struct {
 	msg string
+	op  string
 	err error
 }
 
-func (e *opError) Error() string { return e.msg }
+func (e *opError) Error() string {
+	if e.msg == "" {
+		return procText(e.op, e.err.Error())
+	}
+	return e.msg
+}
+
 func (e *opError) Unwrap() error { return e.err }
 
 // noAgentError reports, on a Conn that can tell (see connector.Conn.Agents),

@@ -126,7 +126,8 @@ func (l *Listener) receive(ev *Event) (m connector.Message, lossFirst bool, err 
 			if l.classify(err, ev) {
 				return m, true, nil
 			}
-			return m, false, wrapErr("receive", err)
+			// A connector error: proc's prefix, written lazily.
+			return m, false, &opError{op: "receive", err: err}
 		}
 		if !from.Kernel() || m.ID != connector.IDProc {
 			l.foreign.Add(1)

@@ -537,6 +537,25 @@ func TestPoll(t *testing.T) {
 	}
 }
 
+// TestPollInterval: an interval that is not positive is an error, not the
+// panic of time.NewTicker.
+func TestPollInterval(t *testing.T) {
+	_, _, w := fake(t, nil)
+	for _, d := range []time.Duration{0, -time.Second} {
+		var errs []error
+		for e, err := range w.Poll(ctxT(t), d) {
+			if err == nil {
+				t.Fatalf("Poll(%v): event %v", d, e)
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) != 1 || !errors.Is(errs[0], connector.ErrInvalidConfig) {
+			t.Errorf("Poll(%v): %v; want one error matching ErrInvalidConfig", d, errs)
+		}
+		testutil.CheckErrorShape(t, "Poll", errs[0], "w1")
+	}
+}
+
 // TestEventString: the zero Event is no event, and says so; every kind
 // maps back to its notification message type.
 func TestEventString(t *testing.T) {

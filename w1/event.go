@@ -261,9 +261,15 @@ func noAgent(agents []connector.Agent, err error) error {
 // the zero Event, Kind NoEvent) and polling goes on.
 //
 // Changes that come and go within one interval are not seen, and a slave
-// that moves from one master to another shows as removed and added.
+// that moves from one master to another shows as removed and added. An
+// interval that is not positive is yielded as the only error, matching
+// connector.ErrInvalidConfig.
 func (w *Conn) Poll(ctx context.Context, interval time.Duration) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
+		if interval <= 0 {
+			yield(Event{}, fmt.Errorf("w1: poll: %w: the interval is %v; give a positive duration", connector.ErrInvalidConfig, interval))
+			return
+		}
 		type key struct {
 			m MasterID
 			s SlaveID
