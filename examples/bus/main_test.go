@@ -278,30 +278,36 @@ func TestUsageErrors(t *testing.T) {
 	// Each usage error names what was wrong: the flag, where a flag was.
 	for _, tc := range []struct {
 		args []string
-		want string
+		want []string // what the message must name
 	}{
-		{[]string{}, "missing command"},
-		{[]string{"frob"}, "unknown command"},
-		{[]string{"sub"}, "-g GROUP"},
-		{[]string{"sub", "-g", "25", "extra"}, "no arguments"},
-		{[]string{"pub", "hello"}, "-g GROUP"},
-		{[]string{"pub", "-g", "20"}, "text to publish"},
-		{[]string{"pub", "-g", "33", "hello"}, "-g 33"},
-		{[]string{"sub", "-g", "4294967297"}, "-g 4294967297"}, // not group 1
-		{[]string{"call", "ping"}, "-port PORT and -g GROUP"},
-		{[]string{"call", "-port", "5", "-g", "20", "ping"}, "-port PORT and -g GROUP"},
-		{[]string{"call", "-port", "5"}, "request text"},
-		{[]string{"call", "-port", "99999999999", "ping"}, "-port 99999999999"},
-		{[]string{"call", "-port", "5", "-timeout", "0s", "ping"}, "-timeout"},
-		{[]string{"serve", "-id", "1:1"}, "-id"},
-		{[]string{"serve", "-id", "zz"}, "-id"},
-		{[]string{"serve", "extra"}, "no arguments"},
-		{[]string{"sub", "-g", "20", "-c", "-2"}, "-c"},
-		{[]string{"sub", "-bogus"}, "-bogus"},
+		{[]string{}, []string{"missing command"}},
+		{[]string{"frob"}, []string{"unknown command"}},
+		{[]string{"sub"}, []string{"-g GROUP"}},
+		{[]string{"sub", "-g", "25", "extra"}, []string{"no arguments"}},
+		{[]string{"pub", "hello"}, []string{"-g GROUP"}},
+		{[]string{"pub", "-g", "20"}, []string{"text to publish"}},
+		{[]string{"pub", "-g", "33", "hello"}, []string{"-g", "33"}},
+		{[]string{"sub", "-g", "4294967297"}, []string{"-g", "4294967297"}}, // not group 1 (on 386 the flag package refuses it)
+		{[]string{"call", "ping"}, []string{"-port PORT and -g GROUP"}},
+		{[]string{"call", "-port", "5", "-g", "20", "ping"}, []string{"-port PORT and -g GROUP"}},
+		{[]string{"call", "-port", "5"}, []string{"request text"}},
+		{[]string{"call", "-port", "99999999999", "ping"}, []string{"-port", "99999999999"}},
+		{[]string{"call", "-port", "5", "-timeout", "0s", "ping"}, []string{"-timeout"}},
+		{[]string{"serve", "-id", "1:1"}, []string{"-id"}},
+		{[]string{"serve", "-id", "zz"}, []string{"-id", "zz"}},
+		{[]string{"serve", "extra"}, []string{"no arguments"}},
+		{[]string{"sub", "-g", "20", "-c", "-2"}, []string{"-c"}},
+		{[]string{"sub", "-bogus"}, []string{"-bogus"}},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)
-		if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("run(%q) = %v, want a usage error naming %q", tc.args, err, tc.want)
+		if !errors.As(err, new(cli.UsageError)) {
+			t.Errorf("run(%q) = %v, want a usage error", tc.args, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("run(%q) = %v, want a usage error naming %q", tc.args, err, w)
+			}
 		}
 	}
 	// The flag package prints its own errors; the program does not repeat

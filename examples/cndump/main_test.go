@@ -237,13 +237,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-c", "-1"}, "-c -1"},
 		{[]string{"-snap", "-1"}, "-snap -1"},
 		{[]string{"-rcvbuf", "-1"}, "-rcvbuf -1"},
-		{[]string{"-rcvbuf", "3000000000"}, "-rcvbuf 3000000000"},
+		{[]string{"-rcvbuf", "3000000000"}, "3000000000"}, // on 386 the flag package refuses it, naming the flag too
 		{[]string{"-g", "21", "-listen-proc"}, "-listen-proc"},
 		{[]string{"extra"}, "extra"},
 		{[]string{"-no-such-flag"}, "-no-such-flag"},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)
-		if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) {
+		if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.args[0]) {
 			t.Errorf("run(%q) = %v, want a usage error naming %q", tc.args, err, tc.want)
 		}
 	}
