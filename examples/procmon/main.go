@@ -95,7 +95,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(&comms, "comm", "show only processes whose name (comm) matches this glob pattern (repeat for several)")
 	fs.BoolVar(&o.stats, "stats", false, "print a summary when done: events per kind, losses, top forkers and execs")
 	fs.DurationVar(&o.duration, "d", 0, "stop after this long (0: run until interrupted)")
-	fs.IntVar(&o.rcvbuf, "rcvbuf", 8<<20, "socket receive buffer in bytes; beyond net.core.rmem_max it needs CAP_NET_ADMIN")
+	// An int64 flag, so that a value past 32 bits gets the range error
+	// below on 386 too, not the flag package's bare "value out of range".
+	rcvbuf := fs.Int64("rcvbuf", 8<<20, "socket receive buffer in bytes; beyond net.core.rmem_max it needs CAP_NET_ADMIN")
 	fs.BoolVar(&o.line, "l", false, "flush the output after every event (the default when it is a terminal)")
 	fs.BoolVar(&o.cgroups, "cgroup", true, "read each process's cgroup at exec, for the container tag and the JSON cgroup field; -cgroup=false saves a /proc read per exec, which costs much CPU during process storms")
 	fs.BoolVar(&o.cgroupPath, "cgroup-path", false, "text output: also show each process's cgroup path")
@@ -143,9 +145,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if o.duration < 0 || o.coalesce < 0 {
 		return nil, usageError{errors.New("-d and -coalesce must not be negative")}
 	}
-	if o.rcvbuf < 0 || int64(o.rcvbuf) > connector.MaxBufferSize {
-		return nil, usageError{fmt.Errorf("-rcvbuf %d is out of range: give 0 (the system default) to %d bytes", o.rcvbuf, int64(connector.MaxBufferSize))}
+	if *rcvbuf < 0 || *rcvbuf > connector.MaxBufferSize {
+		return nil, usageError{fmt.Errorf("-rcvbuf %d is out of range: give 0 (the system default) to %d bytes", *rcvbuf, int64(connector.MaxBufferSize))}
 	}
+	o.rcvbuf = int(*rcvbuf)
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "passwd" {
 			o.passwdSet = true
