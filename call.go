@@ -58,11 +58,11 @@ func ToGroup(g Group) Destination {
 }
 
 // Kernel reports whether d is the kernel: the zero Destination.
-func (d Destination) Kernel() bool { return d == Destination{} }
+func (d Destination) Kernel() bool { return d.Port == 0 && d.Group == 0 && d.zero == 0 }
 
 func (d Destination) String() string {
 	switch {
-	case d.Group != 0 || d.zero == zeroGroup:
+	case d.Group != 0 || d.Port == 0 && d.zero == zeroGroup:
 		return fmt.Sprintf("group %d", d.Group)
 	case d.Port != 0 || d.zero == zeroPort:
 		return fmt.Sprintf("port %d", d.Port)
@@ -73,9 +73,9 @@ func (d Destination) String() string {
 // check reports a Destination that names nothing a request can reach.
 func (d Destination) check() error {
 	switch {
-	case d.zero == zeroPort:
+	case d.Port == 0 && d.Group == 0 && d.zero == zeroPort:
 		return errPortZero("ToPort(0)", "Destination{}")
-	case d.zero == zeroGroup:
+	case d.Port == 0 && d.Group == 0 && d.zero == zeroGroup:
 		return fmt.Errorf("%w: ToGroup(0): groups are numbered 1 to %d, and 0 is none (the zero Destination{} is the kernel)", ErrInvalidGroup, MaxGroup)
 	case d.Port != 0 && d.Group != 0:
 		return fmt.Errorf("%w: it has both port %d and group %d: set one", ErrInvalidDestination, d.Port, d.Group)

@@ -158,6 +158,12 @@ func TestZeroDestinations(t *testing.T) {
 	if got != 0 || len(k.Requests()) != 0 {
 		t.Errorf("the kernel got %d requests (%d handled), want none", len(k.Requests()), got)
 	}
+	// A field set afterwards wins over ToPort(0)'s mark.
+	to := connector.ToPort(0)
+	to.Port = 7
+	if to.Kernel() || to.String() != "port 7" {
+		t.Errorf("ToPort(0) with Port set to 7: Kernel() %v, String() %q", to.Kernel(), to.String())
+	}
 	if !(connector.Destination{}).Kernel() || connector.ToPort(7) != (connector.Destination{Port: 7}) || connector.ToGroup(12) != (connector.Destination{Group: 12}) {
 		t.Error("the zero Destination is not the kernel, or ToPort/ToGroup of a valid value differ from the literal")
 	}
