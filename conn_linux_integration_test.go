@@ -445,6 +445,43 @@ func TestIntegrationCloseBuffered(t *testing.T) {
 	if m, _, err := r.Next(); !errors.Is(err, connector.ErrClosed) {
 		t.Errorf("Next after Close returned seq %d, %v; want ErrClosed", m.Seq, err)
 	}
+	r.Release()
+	if st := rx.Stats(); st.Datagrams != 3 || st.Messages != 1 || st.Unread != 2 {
+		t.Errorf("Stats after Close %+v; want 3 datagrams, 1 message returned, 2 unread", st)
+	}
+}
+
+// TestIntegrationReleaseBuffered checks that Release counts the messages
+// its Reader still held, and that a new Reader goes on with the next.
+func TestIntegrationReleaseBuffered(t *testing.T) {
+	requirePrivileged(t)
+	rx := dial(t, nil)
+	tx := dial(t, nil)
+	id := testID()
+	for i := range 4 {
+		if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := rx.NewReader()
+	if m, _, err := r.Next(); err != nil || m.Seq != 0 {
+		t.Fatalf("Next: seq %d, %v", m.Seq, err)
+	}
+	if !queueEmpty(t, rx) {
+		t.Fatal("the Reader left messages in the socket; want all four in its batch")
+	}
+	r.Release()
+	if st := rx.Stats(); st.Datagrams != 4 || st.Messages != 1 || st.Unread != 3 {
+		t.Errorf("Stats after Release %+v; want 4 datagrams, 1 message returned, 3 unread", st)
+	}
+	if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: 4}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := rx.NewReader()
+	defer r2.Release()
+	if m, _, err := r2.Next(); err != nil || m.Seq != 4 {
+		t.Errorf("new Reader's Next: seq %d, %v; want 4", m.Seq, err)
+	}
 }
 
 // TestIntegrationReleasedReader checks that a released Reader fails cleanly

@@ -231,6 +231,10 @@ func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
 
 // Close closes the socket. A receive blocked in another goroutine returns
 // promptly with an error matching ErrClosed, as does every later call.
+// Messages still queued in the socket are discarded with it; those a
+// [Reader] had received and not yet returned are counted in [Stats.Unread]
+// (see [Reader.Next]). To read both first, call [Conn.Flush] and read until
+// ErrFlushed.
 func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return &OpError{Op: "close", Err: errClosed}

@@ -314,7 +314,8 @@ func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
 // context.DeadlineExceeded) when ctx ends, [ErrClosed] when c is closed, and
 // any other receive error, all wrapped in an *OpError with Op "serve".
 // Messages that were already read from the socket are dispatched before it
-// returns, so cancellation loses none of them.
+// returns, so cancellation loses none of them; when c is closed, those not
+// yet dispatched are counted in [Stats].Unread before Serve returns.
 //
 // Serve manages c's read deadline (it wakes the receive through it when ctx
 // ends): do not set one yourself while it runs. Only one Serve may run on a

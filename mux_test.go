@@ -354,6 +354,30 @@ func TestServeStops(t *testing.T) {
 			t.Errorf("dispatched seqs %v with %d left queued, want all 5 read in one batch dispatched", seen, k.Queued(c.PortID()))
 		}
 	})
+	t.Run("counts what Close left unread", func(t *testing.T) {
+		// Messages already read in one batch are not dispatched after
+		// Close, but counted in Stats.Unread by the time Serve returns.
+		k := newKernel()
+		c, peer := dialT(t, k), dialT(t, k)
+		for i := range 5 {
+			if err := peer.SendTo(c.PortID(), connector.Message{ID: idA, Seq: uint32(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var seen []uint32
+		mx := connector.NewMux()
+		mx.HandleFunc(idA, func(r connector.Request) {
+			seen = append(seen, r.Msg.Seq)
+			_ = c.Close()
+		})
+		if err := mx.Serve(context.Background(), c, nil); !errors.Is(err, connector.ErrClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+		st := c.Stats()
+		if len(seen) != 1 || st.Datagrams != 5 || st.Messages != 1 || st.Unread != 4 {
+			t.Errorf("dispatched seqs %v, Stats %+v; want seq 0 dispatched, 5 datagrams, 1 message, 4 unread", seen, st)
+		}
+	})
 }
 
 func TestRequestReply(t *testing.T) {

@@ -411,19 +411,39 @@ func TestReaderCloseUnblocksNext(t *testing.T) {
 	}
 }
 
+// injectUnread queues, for one receive, a bundle of two messages (seq 1
+// and 2), a datagram of one (3), a userspace multicast on the kernel's
+// group 3 (foreign under SendersDefault), three bytes that are no netlink
+// message, and a datagram of one (4), and has r return the first message.
+// It returns the Stats that must hold once the rest is discarded: one
+// message returned, three unread, the foreign and the malformed datagrams
+// counted as Next would have counted them.
+func injectUnread(t *testing.T, k *cntest.Kernel, c *connector.Conn, r *connector.Reader) connector.Stats {
+	t.Helper()
+	inject(t, k, c, connector.Sender{Group: 3}, mustBundle(t, w1(1, "a"), w1(2, "b")))
+	inject(t, k, c, connector.Sender{Group: 3}, cntest.MustDatagram(w1(3, "c")))
+	inject(t, k, c, connector.Sender{Port: 77, Group: 3}, cntest.MustDatagram(w1(9, "spoof")))
+	inject(t, k, c, connector.Sender{Group: 3}, []byte{1, 2, 3})
+	inject(t, k, c, connector.Sender{Group: 3}, cntest.MustDatagram(w1(4, "d")))
+	if m, _ := nextOK(t, r); m.Seq != 1 {
+		t.Fatalf("first message seq %d", m.Seq)
+	}
+	if got := k.Queued(c.PortID()); got != 0 {
+		t.Fatalf("%d datagrams left in the socket; want all five in the Reader's batch", got)
+	}
+	return connector.Stats{Datagrams: 5, Messages: 1, Unread: 3, Foreign: 1, Malformed: 1}
+}
+
 // TestReaderAfterCloseWithBufferedMessages checks that Close ends the
-// stream even while the Reader still holds received datagrams.
+// stream even while the Reader still holds received datagrams, and that
+// what it held is counted: in Stats.Unread, or where Next would have
+// counted it (a foreign sender, a malformed datagram), once.
 func TestReaderAfterCloseWithBufferedMessages(t *testing.T) {
 	k := cntest.New(nil)
 	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{3}})
 	_ = c.SetReadDeadline(time.Now().Add(fakeWait))
 	r := c.NewReader()
-	defer r.Release()
-	inject(t, k, c, connector.Sender{Group: 3}, mustBundle(t, w1(1, "a"), w1(2, "b")))
-	inject(t, k, c, connector.Sender{Group: 3}, cntest.MustDatagram(w1(3, "c")))
-	if m, _ := nextOK(t, r); m.Seq != 1 {
-		t.Fatalf("first message seq %d", m.Seq)
-	}
+	want := injectUnread(t, k, c, r)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -432,6 +452,35 @@ func TestReaderAfterCloseWithBufferedMessages(t *testing.T) {
 		if !errors.Is(err, connector.ErrClosed) {
 			t.Errorf("Next %d after Close = %+v, %v; want ErrClosed", i, m, err)
 		}
+	}
+	r.Release()
+	if d := cmp.Diff(want, c.Stats()); d != "" {
+		t.Errorf("Stats after Close, Next and Release (-want +got):\n%s", d)
+	}
+}
+
+// TestReaderReleaseCountsUnread checks that Release counts the messages it
+// discards, and that the Conn goes on with a new Reader.
+func TestReaderReleaseCountsUnread(t *testing.T) {
+	k := cntest.New(nil)
+	c := dialFake(t, k, &connector.Config{Groups: []connector.Group{3}})
+	_ = c.SetReadDeadline(time.Now().Add(fakeWait))
+	r := c.NewReader()
+	want := injectUnread(t, k, c, r)
+	r.Release()
+	r.Release()
+	if d := cmp.Diff(want, c.Stats()); d != "" {
+		t.Errorf("Stats after Release (-want +got):\n%s", d)
+	}
+	r2 := c.NewReader()
+	defer r2.Release()
+	inject(t, k, c, connector.Sender{Group: 3}, cntest.MustDatagram(w1(5, "e")))
+	if m, _ := nextOK(t, r2); m.Seq != 5 {
+		t.Errorf("new Reader got seq %d, want 5", m.Seq)
+	}
+	want.Datagrams, want.Messages = 6, 2
+	if d := cmp.Diff(want, c.Stats()); d != "" {
+		t.Errorf("Stats after the new Reader's message (-want +got):\n%s", d)
 	}
 }
 

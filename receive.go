@@ -55,9 +55,12 @@ func (c *Conn) NewReader() *Reader {
 // Release returns the Reader's buffers to the Conn's pool. Messages returned
 // earlier become invalid, and Next fails afterwards with an error matching
 // ErrClosed that says the Reader was released (the Conn stays open; get
-// another Reader with NewReader).
+// another Reader with NewReader). Messages the Reader had received and not
+// yet returned are discarded and counted in [Stats.Unread]; to read them
+// first, call Next until it returns ErrFlushed after a [Conn.Flush].
 func (r *Reader) Release() {
 	if r.b != nil {
+		r.discard()
 		r.c.releaseBatch(r.b)
 		r.b = nil
 		r.d = datagram{}
@@ -75,11 +78,19 @@ func (r *Reader) Release() {
 // usable: the next call continues with the next message, as it does after
 // ErrFlushed. Errors matching ErrClosed and os.ErrDeadlineExceeded are
 // returned as they occur.
+//
+// Every call after [Conn.Close] fails with ErrClosed, also while messages
+// received earlier are still in the Reader's batch: the first such call
+// discards them and counts them in [Stats.Unread] (as does Release). To
+// read everything before closing, call [Conn.Flush] and Next until it
+// returns ErrFlushed.
 func (r *Reader) Next() (Message, Sender, error) {
 	for {
-		// Closed also ends messages still buffered from earlier receives:
-		// every call after Close fails.
-		if r.b == nil || r.c.isClosed() {
+		if r.b == nil {
+			return Message{}, Sender{}, r.closedErr()
+		}
+		if r.c.isClosed() {
+			r.discard()
 			return Message{}, Sender{}, r.closedErr()
 		}
 		more, err := r.d.next(&r.m)
@@ -118,6 +129,38 @@ func (r *Reader) nextDatagram() error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// discard empties the batch, which no Next will return any more (the Conn
+// is closed or the Reader released), counting its messages in Stats.Unread.
+// The datagrams not admitted yet are admitted first, so that each is counted
+// as Next would have counted it: those the sender policy or the buffer size
+// drop in Stats.Foreign or Stats.Truncated, and a message that does not
+// decode, which ends its datagram, in Stats.Malformed. It is idempotent.
+func (r *Reader) discard() {
+	var m Message
+	var n uint64
+	for {
+		more, err := r.d.next(&m)
+		if more {
+			n++
+			continue
+		}
+		if err != nil {
+			r.c.counters.malformed.Add(1)
+		}
+		if r.i >= r.n {
+			break
+		}
+		buf, meta := r.b.Bufs[r.i], r.b.Meta[r.i]
+		r.i++
+		if _, ok, _ := r.c.admit(&r.d, buf, meta); !ok {
+			r.d = datagram{}
+		}
+	}
+	if n > 0 {
+		r.c.counters.unread.Add(n)
 	}
 }
 

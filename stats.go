@@ -28,6 +28,15 @@ type Stats struct {
 	// took, and replies an Exchange had claimed but not yet handed to its
 	// function when it ended.
 	Unclaimed uint64
+	// Unread counts messages received from the socket into a [Reader]'s
+	// batch (their datagrams are in Datagrams) that no call returned: the
+	// Reader found the Conn closed ([Reader.Next] after [Conn.Close]) or
+	// was released ([Reader.Release]) while they were still in its batch.
+	// The Reader counts them in that call, on its own goroutine: read
+	// Stats after the reading goroutine has returned. Messages still
+	// queued in the socket at Close are not received, and not counted
+	// here; [Conn.Flush] reads both before a Close.
+	Unread uint64
 }
 
 // counters are the live Stats of a Conn, updated by every receive.
@@ -35,6 +44,7 @@ type counters struct {
 	datagrams, messages, overruns, truncated, malformed, foreign atomic.Uint64
 
 	unclaimed atomic.Uint64 // see Stats.Unclaimed; updated by line.go
+	unread    atomic.Uint64 // see Stats.Unread; updated by Reader.discard
 }
 
 // Stats returns the receive counters. It is safe to call at any time, from
@@ -49,6 +59,7 @@ func (c *Conn) Stats() Stats {
 		Malformed: n.malformed.Load(),
 		Foreign:   n.foreign.Load(),
 		Unclaimed: n.unclaimed.Load(),
+		Unread:    n.unread.Load(),
 	}
 }
 

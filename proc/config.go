@@ -178,6 +178,13 @@ type Stats struct {
 	// itself dropped (userspace senders, under the policy Listen sets) are
 	// counted in Conn.Foreign instead.
 	Foreign uint64
+	// Unread counts messages the Listener received and never returned
+	// because it was closed first: those its subscription read ahead of
+	// the acknowledgement (kept, or past what it keeps), and one held back
+	// behind a KindLost record. Those still in its Reader's batch are in
+	// Conn.Unread. Both are counted by the first Next after Close, on the
+	// reading goroutine.
+	Unread uint64
 	// Conn are the underlying connection's counters.
 	Conn connector.Stats
 }

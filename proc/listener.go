@@ -55,7 +55,7 @@ type Listener struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
-	events, filtered, unknown, acks, lost, overruns, ooo, malformed, foreign atomic.Uint64
+	events, filtered, unknown, acks, lost, overruns, ooo, malformed, foreign, unread atomic.Uint64
 }
 
 // Listen opens a connector socket and subscribes to process events on it:
@@ -400,6 +400,7 @@ func (l *Listener) Stats() Stats {
 		OutOfOrder: l.ooo.Load(),
 		Malformed:  l.malformed.Load(),
 		Foreign:    l.foreign.Load(),
+		Unread:     l.unread.Load(),
 		Conn:       l.c.Stats(),
 	}
 }
@@ -407,6 +408,9 @@ func (l *Listener) Stats() Stats {
 // Close unsubscribes (it sends IGNORE to the kernel, once, and does not wait
 // for a reply) and closes the socket. A pending Next returns an error
 // matching connector.ErrClosed, as do later calls, and a second Close.
+// What the Listener had received and not yet returned is counted in
+// Stats.Unread and Stats.Conn.Unread by the first Next after Close; to read
+// it instead, Flush and read until connector.ErrFlushed before closing.
 // Other listeners, in this process or others, are not affected.
 func (l *Listener) Close() error {
 	err := fmt.Errorf("proc: close: %w", connector.ErrClosed)

@@ -805,6 +805,62 @@ func TestNextClosed(t *testing.T) {
 	}
 }
 
+// TestNextClosedCountsUnread checks that what a closed Listener held and
+// never returned is counted: a message held back behind a loss record in
+// Stats.Unread, the rest of its Reader's batch in Stats.Conn.Unread.
+func TestNextClosedCountsUnread(t *testing.T) {
+	t.Run("batch", func(t *testing.T) {
+		f := newFixture(nil)
+		l, c := f.mustListen(t, nil)
+		for pid := range int32(4) {
+			f.emit(t, exec(0, 100+pid))
+		}
+		var ev proc.Event
+		if err := l.Next(&ev); err != nil || ev.PID != 100 {
+			t.Fatalf("Next = %v, %v; want the exec of pid 100", &ev, err)
+		}
+		if q := f.k.Queued(c.PortID()); q != 0 {
+			t.Fatalf("%d datagrams left in the socket; want all four in the Reader's batch (4)", q)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := l.Next(&ev); !errors.Is(err, connector.ErrClosed) {
+				t.Fatalf("Next after Close: %v, want ErrClosed", err)
+			}
+		}
+		if st := l.Stats(); st.Events != 1 || st.Unread != 0 || st.Conn.Unread != 3 {
+			t.Errorf("Stats %+v; want Events 1, Unread 0, Conn.Unread 3", st)
+		}
+	})
+	t.Run("held back", func(t *testing.T) {
+		f := newFixture(&proctest.Options{Legacy: true})
+		l, err := f.listen(t, &proc.Config{AckTimeout: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.emit(t, exec(0, 13))
+		f.a.Lose(0, 1)
+		f.emit(t, exec(0, 14))
+		f.emit(t, exec(0, 15))
+		got := nextStrings(t, l, nil, 2)
+		want := []string{"exec cpu=0 seq=1 pid=13", "lost cpu=0 seq=2 lost=1"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("events (-want +got):\n%s", diff)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Next(new(proc.Event)); !errors.Is(err, connector.ErrClosed) {
+			t.Fatalf("Next after Close: %v, want ErrClosed", err)
+		}
+		if st := l.Stats(); st.Events != 1 || st.Lost != 1 || st.Unread != 1 || st.Conn.Unread != 1 {
+			t.Errorf("Stats %+v; want Events 1, Lost 1, Unread 1 (pid 14, held back), Conn.Unread 1 (pid 15, in the batch)", st)
+		}
+	})
+}
+
 func TestEvents(t *testing.T) {
 	f := newFixture(nil)
 	l, err := f.listen(t, nil)

@@ -30,6 +30,7 @@ func (l *Listener) Next(ev *Event) error {
 		return errNextNil
 	}
 	if l.closed.Load() {
+		l.discard()
 		return fmt.Errorf("proc: receive: %w", connector.ErrClosed)
 	}
 	for {
@@ -58,6 +59,31 @@ func (l *Listener) Next(ev *Event) error {
 		l.events.Add(1)
 		return nil
 	}
+}
+
+// discard drops what the closed Listener still holds, which no Next will
+// return, and counts it in Stats.Unread: the messages the subscription read
+// ahead (its own acknowledgements and the overruns, counted already, aside),
+// those it could not keep, and a message held back behind a KindLost
+// record. Releasing the Reader counts its batch in Stats.Conn.Unread. It
+// runs on the reading goroutine, and only once.
+func (l *Listener) discard() {
+	if l.r == nil {
+		return
+	}
+	n := l.earlyLost
+	for _, e := range l.early {
+		if !e.overrun && !e.ownAck {
+			n++
+		}
+	}
+	if l.hasPend {
+		n++
+	}
+	l.early, l.earlyLost, l.earlySkip, l.hasPend, l.pend = nil, 0, nil, false, connector.Message{}
+	l.unread.Add(n)
+	l.r.Release()
+	l.r = nil
 }
 
 // receive is the one step that takes a process event message off the
