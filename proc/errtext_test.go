@@ -3,6 +3,7 @@ package proc_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,11 @@ func TestErrorTexts(t *testing.T) {
 	}
 	defer l2.Close()
 	_ = l2.SetDeadline(time.Now().Add(-time.Second))
-	errs = append(errs, l2.Next(&ev))
+	err = l2.Next(&ev)
+	if te, ok := err.(interface{ Timeout() bool }); !ok || !te.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Next past the deadline: %v (%T); want a Timeout() error matching os.ErrDeadlineExceeded", err, err)
+	}
+	errs = append(errs, err)
 	for i, err := range errs {
 		testutil.CheckErrorShape(t, fmt.Sprintf("operation %d", i), err, "proc")
 	}

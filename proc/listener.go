@@ -3,6 +3,7 @@ package proc
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,6 +327,10 @@ func (e *opError) Error() string {
 }
 
 func (e *opError) Unwrap() error { return e.err }
+
+// Timeout reports whether the error is a deadline expiry, as
+// connector.OpError's does, for callers that test for net.Error.
+func (e *opError) Timeout() bool { return errors.Is(e.err, os.ErrDeadlineExceeded) }
 
 // noAgentError reports, on a Conn that can tell (see connector.Conn.Agents),
 // that no process events agent is registered: it matches ErrNoProcEvents
