@@ -20,15 +20,24 @@ var ErrFlushed = errors.New("flushed: Conn.Flush was called and every queued mes
 // flushState coordinates Flush with the receives blocked on the Conn. Flush
 // wakes them through the transport's read deadline, which it sets in the
 // past while any of them waits; the caller's deadline is kept here and put
-// back when the last woken receive has left the transport. Receives tell a
-// wake-up by Flush from their own deadline by the flush count and by that
-// deadline, which has not passed.
+// back when the last woken receive has left the transport.
+//
+// A blocking receive takes no lock: it announces itself in waiting, then
+// checks gen again; Flush advances gen, then reads waiting (both sequentially
+// consistent atomics). So either the receive sees the new Flush and does
+// not block, or Flush sees the receive waiting and wakes it (or both: then
+// the deadline is set in the past for nobody, and the next receive that
+// leaves the transport as the last one puts it back). A deadline error met
+// while forced was set is Flush's, not the caller's, if the caller's
+// deadline has not passed.
 type flushState struct {
 	gen     atomic.Uint64 // Flush calls so far
-	mu      sync.Mutex
-	waiting int       // receives blocked in the transport
-	forced  bool      // the transport's read deadline is in the past, set by Flush
-	dl      time.Time // the read deadline set by the caller
+	waiting atomic.Int64  // receives blocked in the transport, or about to be
+	// forced is set while the transport's read deadline is in the past,
+	// set by Flush; it changes only under mu.
+	forced atomic.Bool
+	mu     sync.Mutex
+	dl     time.Time // the read deadline set by the caller; under mu
 }
 
 // past is a read deadline that has passed: setting it wakes every receive
@@ -57,10 +66,10 @@ func (c *Conn) Flush() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gen.Add(1)
-	if f.waiting == 0 || f.forced {
+	if f.waiting.Load() == 0 || f.forced.Load() {
 		return nil
 	}
-	f.forced = true
+	f.forced.Store(true)
 	return opErr("flush", c.mapErr(c.t.SetReadDeadline(past), "flush"))
 }
 
@@ -84,7 +93,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.dl = t
-	if f.forced {
+	if f.forced.Load() {
 		// A Flush is waking receives: the deadline is applied when the
 		// last of them has left.
 		return nil
@@ -96,6 +105,11 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 // Flush count that the reader (a Reader, or Receive) has seen: while it lags,
 // fill does not block, and when the queue is empty it catches up and returns
 // ErrFlushed. Errors are the transport's own (mapped by recvErr).
+//
+// A blocking receive costs two atomic additions (waiting) and four loads
+// (gen twice, forced twice) besides the transport's Recv; the mutex is taken only to put
+// the caller's deadline back after a Flush and to tell a deadline error
+// from a Flush's wake-up.
 func (c *Conn) fill(b *transport.Batch, seen *atomic.Uint64) (int, error) {
 	f := &c.flush
 	for {
@@ -108,31 +122,54 @@ func (c *Conn) fill(b *transport.Batch, seen *atomic.Uint64) (int, error) {
 			}
 			return n, err
 		}
-		f.mu.Lock()
+		f.waiting.Add(1)
 		if f.gen.Load() != g {
-			f.mu.Unlock()
+			// A Flush came between the two loads: drain instead.
+			c.leave()
 			continue
 		}
-		f.waiting++
-		f.mu.Unlock()
 
+		// forced cannot go from true to false while this receive is
+		// counted in waiting, except between a leaving receive's check
+		// of waiting and its reset, after it has put the caller's
+		// deadline back: so if a Flush's past deadline ends this Recv,
+		// one of the two loads sees forced set.
+		forced := f.forced.Load()
 		n, err := c.t.Recv(b, true)
+		forced = forced || f.forced.Load()
 
-		f.mu.Lock()
-		f.waiting--
-		forced, dl := f.forced, f.dl
-		if forced && f.waiting == 0 {
-			f.forced = false
-			// An error here means the Conn is closing: every later
-			// receive fails anyway.
-			_ = c.t.SetReadDeadline(dl)
-		}
-		f.mu.Unlock()
-		if forced && errors.Is(err, os.ErrDeadlineExceeded) && (dl.IsZero() || time.Now().Before(dl)) {
+		c.leave()
+		if forced && err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !f.deadlinePassed() {
 			// Woken by a Flush, not by the caller's deadline: drain if
 			// the Flush is news to this reader, else wait again.
 			continue
 		}
 		return n, err
 	}
+}
+
+// leave ends a blocking receive's wait. The last receive to leave after a
+// Flush (or the first to find a Flush's past deadline with nobody waiting)
+// puts the caller's deadline back.
+func (c *Conn) leave() {
+	f := &c.flush
+	if f.waiting.Add(-1) != 0 || !f.forced.Load() {
+		return
+	}
+	f.mu.Lock()
+	if f.waiting.Load() == 0 && f.forced.Load() {
+		// An error here means the Conn is closing: every later
+		// receive fails anyway.
+		_ = c.t.SetReadDeadline(f.dl)
+		f.forced.Store(false)
+	}
+	f.mu.Unlock()
+}
+
+// deadlinePassed reports whether the caller's read deadline has passed.
+func (f *flushState) deadlinePassed() bool {
+	f.mu.Lock()
+	dl := f.dl
+	f.mu.Unlock()
+	return !dl.IsZero() && !time.Now().Before(dl)
 }
