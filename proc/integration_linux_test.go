@@ -1155,3 +1155,39 @@ func TestIntegrationCheckEvents(t *testing.T) {
 		t.Fatalf("CheckEvents with a Listener subscribed: %v", err)
 	}
 }
+
+// TestIntegrationCloseCountsUnread closes a Listener while its Reader holds
+// events the kernel sent (a child's fork, exec, threads and exit, all queued
+// before the first read) and checks that nothing vanished uncounted: every
+// datagram the Conn received (one process event each) was returned, counted
+// unread, or dropped and counted. A batch boundary can fall right after the
+// first event on a busy machine, so the scenario is repeated until the
+// Reader held something at Close.
+func TestIntegrationCloseCountsUnread(t *testing.T) {
+	for attempt := 1; ; attempt++ {
+		l := listen(t, nil)
+		runHelperProc(t, "exit3")
+		var ev Event
+		if err := l.Next(&ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Next(&ev); !errors.Is(err, connector.ErrClosed) {
+			t.Fatalf("Next after Close: %v, want ErrClosed", err)
+		}
+		st := l.Stats()
+		c := st.Conn
+		if got := c.Messages + c.Unread + c.Foreign + c.Truncated + c.Malformed; got != c.Datagrams {
+			t.Fatalf("attempt %d: Conn %+v: %d datagrams but %d returned, unread or dropped", attempt, c, c.Datagrams, got)
+		}
+		if c.Unread > 0 {
+			t.Logf("attempt %d: %d events unread at Close (Listener Unread %d), %d returned", attempt, c.Unread, st.Unread, c.Messages)
+			return
+		}
+		if attempt == 10 {
+			t.Fatalf("in 10 attempts the Reader never held an event at Close: Stats %+v", st)
+		}
+	}
+}
