@@ -130,7 +130,8 @@ func (b *doorbell) Close() { b.l.Close() }
 func (b *doorbell) wait() bool {
 	b.n, b.errno = 0, 0
 	if b.rc.Control(b.recvFn) != nil {
-		return false
+		b.errno = unix.EBADF // closed
+		return true
 	}
 	return b.n > 0 || b.errno != 0 && b.errno != unix.EAGAIN && b.errno != unix.EINTR
 }
@@ -243,6 +244,7 @@ func (s *source) nextBell(ev *proc.Event) error {
 			continue
 		}
 		if b.errno != 0 && b.errno != unix.ENOBUFS {
+			// Anything but an overflow would come again at once.
 			return fmt.Errorf("doorbell: receive: %w", b.errno)
 		}
 		if !b.event(&s.bellEv) {

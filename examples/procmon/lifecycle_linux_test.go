@@ -721,3 +721,18 @@ func BenchmarkStart(b *testing.B) {
 		})
 	}
 }
+
+// TestKernelDoorbellClosed: a wait on a closed doorbell reports an error at
+// once (procmon then stops with it) rather than a timeout, which the loop
+// would repeat without end.
+func TestKernelDoorbellClosed(t *testing.T) {
+	skipUnlessListen(t)
+	b := openBell(&options{kernelWait: true})
+	if b == nil {
+		t.Skip("no doorbell: the kernel cannot filter process events by kind (before Linux 6.6)")
+	}
+	b.Close()
+	if !b.wait() || b.errno == 0 {
+		t.Errorf("a wait on a closed doorbell: %d bytes, errno %v; want an error", b.n, b.errno)
+	}
+}
