@@ -4,6 +4,7 @@ package connector_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -107,5 +108,21 @@ func TestIntegrationFlushKeepsDeadline(t *testing.T) {
 	}
 	if got := <-res; got.err != nil || got.seq != 42 {
 		t.Fatalf("Next = seq %d, %v; want seq 42", got.seq, got.err)
+	}
+}
+
+// TestIntegrationFlushRaces runs flushRaces on real sockets, through the
+// runtime poller and with Config.KernelWait (a wake-up there takes up to a
+// 10 ms slice, hence fewer rounds), with dial's deadline of the caller's.
+func TestIntegrationFlushRaces(t *testing.T) {
+	for _, kw := range []bool{false, true} {
+		t.Run(fmt.Sprintf("KernelWait=%v", kw), func(t *testing.T) {
+			c := dial(t, &connector.Config{KernelWait: kw})
+			rounds := 300
+			if kw {
+				rounds = 50
+			}
+			flushRaces(t, c, rounds)
+		})
 	}
 }

@@ -255,10 +255,7 @@ func TestFlushAfterClose(t *testing.T) {
 
 // TestFlushRacesBlockingReaders calls Flush round after round while
 // Readers go back into blocking receives, with and without a deadline of
-// the caller's: in every round every Reader returns ErrFlushed once (no
-// wake-up is missed, however a Reader's entry and the Flush interleave),
-// a Flush never shows as a deadline, and afterwards the caller's deadline
-// is in force again.
+// the caller's (flushRaces).
 func TestFlushRacesBlockingReaders(t *testing.T) {
 	for _, withDeadline := range []bool{false, true} {
 		t.Run(fmt.Sprintf("deadline=%v", withDeadline), func(t *testing.T) {
@@ -269,55 +266,65 @@ func TestFlushRacesBlockingReaders(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			const readers, rounds = 4, 300
-			var stop atomic.Bool
-			res := make(chan error, readers)
-			for range readers {
-				r := c.NewReader()
-				t.Cleanup(r.Release)
-				go func() {
-					for !stop.Load() {
-						_, _, err := r.Next()
-						if !errors.Is(err, connector.ErrFlushed) {
-							err = fmt.Errorf("Next: %v, want ErrFlushed", err)
-						} else {
-							err = nil
-						}
-						res <- err
-						if err != nil {
-							return
-						}
-					}
-				}()
-			}
-			for round := range rounds {
-				if round == rounds-1 {
-					stop.Store(true)
-				}
-				if err := c.Flush(); err != nil {
-					t.Fatal(err)
-				}
-				for range readers {
-					select {
-					case err := <-res:
-						if err != nil {
-							t.Fatalf("round %d: %v", round, err)
-						}
-					case <-time.After(fakeWait):
-						t.Fatalf("round %d: a Reader was not woken by the Flush", round)
-					}
-				}
-			}
-			// The caller's deadline (or none) is back in force: a
-			// receive blocks until it.
-			if err := c.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
-				t.Fatal(err)
-			}
-			r := c.NewReader()
-			defer r.Release()
-			if _, _, err := r.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Errorf("Next after the Flushes: %v, want the deadline", err)
-			}
+			flushRaces(t, c, 300)
 		})
+	}
+}
+
+// flushRaces runs rounds of one Flush against four Readers of c that go
+// back into a blocking receive as soon as they return: in every round
+// every Reader returns ErrFlushed once (no wake-up is missed, however a
+// Reader's entry and the Flush interleave), a Flush never shows as a
+// deadline, and afterwards the caller's deadline is in force again.
+func flushRaces(t *testing.T, c *connector.Conn, rounds int) {
+	t.Helper()
+	const readers = 4
+	var stop atomic.Bool
+	res := make(chan error, readers)
+	for range readers {
+		r := c.NewReader()
+		t.Cleanup(r.Release)
+		go func() {
+			for !stop.Load() {
+				_, _, err := r.Next()
+				if !errors.Is(err, connector.ErrFlushed) {
+					err = fmt.Errorf("Next: %v, want ErrFlushed", err)
+				} else {
+					err = nil
+				}
+				res <- err
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	for round := range rounds {
+		if round == rounds-1 {
+			stop.Store(true)
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for range readers {
+			select {
+			case err := <-res:
+				if err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+			case <-time.After(fakeWait):
+				t.Fatalf("round %d: a Reader was not woken by the Flush", round)
+			}
+		}
+	}
+	// The caller's deadline (or none) is back in force: a receive blocks
+	// until it.
+	if err := c.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	r := c.NewReader()
+	defer r.Release()
+	if _, _, err := r.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Next after the Flushes: %v, want the deadline", err)
 	}
 }
