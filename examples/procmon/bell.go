@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -59,6 +61,14 @@ type doorbell struct {
 	salen  uint32
 	errno  syscall.Errno
 	recvFn func(fd uintptr)
+	// Idle waits (idleWait) go through the Go poller: an epoll instance
+	// of procmon's own that watches the doorbell, itself watched by the
+	// poller.
+	ep      *os.File
+	epRC    syscall.RawConn
+	flags   int // for recv: 0 (wait) or MSG_DONTWAIT
+	pollFn  func(fd uintptr) bool
+	stopped atomic.Bool
 }
 
 // bellOpener opens the doorbell; tests replace it to act as a kernel
@@ -106,10 +116,86 @@ func openBell(o *options) *doorbell {
 	}
 	b := &doorbell{l: l, rc: rc}
 	b.recvFn = b.recv
+	b.pollFn = b.poll
+	if err := b.openIdle(); err != nil {
+		l.Close()
+		return nil
+	}
 	return b
 }
 
-func (b *doorbell) Close() { b.l.Close() }
+// openIdle makes the epoll instance for idle waits.
+func (b *doorbell) openIdle() error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	var cerr error
+	if err := b.rc.Control(func(fd uintptr) {
+		cerr = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, int(fd), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+	}); err != nil || cerr != nil {
+		unix.Close(ep)
+		return errors.Join(err, cerr)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return err
+	}
+	// A non-blocking descriptor: os.NewFile puts it in the poller.
+	b.ep = os.NewFile(uintptr(ep), "doorbell-epoll")
+	if b.epRC, err = b.ep.SyscallConn(); err != nil {
+		b.ep.Close()
+		return err
+	}
+	return nil
+}
+
+func (b *doorbell) Close() {
+	b.l.Close()
+	b.ep.Close()
+}
+
+// stop ends an idle wait in progress, and makes later ones return at once.
+func (b *doorbell) stop() {
+	b.stopped.Store(true)
+	_ = b.ep.SetReadDeadline(time.Unix(1, 0))
+}
+
+// idleWait is wait for when procmon is idle: it waits up to d, in the Go
+// poller, so that the goroutine parks, its P is idle and the scheduler's
+// monitor thread sleeps; the raw wait of busy times would have the thread
+// woken every 10 ms by the socket's timeout and by that monitor. It costs
+// more per wake-up, which does not matter when they are rare.
+func (b *doorbell) idleWait(d time.Duration) bool {
+	b.n, b.errno = 0, 0
+	if b.stopped.Load() {
+		return false
+	}
+	_ = b.ep.SetReadDeadline(time.Now().Add(d))
+	if b.stopped.Load() {
+		return false
+	}
+	err := b.epRC.Read(b.pollFn)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		b.errno = unix.EBADF // closed
+		return true
+	}
+	return b.n > 0 || b.errno != 0 && b.errno != unix.EAGAIN && b.errno != unix.EINTR
+}
+
+// poll is the Read callback of idleWait: a receive that does not wait,
+// done when it got a datagram or an error.
+func (b *doorbell) poll(uintptr) bool {
+	b.n, b.errno = 0, 0
+	b.flags = unix.MSG_DONTWAIT
+	err := b.rc.Control(b.recvFn)
+	b.flags = 0
+	if err != nil {
+		b.errno = unix.EBADF
+		return true
+	}
+	return b.errno != unix.EAGAIN && b.errno != unix.EINTR
+}
 
 // wait waits for an exec on the doorbell, bellSlice at most, and reports
 // whether a datagram (or a receive error) came; event decodes it.
@@ -139,7 +225,7 @@ func (b *doorbell) wait() bool {
 func (b *doorbell) recv(fd uintptr) {
 	b.salen = unix.SizeofSockaddrNetlink
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b.buf[0])), uintptr(len(b.buf)),
-		0, uintptr(unsafe.Pointer(&b.sa)), uintptr(unsafe.Pointer(&b.salen)))
+		uintptr(b.flags), uintptr(unsafe.Pointer(&b.sa)), uintptr(unsafe.Pointer(&b.salen)))
 	if e != 0 {
 		b.errno = e
 		return
@@ -224,6 +310,7 @@ func (s *source) nextBell(ev *proc.Event) error {
 			continue
 		}
 		now := time.Now()
+		var rang bool
 		if s.found || s.rang {
 			// Events came: read the main socket bellBusy after the
 			// last read.
@@ -231,11 +318,15 @@ func (s *source) nextBell(ev *proc.Event) error {
 				s.startDrain(false)
 				continue
 			}
-		} else if now.Sub(s.drainAt) >= bellIdle {
-			s.startDrain(false)
-			continue
+			rang = b.wait()
+		} else {
+			left := bellIdle - now.Sub(s.drainAt)
+			if left <= 0 {
+				s.startDrain(false)
+				continue
+			}
+			rang = b.idleWait(left)
 		}
-		rang := b.wait()
 		if now.Sub(s.yielded) >= yieldEvery {
 			runtime.Gosched()
 			s.yielded = now

@@ -736,3 +736,57 @@ func TestKernelDoorbellClosed(t *testing.T) {
 		t.Errorf("a wait on a closed doorbell: %d bytes, errno %v; want an error", b.n, b.errno)
 	}
 }
+
+// TestKernelDoorbellIdle: an idle wait (in the Go poller) ends for an exec,
+// with that exec, at its deadline otherwise, and at once for the stop.
+func TestKernelDoorbellIdle(t *testing.T) {
+	skipUnlessListen(t)
+	b := openBell(&options{kernelWait: true})
+	if b == nil {
+		t.Skip("no doorbell: the kernel cannot filter process events by kind (before Linux 6.6)")
+	}
+	defer b.Close()
+	retry(t, func() error {
+		c := helperCmd(t, "exit7")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Wait()
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			if !b.idleWait(time.Second) {
+				continue
+			}
+			var ev proc.Event
+			if b.event(&ev) && int(ev.TGID) == c.Process.Pid {
+				return nil
+			}
+		}
+		t.Fatalf("no idle wait brought the exec of %d", c.Process.Pid)
+		return nil
+	})
+	// Drain what other programs' execs left, then time an empty wait.
+	for b.idleWait(time.Millisecond) {
+	}
+	t0 := time.Now()
+	if !b.idleWait(50 * time.Millisecond) {
+		if d := time.Since(t0); d < 40*time.Millisecond || d > 5*time.Second {
+			t.Errorf("an empty idle wait of 50ms took %v", d)
+		}
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		b.stop()
+	}()
+	t0 = time.Now()
+	for b.idleWait(10 * time.Second) {
+		// Other programs' execs, until the stop ends the wait.
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("the stop ended an idle wait after %v", d)
+	}
+	t0 = time.Now()
+	if b.idleWait(10*time.Second) || time.Since(t0) > time.Second {
+		t.Errorf("an idle wait after the stop took %v", time.Since(t0))
+	}
+}

@@ -127,6 +127,9 @@ func (s *source) stop() {
 		s.stopAt = monoNow()
 		close(s.stopped)
 		_ = s.l.Flush()
+		if s.bell != nil {
+			s.bell.stop()
+		}
 	}
 }
 
