@@ -142,6 +142,20 @@ func BenchmarkReceive(b *testing.B) {
 				}
 			})
 		})
+		b.Run(fmt.Sprintf("payload=%dB/Reader.Next,batch=1", size), func(b *testing.B) {
+			// Every Next is a blocking receive of one datagram (which
+			// is queued, so recvmmsg returns at once): the per-wake-up
+			// cost of the Reader's receive path on a real socket.
+			rx := dial(b, &connector.Config{ReadBufferSize: recvBufSize, BatchSize: 1})
+			r := rx.NewReader()
+			defer r.Release()
+			receiveLoop(b, rx.PortID(), dgram, func() {
+				m, _, err := r.Next()
+				if err != nil || len(m.Data) != size {
+					b.Fatalf("Next: %d bytes, %v", len(m.Data), err)
+				}
+			})
+		})
 		b.Run(fmt.Sprintf("payload=%dB/Receive", size), func(b *testing.B) {
 			rx := dial(b, &connector.Config{ReadBufferSize: recvBufSize})
 			receiveLoop(b, rx.PortID(), dgram, func() {
