@@ -145,9 +145,10 @@
 // A [Conn] is safe for concurrent use: any number of goroutines may send
 // while others receive, and Close and Flush may be called from any
 // goroutine, which unblock a blocked Receive or [Reader.Next] promptly. Every
-// call after Close returns an error matching [ErrClosed]. A Reader is not
-// safe for concurrent use; use one Reader per goroutine. Stats may be read
-// at any time.
+// call after Close returns an error matching [ErrClosed]; what a Reader had
+// received and not yet returned is then counted in [Stats].Unread (Flush
+// first to read it instead). A Reader is not safe for concurrent use; use
+// one Reader per goroutine. Stats may be read at any time.
 //
 // # Errors
 //
