@@ -6,11 +6,11 @@ package connector_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,59 +268,60 @@ func isProcAck(m connector.Message, from connector.Sender, ack uint32) bool {
 }
 
 // procListenAck subscribes c (which must be a member of group 1) to process
-// events and waits for the kernel's ack, a real kernel message. It sends
-// IGNORE when the test ends. Other clients' acks and events are skipped.
+// events and waits for the kernel's ack, a real kernel message, reading c
+// through src; it survives receive overruns (testutil.ProcListenAck) and
+// sends IGNORE when the test ends. Other clients' acks and events are
+// skipped.
 func procListenAck(t testing.TB, c *connector.Conn, src source) (connector.Message, connector.Sender) {
 	t.Helper()
-	// Other process monitors, or a test flooding group 1 with acks, may
-	// fill c's buffer before the ack arrives: the kernel then drops the
-	// ack, and everything else, until the queue is empty again (netlink
-	// marks the socket congested: netlink_overrun, netlink_rcv_wake in
-	// net/netlink/af_netlink.c). So after an overrun LISTEN is sent again
-	// under a new ack once the kernel's queue is empty, for up to 20 s;
-	// each LISTEN is undone by an IGNORE at the end.
-	retryUntil := time.Now().Add(20 * time.Second)
-	var acks []uint32
-	t.Cleanup(func() {
-		for range acks {
-			if err := c.Send(procOp(procIgnore, rand.Uint32())); err != nil && !errors.Is(err, connector.ErrClosed) {
-				t.Errorf("sending PROC_CN_MCAST_IGNORE: %v", err)
+	var ack connector.Message
+	var ackFrom connector.Sender
+	testutil.ProcListenAck(t, testutil.ProcListen{
+		Try: func(ctx context.Context, p testutil.ProcTry) (bool, error) {
+			// A read ends with the try (dial's deadline is set again below).
+			if d, ok := ctx.Deadline(); ok {
+				if err := c.SetReadDeadline(d); err != nil {
+					t.Fatalf("SetReadDeadline: %v", err)
+				}
 			}
-		}
+			// After an overrun the kernel drops everything until the
+			// queue has been read empty: read it empty first.
+			for p.Retry && !queueEmpty(t, c) {
+				if _, _, err := src.next(); err != nil && !errors.Is(err, connector.ErrOverrun) {
+					return false, err
+				}
+			}
+			if err := c.Send(procOp(procListen, p.Ack)); err != nil {
+				t.Fatalf("sending PROC_CN_MCAST_LISTEN: %v", err)
+			}
+			for ctx.Err() == nil {
+				m, from, err := src.next()
+				if err != nil {
+					return true, err
+				}
+				if isProcAckOf(m, from, p.Ours) {
+					ack, ackFrom = m, from
+					return true, nil
+				}
+			}
+			return true, ctx.Err()
+		},
+		Overruns: func() uint64 { return c.Stats().Overruns },
+		Ignore:   func() error { return c.Send(procOp(procIgnore, rand.Uint32())) },
 	})
-	listen := func() {
-		ack := rand.Uint32()
-		if err := c.Send(procOp(procListen, ack)); err != nil {
-			t.Fatalf("sending PROC_CN_MCAST_LISTEN: %v", err)
-		}
-		acks = append(acks, ack)
+	if err := c.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
+		t.Fatalf("SetReadDeadline: %v", err)
 	}
-	listen()
-	again := false
-	for overruns := 0; ; {
-		if again && queueEmpty(t, c) {
-			listen()
-			again = false
-		}
-		m, from, err := src.next()
-		if errors.Is(err, connector.ErrOverrun) && time.Now().Before(retryUntil) {
-			overruns++
-			again = true
-			continue
-		}
-		if err != nil {
-			t.Fatalf("waiting for the proc connector's ack to LISTEN (acks %#x, after %d overruns): %v", acks, overruns, err)
-		}
-		if slices.ContainsFunc(acks, func(ack uint32) bool { return isProcAck(m, from, ack) }) {
-			if overruns > 0 {
-				t.Logf("LISTEN acknowledged after %d receive overruns (other traffic on group 1) and %d LISTENs", overruns, len(acks))
-			}
-			if e := binary.NativeEndian.Uint32(m.Data[16:20]); e != 0 {
-				t.Fatalf("proc connector refused LISTEN: err %d (%v)", e, unix.Errno(e))
-			}
-			return m, from
-		}
+	if e := binary.NativeEndian.Uint32(ack.Data[16:20]); e != 0 {
+		t.Fatalf("proc connector refused LISTEN: err %d (%v)", e, unix.Errno(e))
 	}
+	return ack, ackFrom
+}
+
+// isProcAckOf is isProcAck for any request whose ack ours accepts.
+func isProcAckOf(m connector.Message, from connector.Sender, ours func(replyAck uint32) bool) bool {
+	return m.ID == connector.IDProc && from.Kernel() && from.Group == 1 &&
+		len(m.Data) >= 20 && binary.NativeEndian.Uint32(m.Data[0:4]) == 0 && ours(m.Ack)
 }
 
 // ioWaiters returns how many goroutines with fn in their stack are blocked

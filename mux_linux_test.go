@@ -121,29 +121,50 @@ func TestIntegrationCallProc(t *testing.T) {
 				// work, but this subtest is about Serve.
 				serveStarted(t, mx, c)
 			}
-			ack := rand.Uint32N(1<<31) + 1
-			m, from, err := connector.Call(ctxWait(t), c, procOp(procListen, ack), connector.Destination{}, connector.MatchAckPlusOne)
-			t.Cleanup(func() { _ = c.Send(procOp(procIgnore, rand.Uint32())) })
-			if err != nil {
-				t.Fatalf("LISTEN through Call: %v", err)
-			}
-			if !isProcAck(m, from, ack) {
-				t.Fatalf("reply %+v from %v is not the proc ack to %#x", m, from, ack)
-			}
-			if e := binary.NativeEndian.Uint32(m.Data[16:20]); e != 0 {
-				t.Fatalf("the kernel refused LISTEN: err %d", e)
-			}
+			callProcListen(t, c)
 			if serve {
-				// Make an event of our own and wait for the handler.
-				spawnAndWait(t)
-				select {
-				case <-events:
-				case <-time.After(waitTimeout):
-					t.Fatal("no process event reached the handler")
+				// Make events of our own and wait for the handler; an
+				// overrun may drop them, so spawn again every second.
+				timeout := time.After(waitTimeout)
+				for got := false; !got; {
+					spawnAndWait(t)
+					select {
+					case <-events:
+						got = true
+					case <-time.After(time.Second):
+					case <-timeout:
+						t.Fatal("no process event reached the handler")
+					}
 				}
 			}
 		})
 	}
+}
+
+// callProcListen subscribes c to process events through Call (with opts),
+// waiting for the kernel's acknowledgement with MatchAckPlusOne, and checks
+// that it is the proc connector's ack to the request, without an error. It
+// survives receive overruns (testutil.ProcListenAck) and sends IGNORE when
+// the test ends.
+func callProcListen(t *testing.T, c *connector.Conn, opts ...connector.CallOption) {
+	t.Helper()
+	testutil.ProcListenAck(t, testutil.ProcListen{
+		Try: func(ctx context.Context, p testutil.ProcTry) (bool, error) {
+			m, from, err := connector.Call(ctx, c, procOp(procListen, p.Ack), connector.Destination{}, connector.MatchAckPlusOne, opts...)
+			if err != nil {
+				return !errors.Is(err, connector.ErrNoAgent), err
+			}
+			if !isProcAck(m, from, p.Ack) {
+				t.Fatalf("reply %+v from %v is not the proc ack to %#x", m, from, p.Ack)
+			}
+			if e := binary.NativeEndian.Uint32(m.Data[16:20]); e != 0 {
+				t.Fatalf("the kernel refused LISTEN: err %d", e)
+			}
+			return true, nil
+		},
+		Overruns: func() uint64 { return c.Stats().Overruns },
+		Ignore:   func() error { return c.Send(procOp(procIgnore, rand.Uint32())) },
+	})
 }
 
 // spawnAndWait makes the kernel emit process events: it runs the test

@@ -77,12 +77,7 @@ func callUnclaimed(t *testing.T, proc bool, withMux bool) {
 		opts = append(opts, connector.WithUnmatched(mx))
 	}
 	if proc {
-		ack := rand.Uint32N(1<<31) + 1
-		m, from, err := connector.Call(ctxWait(t), c, procOp(procListen, ack), connector.Destination{}, connector.MatchAckPlusOne, opts...)
-		t.Cleanup(func() { _ = c.Send(procOp(procIgnore, rand.Uint32())) })
-		if err != nil || !isProcAck(m, from, ack) {
-			t.Fatalf("LISTEN: %+v from %v, %v", m, from, err)
-		}
+		callProcListen(t, c, opts...)
 	}
 
 	// The peer: one request, then the noise, then the answer.

@@ -4,6 +4,7 @@ package cntest_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +36,8 @@ func TestIntegrationDatagramMatchesKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	// Closed after the IGNOREs that ProcListenAck sends at cleanup.
+	t.Cleanup(func() { unix.Close(fd) })
 	// Group 1 must be joined before LISTEN; that needs CAP_NET_ADMIN before
 	// Linux 6.6.
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); errors.Is(err, unix.EPERM) {
@@ -46,43 +49,65 @@ func TestIntegrationDatagramMatchesKernel(t *testing.T) {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000}); err != nil {
 		t.Fatal(err)
 	}
-	ack := rand.Uint32() &^ 1
-	request := func(op uint32) {
-		t.Helper()
+	request := func(op, ack uint32) error {
 		data := binary.NativeEndian.AppendUint32(nil, op) // enum proc_cn_mcast_op
 		d := cntest.MustDatagram(connector.Message{ID: connector.IDProc, Ack: ack, Data: data})
-		if err := unix.Sendto(fd, d, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			t.Fatalf("sending op %d: %v", op, err)
-		}
+		return unix.Sendto(fd, d, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 	}
-	request(1) // PROC_CN_MCAST_LISTEN
-	defer request(2)
-
 	buf := make([]byte, 1<<16)
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		n, from, err := unix.Recvfrom(fd, buf, 0)
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) || errors.Is(err, unix.ENOBUFS) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		real := buf[:n]
-		if n < 56 || binary.NativeEndian.Uint32(real[28:]) != ack+1 || binary.NativeEndian.Uint32(real[36:]) != 0 {
-			continue // an event, or someone else's ack
-		}
-		sa := from.(*unix.SockaddrNetlink)
-		if sa.Pid != 0 || sa.Groups != 1 {
-			t.Errorf("ack came from port %d groups %#x; the fake says port 0, groups 0x1", sa.Pid, sa.Groups)
-		}
-		m := cnMessage(binary.NativeEndian, real)
-		if fake := cntest.MustDatagram(m); !bytes.Equal(fake, real) {
-			t.Fatalf("the fake's datagram differs from the kernel's:\nfake   % x\nkernel % x", fake, real)
-		}
-		return
-	}
-	t.Fatalf("no ack to LISTEN (ack %#x) within %v", ack, wait)
+	var overruns atomic.Uint64
+	// The wait survives receive overruns (other traffic on group 1): see
+	// testutil.ProcListenAck.
+	testutil.ProcListenAck(t, testutil.ProcListen{
+		Try: func(ctx context.Context, p testutil.ProcTry) (bool, error) {
+			// After an overrun the kernel drops everything until the
+			// queue has been read empty: read it empty first.
+			for p.Retry {
+				_, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+				if errors.Is(err, unix.EAGAIN) {
+					break
+				}
+				if errors.Is(err, unix.ENOBUFS) {
+					overruns.Add(1)
+				} else if err != nil && !errors.Is(err, unix.EINTR) {
+					return false, err
+				}
+			}
+			if err := request(1, p.Ack); err != nil { // PROC_CN_MCAST_LISTEN
+				t.Fatalf("sending PROC_CN_MCAST_LISTEN: %v", err)
+			}
+			for ctx.Err() == nil {
+				n, from, err := unix.Recvfrom(fd, buf, 0)
+				if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+					continue
+				}
+				if errors.Is(err, unix.ENOBUFS) {
+					overruns.Add(1)
+					return true, err
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				real := buf[:n]
+				if n < 56 || !p.Ours(binary.NativeEndian.Uint32(real[28:])) || binary.NativeEndian.Uint32(real[36:]) != 0 {
+					continue // an event, or someone else's ack
+				}
+				sa := from.(*unix.SockaddrNetlink)
+				if sa.Pid != 0 || sa.Groups != 1 {
+					t.Errorf("ack came from port %d groups %#x; the fake says port 0, groups 0x1", sa.Pid, sa.Groups)
+				}
+				m := cnMessage(binary.NativeEndian, real)
+				if fake := cntest.MustDatagram(m); !bytes.Equal(fake, real) {
+					t.Fatalf("the fake's datagram differs from the kernel's:\nfake   % x\nkernel % x", fake, real)
+				}
+				return true, nil
+			}
+			return true, ctx.Err()
+		},
+		Overruns: overruns.Load,
+		Ignore:   func() error { return request(2, rand.Uint32()) }, // PROC_CN_MCAST_IGNORE
+		Wait:     wait,
+	})
 }
 
 // TestIntegrationFakeMatchesKernel runs one scenario of userspace unicast
