@@ -76,7 +76,8 @@ type Trace struct {
 type ServerStats struct {
 	// Requests received from the kernel, Replies sent.
 	Requests, Replies uint64
-	// Unparsable requests answered with an EAGAIN ack.
+	// Unparsable requests, answered with an EAGAIN ack (EINVAL for a
+	// well-formed header with an unknown request type).
 	Unparsable uint64
 	// Errors: replies carrying an errno; SendErrors: replies that could
 	// not be sent.
@@ -230,15 +231,16 @@ func (s *Server) handle(m connector.Message, from connector.Sender, send func(co
 	req, err := parseRequest(m.Data, s.lastUUID.Load().get())
 	if err != nil {
 		s.unparsable.Add(1)
-		s.report(fmt.Errorf("dmlog: unparsable request seq %d (%d bytes), answered EAGAIN: %w", m.Seq, len(m.Data), err))
-		if req.Type.Valid() || len(m.Data) < HeaderLen || !errors.Is(err, ErrInvalid) {
-			s.ack(m.Seq, syscall.EAGAIN, send, Trace{Request: req.Header, DataLen: len(m.Data), Err: err}, start)
-			return
-		}
 		// A well-formed header with a type this package does not know
-		// (a newer kernel): EAGAIN would make the kernel resend it
-		// forever, so refuse it.
-		s.ack(m.Seq, syscall.EINVAL, send, Trace{Request: req.Header, DataLen: len(m.Data), Err: err}, start)
+		// (a newer kernel) is refused: EAGAIN would make the kernel resend
+		// it forever. Anything else is answered EAGAIN. The log names the
+		// answer actually sent.
+		errno := syscall.EAGAIN
+		if !req.Type.Valid() && len(m.Data) >= HeaderLen && errors.Is(err, ErrInvalid) {
+			errno = syscall.EINVAL
+		}
+		s.report(fmt.Errorf("dmlog: unparsable request seq %d (%d bytes), answered %s: %w", m.Seq, len(m.Data), errnoName(errno), err))
+		s.ack(m.Seq, errno, send, Trace{Request: req.Header, DataLen: len(m.Data), Err: err}, start)
 		return
 	}
 	if req.UUID != s.lastUUID.Load().get() {
@@ -518,4 +520,16 @@ func joinDM(c *connector.Conn) error {
 func (s *Server) overrun(err error) {
 	s.overruns.Add(1)
 	s.report(fmt.Errorf("dmlog: %w: requests were lost; the kernel treats that as a missing server and will re-send the constructors of the logs concerned", err))
+}
+
+// errnoName is the C name of the errors a Server answers unparsable
+// requests with, for its log.
+func errnoName(e syscall.Errno) string {
+	switch e {
+	case syscall.EAGAIN:
+		return "EAGAIN"
+	case syscall.EINVAL:
+		return "EINVAL"
+	}
+	return fmt.Sprintf("errno %d (%v)", int(e), e)
 }

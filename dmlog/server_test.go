@@ -230,7 +230,13 @@ func TestServerUnparsable(t *testing.T) {
 	}
 	stop()
 	if st := s.Stats(); st.Unparsable != 5 || len(reported) != 5 {
-		t.Errorf("stats %+v, %d reported", st, len(reported))
+		t.Fatalf("stats %+v, %d reported", st, len(reported))
+	}
+	// The log says what was sent.
+	for i, want := range []string{"EAGAIN", "EAGAIN", "EAGAIN", "EINVAL", "EINVAL"} {
+		if msg := reported[i].Error(); !strings.Contains(msg, "answered "+want+":") {
+			t.Errorf("case %d logged %q, want it to say answered %s", i, msg, want)
+		}
 	}
 }
 

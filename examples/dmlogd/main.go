@@ -29,6 +29,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -45,17 +46,44 @@ func mainExit(args []string) int {
 	defer stop()
 	o, err := parseArgs(args, os.Stderr)
 	if err != nil {
-		return cli.Exit(os.Stderr, "dmlogd", err)
+		return cli.Exit(os.Stderr, "dmlogd", oneprefix(err))
 	}
 	// A socket without groups first: serve checks the privilege and the
 	// kernel agent, then joins group 7, and only then says it serves.
 	c, err := connector.Dial(&connector.Config{ReadBufferSize: dmlog.ReadBufferSize})
 	if err != nil {
-		return cli.Exit(os.Stderr, "dmlogd", err)
+		return cli.Exit(os.Stderr, "dmlogd", oneprefix(err))
 	}
 	defer c.Close()
-	return cli.Exit(os.Stderr, "dmlogd", serve(ctx, o, c, &dmlog.Server{}, os.Stdout, os.Stderr))
+	return cli.Exit(os.Stderr, "dmlogd", oneprefix(serve(ctx, o, c, &dmlog.Server{}, os.Stdout, os.Stderr)))
 }
+
+// oneprefix returns err with the library's leading prefix ("dmlog: ",
+// "dmlog serve: ", "connector: ") taken off its text, so that with dmlogd's own in front a
+// message carries one program prefix; errors.Is and errors.As see err as
+// it was. Nil stays nil.
+func oneprefix(err error) error {
+	if err == nil {
+		return nil
+	}
+	return prefixless{err}
+}
+
+type prefixless struct{ err error }
+
+func (e prefixless) Error() string {
+	// "dmlog: what", "dmlog serve: what" (an operation's error), and
+	// either behind "connector: ".
+	s := strings.TrimPrefix(e.err.Error(), "connector: ")
+	for _, p := range []string{"dmlog: ", "dmlog "} {
+		if rest, ok := strings.CutPrefix(s, p); ok {
+			return rest
+		}
+	}
+	return s
+}
+
+func (e prefixless) Unwrap() error { return e.err }
 
 type options struct {
 	json  bool
@@ -106,7 +134,7 @@ func serve(ctx context.Context, o *options, c *connector.Conn, s *dmlog.Server, 
 	enc := json.NewEncoder(stdout)
 	s.ErrorLog = func(err error) {
 		mu.Lock()
-		fmt.Fprintln(stderr, "dmlogd:", err)
+		fmt.Fprintln(stderr, "dmlogd:", oneprefix(err))
 		mu.Unlock()
 	}
 	if !o.quiet {

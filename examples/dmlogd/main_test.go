@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
 	"github.com/cnlink/connector/dmlog"
+	"github.com/cnlink/connector/internal/cli"
 	"github.com/cnlink/connector/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -192,6 +194,9 @@ func TestStartup(t *testing.T) {
 			refused(t, p, "CAP_SYS_ADMIN")
 		case !slices.ContainsFunc(agents, func(a connector.Agent) bool { return a.ID == connector.IDDM }):
 			refused(t, p, "modprobe dm-log-userspace")
+			if s := p.Stderr.String(); strings.Contains(s, "dmlogd: dmlog") || strings.Contains(s, "dmlogd: connector") {
+				t.Errorf("stderr %q: two program prefixes", s)
+			}
 		default:
 			p.Stderr.FindPrefix(t, timeout, "dmlogd: serving")
 			p.Signal(t, os.Interrupt)
@@ -200,4 +205,61 @@ func TestStartup(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestErrorsOnePrefix: what dmlogd reports carries one program prefix,
+// dmlogd's, not the library's as well ("dmlogd: dmlog: ..."), both in the
+// server's error log and in the exit message.
+func TestErrorsOnePrefix(t *testing.T) {
+	k := cntest.New(nil)
+	replies := make(chan connector.Message, 1)
+	k.Handle(connector.IDDM, func(m connector.Message, _ connector.Sender) []cntest.Reply {
+		replies <- m
+		return nil
+	})
+	c, err := k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, &options{quiet: true}, c, &dmlog.Server{SkipPrivilegeCheck: true}, &out, &errOut)
+	}()
+	if !k.WaitReceiving(c.PortID(), 5*time.Second) {
+		t.Fatal("not serving")
+	}
+	// A request type no kernel sends: refused with EINVAL, and logged.
+	b, _ := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{UUID: "u1", LUID: 1, Version: dmlog.Version, Seq: 17, Type: 200}})
+	if _, err := k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: 17, Data: b}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-replies:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reply to the request of type 200")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	log := errOut.String()
+	if !strings.Contains(log, "dmlogd: unparsable request seq 17") || !strings.Contains(log, "answered EINVAL") {
+		t.Errorf("stderr %q: want the unparsable request logged, answered EINVAL", log)
+	}
+	if strings.Contains(log, "dmlogd: dmlog:") {
+		t.Errorf("stderr %q: two program prefixes", log)
+	}
+	var exit strings.Builder
+	cli.Exit(&exit, "dmlogd", oneprefix(fmt.Errorf("dmlog: %w", errors.New("no agent"))))
+	if got := exit.String(); got != "dmlogd: no agent\n" {
+		t.Errorf("exit message %q, want %q", got, "dmlogd: no agent\n")
+	}
+	exit.Reset()
+	cli.Exit(&exit, "dmlogd", oneprefix(errors.New("dmlog serve: no agent")))
+	if got := exit.String(); got != "dmlogd: serve: no agent\n" {
+		t.Errorf("exit message %q, want %q", got, "dmlogd: serve: no agent\n")
+	}
 }
