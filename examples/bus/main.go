@@ -123,8 +123,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return nil
 	default:
-		fmt.Fprint(stderr, usage)
-		return cli.Usage(fmt.Errorf("unknown command %q", cmd))
+		return cli.Usagef("unknown command %q; the commands are sub, pub, serve and call (bus -h prints the usage)", cmd)
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: bus %s\n\nflags:\n", synopsis)
@@ -151,6 +150,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cli.Usage(fmt.Errorf("%s needs -g GROUP", cmd))
 	case (cmd == "sub" || cmd == "serve") && fs.NArg() > 0:
 		return cli.Usage(fmt.Errorf("%s takes no arguments, got %q", cmd, strings.Join(fs.Args(), " ")))
+	case cmd == "call" && o.port == 0 && isSet(fs, "port"):
+		return cli.Usage(errors.New("-port 0: port id 0 is the kernel, not a bus server; give the port bus serve printed, or -g GROUP"))
 	case cmd == "call" && (o.port == 0) == (g == 0):
 		return cli.Usage(errors.New("call needs exactly one of -port PORT and -g GROUP"))
 	case cmd == "pub" && fs.NArg() == 0:
@@ -177,6 +178,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		to = connector.ToGroup(g)
 	}
 	return call(ctx, id, to, text, o.timeout, stdout, stderr)
+}
+
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func parseID(s string) (connector.CBID, error) {

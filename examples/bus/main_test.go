@@ -281,7 +281,8 @@ func TestUsageErrors(t *testing.T) {
 		want []string // what the message must name
 	}{
 		{[]string{}, []string{"missing command"}},
-		{[]string{"frob"}, []string{"unknown command"}},
+		{[]string{"frob"}, []string{"unknown command", `"frob"`}},
+		{[]string{"call", "-port", "0", "ping"}, []string{"-port 0", "kernel"}},
 		{[]string{"sub"}, []string{"-g GROUP"}},
 		{[]string{"sub", "-g", "25", "extra"}, []string{"no arguments"}},
 		{[]string{"pub", "hello"}, []string{"-g GROUP"}},
@@ -315,6 +316,11 @@ func TestUsageErrors(t *testing.T) {
 	code, _, stderr := testutil.RunHelperExit(t, timeout, program, "sub", "-bogus")
 	if n := strings.Count(stderr, "-bogus"); code != 2 || n != 1 {
 		t.Errorf("bus sub -bogus: exit %d, %d mentions of -bogus in %q; want 2 and 1", code, n, stderr)
+	}
+	// An unknown command: one line naming it, not the usage first.
+	code, _, stderr = testutil.RunHelperExit(t, timeout, program, "bogus")
+	if code != 2 || !strings.HasPrefix(stderr, `bus: unknown command "bogus"`) || strings.Contains(strings.TrimSpace(stderr), "\n") {
+		t.Errorf("bus bogus: exit %d, stderr %q; want 2 and one line naming bogus", code, stderr)
 	}
 	code, _, stderr = testutil.RunHelperExit(t, timeout, program, "call", "ping")
 	if code != 2 || !strings.Contains(stderr, "call needs exactly one of -port PORT and -g GROUP") {

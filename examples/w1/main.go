@@ -30,6 +30,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,7 +50,7 @@ func mainExit(args []string) int {
 	return cli.Exit(os.Stderr, "w1", run(ctx, args, os.Stdout, os.Stderr, nil))
 }
 
-const usage = `usage: w1 [flags] COMMAND [ARGS]
+const usage = `usage: w1 [flags] COMMAND [flags] [ARGS]
 
   masters                     list the bus masters
   slaves MASTER               list the slaves the kernel knows on MASTER (no bus traffic)
@@ -61,7 +62,8 @@ const usage = `usage: w1 [flags] COMMAND [ARGS]
   remove MASTER SLAVE         unregister SLAVE
   watch                       print masters and slaves as they are added and removed
 
-MASTER is a number or w1_bus_masterN. Flags:
+MASTER is a number or w1_bus_masterN. Flags go before the command or
+right after it (w1 watch -poll 1s, w1 -json masters):
 `
 
 // A dialer opens the w1 connection; tests pass one on a fake kernel.
@@ -85,10 +87,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		fs.Usage()
 		return cli.Usage(errors.New("missing command"))
 	}
+	cmd := fs.Arg(0)
+	if !slices.Contains(commands, cmd) {
+		return cli.Usagef("unknown command %q; the commands are %s (w1 -h prints the usage)", cmd, strings.Join(commands, ", "))
+	}
+	// Flags may also come right after the command, as with bus.
+	if err := cli.Parse(fs, fs.Args()[1:]); err != nil {
+		return err
+	}
+	rest := fs.Args()
 	if *timeout <= 0 {
 		return cli.Usage(errors.New("-timeout must be positive"))
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch {
 	case *poll < 0:
 		return cli.Usage(fmt.Errorf("-poll %v: must not be negative", *poll))
@@ -234,9 +244,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial dial
 		}
 		return nil
 	}
-	fs.Usage()
-	return cli.Usage(fmt.Errorf("unknown command %q", cmd))
+	return fmt.Errorf("command %q is listed but not handled (a bug in w1)", cmd)
 }
+
+// commands are w1's commands, in the order of the usage.
+var commands = []string{"masters", "slaves", "search", "alarm", "reset", "tx", "add", "remove", "watch"}
 
 // parseMaster accepts "1" and "w1_bus_master1".
 func parseMaster(s string) (w1.MasterID, error) {

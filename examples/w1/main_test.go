@@ -74,6 +74,34 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestFlagsAfterCommand: flags may come before the command or right after
+// it, as with bus, with the same result.
+func TestFlagsAfterCommand(t *testing.T) {
+	a, dial := fakeDial(t)
+	a.AddMaster()
+	before, err := runFake(t, dial, "-json", "masters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := runFake(t, dial, "masters", "-json")
+	if err != nil || after != before || !strings.HasPrefix(after, "{") {
+		t.Errorf("w1 masters -json: %q, %v; want %q as from w1 -json masters", after, err, before)
+	}
+}
+
+// TestUnknownCommand: the message names the command at fault and lists the
+// real ones, without the whole usage in front of it.
+func TestUnknownCommand(t *testing.T) {
+	var errOut bytes.Buffer
+	err := run(context.Background(), []string{"bogus"}, io.Discard, &errOut, nil)
+	if !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), `"bogus"`) || !strings.Contains(err.Error(), "watch") {
+		t.Errorf("w1 bogus: %v, want a usage error naming bogus and the commands", err)
+	}
+	if errOut.Len() != 0 {
+		t.Errorf("w1 bogus printed %q before its error", errOut.String())
+	}
+}
+
 func TestErrors(t *testing.T) {
 	a, dial := fakeDial(t)
 	a.AddMaster()
@@ -95,6 +123,9 @@ func TestErrors(t *testing.T) {
 		{[]string{"-poll", "-1s", "watch"}, "-poll -1s"},
 		{[]string{"-poll", "1s", "masters"}, "-poll"},
 		{[]string{"-bogus", "masters"}, "-bogus"},
+		{[]string{"watch", "-poll", "-1s"}, "-poll -1s"},
+		{[]string{"masters", "-poll", "1s"}, "-poll"},
+		{[]string{"bogus"}, `"bogus"`},
 	} {
 		if _, err := runFake(t, dial, tc.args...); !errors.As(err, new(cli.UsageError)) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("w1 %q: err = %v, want a usage error naming %q", tc.args, err, tc.want)
