@@ -1,6 +1,7 @@
 package cntest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -165,7 +166,8 @@ type Rejection struct {
 // it, by an encoder of this package's own.
 //
 // A Kernel is safe for concurrent use. Its zero value is not usable; call
-// New.
+// New: Dial on a zero (or nil) Kernel fails with an error saying so, and
+// Handle panics with that message.
 type Kernel struct {
 	opts   Options
 	optErr error // an Options value out of range, reported by Dial
@@ -261,7 +263,16 @@ func (k *Kernel) DialUnprivileged(cfg *connector.Config) (*connector.Conn, error
 	return k.dial(cfg, false)
 }
 
+// errZero is the error of Dial on a Kernel that New did not make.
+var errZero = errors.New("cntest: a zero Kernel is not usable: make one with cntest.New")
+
+// made reports whether New made k.
+func (k *Kernel) made() bool { return k != nil && k.socks != nil }
+
 func (k *Kernel) dial(cfg *connector.Config, priv bool) (*connector.Conn, error) {
+	if !k.made() {
+		return nil, errZero
+	}
 	if k.optErr != nil {
 		return nil, k.optErr
 	}
@@ -329,6 +340,9 @@ func (k *Kernel) newSocket(mask uint32, priv bool) *socket {
 // handler are dropped, as the real kernel drops them (Requests still lists
 // them).
 func (k *Kernel) Handle(id connector.CBID, h HandlerFunc) {
+	if !k.made() {
+		panic(errZero.Error())
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if h == nil {

@@ -1025,3 +1025,22 @@ func TestChargesFillBuffer(t *testing.T) {
 		t.Errorf("queued %d datagrams charged 960 bytes in a 2304-byte buffer, want 2", q)
 	}
 }
+
+// TestZeroKernel: a Kernel that New did not make says so (Dial's error,
+// Handle's panic) instead of panicking on a nil map.
+func TestZeroKernel(t *testing.T) {
+	for _, k := range []*cntest.Kernel{{}, nil} {
+		for _, dial := range []func(*connector.Config) (*connector.Conn, error){k.Dial, k.DialUnprivileged} {
+			c, err := dial(nil)
+			if err == nil || !strings.Contains(err.Error(), "cntest.New") {
+				t.Errorf("Dial on a zero Kernel: %v, %v; want an error saying to use cntest.New", c, err)
+			}
+		}
+	}
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "cntest.New") {
+			t.Errorf("Handle on a zero Kernel: recovered %v, want a panic saying to use cntest.New", r)
+		}
+	}()
+	new(cntest.Kernel).Handle(connector.IDProc, nil)
+}

@@ -80,7 +80,7 @@ func (ib *InfoBlock) Append(b []byte) []byte {
 	return out
 }
 
-// String reads the NUL-terminated string at offset off of a returned info
+// InfoString reads the NUL-terminated string at offset off of a returned info
 // block buffer (OEMStringPtr and the other pointers), as the kernel does.
 func InfoString(buf []byte, off uint32) (string, bool) {
 	if off == 0 || uint64(off) >= uint64(len(buf)) {

@@ -57,9 +57,9 @@ import (
 // re-executed test binary.
 const HelperEnv = "CONNECTOR_TEST_HELPER"
 
-// NobodyEnv, set to 1 in a helper's environment (AsNobody does it), makes
-// Main and MainFunc switch the helper process to uid and gid 65534
-// (BecomeNobody) before the helper runs.
+// NobodyEnv is the environment variable that, set to 1 in a helper's
+// environment (AsNobody does it), makes Main and MainFunc switch the helper
+// process to uid and gid 65534 (BecomeNobody) before the helper runs.
 const NobodyEnv = "CONNECTOR_TEST_NOBODY"
 
 // AsNobody makes cmd, a helper command (HelperCommand), run its helper as
