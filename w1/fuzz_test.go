@@ -92,7 +92,8 @@ func FuzzReply(f *testing.F) {
 		for i := range dests {
 			dests[i] = make([]byte, i)
 		}
-		r := &reply{op: "fuzz", ncmds: len(dests), data: func(i int, c Cmd) error {
+		// w counts the records that fit no command, as a Conn's does.
+		r := &reply{op: "fuzz", ncmds: len(dests), w: new(Conn), data: func(i int, c Cmd) error {
 			if i < 0 || i >= len(dests) {
 				t.Fatalf("data for command %d of %d", i, len(dests))
 			}
