@@ -54,7 +54,8 @@ func ExampleMemLog() {
 		log.Fatal(err)
 	}
 	l.Mark([]uint64{2})
-	fmt.Println("region 2 clean:", l.IsClean(2))
+	clean, _ := l.IsClean(2)
+	fmt.Println("region 2 clean:", clean)
 	r, _ := l.ResyncWork()
 	again, _ := l.ResyncWork() // a repeated request gets the same region
 	l.SetRegionSync(r, true)

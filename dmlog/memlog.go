@@ -23,9 +23,15 @@ type Log interface {
 	RegionSize() uint64
 	// IsClean reports whether no write to region r is in flight or
 	// unflushed (the region was not marked, or cleared since).
-	IsClean(r uint64) bool
+	//
+	// Every method that takes a region fails for one out of range with
+	// an error matching ErrInvalid (the Server answers EINVAL, which the
+	// kernel takes as "not clean", "not in sync" or, for SET_REGION_SYNC,
+	// ignores: dm-log-userspace-base.c); the kernel's own logs never see
+	// one, as dm-region-hash numbers regions from the mirror's length.
+	IsClean(r uint64) (bool, error)
 	// InSync reports whether region r is the same on all legs.
-	InSync(r uint64) bool
+	InSync(r uint64) (bool, error)
 	// Mark records that writes to the regions start (dirty); Clear that
 	// they completed (clean). Both take effect at the next Flush at the
 	// latest.
@@ -42,7 +48,7 @@ type Log interface {
 	ResyncWork() (r uint64, ok bool)
 	// SetRegionSync records the outcome of a region's recovery, or a write
 	// that failed on a leg (inSync false).
-	SetRegionSync(r uint64, inSync bool)
+	SetRegionSync(r uint64, inSync bool) error
 	// SyncCount returns how many regions are in sync.
 	SyncCount() uint64
 	// Status returns the log's part of the mirror's status line: table
@@ -67,7 +73,9 @@ type Log interface {
 // per 250 ms.
 type RemoteRecoveringLog interface {
 	Log
-	RemoteRecovering(r uint64) (recovering bool, inSyncHint uint64)
+	// RemoteRecovering fails, as Log's methods do, for a region out of
+	// range.
+	RemoteRecovering(r uint64) (recovering bool, inSyncHint uint64, err error)
 }
 
 // MaxMemLogRegions bounds the regions of a MemLog: its three bitmaps then
@@ -196,13 +204,31 @@ func (l *MemLog) RegionSize() uint64 { return l.regionSize }
 // Regions returns the number of regions.
 func (l *MemLog) Regions() uint64 { return l.regions }
 
-// IsClean reports whether region r is clean; false for a region out of
-// range.
-func (l *MemLog) IsClean(r uint64) bool { defer l.lock()(); return l.valid(r) && testBit(l.clean, r) }
+// rangeErr is the error for region r out of range, the same from every
+// method.
+func (l *MemLog) rangeErr(r uint64) error {
+	return fmt.Errorf("%w: region %d of a %d-region log", ErrInvalid, r, l.regions)
+}
 
-// InSync reports whether region r is in sync; false for a region out of
-// range.
-func (l *MemLog) InSync(r uint64) bool { defer l.lock()(); return l.valid(r) && testBit(l.insync, r) }
+// IsClean reports whether region r is clean. A region out of range fails
+// with an error matching ErrInvalid, as in every method that takes one.
+func (l *MemLog) IsClean(r uint64) (bool, error) {
+	defer l.lock()()
+	if !l.valid(r) {
+		return false, l.rangeErr(r)
+	}
+	return testBit(l.clean, r), nil
+}
+
+// InSync reports whether region r is in sync; a region out of range fails
+// with an error matching ErrInvalid.
+func (l *MemLog) InSync(r uint64) (bool, error) {
+	defer l.lock()()
+	if !l.valid(r) {
+		return false, l.rangeErr(r)
+	}
+	return testBit(l.insync, r), nil
+}
 
 // SyncCount returns the number of regions in sync.
 func (l *MemLog) SyncCount() uint64 { defer l.lock()(); return l.syncCount }
@@ -232,7 +258,7 @@ func (l *MemLog) setClean(regions []uint64, clean bool) error {
 	defer l.lock()()
 	for _, r := range regions {
 		if !l.valid(r) {
-			return fmt.Errorf("%w: region %d of a %d-region log", ErrInvalid, r, l.regions)
+			return l.rangeErr(r)
 		}
 	}
 	for _, r := range regions {
@@ -272,11 +298,12 @@ func (l *MemLog) ResyncWork() (uint64, bool) {
 }
 
 // SetRegionSync ends a region's recovery and records whether it is in sync.
-// Out-of-range regions are ignored (the kernel expects no reply data).
-func (l *MemLog) SetRegionSync(r uint64, inSync bool) {
+// A region out of range fails with an error matching ErrInvalid and
+// changes nothing.
+func (l *MemLog) SetRegionSync(r uint64, inSync bool) error {
 	defer l.lock()()
 	if !l.valid(r) {
-		return
+		return l.rangeErr(r)
 	}
 	l.st.SetSyncs++
 	clearBit(l.recovering, r)
@@ -291,6 +318,7 @@ func (l *MemLog) SetRegionSync(r uint64, inSync bool) {
 			l.search = r
 		}
 	}
+	return nil
 }
 
 // Resume forgets recoveries in progress: the kernel suspends a mirror only
@@ -305,13 +333,17 @@ func (l *MemLog) Resume() error {
 }
 
 // RemoteRecovering reports no remote recovery (a MemLog is local) and the
-// first region not in sync as the hint.
-func (l *MemLog) RemoteRecovering(r uint64) (bool, uint64) {
+// first region not in sync as the hint. A region out of range fails with
+// an error matching ErrInvalid.
+func (l *MemLog) RemoteRecovering(r uint64) (bool, uint64, error) {
 	defer l.lock()()
-	if h, ok := nextClear(l.insync, 0, l.regions); ok {
-		return false, h
+	if !l.valid(r) {
+		return false, 0, l.rangeErr(r)
 	}
-	return false, l.regions
+	if h, ok := nextClear(l.insync, 0, l.regions); ok {
+		return false, h, nil
+	}
+	return false, l.regions, nil
 }
 
 // Status returns "1 memlog" for STATUS_INFO (one argument, the log's name,

@@ -339,11 +339,15 @@ func (s *Server) serve(req Request) (data []byte, errno syscall.Errno, err error
 		return AppendUint64(scratch, l.RegionSize()), 0, nil
 	case TypeIsClean, TypeInSync:
 		r, _ := req.Region()
-		v := false
+		var v bool
+		var err error
 		if req.Type == TypeIsClean {
-			v = l.IsClean(r)
+			v, err = l.IsClean(r)
 		} else {
-			v = l.InSync(r)
+			v, err = l.InSync(r)
+		}
+		if err != nil {
+			return logErr(req, err)
 		}
 		return AppendBool(scratch, v), 0, nil
 	case TypeMarkRegion, TypeClearRegion, TypeFlush:
@@ -364,8 +368,7 @@ func (s *Server) serve(req Request) (data []byte, errno syscall.Errno, err error
 		return AppendResyncWork(scratch, r, ok), 0, nil
 	case TypeSetRegionSync:
 		r, in, _ := req.RegionSync()
-		l.SetRegionSync(r, in)
-		return nil, 0, nil
+		return logErr(req, l.SetRegionSync(r, in))
 	case TypeGetSyncCount:
 		return AppendUint64(scratch, l.SyncCount()), 0, nil
 	case TypeStatusInfo, TypeStatusTable:
@@ -373,7 +376,10 @@ func (s *Server) serve(req Request) (data []byte, errno syscall.Errno, err error
 	case TypeIsRemoteRecovering:
 		r, _ := req.Region()
 		if rl, ok := l.(RemoteRecoveringLog); ok {
-			rec, hint := rl.RemoteRecovering(r)
+			rec, hint, err := rl.RemoteRecovering(r)
+			if err != nil {
+				return logErr(req, err)
+			}
 			return AppendRemoteRecovering(scratch, rec, hint), 0, nil
 		}
 		return AppendRemoteRecovering(scratch, false, 0), 0, nil
