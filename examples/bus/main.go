@@ -235,7 +235,7 @@ func subscribe(ctx context.Context, id connector.CBID, g connector.Group, count 
 		}
 	})
 	err = serveUntil(ctx, mx, c, stderr)
-	fmt.Fprintf(stderr, "bus: %d messages received, %d others ignored\n", n, stray)
+	fmt.Fprintf(stderr, "bus: %s received, %s ignored\n", cli.Count(n, "message", "messages"), cli.Count(stray, "other", "others"))
 	return err
 }
 
@@ -306,7 +306,7 @@ func serve(ctx context.Context, id connector.CBID, g connector.Group, count int,
 		}
 	})
 	err = serveUntil(ctx, mx, c, stderr)
-	fmt.Fprintf(stderr, "bus: %d requests answered, %d other messages ignored\n", n, stray)
+	fmt.Fprintf(stderr, "bus: %s answered, %s ignored\n", cli.Count(n, "request", "requests"), cli.Count(stray, "other message", "other messages"))
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/dmlog"
+	"github.com/cnlink/connector/internal/cli"
 	"github.com/cnlink/connector/v86d"
 )
 
@@ -44,7 +45,7 @@ func describeDM(m connector.Message, from connector.Sender) string {
 		if err != nil {
 			return fmt.Sprintf("  dm-log-userspace reply: %v\n", err)
 		}
-		s := fmt.Sprintf("  dm-log-userspace reply: %v seq %d uuid %q luid %#x error %d, %d data bytes", r.Type, r.Seq, r.UUID, r.LUID, r.Error, len(r.Data))
+		s := fmt.Sprintf("  dm-log-userspace reply: %v seq %d uuid %q luid %#x error %d, %s", r.Type, r.Seq, r.UUID, r.LUID, r.Error, cli.Count(len(r.Data), "data byte", "data bytes"))
 		return s + "\n"
 	}
 	r, err := dmlog.ParseRequest(m.Data)
@@ -90,12 +91,12 @@ func describeV86D(m connector.Message, from connector.Sender) string {
 		return fmt.Sprintf("  v86d %s slot %d: TF_EXIT (the helper is to exit)\n", kind, m.Seq)
 	}
 	r := t.Regs
-	s := fmt.Sprintf("  v86d %s slot %d cookie %#x: eax %#x ebx %#x ecx %#x edx %#x es:di %04x:%04x flags %v buffer %d bytes",
-		kind, m.Seq, m.Ack, r.EAX, r.EBX, r.ECX, r.EDX, r.ES, r.EDI, t.Flags, len(buf))
+	s := fmt.Sprintf("  v86d %s slot %d cookie %#x: eax %#x ebx %#x ecx %#x edx %#x es:di %04x:%04x flags %v buffer %s",
+		kind, m.Seq, m.Ack, r.EAX, r.EBX, r.ECX, r.EDX, r.ES, r.EDI, t.Flags, cli.Count(len(buf), "byte", "bytes"))
 	if kind == "reply" && t.Flags&v86d.FlagVBEIB != 0 {
 		if ib, err := v86d.ParseInfoBlock(buf); err == nil {
 			modes, ok := v86d.ModeList(buf, ib.ModeListPtr)
-			s += fmt.Sprintf("; %q VBE %x.%x, %d KiB, %d modes", ib.Signature[:], ib.Version>>8, ib.Version&0xff, int(ib.TotalMemory)*64, len(modes))
+			s += fmt.Sprintf("; %q VBE %x.%x, %d KiB, %s", ib.Signature[:], ib.Version>>8, ib.Version&0xff, int(ib.TotalMemory)*64, cli.Count(len(modes), "mode", "modes"))
 			if !ok {
 				s += " (mode list without its 0xffff terminator: the kernel reads past the buffer)"
 			}

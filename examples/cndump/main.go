@@ -343,8 +343,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printed++
 	}
 	st := c.Stats()
-	fmt.Fprintf(stderr, "cndump: %d messages printed; received %d messages in %d datagrams; %d overruns, %d truncated, %d malformed, %d foreign dropped\n",
-		printed, st.Messages, st.Datagrams, st.Overruns, st.Truncated, st.Malformed, st.Foreign)
+	fmt.Fprintf(stderr, "cndump: %s printed; received %s in %s; %s, %d truncated, %d malformed, %d foreign dropped\n",
+		cli.Count(printed, "message", "messages"), cli.Count(st.Messages, "message", "messages"), cli.Count(st.Datagrams, "datagram", "datagrams"),
+		cli.Count(st.Overruns, "overrun", "overruns"), st.Truncated, st.Malformed, st.Foreign)
 	return loopErr
 }
 
@@ -418,7 +419,7 @@ func (d *dumper) print(now time.Time, m connector.Message, from connector.Sender
 		d.hex = appendHexDump(d.hex[:0], data, "  ")
 		w.Write(d.hex)
 		if cut > 0 {
-			fmt.Fprintf(w, "  ... %d more bytes (-snap %d)\n", cut, d.o.snap)
+			fmt.Fprintf(w, "  ... %s (-snap %d)\n", cli.Count(cut, "more byte", "more bytes"), d.o.snap)
 		}
 	}
 }

@@ -115,7 +115,7 @@ func TestDumpPrintsMulticastMessage(t *testing.T) {
 			t.Errorf("hex line %d\n got %q\nwant %q", i, out[1+i], w)
 		}
 	}
-	if !strings.Contains(p.Stderr.String(), "cndump: 1 messages printed") {
+	if !strings.Contains(p.Stderr.String(), "cndump: 1 message printed") {
 		t.Errorf("no summary on stderr:\n%s", p.Stderr)
 	}
 }
@@ -207,7 +207,9 @@ func TestDumpDecodesProcEvents(t *testing.T) {
 	if out := p.Stdout.String(); strings.Contains(out, "from port") {
 		t.Errorf("-kernel-only printed a userspace message:\n%s", out)
 	}
-	st := p.Stderr.Find(t, time.Second, "the summary", func(s string) bool { return strings.Contains(s, "messages printed") })
+	st := p.Stderr.Find(t, time.Second, "the summary", func(s string) bool {
+		return strings.HasPrefix(s, "cndump: ") && strings.Contains(s, " printed; received ")
+	})
 	if !strings.Contains(st, " 1 foreign dropped") {
 		t.Errorf("summary does not count the one userspace message as foreign: %q", st)
 	}

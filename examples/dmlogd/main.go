@@ -171,8 +171,9 @@ func serve(ctx context.Context, o *options, c *connector.Conn, s *dmlog.Server, 
 	fmt.Fprintf(stderr, "dmlogd: serving dm-log-userspace requests on group 7 (port %d)\n", c.PortID())
 	err := s.Serve(ctx, c)
 	st := s.Stats()
-	fmt.Fprintf(stderr, "dmlogd: %d requests, %d replies, %d errors, %d unparsable, %d reconstructed, %d for unknown logs, %d overruns; %d logs held\n",
-		st.Requests, st.Replies, st.Errors, st.Unparsable, st.Reconstructed, st.UnknownLog, st.Overruns, st.Logs)
+	fmt.Fprintf(stderr, "dmlogd: %s, %s, %s, %d unparsable, %d reconstructed, %d for unknown logs, %s; %s held\n",
+		cli.Count(st.Requests, "request", "requests"), cli.Count(st.Replies, "reply", "replies"), cli.Count(st.Errors, "error", "errors"),
+		st.Unparsable, st.Reconstructed, st.UnknownLog, cli.Count(st.Overruns, "overrun", "overruns"), cli.Count(st.Logs, "log", "logs"))
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return nil
 	}

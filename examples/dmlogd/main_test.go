@@ -120,7 +120,7 @@ func TestServeJSON(t *testing.T) {
 	if got[1].ReplyLen != 8 || got[4].Errno != int(syscall.EINVAL) {
 		t.Errorf("GET_REGION_SIZE reply %d bytes; IS_CLEAN of region 99 errno %d, want EINVAL", got[1].ReplyLen, got[4].Errno)
 	}
-	if !strings.Contains(errOut.String(), "5 requests, 5 replies, 1 errors") {
+	if !strings.Contains(errOut.String(), "5 requests, 5 replies, 1 error,") {
 		t.Errorf("summary: %q", errOut.String())
 	}
 }

@@ -63,3 +63,12 @@ func Exit(stderr io.Writer, prog string, err error) int {
 	}
 	return 1
 }
+
+// Count returns n and the noun, singular for 1 and plural otherwise:
+// Count(1, "message", "messages") is "1 message", Count(0, ...) "0 messages".
+func Count[N ~int | ~int64 | ~uint64 | ~uint32 | ~uint](n N, singular, plural string) string {
+	if n == 1 {
+		return "1 " + singular
+	}
+	return fmt.Sprintf("%d %s", n, plural)
+}

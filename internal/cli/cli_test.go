@@ -42,3 +42,17 @@ func TestExit(t *testing.T) {
 		t.Errorf("Parse of nothing: %v", err)
 	}
 }
+
+func TestCount(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{{0, "0 messages"}, {1, "1 message"}, {2, "2 messages"}, {-1, "-1 messages"}} {
+		if got := Count(tc.n, "message", "messages"); got != tc.want {
+			t.Errorf("Count(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+	if got := Count(uint64(1), "reply", "replies"); got != "1 reply" {
+		t.Errorf("Count(uint64(1)) = %q", got)
+	}
+}
