@@ -107,9 +107,9 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 // ErrFlushed. Errors are the transport's own (mapped by recvErr).
 //
 // A blocking receive costs two atomic additions (waiting) and four loads
-// (gen twice, forced twice) besides the transport's Recv; the mutex is taken only to put
-// the caller's deadline back after a Flush and to tell a deadline error
-// from a Flush's wake-up.
+// (gen twice, forced twice) besides the transport's Recv; the mutex is
+// taken only to put the caller's deadline back after a Flush and to tell a
+// deadline error from a Flush's wake-up.
 func (c *Conn) fill(b *transport.Batch, seen *atomic.Uint64) (int, error) {
 	f := &c.flush
 	for {
