@@ -834,6 +834,31 @@ func TestNextClosedCountsUnread(t *testing.T) {
 			t.Errorf("Stats %+v; want Events 1, Unread 0, Conn.Unread 3", st)
 		}
 	})
+	t.Run("read ahead", func(t *testing.T) {
+		// Five events queued before the subscription: the handshake
+		// keeps two (SetMaxEarly) and counts three past them.
+		defer proc.SetMaxEarly(2)()
+		f := newFixture(nil)
+		f.a.SetListeners(1)
+		c := f.dial(t, 4)
+		for pid := int32(20); pid < 25; pid++ {
+			f.emit(t, exec(0, pid))
+		}
+		l, err := f.listenOn(t, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Next(new(proc.Event)); !errors.Is(err, connector.ErrClosed) {
+			t.Fatalf("Next after Close: %v, want ErrClosed", err)
+		}
+		st := l.Stats()
+		if st.Events != 0 || st.Unread != 5 || st.Conn.Unread != 0 {
+			t.Errorf("Stats %+v; want Events 0, Unread 5 (two kept, three past what the handshake keeps), Conn.Unread 0", st)
+		}
+	})
 	t.Run("held back", func(t *testing.T) {
 		f := newFixture(&proctest.Options{Legacy: true})
 		l, err := f.listen(t, &proc.Config{AckTimeout: 20 * time.Millisecond})
