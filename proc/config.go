@@ -52,8 +52,11 @@ type Config struct {
 
 	// ReadBufferSize is the socket receive buffer in bytes, which bounds
 	// how many events the kernel queues before it drops them. Each event
-	// costs about 800 bytes of it. 0 keeps net.core.rmem_default (often
-	// 212992, room for about 256 events). See connector.Config.
+	// is charged its skb truesize, which depends on the kernel's version
+	// and configuration (768 bytes before Linux 6.3; 960 on Debian's
+	// x86_64 6.12 to 7.3 kernels, 832 where the small-head cache is
+	// smaller). 0 keeps net.core.rmem_default (often
+	// 212992, room for some 220 to 280 events). See connector.Config.
 	ReadBufferSize int
 
 	// NoENOBUFS turns off the kernel's overrun reports (ENOBUFS). The
