@@ -163,30 +163,11 @@ func nextErr(t testing.TB, src source, id connector.CBID) (connector.Sender, err
 	}
 }
 
-// queueEmpty reports whether the socket's receive queue is empty, by peeking
-// without waiting through the raw socket.
+// queueEmpty reports whether c's receive queue is empty, without taking a
+// pending overrun report from it (testutil.QueueEmpty).
 func queueEmpty(t testing.TB, c *connector.Conn) bool {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatalf("SyscallConn: %v", err)
-	}
-	var perr error
-	var b [1]byte
-	if err := rc.Control(func(fd uintptr) {
-		_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	}); err != nil {
-		t.Fatalf("Control: %v", err)
-	}
-	switch {
-	case errors.Is(perr, unix.EAGAIN):
-		return true
-	case perr == nil:
-		return false
-	default:
-		t.Fatalf("peeking at the receive queue: %v", perr)
-		return false
-	}
+	return testutil.QueueEmpty(t, c)
 }
 
 // A rawPeer is a NETLINK_CONNECTOR socket made with plain system calls, for

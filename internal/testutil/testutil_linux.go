@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/cnlink/connector"
 	"golang.org/x/sys/unix"
@@ -261,4 +262,34 @@ func BecomeNobody() error {
 		return fmt.Errorf("setresuid: %w", err)
 	}
 	return nil
+}
+
+// QueueEmpty reports whether c's receive queue is empty: no memory is
+// charged to its receive buffer (SK_MEMINFO_RMEM_ALLOC of getsockopt
+// SO_MEMINFO, Linux 3.4 and later), the condition on which netlink ends the
+// congestion that follows an overrun (netlink_rcv_wake in
+// net/netlink/af_netlink.c). Unlike a peek with recvfrom(MSG_PEEK), it does
+// not take a pending ENOBUFS from the socket, whose reader must see it.
+func QueueEmpty(t testing.TB, c *connector.Conn) bool {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatalf("SyscallConn: %v", err)
+	}
+	var info [16]uint32 // SK_MEMINFO_VARS is 9 on Linux 4.7 to 7.3; room for more
+	size := uint32(len(info) * 4)
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
+	}); err != nil {
+		t.Fatalf("Control: %v", err)
+	}
+	if errno != 0 {
+		t.Fatalf("getsockopt(SO_MEMINFO): %v", errno)
+	}
+	if size < 4 {
+		t.Fatalf("getsockopt(SO_MEMINFO) returned %d bytes", size)
+	}
+	return info[0] == 0 // SK_MEMINFO_RMEM_ALLOC (include/uapi/linux/sock_diag.h)
 }

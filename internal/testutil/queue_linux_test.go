@@ -1,0 +1,57 @@
+package testutil
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cnlink/connector"
+	"golang.org/x/sys/unix"
+)
+
+// TestQueueEmptyKeepsOverrun: QueueEmpty tells a full queue from an empty
+// one and leaves a pending overrun report (ENOBUFS) to the socket's reader,
+// which a peek with recvfrom(MSG_PEEK) takes away (sock_error clears
+// sk_err): the next Receive still fails with ErrOverrun.
+func TestQueueEmptyKeepsOverrun(t *testing.T) {
+	RequireInitialNetNS(t)
+	RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	const g = connector.Group(31) // shared with nobody's assertions: only own traffic is counted
+	rx, err := connector.Dial(&connector.Config{Groups: []connector.Group{g}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := connector.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := rx.SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if !QueueEmpty(t, rx) {
+		t.Fatal("a new socket's queue is not empty")
+	}
+	for i := range 200 {
+		if err := tx.Multicast(g, connector.Message{ID: connector.CBID{Idx: 0x7e57, Val: 31}, Seq: uint32(i), Data: make([]byte, 64)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if QueueEmpty(t, rx) {
+			t.Fatal("QueueEmpty after 200 multicasts into a 4 KiB buffer")
+		}
+	}
+	if err := rx.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rx.Receive(); !errors.Is(err, connector.ErrOverrun) {
+		t.Fatalf("first Receive after the overrun and QueueEmpty: %v, want ErrOverrun", err)
+	}
+	for !QueueEmpty(t, rx) {
+		if _, _, err := rx.Receive(); err != nil && !errors.Is(err, connector.ErrOverrun) {
+			t.Fatal(err)
+		}
+	}
+}
