@@ -142,8 +142,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.comms = append(o.comms, c)
 	}
-	if o.duration < 0 || o.coalesce < 0 {
-		return nil, usageError{errors.New("-d and -coalesce must not be negative")}
+	if o.duration < 0 {
+		return nil, usageError{fmt.Errorf("-d %v is negative: give a duration of 0 (run until interrupted) or more", o.duration)}
+	}
+	if o.coalesce < 0 {
+		return nil, usageError{fmt.Errorf("-coalesce %v is negative: give 0 (never wait) or more", o.coalesce)}
 	}
 	if *rcvbuf < 0 || *rcvbuf > connector.MaxBufferSize {
 		return nil, usageError{fmt.Errorf("-rcvbuf %d is out of range: give 0 (the system default) to %d bytes", *rcvbuf, int64(connector.MaxBufferSize))}
@@ -292,6 +295,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rb, _ := l.ReadBuffer()
 	// The kernel reports twice the size applied (it counts its own
 	// bookkeeping too, socket(7)): print the size applied.
+	if o.rcvbuf > 0 && rb/2 < o.rcvbuf {
+		// Without CAP_NET_ADMIN the kernel caps the buffer at
+		// net.core.rmem_max without an error (socket(7), SO_RCVBUF).
+		fmt.Fprintf(stderr, "procmon: warning: -rcvbuf %d: the kernel applied %d bytes (its net.core.rmem_max): a larger buffer needs CAP_NET_ADMIN (run as root) or a larger net.core.rmem_max\n", o.rcvbuf, rb/2)
+	}
 	fmt.Fprintf(stderr, "procmon: listening (%d processes running, receive buffer %d bytes)\n", len(ps), rb/2)
 
 	src := newSource(l, o.coalesce, func() {
@@ -429,11 +437,11 @@ func listen(o *options) (*proc.Listener, error) {
 func listenHint(err error) string {
 	switch {
 	case errors.Is(err, os.ErrPermission):
-		return " (before Linux 6.6, process events need CAP_NET_ADMIN: run as root)"
+		return "; before Linux 6.6, process events need CAP_NET_ADMIN: run as root"
 	case errors.Is(err, connector.ErrNotInitialNetNS):
-		return " (run procmon in the host's network namespace, e.g. docker run --net=host)"
+		return "; in a container: docker run --net=host"
 	case errors.Is(err, proc.ErrNamespace):
-		return " (run procmon in the host's user and PID namespaces, e.g. docker run --pid=host)"
+		return "; in a container: docker run --userns=host --pid=host"
 	}
 	return ""
 }

@@ -586,6 +586,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-e", "frob"}, []string{`unknown event kind "frob"`}},
 		{[]string{"-rcvbuf", "99999999999"}, []string{"-rcvbuf", "0", "2147483647"}},
 		{[]string{"-passwd", "/nonexistent"}, []string{"-passwd", "/nonexistent", "no such file"}},
+		{[]string{"-d", "-1s"}, []string{"-d -1s is negative"}},
+		{[]string{"-coalesce", "-1ms"}, []string{"-coalesce -1ms is negative"}},
 	} {
 		code, _, stderr := testutil.RunHelperExit(t, timeout, program, c.args...)
 		if code != 2 {
