@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
-	"golang.org/x/net/bpf"
 )
 
 // CheckEvents asks the kernel whether it generates process events at all.
@@ -98,22 +97,6 @@ func checkOn(ctx context.Context, c *connector.Conn) error {
 	}
 	return fmt.Errorf("every acknowledgement was lost to a receive buffer overrun; %w", ErrEventsOff)
 }
-
-// onlyAcks is a classic BPF socket filter that keeps acknowledgements
-// (proc_event.what == PROC_EVENT_NONE, at offset 36 of the datagram) and
-// drops everything else: the opposite of ackFilter.
-var onlyAcks = func() []bpf.RawInstruction {
-	p, err := bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 16 + connector.HeaderLen + offWhat, Size: 4},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipFalse: 1},
-		bpf.RetConstant{Val: 0xFFFFFFFF},
-		bpf.RetConstant{Val: 0},
-	})
-	if err != nil {
-		panic("proc: acknowledgement filter: " + err.Error())
-	}
-	return p
-}()
 
 // Rearm makes the kernel generate events again after CheckEvents reported
 // ErrEventsOff: it raises the kernel's global listener count until a check

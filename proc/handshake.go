@@ -271,24 +271,33 @@ func userMode(all bool) Mode {
 	return ModeUserFilter
 }
 
-// ackFilter is a classic BPF socket filter that drops acknowledgements
-// (proc_event.what == PROC_EVENT_NONE, at offset 36 of the datagram: the
-// 16-byte netlink header and the 20-byte cn_msg header come first) and
-// accepts everything else. Comparing with 0 needs no byte-order care. A
-// datagram too short to hold the field is dropped by the BPF machine, and
-// no kernel process event is that short.
-var ackFilter = func() []bpf.RawInstruction {
+// ackFilter is a classic BPF socket filter that drops acknowledgements and
+// accepts everything else; onlyAcks (CheckEvents) is its opposite.
+var ackFilter, onlyAcks = whatFilter(false), whatFilter(true)
+
+// whatFilter assembles a classic BPF socket filter that tests
+// proc_event.what == PROC_EVENT_NONE (an acknowledgement), at offset 36 of
+// the datagram (the 16-byte netlink header and the 20-byte cn_msg header
+// come first), and accepts the datagrams for which the test equals acks.
+// Comparing with 0 needs no byte-order care. A datagram too short to hold
+// the field is dropped by the BPF machine, and no kernel process event is
+// that short.
+func whatFilter(acks bool) []bpf.RawInstruction {
+	isAck := bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 1}
+	if acks {
+		isAck = bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipFalse: 1}
+	}
 	p, err := bpf.Assemble([]bpf.Instruction{
 		bpf.LoadAbsolute{Off: 16 + connector.HeaderLen + offWhat, Size: 4},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 1},
+		isAck,
 		bpf.RetConstant{Val: 0xFFFFFFFF},
 		bpf.RetConstant{Val: 0},
 	})
 	if err != nil {
-		panic("proc: ack filter: " + err.Error())
+		panic("proc: acknowledgement filter: " + err.Error())
 	}
 	return p
-}()
+}
 
 // request sends a LISTEN or IGNORE request and waits for its
 // acknowledgement with connector.Call. It reports false if none came within

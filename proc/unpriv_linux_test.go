@@ -18,7 +18,6 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/testutil"
-	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -225,15 +224,6 @@ func TestIntegrationAckFlood(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer passive.Close()
-			onlyAcks, err := bpf.Assemble([]bpf.Instruction{
-				bpf.LoadAbsolute{Off: 16 + connector.HeaderLen, Size: 4}, // proc_event.what
-				bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipFalse: 1},
-				bpf.RetConstant{Val: 0xFFFFFFFF},
-				bpf.RetConstant{Val: 0},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			if err := passive.SetBPF(onlyAcks); err != nil {
 				t.Fatal(err)
 			}
