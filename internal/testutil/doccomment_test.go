@@ -4,9 +4,6 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -20,38 +17,7 @@ func TestDocCommentsStartWithName(t *testing.T) {
 	if InMatrix() {
 		t.Skip("a check of the module's source, which the kernel matrix guest does not have (only test binaries and testdata); it runs on the host")
 	}
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("module root not found at %s: %v", root, err)
-	}
-	fset := token.NewFileSet()
-	files := 0
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			name := d.Name()
-			if path != root && (name == "testdata" || strings.HasPrefix(name, ".") || fileExists(filepath.Join(path, "go.mod"))) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		f, err := parser.ParseFile(fset, path, nil, parser.ParseComments|parser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
-		if f.Name.Name == "main" {
-			return nil
-		}
-		files++
-		rel, _ := filepath.Rel(root, path)
+	walkModuleGo(t, false, parser.ParseComments, func(fset *token.FileSet, rel string, f *ast.File) {
 		check := func(name string, doc *ast.CommentGroup) {
 			if doc == nil || !ast.IsExported(name) {
 				return
@@ -94,14 +60,7 @@ func TestDocCommentsStartWithName(t *testing.T) {
 				}
 			}
 		}
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if files < 20 {
-		t.Fatalf("read only %d files below %s", files, root)
-	}
 }
 
 func firstLine(s string) string {

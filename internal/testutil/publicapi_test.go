@@ -22,6 +22,20 @@ func TestPublicAPINoInternal(t *testing.T) {
 	if InMatrix() {
 		t.Skip("a check of the module's source, which the kernel matrix guest does not have (only test binaries and testdata); it runs on the host")
 	}
+	walkModuleGo(t, true, 0, func(fset *token.FileSet, rel string, f *ast.File) {
+		for _, where := range internalInAPI(f) {
+			t.Errorf("%s:%d: exported %s names internal package %s, which users cannot import", rel, fset.Position(where.pos).Line, where.decl, where.pkg)
+		}
+	})
+}
+
+// walkModuleGo parses each non-test Go file of the module's library
+// packages (not main, testdata, dot directories or nested modules; with
+// public, not internal/ either) and calls fn with it and its path relative
+// to the module root. It fails the test if it read fewer than 20 files,
+// which would mean the walk started in the wrong place.
+func walkModuleGo(t *testing.T, public bool, mode parser.Mode, fn func(fset *token.FileSet, rel string, f *ast.File)) {
+	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +51,7 @@ func TestPublicAPINoInternal(t *testing.T) {
 		}
 		if d.IsDir() {
 			name := d.Name()
-			if path != root && (name == "internal" || name == "testdata" || strings.HasPrefix(name, ".") || fileExists(filepath.Join(path, "go.mod"))) {
+			if path != root && (public && name == "internal" || name == "testdata" || strings.HasPrefix(name, ".") || fileExists(filepath.Join(path, "go.mod"))) {
 				return filepath.SkipDir
 			}
 			return nil
@@ -45,7 +59,7 @@ func TestPublicAPINoInternal(t *testing.T) {
 		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 			return nil
 		}
-		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		f, err := parser.ParseFile(fset, path, nil, mode|parser.SkipObjectResolution)
 		if err != nil {
 			return err
 		}
@@ -54,16 +68,14 @@ func TestPublicAPINoInternal(t *testing.T) {
 		}
 		files++
 		rel, _ := filepath.Rel(root, path)
-		for _, where := range internalInAPI(f) {
-			t.Errorf("%s:%d: exported %s names internal package %s, which users cannot import", rel, fset.Position(where.pos).Line, where.decl, where.pkg)
-		}
+		fn(fset, rel, f)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if files < 20 {
-		t.Fatalf("read only %d files of public packages below %s", files, root)
+		t.Fatalf("read only %d files of library packages below %s", files, root)
 	}
 }
 
