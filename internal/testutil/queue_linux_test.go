@@ -16,7 +16,7 @@ import (
 func TestQueueEmptyKeepsOverrun(t *testing.T) {
 	RequireInitialNetNS(t)
 	RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
-	const g = connector.Group(31) // shared with nobody's assertions: only own traffic is counted
+	g := QuietGroup(t) // its 200 multicasts must not crowd another test's receiver
 	rx, err := connector.Dial(&connector.Config{Groups: []connector.Group{g}})
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +52,36 @@ func TestQueueEmptyKeepsOverrun(t *testing.T) {
 	for !QueueEmpty(t, rx) {
 		if _, _, err := rx.Receive(); err != nil && !errors.Is(err, connector.ErrOverrun) {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestQuietGroupSkipsJoined: QuietGroup never returns a group a socket has
+// joined, and returns a userspace group (12 to 32).
+func TestQuietGroupSkipsJoined(t *testing.T) {
+	RequireInitialNetNS(t)
+	RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	first := QuietGroup(t)
+	c, err := connector.Dial(&connector.Config{Groups: []connector.Group{first}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Joins a second quiet group too: two bits of the mask are read.
+	second := QuietGroup(t)
+	if second == first {
+		t.Fatalf("QuietGroup returned group %d, which this test's socket has joined", first)
+	}
+	if err := c.JoinGroup(second); err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		g := QuietGroup(t)
+		if g == first || g == second {
+			t.Fatalf("QuietGroup returned group %d, which this test's socket has joined (groups %d and %d)", g, first, second)
+		}
+		if g < 12 || g > 32 {
+			t.Fatalf("QuietGroup returned group %d, outside 12 to 32", g)
 		}
 	}
 }

@@ -6,8 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -292,4 +295,44 @@ func QueueEmpty(t testing.TB, c *connector.Conn) bool {
 		t.Fatalf("getsockopt(SO_MEMINFO) returned %d bytes", size)
 	}
 	return info[0] == 0 // SK_MEMINFO_RMEM_ALLOC (include/uapi/linux/sock_diag.h)
+}
+
+// QuietGroup returns a userspace multicast group (12 to 32) that no
+// connector socket in this network namespace has joined at the moment,
+// chosen at random among those, for a test that measures what its own
+// multicasts do to a receive buffer: another process's traffic on the
+// group would take room in it. Membership is read from /proc/net/netlink
+// (the Groups column holds each socket's first 32 groups). A process may
+// still send to a group it has not joined, or join after the choice: a
+// test that depends on having the group alone also checks the sender of
+// everything it receives and measures again if anything else arrived.
+func QuietGroup(t testing.TB) connector.Group {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/netlink")
+	if err != nil {
+		t.Fatalf("membership of multicast groups: %v", err)
+	}
+	var joined uint32
+	// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[1] != strconv.Itoa(netlinkConnector) {
+			continue
+		}
+		mask, err := strconv.ParseUint(f[3], 16, 32)
+		if err != nil {
+			t.Fatalf("/proc/net/netlink: Groups %q: %v", f[3], err)
+		}
+		joined |= uint32(mask)
+	}
+	var free []connector.Group
+	for g := connector.Group(12); g <= 32; g++ {
+		if joined&(1<<(g-1)) == 0 {
+			free = append(free, g)
+		}
+	}
+	if len(free) == 0 {
+		t.Fatalf("every connector group from 12 to 32 has a member (/proc/net/netlink groups %08x): no quiet group for this test", joined)
+	}
+	return free[rand.IntN(len(free))]
 }
