@@ -569,7 +569,11 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 	testutil.RequireProcEvents(t)
 	for _, tier := range tiers {
 		t.Run(tier.name+"/kernel group", func(t *testing.T) {
-			rx := dial(t, &connector.Config{Groups: []connector.Group{1, groupSpoof}, ReadBufferSize: 1 << 20})
+			// rx joins group 1 only after the userspace peer's unicast is
+			// queued: a storm of process events from other programs would
+			// fill its buffer before the proc connector's filter applies
+			// (LISTEN), and the unicast would wait for room forever.
+			rx := dial(t, &connector.Config{Groups: []connector.Group{groupSpoof}, ReadBufferSize: 1 << 20})
 			src := tier.open(t, rx)
 			spoofer := dial(t, nil)
 			id := connector.CBID{Idx: uint32(groupSpoof), Val: 1}
@@ -581,6 +585,9 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 			// arrives.
 			uid := testID()
 			if err := spoofer.SendTo(rx.PortID(), connector.Message{ID: uid, Data: []byte("unicast")}); err != nil {
+				t.Fatal(err)
+			}
+			if err := rx.JoinGroup(1); err != nil {
 				t.Fatal(err)
 			}
 			gotUnicast := false
@@ -603,7 +610,8 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 			}
 		})
 		t.Run(tier.name+"/SendersKernelOnly", func(t *testing.T) {
-			rx := dial(t, &connector.Config{Groups: []connector.Group{1, groupKernelOnly}, Senders: connector.SendersKernelOnly, ReadBufferSize: 1 << 20})
+			// Group 1 is joined after the unicast, as above.
+			rx := dial(t, &connector.Config{Groups: []connector.Group{groupKernelOnly}, Senders: connector.SendersKernelOnly, ReadBufferSize: 1 << 20})
 			src := tier.open(t, rx)
 			peer := dial(t, nil)
 			id := testID()
@@ -611,6 +619,9 @@ func TestIntegrationSenderPolicy(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := peer.SendTo(rx.PortID(), connector.Message{ID: id, Data: []byte("unicast")}); err != nil {
+				t.Fatal(err)
+			}
+			if err := rx.JoinGroup(1); err != nil {
 				t.Fatal(err)
 			}
 			procListenAckFiltered(t, rx, src, func(m connector.Message, from connector.Sender) {
