@@ -15,6 +15,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/bpf"
 )
@@ -28,30 +29,16 @@ import (
 const fakeWait = 5 * time.Second
 
 // dialFake opens a Conn on the fake kernel, closed when the test ends.
-// dialFake and receiveFake are a deliberate repeat of dial and receive in
-// cntest's tests: test packages cannot share helpers.
 func dialFake(t testing.TB, k *cntest.Kernel, cfg *connector.Config) *connector.Conn {
 	t.Helper()
-	c, err := k.Dial(cfg)
-	if err != nil {
-		t.Fatalf("Dial(%+v): %v", cfg, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return testutil.Dial(t, k.Dial, cfg)
 }
 
 // receiveFake reads one datagram's messages, failing the test after
 // fakeWait.
 func receiveFake(t testing.TB, c *connector.Conn) ([]connector.Message, connector.Sender) {
 	t.Helper()
-	if err := c.SetReadDeadline(time.Now().Add(fakeWait)); err != nil {
-		t.Fatal(err)
-	}
-	msgs, from, err := c.Receive()
-	if err != nil {
-		t.Fatalf("port %d: Receive: %v", c.PortID(), err)
-	}
-	return msgs, from
+	return testutil.Receive(t, c, fakeWait)
 }
 
 var cmpBytes = cmp.Comparer(func(a, b []byte) bool { return bytes.Equal(a, b) })

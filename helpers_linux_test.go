@@ -47,11 +47,7 @@ func requirePrivileged(t testing.TB) {
 // waitTimeout so that a bug fails the test instead of hanging it.
 func dial(t testing.TB, cfg *connector.Config) *connector.Conn {
 	t.Helper()
-	c, err := connector.Dial(cfg)
-	if err != nil {
-		t.Fatalf("Dial(%+v): %v", cfg, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := testutil.Dial(t, connector.Dial, cfg)
 	if err := c.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
 		t.Fatalf("SetReadDeadline: %v", err)
 	}

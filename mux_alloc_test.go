@@ -6,6 +6,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 )
 
 // muxAllocRuns is how many messages each dispatch guard measures.
@@ -112,16 +113,7 @@ func readerAllocs(t *testing.T, rx *connector.Conn, send func(seq uint32) error)
 // allocates a channel whenever a receive starts waiting).
 func TestAllocsMuxServeFake(t *testing.T) {
 	k := cntest.New(nil)
-	rx, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	rx, tx := testutil.Pair(t, k.Dial, nil)
 	data := make([]byte, 40)
 	send := func(seq uint32) error {
 		return tx.SendTo(rx.PortID(), connector.Message{ID: connector.CBID{Idx: 0x4242, Val: 1}, Seq: seq, Data: data})

@@ -132,15 +132,10 @@ func TestIntegrationFakeMatchesKernel(t *testing.T) {
 // arrived, with port ids replaced by the sockets' names. Absence is checked
 // without waiting: a marker unicast after the message under test must be the
 // next thing to arrive, because the kernel queues synchronously in sendmsg.
-func scenario(t *testing.T, g connector.Group, dial func(*connector.Config) (*connector.Conn, error)) string {
+func scenario(t *testing.T, g connector.Group, dial testutil.DialFunc) string {
 	t.Helper()
 	open := func(gs ...connector.Group) *connector.Conn {
-		c, err := dial(&connector.Config{Groups: gs})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
+		return testutil.Dial(t, dial, &connector.Config{Groups: gs})
 	}
 	a, b, c := open(g), open(g), open()
 	names := map[uint32]string{0: "kernel", a.PortID(): "a", b.PortID(): "b", c.PortID(): "c"}
@@ -239,17 +234,10 @@ func alone[T any](t *testing.T, measure func(g connector.Group) (result T, forei
 
 // overrunScenario returns the transcript, and how many datagrams from
 // other senders the receiver got meanwhile.
-func overrunScenario(t *testing.T, g connector.Group, dial func(*connector.Config) (*connector.Conn, error), empty func(*connector.Conn) bool) (transcript string, foreign int) {
+func overrunScenario(t *testing.T, g connector.Group, dial testutil.DialFunc, empty func(*connector.Conn) bool) (transcript string, foreign int) {
 	t.Helper()
-	rx, err := dial(&connector.Config{Groups: []connector.Group{g}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rx, tx := testutil.Pair(t, dial, &connector.Config{Groups: []connector.Group{g}})
+	defer rx.Close() // now: the test measures again on other quiet groups
 	defer tx.Close()
 	if err := rx.SetReadBuffer(0); err != nil { // the minimum, 2304 bytes
 		t.Fatal(err)
@@ -280,7 +268,7 @@ func overrunScenario(t *testing.T, g connector.Group, dial func(*connector.Confi
 	for seq := range uint32(64) {
 		multicast(seq)
 	}
-	_, err = receive()
+	_, err := receive()
 	fmt.Fprintf(&out, "first receive: overrun %v\n", errors.Is(err, connector.ErrOverrun))
 	first, err := receive()
 	if err != nil {
@@ -343,14 +331,7 @@ func TestIntegrationBufferSizesMatchKernel(t *testing.T) {
 		{"read", (*connector.Conn).SetReadBuffer, (*connector.Conn).ReadBuffer, unix.SO_RCVBUF, unix.SO_RCVBUF},
 		{"write", (*connector.Conn).SetWriteBuffer, (*connector.Conn).WriteBuffer, unix.SO_SNDBUF, unix.SO_SNDBUF},
 	}
-	open := func(dial func(*connector.Config) (*connector.Conn, error)) *connector.Conn {
-		c, err := dial(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
+	open := func(dial testutil.DialFunc) *connector.Conn { return testutil.Dial(t, dial, nil) }
 	real, fake, fakeUnpriv := open(connector.Dial), open(k.Dial), open(k.DialUnprivileged)
 	for _, op := range ops {
 		for _, n := range sizes {
@@ -424,15 +405,8 @@ func TestIntegrationSendSizeMatchesKernel(t *testing.T) {
 	testutil.RequireInitialNetNS(t)
 	testutil.RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
 	k := cntest.New(nil)
-	for name, dial := range map[string]func(*connector.Config) (*connector.Conn, error){"kernel": connector.Dial, "fake": k.Dial} {
-		tx, err := dial(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rx, err := dial(&connector.Config{ReadBufferSize: 1 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for name, dial := range map[string]testutil.DialFunc{"kernel": connector.Dial, "fake": k.Dial} {
+		rx, tx := testutil.Pair(t, dial, &connector.Config{ReadBufferSize: 1 << 20})
 		if err := tx.SetWriteBuffer(0); err != nil { // the minimum
 			t.Fatal(err)
 		}
@@ -450,8 +424,6 @@ func TestIntegrationSendSizeMatchesKernel(t *testing.T) {
 		if !errors.Is(err, unix.EMSGSIZE) || !errors.Is(err, connector.ErrMessageTooLarge) {
 			t.Errorf("%s: a %d-byte datagram with a %d-byte send buffer: %v, want EMSGSIZE", name, fits+37, sndbuf, err)
 		}
-		_ = tx.Close()
-		_ = rx.Close()
 	}
 }
 
@@ -502,16 +474,7 @@ func TestIntegrationTrueSizeMatchesKernel(t *testing.T) {
 // /proc/net/netlink (sk_rmem_alloc).
 func rmemOfOne(t *testing.T, payload int) int {
 	t.Helper()
-	rx, err := connector.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := connector.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	rx, tx := testutil.Pair(t, connector.Dial, nil)
 	if err := tx.SendTo(rx.PortID(), connector.Message{ID: connector.CBID{Idx: 23, Val: 0x75e}, Data: make([]byte, payload)}); err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +509,7 @@ func queueEmpty(t *testing.T, c *connector.Conn) bool {
 // many were queued: by unicast, those sent before the sender was told to
 // wait; by multicast (200 sent), those read back before the queue was
 // empty, and how many datagrams from other senders were read with them.
-func fitCount(t *testing.T, g connector.Group, payload int, multicast bool, dial func(*connector.Config) (*connector.Conn, error), empty func(*connector.Conn) bool) (n, foreign int) {
+func fitCount(t *testing.T, g connector.Group, payload int, multicast bool, dial testutil.DialFunc, empty func(*connector.Conn) bool) (n, foreign int) {
 	t.Helper()
 	// The unicast count joins no group: other processes' multicasts on g
 	// would take room.
@@ -554,15 +517,8 @@ func fitCount(t *testing.T, g connector.Group, payload int, multicast bool, dial
 	if multicast {
 		cfg.Groups = []connector.Group{g}
 	}
-	rx, err := dial(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rx, tx := testutil.Pair(t, dial, cfg)
+	defer rx.Close() // now: the test calls fitCount many times
 	defer tx.Close()
 	if err := rx.SetReadBuffer(65536); err != nil { // the kernel doubles it
 		t.Fatal(err)

@@ -22,17 +22,10 @@ import (
 // test instead of hanging it.
 const wait = 5 * time.Second
 
-// dial opens a Conn on k, closed when the test ends. dial and receive are
-// a deliberate repeat of dialFake and receiveFake in
-// package connector's tests: test packages cannot share helpers.
+// dial opens a Conn on k, closed when the test ends.
 func dial(t *testing.T, k *cntest.Kernel, cfg *connector.Config) *connector.Conn {
 	t.Helper()
-	c, err := k.Dial(cfg)
-	if err != nil {
-		t.Fatalf("Dial(%+v): %v", cfg, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return testutil.Dial(t, k.Dial, cfg)
 }
 
 func groups(gs ...connector.Group) *connector.Config { return &connector.Config{Groups: gs} }
@@ -40,14 +33,7 @@ func groups(gs ...connector.Group) *connector.Config { return &connector.Config{
 // receive reads one datagram's messages, failing the test after wait.
 func receive(t *testing.T, c *connector.Conn) ([]connector.Message, connector.Sender) {
 	t.Helper()
-	if err := c.SetReadDeadline(time.Now().Add(wait)); err != nil {
-		t.Fatal(err)
-	}
-	msgs, from, err := c.Receive()
-	if err != nil {
-		t.Fatalf("port %d: Receive: %v", c.PortID(), err)
-	}
-	return msgs, from
+	return testutil.Receive(t, c, wait)
 }
 
 // receiveErr reads once and returns the error, failing the test after wait.
@@ -1030,7 +1016,7 @@ func TestChargesFillBuffer(t *testing.T) {
 // Handle's panic) instead of panicking on a nil map.
 func TestZeroKernel(t *testing.T) {
 	for _, k := range []*cntest.Kernel{{}, nil} {
-		for _, dial := range []func(*connector.Config) (*connector.Conn, error){k.Dial, k.DialUnprivileged} {
+		for _, dial := range []testutil.DialFunc{k.Dial, k.DialUnprivileged} {
 			c, err := dial(nil)
 			if err == nil || !strings.Contains(err.Error(), "cntest.New") {
 				t.Errorf("Dial on a zero Kernel: %v, %v; want an error saying to use cntest.New", c, err)

@@ -17,16 +17,7 @@ func TestQueueEmptyKeepsOverrun(t *testing.T) {
 	RequireInitialNetNS(t)
 	RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
 	g := QuietGroup(t) // its 200 multicasts must not crowd another test's receiver
-	rx, err := connector.Dial(&connector.Config{Groups: []connector.Group{g}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := connector.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	rx, tx := Pair(t, connector.Dial, &connector.Config{Groups: []connector.Group{g}})
 	if err := rx.SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
