@@ -51,29 +51,66 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// fakeServe is dmlogd's serve running on the fake kernel, whose
+// dm-log-userspace agent collects the replies.
+type fakeServe struct {
+	k           *cntest.Kernel
+	replies     chan connector.Message
+	out, errOut syncBuffer
+	cancel      context.CancelFunc
+	done        chan error
+}
+
+// startFake runs serve with opts on a new fake kernel and returns once it
+// receives.
+func startFake(t *testing.T, opts *options) *fakeServe {
+	t.Helper()
+	f := &fakeServe{k: cntest.New(nil), replies: make(chan connector.Message, 16), done: make(chan error, 1)}
+	f.k.Handle(connector.IDDM, func(m connector.Message, _ connector.Sender) []cntest.Reply {
+		f.replies <- m
+		return nil
+	})
+	c := testutil.Dial(t, f.k.Dial, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	t.Cleanup(cancel)
+	go func() {
+		f.done <- serve(ctx, opts, c, &dmlog.Server{SkipPrivilegeCheck: true}, &f.out, &f.errOut)
+	}()
+	if !f.k.WaitReceiving(c.PortID(), 5*time.Second) {
+		t.Fatal("not serving")
+	}
+	return f
+}
+
+// request sends r as the kernel does (multicast on group 7) and waits for
+// the reply.
+func (f *fakeServe) request(t *testing.T, r dmlog.Request) {
+	t.Helper()
+	b, _ := dmlog.AppendRequest(nil, r)
+	if _, err := f.k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: r.Seq, Data: b}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.replies:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no reply to the request of type %v", r.Type)
+	}
+}
+
+// stop ends serve and fails the test if it returned an error.
+func (f *fakeServe) stop(t *testing.T) {
+	t.Helper()
+	f.cancel()
+	if err := <-f.done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+}
+
 // TestServeJSON runs dmlogd's server on the fake kernel, sends the requests
 // of a mirror load and a write, and checks the -json trace.
 func TestServeJSON(t *testing.T) {
-	k := cntest.New(nil)
-	replies := make(chan connector.Message, 16)
-	k.Handle(connector.IDDM, func(m connector.Message, _ connector.Sender) []cntest.Reply {
-		replies <- m
-		return nil
-	})
-	c, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var out, errOut syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, &options{json: true}, c, &dmlog.Server{SkipPrivilegeCheck: true}, &out, &errOut)
-	}()
-	if !k.WaitReceiving(c.PortID(), 5*time.Second) {
-		t.Fatal("not serving")
-	}
+	f := startFake(t, &options{json: true})
 	reqs := []struct {
 		typ  dmlog.RequestType
 		data []byte
@@ -85,20 +122,10 @@ func TestServeJSON(t *testing.T) {
 		{dmlog.TypeIsClean, dmlog.AppendUint64(nil, 99)},
 	}
 	for i, r := range reqs {
-		b, _ := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{UUID: "m1", LUID: 7, Version: dmlog.Version, Seq: uint32(i + 1), Type: r.typ}, Data: r.data})
-		if _, err := k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: uint32(i + 1), Data: b}); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-replies:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no reply to %v", r.typ)
-		}
+		f.request(t, dmlog.Request{Header: dmlog.Header{UUID: "m1", LUID: 7, Version: dmlog.Version, Seq: uint32(i + 1), Type: r.typ}, Data: r.data})
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("serve: %v", err)
-	}
+	f.stop(t)
+	out, errOut := &f.out, &f.errOut
 	sc := bufio.NewScanner(strings.NewReader(out.String()))
 	var got []traceRecord
 	for sc.Scan() {
@@ -213,41 +240,11 @@ func TestStartup(t *testing.T) {
 // dmlogd's, not the library's as well ("dmlogd: dmlog: ..."), both in the
 // server's error log and in the exit message.
 func TestErrorsOnePrefix(t *testing.T) {
-	k := cntest.New(nil)
-	replies := make(chan connector.Message, 1)
-	k.Handle(connector.IDDM, func(m connector.Message, _ connector.Sender) []cntest.Reply {
-		replies <- m
-		return nil
-	})
-	c, err := k.Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var out, errOut syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, &options{quiet: true}, c, &dmlog.Server{SkipPrivilegeCheck: true}, &out, &errOut)
-	}()
-	if !k.WaitReceiving(c.PortID(), 5*time.Second) {
-		t.Fatal("not serving")
-	}
+	f := startFake(t, &options{quiet: true})
 	// A request type no kernel sends: refused with EINVAL, and logged.
-	b, _ := dmlog.AppendRequest(nil, dmlog.Request{Header: dmlog.Header{UUID: "u1", LUID: 1, Version: dmlog.Version, Seq: 17, Type: 200}})
-	if _, err := k.Multicast(7, connector.Message{ID: connector.IDDM, Seq: 17, Data: b}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-replies:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no reply to the request of type 200")
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("serve: %v", err)
-	}
-	log := errOut.String()
+	f.request(t, dmlog.Request{Header: dmlog.Header{UUID: "u1", LUID: 1, Version: dmlog.Version, Seq: 17, Type: 200}})
+	f.stop(t)
+	log := f.errOut.String()
 	if !strings.Contains(log, "dmlogd: unparsable request seq 17") || !strings.Contains(log, "answered EINVAL") {
 		t.Errorf("stderr %q: want the unparsable request logged, answered EINVAL", log)
 	}
