@@ -45,46 +45,7 @@ const (
 // connector callback.
 func requireDMLog(t *testing.T) {
 	t.Helper()
-	testutil.RequireConnector(t)
-	testutil.RequireCapability(t, unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN")
-	for _, m := range []string{"dm-mirror", "dm-zero", "dm-log-userspace"} {
-		testutil.RequireModule(t, m, "")
-	}
-	if !testutil.InMatrix() {
-		// On a real machine, never touch an existing log server's mirrors.
-		t.Skip("runs only in the kernel matrix (.ci/matrix -pkgs ./dmlog): on a real machine another dm-log-userspace server may own the mirrors")
-	}
-	if err := dmControlNode(); err != nil {
-		t.Fatalf("no device-mapper control node: %v", err)
-	}
-	testutil.RequireAgent(t, connector.IDDM, "dm-log-userspace")
-}
-
-// dmControlNode makes sure /dev/mapper/control exists: devtmpfs creates it
-// when dm-mod registers its misc device, but a node can be missing where
-// /dev is not devtmpfs; then it is made from /proc/misc.
-func dmControlNode() error {
-	if _, err := os.Stat("/dev/mapper/control"); err == nil {
-		return nil
-	}
-	b, err := os.ReadFile("/proc/misc")
-	if err != nil {
-		return err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 2 && f[1] == "device-mapper" {
-			var minor uint32
-			if _, err := fmt.Sscan(f[0], &minor); err != nil {
-				return fmt.Errorf("/proc/misc line %q: %v", l, err)
-			}
-			if err := os.MkdirAll("/dev/mapper", 0o755); err != nil {
-				return err
-			}
-			return unix.Mknod("/dev/mapper/control", unix.S_IFCHR|0o600, int(unix.Mkdev(10, minor)))
-		}
-	}
-	return errors.New("/proc/misc lists no device-mapper (dm-mod is not loaded)")
+	testutil.RequireDMLog(t, "./dmlog")
 }
 
 // seen is one request as the test saw it.
@@ -293,6 +254,18 @@ func (e *dmEnv) createMirror() (string, uint64) {
 	return name, dev
 }
 
+// loadMirror creates the mirror (createMirror) and loads its table with
+// the userspace log (mirrorTable with extra), which waits for the log
+// server's answers to the constructor and the region size.
+func (e *dmEnv) loadMirror(extra ...string) (string, uint64) {
+	e.t.Helper()
+	name, dev := e.createMirror()
+	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable(extra...)); err != nil {
+		e.t.Fatalf("loading the mirror table: %v", err)
+	}
+	return name, dev
+}
+
 // removeMirror removes the mirror if it still exists.
 func (e *dmEnv) removeMirror() error {
 	if e.mirror == "" {
@@ -317,11 +290,7 @@ func TestIntegrationLifeCycle(t *testing.T) {
 	s := &Server{}
 	h := startHarness(t, s, nil)
 	e := newDMEnv(t)
-	name, dev := e.createMirror()
-
-	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
-		t.Fatalf("loading the mirror table: %v", err)
-	}
+	name, dev := e.loadMirror()
 	i, ctr := h.waitFor(TypeCtr, 0, time.Second)
 	if i != 0 {
 		t.Errorf("first request %v, want CTR", h.types())
@@ -452,10 +421,7 @@ func TestIntegrationEAGAIN(t *testing.T) {
 		return true
 	})
 	e := newDMEnv(t)
-	name, _ := e.createMirror()
-	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
-		t.Fatalf("loading the mirror table: %v", err)
-	}
+	e.loadMirror()
 	i, _ := h.waitFor(TypeGetRegionSize, 0, time.Second)
 	_, again := h.waitFor(TypeGetRegionSize, i+1, time.Second)
 	if again.req.Seq == first.req.Seq || again.req.LUID != first.req.LUID || string(again.req.Data) != string(first.req.Data) {
@@ -635,11 +601,8 @@ func TestIntegrationRestart(t *testing.T) {
 	}
 	e := newDMEnv(t)
 	stopA := serveFor(t, &Server{})
-	name, dev := e.createMirror()
 	// nosync: the logs start in sync, so the kernel has no recovery to do.
-	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
-		t.Fatal(err)
-	}
+	name, dev := e.loadMirror("nosync")
 	if err := e.ctl.Resume(name); err != nil {
 		t.Fatal(err)
 	}
@@ -748,10 +711,7 @@ func TestMatrixResendAfterTimeout(t *testing.T) {
 		return false // the server answers the new seq: 1024
 	})
 	e := newDMEnv(t)
-	name, _ := e.createMirror()
-	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable()); err != nil {
-		t.Fatalf("loading the mirror table: %v", err)
-	}
+	name, _ := e.loadMirror()
 	i, _ := h.waitFor(TypeGetRegionSize, 0, time.Second)
 	_, again := h.waitFor(TypeGetRegionSize, i+1, time.Second)
 	wait := again.at.Sub(first.at)
@@ -868,10 +828,7 @@ func TestIntegrationOverrun(t *testing.T) {
 		return false
 	}, 1) // the kernel's minimum receive buffer, a few requests
 	e := newDMEnv(t)
-	name, _ := e.createMirror()
-	if err := e.ctl.Load(name, 0, legSectors, "mirror", e.mirrorTable("nosync")); err != nil {
-		t.Fatal(err)
-	}
+	name, _ := e.loadMirror("nosync")
 	if err := e.ctl.Resume(name); err != nil {
 		t.Fatal(err)
 	}

@@ -9,25 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/dmioctl"
 	"github.com/cnlink/connector/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // TestIntegrationDmlogd runs the program as the log server of a real mirror
 // on two dm-zero legs (kernel matrix only): the mirror loads, takes a write
 // and is removed, and -json traces every request with errno 0.
 func TestIntegrationDmlogd(t *testing.T) {
-	testutil.RequireConnector(t)
-	testutil.RequireCapability(t, unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN")
-	for _, m := range []string{"dm-mirror", "dm-zero", "dm-log-userspace"} {
-		testutil.RequireModule(t, m, "")
-	}
-	if !testutil.InMatrix() {
-		t.Skip("runs only in the kernel matrix (.ci/matrix -pkgs ./examples/dmlogd): on a real machine another dm-log-userspace server may own the mirrors")
-	}
-	testutil.RequireAgent(t, connector.IDDM, "dm-log-userspace")
+	testutil.RequireDMLog(t, "./examples/dmlogd")
 	ctl, err := dmioctl.Open()
 	if err != nil {
 		t.Fatal(err)
