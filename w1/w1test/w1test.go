@@ -33,12 +33,19 @@
 // bytes. Commands run in the sender's Send, where the kernel runs them on the
 // master's thread; the replies are the same.
 //
-// An Agent is safe for concurrent use.
+// An Agent is safe for concurrent use. Its methods that take a master id
+// (SetPresence, AttachDevice, RegisterSlave, SetAlarm, QueueRead, Written,
+// Slaves) panic when the agent has no master with that id, never added or
+// removed already: a mistake in the test, which a silently ignored call
+// would hide.
 package w1test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -150,14 +157,14 @@ func (a *Agent) RemoveMaster(id w1.MasterID) bool {
 // SetPresence sets whether a RESET on the master sees a presence pulse
 // (status 0) or not (status 255). Slave commands need presence.
 func (a *Agent) SetPresence(id w1.MasterID, present bool) {
-	a.with(id, func(m *master) { m.presence = present })
+	a.with("SetPresence", id, func(m *master) { m.presence = present })
 }
 
 // AttachDevice puts a device on the master's bus, where SEARCH finds it (the
 // first 64, wire.ko's default max_slave_count). The kernel registers it
 // (SLAVE_ADD on group 3) when a search finds it, or through AddSlave.
 func (a *Agent) AttachDevice(id w1.MasterID, s w1.SlaveID) {
-	a.with(id, func(m *master) { m.devices = append(m.devices, s) })
+	a.with("AttachDevice", id, func(m *master) { m.devices = append(m.devices, s) })
 }
 
 // RegisterSlave registers slaves on the master as the kernel does when a
@@ -166,7 +173,7 @@ func (a *Agent) AttachDevice(id w1.MasterID, s w1.SlaveID) {
 func (a *Agent) RegisterSlave(id w1.MasterID, s ...w1.SlaveID) {
 	var added []w1.SlaveID
 	var m *master
-	a.with(id, func(mm *master) {
+	a.with("RegisterSlave", id, func(mm *master) {
 		m = mm
 		for _, x := range s {
 			if !slices.Contains(mm.slaves, x) {
@@ -182,13 +189,13 @@ func (a *Agent) RegisterSlave(id w1.MasterID, s ...w1.SlaveID) {
 
 // SetAlarm sets the devices that ALARM_SEARCH finds on the master.
 func (a *Agent) SetAlarm(id w1.MasterID, s ...w1.SlaveID) {
-	a.with(id, func(m *master) { m.alarm = slices.Clone(s) })
+	a.with("SetAlarm", id, func(m *master) { m.alarm = slices.Clone(s) })
 }
 
 // QueueRead appends bytes that the next READ and TOUCH commands on the
 // master return, in order; once they are used up, reads return zeros.
 func (a *Agent) QueueRead(id w1.MasterID, p []byte) {
-	a.with(id, func(m *master) { m.read = append(m.read, p...) })
+	a.with("QueueRead", id, func(m *master) { m.read = append(m.read, p...) })
 }
 
 // Written returns the bytes written on the master's bus since the last call
@@ -196,23 +203,37 @@ func (a *Agent) QueueRead(id w1.MasterID, p []byte) {
 // select a slave), and clears the log.
 func (a *Agent) Written(id w1.MasterID) []byte {
 	var w []byte
-	a.with(id, func(m *master) { w, m.written = m.written, nil })
+	a.with("Written", id, func(m *master) { w, m.written = m.written, nil })
 	return w
 }
 
 // Slaves returns the master's slaves registered in the kernel.
 func (a *Agent) Slaves(id w1.MasterID) []w1.SlaveID {
 	var s []w1.SlaveID
-	a.with(id, func(m *master) { s = slices.Clone(m.slaves) })
+	a.with("Slaves", id, func(m *master) { s = slices.Clone(m.slaves) })
 	return s
 }
 
-func (a *Agent) with(id w1.MasterID, f func(*master)) {
+// with runs f on the master with the id, under the lock. An id the agent
+// has no master for is the test's mistake: it panics, naming the method
+// and the masters there are, as New does for a nil kernel (see Agent).
+func (a *Agent) with(op string, id w1.MasterID, f func(*master)) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if m := a.master(id); m != nil {
-		f(m)
+	m := a.master(id)
+	if m == nil {
+		ids := make([]string, len(a.masters))
+		for i, m := range a.masters {
+			ids[i] = strconv.FormatUint(uint64(m.id), 10)
+		}
+		a.mu.Unlock()
+		have := "none (AddMaster adds one)"
+		if len(ids) > 0 {
+			have = strings.Join(ids, ", ")
+		}
+		panic(fmt.Sprintf("w1test: %s: the agent has no bus master %d (its masters: %s)", op, id, have))
 	}
+	defer a.mu.Unlock()
+	f(m)
 }
 
 func (a *Agent) master(id w1.MasterID) *master {

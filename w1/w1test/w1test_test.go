@@ -3,6 +3,7 @@ package w1test_test
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -309,4 +310,54 @@ func TestDropped(t *testing.T) {
 	if d := a.Dropped(); len(d) != 1 {
 		t.Errorf("Dropped = %v, want the third of three unbundled statuses", d)
 	}
+}
+
+// TestUnknownMaster: every method that takes a master id panics, naming
+// itself, the id and the masters there are, for an id never added and for
+// a master removed already; on a master that exists it works.
+func TestUnknownMaster(t *testing.T) {
+	a := w1test.New(cntest.New(nil))
+	id := w1.NewSlaveID(0x28, 0x79e36c0)
+	calls := map[string]func(w1.MasterID){
+		"SetPresence":   func(m w1.MasterID) { a.SetPresence(m, false) },
+		"AttachDevice":  func(m w1.MasterID) { a.AttachDevice(m, id) },
+		"RegisterSlave": func(m w1.MasterID) { a.RegisterSlave(m, id) },
+		"SetAlarm":      func(m w1.MasterID) { a.SetAlarm(m, id) },
+		"QueueRead":     func(m w1.MasterID) { a.QueueRead(m, []byte{1}) },
+		"Written":       func(m w1.MasterID) { a.Written(m) },
+		"Slaves":        func(m w1.MasterID) { a.Slaves(m) },
+	}
+	panicked := func(f func()) (msg string) {
+		defer func() {
+			if r := recover(); r != nil {
+				msg = fmt.Sprint(r)
+			}
+		}()
+		f()
+		return ""
+	}
+	check := func(m w1.MasterID, have string) {
+		t.Helper()
+		for name, call := range calls {
+			want := fmt.Sprintf("w1test: %s: the agent has no bus master %d (its masters: %s)", name, m, have)
+			if got := panicked(func() { call(m) }); got != want {
+				t.Errorf("%s(%d): panic %q, want %q", name, m, got, want)
+			}
+		}
+	}
+	check(1, "none (AddMaster adds one)")
+	m1, m2 := a.AddMaster(), a.AddMaster()
+	for name, call := range calls {
+		if got := panicked(func() { call(m1) }); got != "" {
+			t.Errorf("%s(%d) on an existing master: panic %q", name, m1, got)
+		}
+	}
+	if !slices.Equal(a.Slaves(m1), []w1.SlaveID{id}) {
+		t.Errorf("Slaves(%d) = %v, want the registered %v", m1, a.Slaves(m1), id)
+	}
+	check(99, fmt.Sprintf("%d, %d", m1, m2))
+	if !a.RemoveMaster(m1) {
+		t.Fatalf("RemoveMaster(%d) = false", m1)
+	}
+	check(m1, fmt.Sprintf("%d", m2))
 }
