@@ -50,8 +50,9 @@ func TestMain(m *testing.M) {
 }
 
 type conn struct {
-	t  *testing.T
-	fd int
+	t        *testing.T
+	fd       int
+	overruns int // receive overruns seen (ENOBUFS)
 }
 
 func dial(t *testing.T) *conn {
@@ -61,13 +62,17 @@ func dial(t *testing.T) *conn {
 		t.Fatalf("socket: %v", err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
+	// A large receive buffer (8 MiB, where CAP_NET_ADMIN allows forcing
+	// it; else the default) makes receive overruns from other programs'
+	// process events rarer; the waits below survive them anyway.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (cnIdxProc - 1)}); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			t.Skipf("bind to group 1: %v (needs CAP_NET_ADMIN before 6.6)", err)
 		}
 		t.Fatalf("bind: %v", err)
 	}
-	return &conn{t, fd}
+	return &conn{t: t, fd: fd}
 }
 
 // send sends a proc connector request with the given cn_msg ack and payload.
@@ -95,14 +100,18 @@ func (c *conn) send(ack uint32, payload ...uint32) {
 }
 
 // next returns the next proc event datagram from the kernel, or nil once the
-// deadline has passed.
-func (c *conn) next(deadline time.Time) []byte {
+// deadline has passed. overrun is set instead when the receive reported
+// ENOBUFS: the kernel dropped datagrams for this socket, perhaps the one
+// waited for, and drops every new one until the queue has been read empty
+// (netlink_overrun, netlink_rcv_wake in net/netlink/af_netlink.c). Other
+// programs' process events on group 1 can cause it at any time.
+func (c *conn) next(deadline time.Time) (b []byte, overrun bool) {
 	c.t.Helper()
 	buf := make([]byte, 8192)
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil
+			return nil, false
 		}
 		tv := unix.NsecToTimeval(left.Nanoseconds())
 		if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
@@ -110,6 +119,9 @@ func (c *conn) next(deadline time.Time) []byte {
 		}
 		n, from, err := unix.Recvfrom(c.fd, buf, 0)
 		switch {
+		case errors.Is(err, unix.ENOBUFS):
+			c.overruns++
+			return nil, true
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
@@ -121,22 +133,93 @@ func (c *conn) next(deadline time.Time) []byte {
 		if n < minEventLen {
 			continue
 		}
-		return buf[:n]
+		return buf[:n], false
 	}
 }
 
-// waitAck waits for the PROC_EVENT_NONE answer to a request sent with ack
-// and returns its error field.
-func (c *conn) waitAck(ack uint32, within time.Duration) (errno uint32, ok bool) {
-	deadline := time.Now().Add(within)
-	ne := binary.NativeEndian
+// drain reads the socket's queue empty, so that the kernel queues new
+// datagrams again after an overrun, and calls f on each datagram from the
+// kernel until f returns true; it reports whether one did.
+func (c *conn) drain(f func([]byte) bool) bool {
+	c.t.Helper()
+	buf := make([]byte, 8192)
 	for {
-		b := c.next(deadline)
-		if b == nil {
-			return 0, false
+		n, from, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return false
+		case errors.Is(err, unix.ENOBUFS):
+			c.overruns++
+			continue
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			c.t.Fatalf("recvfrom: %v", err)
 		}
-		if ne.Uint32(b[offWhat:]) == procEventNone && ne.Uint32(b[offAck:]) == ack+1 {
-			return ne.Uint32(b[offData:]), true
+		if sa, ok := from.(*unix.SockaddrNetlink); ok && sa.Pid == 0 && n >= minEventLen && f(buf[:n]) {
+			return true
+		}
+	}
+}
+
+// Subscribing survives overruns: after one, the queue is read empty and the
+// request sent again under the next ack, each try waiting retryWait, for
+// listenBudget in all. The kernel queues the acknowledgement within the
+// request's own sendmsg, so a try that saw no overrun and no acknowledgement
+// within its wait was not acknowledged.
+const (
+	retryWait    = 2 * time.Second
+	listenBudget = 20 * time.Second
+)
+
+// subscribe sends the request op (with payload after it) under ack, ack+1,
+// ... until the kernel acknowledges one of them (a PROC_EVENT_NONE event
+// whose cn_msg.ack is the request's plus one), and returns the
+// acknowledgement's error field. The first try waits within; ok is false if
+// a try without an overrun got no acknowledgement, or the budget ran out.
+// Each request sent is undone with undo (IGNORE) when the test ends.
+func (c *conn) subscribe(ack uint32, within time.Duration, undo []uint32, payload ...uint32) (errno uint32, ok bool) {
+	c.t.Helper()
+	ne := binary.NativeEndian
+	first := ack
+	ours := func(b []byte) bool {
+		if ne.Uint32(b[offWhat:]) != procEventNone {
+			return false
+		}
+		a := ne.Uint32(b[offAck:]) - 1
+		if a-first > ack-first { // not one of ours: first <= a <= ack
+			return false
+		}
+		errno = ne.Uint32(b[offData:])
+		return true
+	}
+	budget := time.Now().Add(listenBudget)
+	for ; ; ack++ {
+		c.send(ack, payload...)
+		undoAck := ack + 0x100
+		c.t.Cleanup(func() { c.send(undoAck, undo...) })
+		deadline := time.Now().Add(within)
+		if ack != first {
+			deadline = time.Now().Add(min(retryWait, time.Until(budget)))
+		}
+		overrun := false
+		for !overrun {
+			b, ov := c.next(deadline)
+			if b == nil && !ov {
+				return 0, false
+			}
+			if ov {
+				overrun = true
+				c.t.Logf("receive overrun while waiting for the acknowledgement of request %#x: reading the queue empty and asking again", ack)
+				if c.drain(ours) {
+					return errno, true
+				}
+			} else if ours(b) {
+				return errno, true
+			}
+		}
+		if time.Now().After(budget) {
+			return 0, false
 		}
 	}
 }
@@ -155,21 +238,64 @@ func release(t *testing.T) string {
 // (before 6.6 the listener count is global and closing does not lower it).
 func listen(t *testing.T, c *conn, ack uint32) {
 	t.Helper()
-	c.send(ack, mcastListen)
-	errno, ok := c.waitAck(ack, 5*time.Second)
+	errno, ok := c.subscribe(ack, 5*time.Second, []uint32{mcastIgnore}, mcastListen)
 	if !ok {
-		t.Fatal("no ack for the 4-byte PROC_CN_MCAST_LISTEN within 5s")
+		t.Fatal("no ack for the 4-byte PROC_CN_MCAST_LISTEN within 5s (or, after receive overruns, within 20s)")
 	}
 	if errno != 0 {
 		t.Fatalf("LISTEN ack carries error %d", errno)
 	}
-	t.Cleanup(func() { c.send(ack+100, mcastIgnore) })
 }
 
 func TestListenAck(t *testing.T) {
 	release(t)
 	c := dial(t)
 	listen(t, c, 0x4b4d0001)
+}
+
+// TestListenAckAfterOverrun: a LISTEN whose acknowledgement the kernel
+// drops because the socket's queue is full (here: filled by unicasts from a
+// second socket, which needs CAP_NET_ADMIN) is asked again once the queue
+// has been read empty, and acknowledged.
+func TestListenAckAfterOverrun(t *testing.T) {
+	c := dial(t)
+	if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil { // the minimum
+		t.Fatal(err)
+	}
+	local, err := unix.Getsockname(c.fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(tx)
+	// Fillers of the acknowledgement's size (a struct proc_event) take the
+	// same room: once the next filler does not fit, neither does the
+	// acknowledgement, whichever way the kernel checks room.
+	filler := make([]byte, minEventLen)
+	binary.NativeEndian.PutUint32(filler[0:], uint32(len(filler)))
+	binary.NativeEndian.PutUint16(filler[4:], unix.NLMSG_DONE)
+	binary.NativeEndian.PutUint32(filler[16:], 0x7e57) // an id no kernel user has
+	binary.NativeEndian.PutUint16(filler[32:], minEventLen-36)
+	to := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: local.(*unix.SockaddrNetlink).Pid}
+	for n := 0; ; n++ {
+		err := unix.Sendto(tx, filler, unix.MSG_DONTWAIT, to)
+		if errors.Is(err, unix.EAGAIN) {
+			break
+		}
+		if errors.Is(err, unix.EPERM) {
+			t.Skipf("unicast to another socket: %v (needs CAP_NET_ADMIN)", err)
+		}
+		if err != nil || n > 10000 {
+			t.Fatalf("filling the receive queue: %d sent, then %v", n, err)
+		}
+	}
+	listen(t, c, 0x4b4d0101)
+	if c.overruns == 0 {
+		t.Error("the LISTEN was acknowledged without a receive overrun: the queue was not full")
+	}
 }
 
 func TestForkExitEvents(t *testing.T) {
@@ -179,19 +305,47 @@ func TestForkExitEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("helper: got %v, want exit status 3", err)
+	// A receive overrun (other programs' events on group 1) may drop the
+	// helper's events: the queue is then read empty and a new helper run,
+	// 5 times at most.
+	for try := 1; ; try++ {
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), helperEnv+"=1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Read while the helper runs: the sooner the queue is read, the
+		// less room other programs' events take.
+		ok := forkExit(t, c, uint32(cmd.Process.Pid))
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("helper: got %v, want exit status 3", err)
+		}
+		if ok {
+			return
+		}
+		if try == 5 {
+			t.Fatalf("%d helpers' events were each met by a receive overrun", try)
+		}
+		c.drain(func([]byte) bool { return false })
 	}
-	pid := uint32(cmd.Process.Pid)
+}
+
+// forkExit waits for the EXIT event of pid, checks its exit code and that
+// its FORK came first, and reports true; it reports false after a receive
+// overrun before the EXIT.
+func forkExit(t *testing.T, c *conn, pid uint32) bool {
+	t.Helper()
 	ne := binary.NativeEndian
 	deadline := time.Now().Add(5 * time.Second)
 	var sawFork bool
 	for {
-		b := c.next(deadline)
+		b, overrun := c.next(deadline)
+		if overrun {
+			t.Logf("receive overrun while waiting for the events of helper pid %d (fork seen: %v)", pid, sawFork)
+			return false
+		}
 		if b == nil {
 			t.Fatalf("no EXIT event for helper pid %d within 5s (fork seen: %v)", pid, sawFork)
 		}
@@ -208,7 +362,7 @@ func TestForkExitEvents(t *testing.T) {
 			if !sawFork {
 				t.Errorf("EXIT for pid %d without a FORK event before it", pid)
 			}
-			return
+			return true
 		}
 	}
 }
@@ -221,8 +375,7 @@ func TestProcInputFilter(t *testing.T) {
 	rel := release(t)
 	c := dial(t)
 	const ack = 0x4b4d0301
-	c.send(ack, mcastListen, procEventAll)
-	errno, ok := c.waitAck(ack, 2*time.Second)
+	errno, ok := c.subscribe(ack, 2*time.Second, []uint32{mcastIgnore, 0}, mcastListen, procEventAll)
 	if !ok {
 		var major, minor int
 		if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err == nil && (major > 6 || major == 6 && minor >= 6) {
@@ -230,7 +383,6 @@ func TestProcInputFilter(t *testing.T) {
 		}
 		t.Skipf("kernel %s did not ack the 8-byte proc_input LISTEN within 2s (per-socket filters arrived in 6.6)", rel)
 	}
-	t.Cleanup(func() { c.send(ack+100, mcastIgnore, 0) })
 	if errno != 0 {
 		t.Fatalf("8-byte LISTEN ack carries error %d", errno)
 	}
