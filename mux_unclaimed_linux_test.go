@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/testutil"
@@ -83,6 +84,11 @@ func callUnclaimed(t *testing.T, proc bool, withMux bool) {
 	// The peer: one request, then the noise, then the answer.
 	child := make(chan int, 1)
 	peerDone := make(chan error, 1)
+	// The peer's wait starts now: the LISTEN above may take up to 20 s
+	// under other programs' event storms, past dial's read deadline.
+	if err := peer.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		peerDone <- func() error {
 			var req connector.Message
