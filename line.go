@@ -391,8 +391,22 @@ func safeMatch(match Match, req, m Message, from Sender) (ok bool, pe *PanicErro
 }
 
 // goid returns the calling goroutine's id, parsed from the first line of
-// its stack trace ("goroutine 18 [running]:"). It serves only to detect a
-// Call made from the goroutine that serves the same Conn.
+// its stack trace ("goroutine 18 [running]:"), or 0 if that line has
+// another shape, which turns the check off (a Call in a handler then
+// deadlocks, as without the check; it is never refused wrongly). It serves
+// only to detect a Call made from the goroutine that reads the same Conn.
+//
+// Why the goroutine's identity and not a marker carried through the
+// handler's call path: Call takes a context and a Conn, nothing of the
+// handler's. A marker in the Request, or in a context Serve would give the
+// handler, reaches Call only if the handler passes it on; a handler that
+// calls with context.Background() or a context of its own, as the docs
+// allow, would deadlock without an error. Only the identity of the reading
+// goroutine catches every such call. The header has had this shape since
+// Go 1.0, goroutine ids are never reused within a process (newproc1 gives
+// each new goroutine a new one), and TestGoid guards the parse. What
+// neither way can see: a handler that hands the Call to another goroutine
+// and waits for it; the docs point to Queue for calls from handlers.
 func goid() uint64 {
 	var buf [32]byte
 	b := buf[:runtime.Stack(buf[:], false)]
