@@ -16,8 +16,8 @@ import (
 func TestQueueEmptyKeepsOverrun(t *testing.T) {
 	RequireInitialNetNS(t)
 	RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
-	g := QuietGroup(t) // its 200 multicasts must not crowd another test's receiver
-	rx, tx := Pair(t, connector.Dial, &connector.Config{Groups: []connector.Group{g}})
+	rx, tx := Pair(t, connector.Dial, nil)
+	g := JoinQuietGroup(t, rx) // its 200 multicasts must not crowd another test's receiver
 	if err := rx.SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +73,37 @@ func TestQuietGroupSkipsJoined(t *testing.T) {
 		}
 		if g < 12 || g > 32 {
 			t.Fatalf("QuietGroup returned group %d, outside 12 to 32", g)
+		}
+	}
+}
+
+// TestJoinQuietGroup: JoinQuietGroup joins a group no other socket has,
+// and leaves c its only member; a second socket gets another group.
+func TestJoinQuietGroup(t *testing.T) {
+	RequireInitialNetNS(t)
+	RequireCapability(t, unix.CAP_NET_ADMIN, "CAP_NET_ADMIN")
+	a := Dial(t, connector.Dial, nil)
+	b := Dial(t, connector.Dial, nil)
+	ga := JoinQuietGroup(t, a)
+	gb := JoinQuietGroup(t, b)
+	if ga == gb {
+		t.Fatalf("both sockets got group %d", ga)
+	}
+	for _, c := range []struct {
+		conn *connector.Conn
+		g    connector.Group
+	}{{a, ga}, {b, gb}} {
+		gs, err := c.conn.Groups()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gs) != 1 || gs[0] != c.g {
+			t.Errorf("port %d: groups %v, want only the quiet group %d", c.conn.PortID(), gs, c.g)
+		}
+		for port, mask := range groupMasks(t) {
+			if mask&(1<<(c.g-1)) != 0 && port != c.conn.PortID() {
+				t.Errorf("quiet group %d of port %d has another member, port %d", c.g, c.conn.PortID(), port)
+			}
 		}
 	}
 }

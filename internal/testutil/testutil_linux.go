@@ -304,26 +304,14 @@ func QueueEmpty(t testing.TB, c *connector.Conn) bool {
 // group would take room in it. Membership is read from /proc/net/netlink
 // (the Groups column holds each socket's first 32 groups). A process may
 // still send to a group it has not joined, or join after the choice: a
-// test that depends on having the group alone also checks the sender of
-// everything it receives and measures again if anything else arrived.
+// test that depends on having the group alone joins it with JoinQuietGroup,
+// or checks the sender of everything it receives and measures again if
+// anything else arrived.
 func QuietGroup(t testing.TB) connector.Group {
 	t.Helper()
-	b, err := os.ReadFile("/proc/net/netlink")
-	if err != nil {
-		t.Fatalf("membership of multicast groups: %v", err)
-	}
 	var joined uint32
-	// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
-	for _, line := range strings.Split(string(b), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[1] != strconv.Itoa(netlinkConnector) {
-			continue
-		}
-		mask, err := strconv.ParseUint(f[3], 16, 32)
-		if err != nil {
-			t.Fatalf("/proc/net/netlink: Groups %q: %v", f[3], err)
-		}
-		joined |= uint32(mask)
+	for _, mask := range groupMasks(t) {
+		joined |= mask
 	}
 	var free []connector.Group
 	for g := connector.Group(12); g <= 32; g++ {
@@ -335,4 +323,74 @@ func QuietGroup(t testing.TB) connector.Group {
 		t.Fatalf("every connector group from 12 to 32 has a member (/proc/net/netlink groups %08x): no quiet group for this test", joined)
 	}
 	return free[rand.IntN(len(free))]
+}
+
+// JoinQuietGroup joins c, a socket on the real kernel, to a QuietGroup and
+// returns it, once c is that group's only member: two tests that chose the
+// same group at the same moment both see the other after joining, leave
+// and choose again (10 tries at most).
+func JoinQuietGroup(t testing.TB, c *connector.Conn) connector.Group {
+	t.Helper()
+	for range 10 {
+		g := QuietGroup(t)
+		if err := c.JoinGroup(g); err != nil {
+			t.Fatalf("joining quiet group %d: %v", g, err)
+		}
+		// The kernel walks its socket table for /proc/net/netlink while
+		// sockets come and go, and can pass over some (a table resize): a
+		// read that misses this socket's membership is read again.
+		others, self := 0, false
+		for read := 0; !self; read++ {
+			if read == 5 {
+				t.Fatalf("port %d joined group %d, but 5 reads of /proc/net/netlink did not show it", c.PortID(), g)
+			}
+			others = 0
+			for port, mask := range groupMasks(t) {
+				if mask&(1<<(g-1)) == 0 {
+					continue
+				}
+				if port == c.PortID() {
+					self = true
+				} else {
+					others++
+				}
+			}
+		}
+		if others == 0 {
+			return g
+		}
+		if err := c.LeaveGroup(g); err != nil {
+			t.Fatalf("leaving group %d: %v", g, err)
+		}
+	}
+	t.Fatal("10 tries: each quiet group chosen had another member by the time it was joined")
+	return 0
+}
+
+// groupMasks returns the first 32 groups of every connector socket in this
+// network namespace, by port id, from /proc/net/netlink.
+func groupMasks(t testing.TB) map[uint32]uint32 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/netlink")
+	if err != nil {
+		t.Fatalf("membership of multicast groups: %v", err)
+	}
+	masks := map[uint32]uint32{}
+	// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[1] != strconv.Itoa(netlinkConnector) {
+			continue
+		}
+		port, err := strconv.ParseUint(f[2], 10, 32)
+		if err != nil {
+			t.Fatalf("/proc/net/netlink: Pid %q: %v", f[2], err)
+		}
+		mask, err := strconv.ParseUint(f[3], 16, 32)
+		if err != nil {
+			t.Fatalf("/proc/net/netlink: Groups %q: %v", f[3], err)
+		}
+		masks[uint32(port)] |= uint32(mask)
+	}
+	return masks
 }
