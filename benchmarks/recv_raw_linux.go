@@ -26,6 +26,9 @@ type rawRecv struct {
 	iovs    []unix.Iovec
 	names   []unix.RawSockaddrNetlink
 	stopped atomic.Bool
+	// rawSys makes recvmmsg with unix.RawSyscall6, without telling the
+	// runtime scheduler about the system call (go-rawsys).
+	rawSys bool
 }
 
 // mmsghdr is struct mmsghdr (include/linux/socket.h, recvmmsg since Linux
@@ -108,6 +111,11 @@ func (r *rawRecv) setup(fd, batch, msgbuf int) {
 func (r *rawRecv) recvmmsg(fd uintptr, flags int) (int, syscall.Errno) {
 	for i := range r.hdrs {
 		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
+	}
+	if r.rawSys {
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
+			uintptr(flags), 0, 0)
+		return int(n), e
 	}
 	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
 		uintptr(flags), 0, 0)
@@ -251,6 +259,15 @@ func (r *rawPollRecv) stop() {
 type lockedRecv struct{ rawRecv }
 
 func init() { receivers["go-recvmmsg"] = func() receiver { return &lockedRecv{} } }
+
+// go-rawsys is go-recvmmsg making its recvmmsg with RawSyscall6:
+// the runtime does not know the thread is in a system call (no
+// entersyscall/exitsyscall), so the goroutine keeps its processor while it
+// waits (at most the 50 ms SO_RCVTIMEO). It isolates what the scheduler's
+// system call bookkeeping costs the Go loop.
+func init() {
+	receivers["go-rawsys"] = func() receiver { r := &lockedRecv{}; r.rawSys = true; return r }
+}
 
 func (r *lockedRecv) start(o *recvOpts, t *tally) error {
 	oo := *o

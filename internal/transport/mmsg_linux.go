@@ -52,6 +52,8 @@ type Mmsg struct {
 	// dirty is how many headers, from the first, the kernel may have
 	// written since they were last reset.
 	dirty int
+	// full reports that the last call filled every header.
+	full bool
 }
 
 // Prepare points the headers at b's buffers, once: it does nothing when
@@ -85,10 +87,20 @@ func (m *Mmsg) Prepare(b *Batch) {
 
 // recv is one recvmmsg call that never blocks. It returns false when
 // nothing is queued (EAGAIN), so that RawConn.Read waits for the socket.
+//
+// It is a raw system call (unix.RawSyscall6: no entersyscall/exitsyscall),
+// which is safe because MSG_DONTWAIT never waits: the goroutine keeps its
+// processor for the time the kernel takes to copy out what is queued, at
+// most a batch (about 50 µs for 64 process events), as it would computing.
+// Telling the scheduler costs more than that in a drain: a goroutine in a
+// system call lets sysmon take its processor as soon as any other
+// goroutine is runnable, which sends sysmon back to waking every 20 µs for
+// a millisecond, on the receiving thread's CPU (benchmarks/README.md,
+// "Where the time goes").
 func (m *Mmsg) recv(fd uintptr) bool {
 	m.reset()
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
 			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
 		switch e {
 		case 0:
@@ -97,9 +109,10 @@ func (m *Mmsg) recv(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			m.full = false
 			return false
 		default:
-			m.Err = e
+			m.Err, m.full = e, false
 			return true
 		}
 	}
@@ -110,7 +123,16 @@ func (m *Mmsg) recv(fd uintptr) bool {
 // not wait), for at most the socket's SO_RCVTIMEO. It returns false when
 // that time passed (EAGAIN) or a signal came (EINTR), true when N or Err is
 // set.
+//
+// When the last call filled the whole batch, the queue is likely not empty
+// (a drain, a storm): it first receives without waiting (recv, a raw system
+// call), and waits in the kernel, an ordinary system call, only if that
+// found nothing. A wait that may block is never a raw system call: that
+// would hold the goroutine's processor for as long as it waits.
 func (m *Mmsg) RecvWait(fd uintptr) bool {
+	if m.full && m.recv(fd) {
+		return true
+	}
 	m.reset()
 	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
 		unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
@@ -119,9 +141,10 @@ func (m *Mmsg) RecvWait(fd uintptr) bool {
 		m.filled(int(n))
 		return true
 	case unix.EAGAIN, unix.EINTR:
+		m.full = false
 		return false
 	default:
-		m.Err = e
+		m.Err, m.full = e, false
 		return true
 	}
 }
@@ -145,6 +168,7 @@ func (m *Mmsg) reset() {
 // written any of them).
 func (m *Mmsg) filled(n int) {
 	m.N = n
+	m.full = n == len(m.hdrs)
 	if n > 0 {
 		m.dirty = n
 	}
