@@ -111,3 +111,73 @@ func appendNetlink(b []byte, m Message, port uint32) ([]byte, error) {
 	b = binary.NativeEndian.AppendUint32(b, port)
 	return m.AppendBinary(b)
 }
+
+// ParseDatagram decodes the connector messages of one datagram as a
+// NETLINK_CONNECTOR socket delivers it: one or more netlink messages
+// (struct nlmsghdr, include/uapi/linux/netlink.h), each 4-byte aligned and
+// holding one or more cn_msg records (struct cn_msg,
+// include/uapi/linux/connector.h). It applies the checks a [Reader]
+// applies to every datagram it receives: at least one netlink message,
+// nlmsg_len within the bytes that arrived and large enough for a cn_msg
+// header, each record's len within its netlink message and at most
+// [MaxMessageSize], and nothing after the last message but alignment
+// padding. The netlink message type and flags are not checked (the
+// connector sends NLMSG_DONE with flags 0, which does not end anything).
+//
+// It is for programs that receive datagrams themselves (a raw recvfrom on
+// a descriptor from [Conn.SyscallConn], a capture); check the sender of
+// such a datagram with [SenderFromAddr] and a [SenderPolicy]. The messages
+// alias b. On a malformed datagram it returns the messages decoded before
+// the fault with an error matching ErrMalformed (a *[MessageError] saying
+// what was wrong). It allocates the slice it returns; [DatagramParser]
+// walks the same messages without allocating.
+func ParseDatagram(b []byte) ([]Message, error) {
+	var p DatagramParser
+	p.Reset(b)
+	var msgs []Message
+	for {
+		m, ok, err := p.Next()
+		if !ok {
+			return msgs, err
+		}
+		msgs = append(msgs, m)
+	}
+}
+
+// A DatagramParser walks the connector messages of one datagram, in place
+// and without allocating, with the checks of [ParseDatagram]: what a
+// [Reader] does with each datagram it receives, for programs that receive
+// datagrams themselves. The zero value holds no datagram. A DatagramParser
+// is not safe for concurrent use; reuse one for every datagram.
+type DatagramParser struct {
+	d datagram
+}
+
+// Reset makes p walk the datagram b, from its first message. p keeps b
+// until the next Reset; messages returned by Next alias it.
+func (p *DatagramParser) Reset(b []byte) { p.d.reset(b) }
+
+// Next returns the next message of the datagram and true. At the end of
+// the datagram it returns false and a nil error; on a malformed datagram,
+// false and an error matching ErrMalformed (a *[MessageError]), after which
+// the rest of the datagram is abandoned and Next returns false, nil. An
+// empty datagram is malformed: the kernel never sends one.
+func (p *DatagramParser) Next() (Message, bool, error) {
+	var m Message
+	ok, err := p.d.next(&m)
+	if err != nil {
+		return Message{}, false, err
+	}
+	return m, ok, nil
+}
+
+// SenderFromAddr returns the sender of a datagram whose source address
+// (struct sockaddr_nl, include/uapi/linux/netlink.h, as recvfrom or
+// recvmmsg report it) has nl_pid port and nl_groups groups: Port is port
+// (0 for the kernel), Group the group of a multicast (the kernel sets one
+// bit, group g as bit g-1; the lowest bit set is taken), 0 for a unicast.
+// [Reader] reports the same Sender for the same address, so that
+// [SenderPolicy.Accepts] checks such a datagram as a Conn would.
+func SenderFromAddr(port, groups uint32) Sender {
+	return Sender{Port: port, Group: groupFromMask(groups)}
+}
