@@ -217,18 +217,10 @@ func statuses(req connector.Message, recs []rawRecord) int {
 	return n
 }
 
-// encode packs msgs as one request payload. Deliberate repeat of payload in
-// w1/w1test's tests: test packages cannot share a helper, and package w1
-// has no exported multi-message encoder to call.
+// encode packs msgs as one request payload.
 func encode(t *testing.T, msgs ...w1.Msg) []byte {
-	var b []byte
-	for _, m := range msgs {
-		var err error
-		if b, err = w1.AppendMsg(b, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b
+	t.Helper()
+	return testutil.AppendAll(t, w1.AppendMsg, msgs...)
 }
 
 // TestIntegrationStrayRecord: a lone data-less command without bundling is

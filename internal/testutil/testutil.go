@@ -228,3 +228,18 @@ func KeyValues(out []byte) map[string]string {
 	}
 	return got
 }
+
+// AppendAll appends items to one buffer with appendOne (an Append function
+// of the package under test, such as w1.AppendMsg) and fails the test on
+// the first error.
+func AppendAll[T any](t testing.TB, appendOne func([]byte, T) ([]byte, error), items ...T) []byte {
+	t.Helper()
+	var b []byte
+	for i, it := range items {
+		var err error
+		if b, err = appendOne(b, it); err != nil {
+			t.Fatalf("item %d: %v", i, err)
+		}
+	}
+	return b
+}

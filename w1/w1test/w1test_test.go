@@ -9,6 +9,7 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/cnlink/connector/w1"
 	"github.com/cnlink/connector/w1/w1test"
 )
@@ -56,17 +57,10 @@ func setup(t *testing.T) (*cntest.Kernel, *w1test.Agent, *connector.Conn) {
 	return k, a, c
 }
 
-// payload packs msgs as one request payload. Deliberate repeat of encode in
-// package w1's integration tests: test packages cannot share a helper.
+// payload packs msgs as one request payload.
 func payload(t *testing.T, msgs ...w1.Msg) []byte {
-	var b []byte
-	for _, m := range msgs {
-		var err error
-		if b, err = w1.AppendMsg(b, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b
+	t.Helper()
+	return testutil.AppendAll(t, w1.AppendMsg, msgs...)
 }
 
 func TestListMasters(t *testing.T) {
