@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -60,6 +59,7 @@ type doorbell struct {
 	sa     unix.RawSockaddrNetlink
 	salen  uint32
 	errno  syscall.Errno
+	parser connector.DatagramParser
 	recvFn func(fd uintptr)
 	// Idle waits (idleWait) go through the Go poller: an epoll instance
 	// of procmon's own that watches the doorbell, itself watched by the
@@ -237,20 +237,18 @@ func (b *doorbell) recv(fd uintptr) {
 // anything else: a receive error (ENOBUFS: the doorbell overflowed), a
 // datagram not from the kernel, or one that does not decode as an exec.
 func (b *doorbell) event(ev *proc.Event) bool {
-	const nlmsgHdrLen = 16 // struct nlmsghdr
-	d := b.buf[:b.n]
-	if b.errno != 0 || b.sa.Pid != 0 || len(d) < nlmsgHdrLen {
+	if b.errno != 0 || !connector.SendersKernelOnly.Accepts(connector.SenderFromAddr(b.sa.Pid, b.sa.Groups)) {
 		return false
 	}
-	l := int(binary.NativeEndian.Uint32(d))
-	if l < nlmsgHdrLen || l > len(d) {
+	b.parser.Reset(b.buf[:b.n])
+	m, ok, err := b.parser.Next()
+	if !ok || err != nil {
 		return false
 	}
-	ms, err := connector.ParseMessages(d[nlmsgHdrLen:l])
-	if err != nil || len(ms) != 1 {
+	if _, more, err := b.parser.Next(); more || err != nil {
 		return false
 	}
-	return proc.Decode(ms[0], ev) == nil && ev.Kind == proc.KindExec
+	return proc.Decode(m, ev) == nil && ev.Kind == proc.KindExec
 }
 
 // nextBell is next in doorbell mode.
