@@ -225,6 +225,10 @@ func BenchmarkSend(b *testing.B) {
 			tx := dial(b, nil)
 			sendLoop(b, len(dgram), func() error { return tx.Send(m) })
 		})
+		b.Run(fmt.Sprintf("payload=%dB/Send-kernel-KernelWait", size), func(b *testing.B) {
+			tx := dial(b, &connector.Config{KernelWait: true})
+			sendLoop(b, len(dgram), func() error { return tx.Send(m) })
+		})
 		b.Run(fmt.Sprintf("payload=%dB/raw-sendto-kernel", size), func(b *testing.B) {
 			tx := newBlockingPeer(b)
 			sa := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
@@ -238,16 +242,22 @@ func BenchmarkSend(b *testing.B) {
 			name   string
 			rcvbuf int
 		}{{"peer", 4 << 20}, {"full-peer", 1}} {
-			b.Run(fmt.Sprintf("payload=%dB/SendTo-%s", size, peer.name), func(b *testing.B) {
-				rx := newDrainPeer(b, peer.rcvbuf)
-				wait := drain(b, rx, len(dgram))
-				tx := dial(b, nil)
-				if err := tx.SetWriteDeadline(time.Now().Add(benchDeadline)); err != nil {
-					b.Fatal(err)
+			for _, kw := range []bool{false, true} {
+				name := fmt.Sprintf("payload=%dB/SendTo-%s", size, peer.name)
+				if kw {
+					name += "-KernelWait"
 				}
-				sendLoop(b, len(dgram), func() error { return tx.SendTo(rx.port, m) })
-				wait(tx.SendTo(rx.port, connector.Message{ID: id}))
-			})
+				b.Run(name, func(b *testing.B) {
+					rx := newDrainPeer(b, peer.rcvbuf)
+					wait := drain(b, rx, len(dgram))
+					tx := dial(b, &connector.Config{KernelWait: kw})
+					if err := tx.SetWriteDeadline(time.Now().Add(benchDeadline)); err != nil {
+						b.Fatal(err)
+					}
+					sendLoop(b, len(dgram), func() error { return tx.SendTo(rx.port, m) })
+					wait(tx.SendTo(rx.port, connector.Message{ID: id}))
+				})
+			}
 			b.Run(fmt.Sprintf("payload=%dB/raw-sendto-%s", size, peer.name), func(b *testing.B) {
 				rx := newDrainPeer(b, peer.rcvbuf)
 				wait := drain(b, rx, len(dgram))

@@ -162,10 +162,21 @@ func newSendOp() *sendOp {
 	return op
 }
 
+// send makes one sendto without waiting. A unicast to a userspace socket
+// cannot sleep then, so it is a raw system call, without the runtime's
+// entersyscall and exitsyscall (fdConn.sendto says more); a send to the
+// kernel or a multicast runs the kernel agent's callback in this thread,
+// which may sleep, so it is an ordinary one.
 func (op *sendOp) send(fd uintptr) bool {
 	for {
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(op.p))), uintptr(len(op.p)),
-			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&op.sa)), unix.SizeofSockaddrNetlink)
+		var e syscall.Errno
+		if op.sa.Pid != 0 {
+			_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(op.p))), uintptr(len(op.p)),
+				unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&op.sa)), unix.SizeofSockaddrNetlink)
+		} else {
+			_, _, e = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(op.p))), uintptr(len(op.p)),
+				unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&op.sa)), unix.SizeofSockaddrNetlink)
+		}
 		if e == unix.EINTR {
 			continue
 		}

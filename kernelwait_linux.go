@@ -112,11 +112,16 @@ func (c *fdConn) once(f func(fd uintptr) bool, events int16) (bool, error) {
 	return false, nil
 }
 
-// sendto is one blocking sendto(2) (a full unicast receiver makes it wait,
-// for at most the SO_SNDTIMEO slice set at Dial, then EAGAIN), made
-// directly rather than through a pooled closure for Control: the send path
-// of a KernelWait Conn, which costs a raw sender's system call plus the
-// read lock. It returns a bare errno.
+// sendto sends p under the read lock and returns a bare errno. A unicast to
+// a userspace socket (port != 0) is first tried without waiting
+// (MSG_DONTWAIT), as a raw system call: it cannot sleep, so the Go runtime
+// need not hand this goroutine's processor to another thread around it
+// (entersyscall and exitsyscall cost as much user time as the rest of a
+// send). Only if the receiver's queue is full (EAGAIN) is it sent again as
+// a blocking sendto, which waits for room for at most the SO_SNDTIMEO slice
+// set at Dial (then EAGAIN). Sends to the kernel and multicasts run the
+// kernel agent's callback in this thread, which may sleep: they are always
+// ordinary blocking system calls.
 func (c *fdConn) sendto(p []byte, port, groups uint32) error {
 	sa := unix.RawSockaddrNetlink{Family: unix.AF_NETLINK, Pid: port, Groups: groups}
 	c.mu.RLock()
@@ -124,8 +129,15 @@ func (c *fdConn) sendto(p []byte, port, groups uint32) error {
 		c.mu.RUnlock()
 		return os.ErrClosed
 	}
-	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
-		0, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrNetlink)
+	e := unix.EAGAIN
+	if port != 0 {
+		_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrNetlink)
+	}
+	if e == unix.EAGAIN {
+		_, _, e = unix.Syscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+			0, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrNetlink)
+	}
 	c.mu.RUnlock()
 	if e != 0 {
 		return e
