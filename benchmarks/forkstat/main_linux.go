@@ -98,6 +98,7 @@ func compare(args []string) int {
 	storms := fs.String("storms", "fork:20000,threads:20000,exec:6000", "storms to run, as kind:count (kinds: fork, threads, exec)")
 	program := fs.String("program", "/bin/true", "the program the exec storm runs")
 	procmon := fs.String("procmon", "", "procmon binary (default: built from ../examples/procmon)")
+	pmArgs := fs.String("procmon-args", "", "more arguments for both procmon columns, space-separated (\"-doorbell=false\" measures the path of kernels before 6.6)")
 	outDir := fs.String("out", "", "directory for the monitors' output files (default: a temporary one, removed)")
 	var extra []string
 	fs.Func("add", "another monitor to run alongside, as \"NAME=COMMAND ARGS...\" (repeat for several; shown on stderr)", func(s string) error {
@@ -138,10 +139,14 @@ func compare(args []string) int {
 			return 1
 		}
 	}
+	more := strings.Fields(*pmArgs)
 	monitors := []monitor{
 		{"forkstat", []string{"forkstat"}},
-		{"procmon", []string{pm}},
-		{"procmon -json", []string{pm, "-json"}},
+		{"procmon", append([]string{pm}, more...)},
+		{"procmon -json", append([]string{pm, "-json"}, more...)},
+	}
+	if len(more) > 0 {
+		fmt.Fprintf(os.Stderr, "procmon runs as %q, procmon -json as %q\n", monitors[1].argv, monitors[2].argv)
 	}
 	for _, e := range extra {
 		name, cmd, _ := strings.Cut(e, "=")

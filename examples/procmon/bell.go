@@ -126,28 +126,9 @@ func openBell(o *options) *doorbell {
 
 // openIdle makes the epoll instance for idle waits.
 func (b *doorbell) openIdle() error {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return err
-	}
-	var cerr error
-	if err := b.rc.Control(func(fd uintptr) {
-		cerr = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, int(fd), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
-	}); err != nil || cerr != nil {
-		unix.Close(ep)
-		return errors.Join(err, cerr)
-	}
-	if err := unix.SetNonblock(ep, true); err != nil {
-		unix.Close(ep)
-		return err
-	}
-	// A non-blocking descriptor: os.NewFile puts it in the poller.
-	b.ep = os.NewFile(uintptr(ep), "doorbell-epoll")
-	if b.epRC, err = b.ep.SyscallConn(); err != nil {
-		b.ep.Close()
-		return err
-	}
-	return nil
+	var err error
+	b.ep, b.epRC, err = newIdlePoll(b.rc)
+	return err
 }
 
 func (b *doorbell) Close() {
@@ -256,50 +237,7 @@ func (s *source) nextBell(ev *proc.Event) error {
 	b := s.bell
 	for {
 		if s.draining {
-			err := s.l.Next(ev)
-			switch {
-			case err == nil:
-				s.found = true
-				if ev.Kind == proc.KindExec && ev.CPU == s.want.CPU && ev.Seq == s.want.Seq {
-					s.wantSeen = true
-				}
-				return nil
-			case errors.Is(err, connector.ErrFlushed):
-				if s.wantPending && !s.wantSeen && s.retries < 3 {
-					// The doorbell rang before the main socket got
-					// the exec: read again.
-					s.retries++
-					_ = s.l.Flush()
-					continue
-				}
-				s.draining = false
-				if s.drained != nil {
-					s.drained()
-				}
-				// Write the output out when the events have
-				// stopped coming, and at least every flushDelay
-				// meanwhile: not once per wake-up.
-				if !s.found || time.Since(s.flushed) >= flushDelay || s.stopTime() != 0 {
-					s.flush()
-					s.flushed = time.Now()
-				}
-				if s.stopTime() != 0 {
-					if s.graced {
-						return errStopped
-					}
-					// Events of the last moments before the stop
-					// may still be on their way.
-					s.graced = true
-					time.Sleep(stopGrace)
-					s.startDrain(false)
-				}
-				continue
-			case errors.Is(err, connector.ErrMalformed), errors.Is(err, connector.ErrTruncated):
-				return err
-			default:
-				if s.stopTime() != 0 {
-					return errStopped
-				}
+			if ok, err := s.drain(ev); ok || err != nil {
 				return err
 			}
 		}
@@ -349,12 +287,4 @@ func (s *source) nextBell(ev *proc.Event) error {
 		s.want = s.bellEv
 		s.startDrain(true)
 	}
-}
-
-// startDrain reads the main socket's queue, without waiting, to the end.
-func (s *source) startDrain(want bool) {
-	s.wantPending, s.wantSeen, s.retries = want, false, 0
-	s.draining, s.found, s.rang = true, false, false
-	s.drainAt = time.Now()
-	_ = s.l.Flush()
 }

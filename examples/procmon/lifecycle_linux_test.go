@@ -477,14 +477,20 @@ func TestKernelTerminalInjection(t *testing.T) {
 }
 
 // TestKernelShutdownDrains: events queued while stdout was blocked are all
-// shown after SIGINT.
+// shown after SIGINT, with the doorbell (on Linux 6.6 and later) and
+// without it (procmon's own wait on the main socket).
 func TestKernelShutdownDrains(t *testing.T) {
 	skipUnlessListen(t)
+	t.Run("default", func(t *testing.T) { shutdownDrains(t) })
+	t.Run("no-doorbell", func(t *testing.T) { shutdownDrains(t, "-doorbell=false") })
+}
+
+func shutdownDrains(t *testing.T, args ...string) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := testutil.HelperCommand(t, program, "-rcvbuf", "67108864", "-p", strconv.Itoa(os.Getpid()))
+	cmd := testutil.HelperCommand(t, program, append([]string{"-rcvbuf", "67108864", "-p", strconv.Itoa(os.Getpid())}, args...)...)
 	cmd.Stdout = w
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -667,32 +673,7 @@ func TestKernelDoorbell(t *testing.T) {
 		// runtime's preemption, ends it.)
 		t.Errorf("an empty wait took %v, want about %v", d, bellSlice)
 	}
-	retry(t, func() error {
-		c := helperCmd(t, "exit7")
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		_ = c.Wait()
-		deadline := time.Now().Add(timeout)
-		for time.Now().Before(deadline) {
-			if !b.wait() {
-				continue
-			}
-			var ev proc.Event
-			if !b.event(&ev) {
-				t.Logf("the doorbell brought something other than an exec: %d bytes, errno %v", b.n, b.errno)
-				continue
-			}
-			if ev.Kind != proc.KindExec {
-				t.Errorf("the doorbell brought %v, want execs only", ev)
-			}
-			if int(ev.TGID) == c.Process.Pid {
-				return nil
-			}
-		}
-		t.Fatalf("the doorbell did not bring the exec of %d", c.Process.Pid)
-		return nil
-	})
+	awaitOwnExec(t, "a wait on the doorbell", b.wait, bellExec(t, b))
 }
 
 // BenchmarkStart measures how long procmon takes from its start to
@@ -751,25 +732,7 @@ func TestKernelDoorbellIdle(t *testing.T) {
 		t.Skip("no doorbell: the kernel cannot filter process events by kind (before Linux 6.6)")
 	}
 	defer b.Close()
-	retry(t, func() error {
-		c := helperCmd(t, "exit7")
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		_ = c.Wait()
-		deadline := time.Now().Add(timeout)
-		for time.Now().Before(deadline) {
-			if !b.idleWait(time.Second) {
-				continue
-			}
-			var ev proc.Event
-			if b.event(&ev) && int(ev.TGID) == c.Process.Pid {
-				return nil
-			}
-		}
-		t.Fatalf("no idle wait brought the exec of %d", c.Process.Pid)
-		return nil
-	})
+	awaitOwnExec(t, "an idle wait on the doorbell", func() bool { return b.idleWait(time.Second) }, bellExec(t, b))
 	// Drain what other programs' execs left, then time an empty wait.
 	for b.idleWait(time.Millisecond) {
 	}

@@ -107,7 +107,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.tty, "tty", false, "show each process's controlling terminal (a TTY column; \"tty\" in JSON), as forkstat -x does; it costs a /proc read per exec")
 	fs.BoolVar(&o.tty, "x", false, "same as -tty")
 	fs.BoolVar(&o.bell, "doorbell", true, "on Linux 6.6 and later, wake up at once for execs only, and read other events in batches at most about 10 ms later (100 ms when idle): much less CPU per event under load")
-	fs.BoolVar(&o.kernelWait, "kernel-wait", true, "wait for events inside the receive system call rather than in Go's poller: less CPU per wake-up")
+	fs.BoolVar(&o.kernelWait, "kernel-wait", true, "wait for events in a raw system call that keeps procmon's thread, rather than in Go's poller: less CPU per wake-up")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n\nShow process events as they happen.\n\n")
 		fs.PrintDefaults()
@@ -257,7 +257,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Take every kind: procmon needs forks and exits to follow processes
 	// whatever it shows, and an unfiltered listener counts lost events
 	// exactly.
-	l, err := listen(o)
+	l, c, err := listen(o)
 	if err != nil {
 		return fmt.Errorf("%w%s", err, listenHint(err))
 	}
@@ -312,6 +312,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if bell != nil {
 		src.bell = bell
 		src.pre, src.drained = mon.preExec, mon.sweepPre
+	} else if c != nil {
+		// No doorbell: procmon waits on the main socket itself
+		// (wait.go), which costs less per wake-up than a receive
+		// that blocks through the library.
+		rc, err := c.SyscallConn()
+		if err == nil {
+			src.wait, err = openWait(rc)
+		}
+		if err != nil {
+			return fmt.Errorf("listening: %w", err)
+		}
+		defer src.wait.Close()
 	}
 	defer src.stopOn(ctx)()
 	var loopErr error
@@ -407,13 +419,14 @@ const drainAfter = 1000
 // child and then stops procmon may do so before the exit is sent.
 const stopGrace = 100 * time.Millisecond
 
-// listen subscribes to every event kind. Its socket waits for events in the
-// kernel (connector.Config.KernelWait) rather than in the Go runtime's
-// poller: each wake-up then costs one system call, as in a C monitor, and
-// procmon wakes up once per event when events come one at a time.
-func listen(o *options) (*proc.Listener, error) {
+// listen subscribes to every event kind. With -kernel-wait (the default)
+// its socket is off the Go runtime's poller (connector.Config.KernelWait),
+// and procmon waits on it itself (the doorbell, or wait.go): the Conn is
+// returned for that, nil otherwise.
+func listen(o *options) (*proc.Listener, *connector.Conn, error) {
 	if !o.kernelWait {
-		return proc.Listen(&proc.Config{ReadBufferSize: o.rcvbuf})
+		l, err := proc.Listen(&proc.Config{ReadBufferSize: o.rcvbuf})
+		return l, nil, err
 	}
 	c, err := connector.Dial(&connector.Config{
 		Groups:            []connector.Group{connector.IDProc.Group()},
@@ -423,14 +436,14 @@ func listen(o *options) (*proc.Listener, error) {
 		KernelWait:        true,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	l, err := proc.NewListener(c, &proc.Config{ReadBufferSize: o.rcvbuf})
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return l, nil
+	return l, c, nil
 }
 
 // listenHint adds advice to a Listen error.

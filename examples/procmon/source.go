@@ -59,6 +59,11 @@ type source struct {
 	// (thread creations, when their names are shown).
 	prompt func(*proc.Event) bool
 
+	// procmon's own wait on the main socket (wait.go), when set.
+	wait   *sockWait
+	begun  bool      // the first drain, of what the subscription read ahead
+	wokeAt time.Time // when the last wait found the socket readable
+
 	// Doorbell mode (bell.go), when bell is set.
 	bell   *doorbell
 	bellEv proc.Event
@@ -130,6 +135,9 @@ func (s *source) stop() {
 		if s.bell != nil {
 			s.bell.stop()
 		}
+		if s.wait != nil {
+			s.wait.stop()
+		}
 	}
 }
 
@@ -149,6 +157,9 @@ func (s *source) stopOn(ctx context.Context) func() bool {
 func (s *source) next(ev *proc.Event) error {
 	if s.bell != nil {
 		return s.nextBell(ev)
+	}
+	if s.wait != nil {
+		return s.nextWait(ev)
 	}
 	if s.woke {
 		s.woke = false
@@ -201,4 +212,70 @@ func (s *source) next(ev *proc.Event) error {
 		}
 		return err
 	}
+}
+
+// drain returns the next event of a drain of the main socket (startDrain)
+// in ev, and true; false once the drain has ended, with errStopped when the
+// source was stopped and the queue has been read to the end (after
+// stopGrace), or with a receive error.
+//
+// A drain started for an exec the doorbell brought (want) reads the socket
+// again, up to 3 times, until that exec came out of it. When it ends, the
+// output is written out if the drain found nothing, or if it was last
+// written flushDelay ago or more: not once per wake-up.
+func (s *source) drain(ev *proc.Event) (bool, error) {
+	for {
+		err := s.l.Next(ev)
+		switch {
+		case err == nil:
+			s.found = true
+			if ev.Kind == proc.KindExec && ev.CPU == s.want.CPU && ev.Seq == s.want.Seq {
+				s.wantSeen = true
+			}
+			return true, nil
+		case errors.Is(err, connector.ErrFlushed):
+			if s.wantPending && !s.wantSeen && s.retries < 3 {
+				// The doorbell rang before the main socket got
+				// the exec: read again.
+				s.retries++
+				_ = s.l.Flush()
+				continue
+			}
+			s.draining = false
+			if s.drained != nil {
+				s.drained()
+			}
+			stopping := s.stopTime() != 0
+			if !s.found || time.Since(s.flushed) >= flushDelay || stopping {
+				s.flush()
+				s.flushed = time.Now()
+			}
+			if !stopping {
+				return false, nil
+			}
+			if s.graced {
+				return false, errStopped
+			}
+			// Events of the last moments before the stop may still be
+			// on their way.
+			s.graced = true
+			time.Sleep(stopGrace)
+			s.startDrain(false)
+		case errors.Is(err, connector.ErrMalformed), errors.Is(err, connector.ErrTruncated):
+			return false, err
+		default:
+			if s.stopTime() != 0 {
+				return false, errStopped
+			}
+			return false, err
+		}
+	}
+}
+
+// startDrain reads the main socket's queue, without waiting, to the end.
+func (s *source) startDrain(want bool) {
+	s.wantPending, s.wantSeen, s.retries = want, false, 0
+	s.draining, s.found, s.rang = true, false, false
+	s.drainAt = time.Now()
+	_ = s.l.Flush()
 }
