@@ -268,6 +268,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mon := newMonitor(filter{kinds: o.kinds, comms: o.comms}, newProcFS(o.procRoot), f.users, func(r *record) {
 		out.write(f.format(r))
 	})
+	defer mon.fs.Close()
 	mon.needComm = o.json || len(o.comms) > 0
 	mon.threadComm = o.kinds&kClone != 0
 	mon.fs.noCgroup = !o.cgroups

@@ -47,13 +47,58 @@ type harness struct {
 
 func newHarness(t *testing.T, fp *fakeProc, f filter, jsonOut bool) *harness {
 	h := &harness{}
+	// Other harnesses of the test may share fp and be open still.
+	before := fdsTo(t, fp.root)
 	u := &users{names: map[uint32]string{0: "root", 1000: "alice"}, checked: time.Now()}
 	h.fmt = &formatter{users: u, json: jsonOut}
 	h.mon = newMonitor(f, newProcFS(fp.root), u, func(r *record) {
 		h.recs = append(h.recs, string(h.fmt.format(r)))
 	})
 	h.mon.needComm = jsonOut || len(f.comms) > 0
+	t.Cleanup(func() {
+		h.mon.fs.Close()
+		if n := fdsTo(t, fp.root); n > before {
+			t.Errorf("%d descriptors of the fake /proc %s open after the harness was closed, %d before it was made", n, fp.root, before)
+		}
+	})
 	return h
+}
+
+// fdsTo counts this process's open descriptors of the file at path.
+func fdsTo(t testing.TB, path string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("listing open descriptors: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// TestProcFSClose: a procFS holds one descriptor of its root until Close,
+// none after it, and still reads (by whole paths) after Close; a second
+// Close does nothing.
+func TestProcFSClose(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.add(42, map[string]string{"comm": "worker\n"})
+	fs := newProcFS(fp.root)
+	if n := fdsTo(t, fp.root); n != 1 {
+		t.Fatalf("an open procFS holds %d descriptors of its root, want 1", n)
+	}
+	fs.Close()
+	if n := fdsTo(t, fp.root); n != 0 {
+		t.Fatalf("a closed procFS holds %d descriptors of its root, want 0", n)
+	}
+	fs.Close()
+	b, err := fs.read(42, "comm")
+	if err != nil || string(b) != "worker\n" {
+		t.Errorf("a read after Close: %q, %v; want %q", b, err, "worker\n")
+	}
 }
 
 func (h *harness) take() []string { r := h.recs; h.recs = nil; return r }
@@ -269,6 +314,7 @@ func BenchmarkForkExecExit(b *testing.B) {
 	u := &users{names: map[uint32]string{0: "root"}, checked: time.Now()}
 	f := &formatter{users: u, json: true}
 	mon := newMonitor(filter{kinds: defaultKinds}, newProcFS(fp.root), u, func(r *record) { f.format(r) })
+	b.Cleanup(mon.fs.Close)
 	mon.seed([]proc.Process{{PID: 100, PPID: 1, Comm: "bash"}}, nil)
 	fe, ee, xe := fork(1, 100, 200), execEv(2, 200), exitEv(3, 200, 200, 100, 0)
 	b.ReportAllocs()

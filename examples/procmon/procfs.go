@@ -50,6 +50,15 @@ func newProcFS(root string) *procFS {
 	return fs
 }
 
+// Close closes the root's descriptor. The procFS reads by whole paths
+// afterwards. Calling it again does nothing.
+func (fs *procFS) Close() {
+	if fs.dir >= 0 {
+		unix.Close(fs.dir)
+		fs.dir = -1
+	}
+}
+
 // errGone means the process had exited (or was a zombie) when its /proc
 // entry was read.
 var errGone = errors.New("process already gone")
