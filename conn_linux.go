@@ -80,6 +80,15 @@ func dial(cfg *Config, mask uint32) (transport.Transport, error) {
 	return t, nil
 }
 
+// kernelWaitSocket returns t's socket if t is a Config.KernelWait socket
+// transport, for the Conn's direct send path; nil otherwise.
+func kernelWaitSocket(t transport.Transport) *fdConn {
+	if s, ok := t.(*sockTransport); ok {
+		return s.kw
+	}
+	return nil
+}
+
 // syscallError reduces an error of mdlayher/netlink to the system call and
 // its errno, without the library's own text.
 func syscallError(err error) error {

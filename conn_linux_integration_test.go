@@ -520,19 +520,19 @@ func TestIntegrationCloseUnblocksSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Close()
-	closeUnblocksSend(t, tx, rx, "sendRetry")
+	closeUnblocksSend(t, tx, rx, 512, "sendRetry")
 }
 
-// closeUnblocksSend sends to rx from tx until a SendTo waits for room in
+// closeUnblocksSend sends size-byte payloads to rx from tx until a SendTo waits for room in
 // rx's full queue (its goroutine's stack holds waitFrame, the function that
 // waits), closes tx and checks that the SendTo ends promptly with ErrClosed.
-func closeUnblocksSend(t *testing.T, tx, rx *connector.Conn, waitFrame string) {
+func closeUnblocksSend(t *testing.T, tx, rx *connector.Conn, size int, waitFrame string) {
 	t.Helper()
 	id := testID()
 	done := make(chan error, 1)
 	go func() {
 		for i := 0; ; i++ {
-			if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(512, 0)}); err != nil {
+			if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(size, 0)}); err != nil {
 				done <- err
 				return
 			}

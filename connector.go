@@ -112,6 +112,9 @@ type Conn struct {
 	batches sync.Pool        // *transport.Batch of cfg.BatchSize, for Readers
 	singles freeList[Reader] // Readers with a batch of 1, for Receive
 	sendBuf freeList[[]byte]
+	// kw is the socket of a Config.KernelWait Conn on Linux (nil
+	// otherwise): small sends go to it straight, built on the stack.
+	kw *fdConn
 
 	wdeadline atomic.Int64 // unix nanoseconds, 0 = none
 	flush     flushState
@@ -210,6 +213,7 @@ func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
 	c.batches.New = func() any { return transport.NewBatch(n, size) }
 	c.singles.new = c.newSingle
 	c.sendBuf.new = func() *[]byte { b := make([]byte, 0, 512); return &b }
+	c.kw = kernelWaitSocket(t)
 
 	var err error
 	if c.cfg.ReadBufferSize > 0 {

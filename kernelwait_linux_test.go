@@ -7,6 +7,7 @@ package connector_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -343,9 +344,16 @@ func epollWatched(t *testing.T) map[int]bool {
 // TestIntegrationKernelWaitSend checks the sends of a KernelWait Conn, which
 // wait in the kernel for room in a full unicast receiver: every message
 // arrives once the receiver reads, a write deadline ends the wait, and so
-// does Close.
+// does Close. Small payloads are built on the stack (sendStack), larger
+// ones in a pooled buffer: both are checked.
 func TestIntegrationKernelWaitSend(t *testing.T) {
 	requirePrivileged(t)
+	for _, size := range []int{16, 512} {
+		t.Run(fmt.Sprintf("payload=%dB", size), func(t *testing.T) { kernelWaitSend(t, size) })
+	}
+}
+
+func kernelWaitSend(t *testing.T, size int) {
 	rx := dial(t, nil)
 	if err := rx.SetReadBuffer(1); err != nil { // the kernel's minimum
 		t.Fatal(err)
@@ -362,7 +370,7 @@ func TestIntegrationKernelWaitSend(t *testing.T) {
 	sent := make(chan error, 1)
 	go func() {
 		for i := range n {
-			if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(512, 0)}); err != nil {
+			if err := tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(size, 0)}); err != nil {
 				sent <- err
 				return
 			}
@@ -387,7 +395,7 @@ func TestIntegrationKernelWaitSend(t *testing.T) {
 	}
 	var derr error
 	for i := 0; derr == nil; i++ {
-		derr = tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(512, 0)})
+		derr = tx.SendTo(rx.PortID(), connector.Message{ID: id, Seq: uint32(i), Data: payload(size, 0)})
 	}
 	if !errors.Is(derr, os.ErrDeadlineExceeded) {
 		t.Fatalf("SendTo to a full receiver past the write deadline: %v, want os.ErrDeadlineExceeded", derr)
@@ -397,5 +405,5 @@ func TestIntegrationKernelWaitSend(t *testing.T) {
 	}
 
 	// Close ends a wait for room.
-	closeUnblocksSend(t, tx, rx, "(*fdConn).sendto")
+	closeUnblocksSend(t, tx, rx, size, "(*fdConn).sendto")
 }

@@ -50,6 +50,9 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 	if err := c.checkOpen(op); err != nil {
 		return err
 	}
+	if c.kw != nil && len(m.Data) <= stackSendPayload {
+		return c.sendStack(op, m, port, groups)
+	}
 	bp := c.sendBuf.get()
 	b, err := appendNetlink((*bp)[:0], m, c.port)
 	if err != nil {
@@ -64,6 +67,45 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 	// buffer stays small enough to keep.
 	*bp = b
 	c.sendBuf.put(bp)
+	if err != nil {
+		return opErr(op, c.mapSendErr(err, port))
+	}
+	return nil
+}
+
+// stackSendPayload is the largest payload a KernelWait Conn sends from a
+// datagram built on the caller's stack: small enough that clearing the
+// array costs less than taking a buffer from the pool.
+const stackSendPayload = 256
+
+// sendStack is send for a KernelWait Conn and a payload of at most
+// stackSendPayload bytes: the datagram is built on the stack and sent by
+// the socket itself (fdConn.sendto), without the pool's two atomic swaps
+// and the transport's interface call. Nothing here may pass the datagram
+// to an interface method, or the array would move to the heap.
+func (c *Conn) sendStack(op string, m Message, port, groups uint32) error {
+	var buf [nlmsgHeaderLen + HeaderLen + stackSendPayload]byte
+	b, err := appendNetlink(buf[:0], m, c.port)
+	if err != nil {
+		return opErr(op, err)
+	}
+	err = c.kw.sendto(b, port, groups)
+	for try := 0; err != nil && (errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR)); try++ {
+		// As sendRetry: fdConn.sendto has waited a slice in the kernel
+		// for room in a full receiver.
+		if c.closed.Load() {
+			err = errClosed
+			break
+		}
+		if d := c.wdeadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+			err = errWriteDeadline
+			break
+		}
+		if try < sendSpins {
+			runtime.Gosched()
+		}
+		err = c.kw.sendto(b, port, groups)
+	}
 	if err != nil {
 		return opErr(op, c.mapSendErr(err, port))
 	}
