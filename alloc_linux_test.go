@@ -15,13 +15,13 @@ const allocRuns = 500
 
 func TestAllocsReaderNext(t *testing.T) {
 	requirePrivileged(t)
-	for _, kw := range []bool{false, true} {
-		t.Run("KernelWait="+strconv.FormatBool(kw), func(t *testing.T) { allocsReaderNext(t, kw) })
+	for _, mode := range waitModes {
+		t.Run(mode.name, func(t *testing.T) { allocsReaderNext(t, mode) })
 	}
 }
 
-func allocsReaderNext(t *testing.T, kernelWait bool) {
-	rx := dial(t, &connector.Config{ReadBufferSize: 8 << 20, KernelWait: kernelWait})
+func allocsReaderNext(t *testing.T, mode waitMode) {
+	rx := dial(t, mode.config(connector.Config{ReadBufferSize: 8 << 20}))
 	tx := dial(t, nil)
 	id := testID()
 	// Queue every message first: the guard measures the receive path, not

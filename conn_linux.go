@@ -75,7 +75,7 @@ func dial(cfg *Config, mask uint32) (transport.Transport, error) {
 		return nil, err
 	}
 	if cfg.KernelWait {
-		return t, t.leavePoller()
+		return t, t.leavePoller(cfg.RawWait)
 	}
 	return t, nil
 }

@@ -94,6 +94,27 @@ type Config struct {
 	// OS thread, and Close, Flush and changed deadlines take effect within
 	// 10 ms instead of at once. Off by default.
 	KernelWait bool
+
+	// RawWait, with KernelWait, makes a receive's wait in recvmmsg a raw
+	// system call (unix.RawSyscall6), which the Go scheduler does not see:
+	// the waiting goroutine keeps its processor (P), and neither the wait
+	// nor the wake-up costs the scheduler's bookkeeping (entersyscall,
+	// exitsyscall, and the system monitor's hand-offs it causes). A
+	// reader of a busy source uses a quarter less CPU per message
+	// (benchmarks/README.md, "The scheduler's bookkeeping of a system
+	// call"). The price: while it waits, for up to KernelWait's 10 ms at a
+	// time, that P runs no other goroutine, so a program has one P fewer
+	// for its other work. To keep the program running, at most
+	// GOMAXPROCS-1 receives of the process wait this way at once (the
+	// others wait as with KernelWait alone), so none does at GOMAXPROCS=1;
+	// a waiting receive is interrupted by the runtime's preemption signal
+	// (garbage collection, a goroutine that has run 10 ms) and yields
+	// then. Use it for a process whose receiving goroutine is its main
+	// work (a monitor of process events); leave it off in a program that
+	// needs all its processors for other goroutines. It needs KernelWait
+	// (Dial fails with ErrInvalidConfig otherwise) and has no effect on
+	// cntest's fake kernel. Off by default.
+	RawWait bool
 }
 
 // A Conn is a NETLINK_CONNECTOR socket.
@@ -168,6 +189,9 @@ func (cfg *Config) validate() error {
 	}
 	if err := checkBufferSize("Config.ReadBufferSize", cfg.ReadBufferSize); err != nil {
 		return err
+	}
+	if cfg.RawWait && !cfg.KernelWait {
+		return fmt.Errorf("%w: Config.RawWait is set without Config.KernelWait; a raw wait is a wait in recvmmsg, which KernelWait enables", ErrInvalidConfig)
 	}
 	if cfg.NetNS < 0 {
 		return fmt.Errorf("%w: Config.NetNS is %d; give a network namespace file descriptor, or 0 for the current namespace", ErrInvalidConfig, cfg.NetNS)

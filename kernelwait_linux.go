@@ -4,6 +4,7 @@ package connector
 
 import (
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +34,7 @@ const kernelWaitSlice = 10 * time.Millisecond
 
 // leavePoller moves t onto a duplicate of its descriptor that the runtime
 // poller does not watch. On error the socket is closed.
-func (t *sockTransport) leavePoller() error {
+func (t *sockTransport) leavePoller(raw bool) error {
 	var fd int
 	err := t.control(func(s int) error {
 		var err error
@@ -55,7 +56,7 @@ func (t *sockTransport) leavePoller() error {
 		_ = unix.Close(fd)
 		return syscallError(err)
 	}
-	t.kw = &fdConn{fd: fd}
+	t.kw = &fdConn{fd: fd, raw: raw}
 	t.nc, t.rc = nil, t.kw
 	return nil
 }
@@ -70,6 +71,46 @@ type fdConn struct {
 	closing atomic.Bool
 	// rdl is the read deadline in unix nanoseconds (0: none).
 	rdl atomic.Int64
+	// raw is Config.RawWait: waits may be raw system calls (waitOnce).
+	raw bool
+	// waits counts this descriptor's waits, to refresh rawLimit now and
+	// then.
+	waits atomic.Uint32
+}
+
+// Raw waits (Config.RawWait): a wait in a raw system call keeps its
+// goroutine's P, so at most GOMAXPROCS-1 of them may be in progress in the
+// process at once, leaving a P for every other goroutine. rawWaiters counts
+// them; rawLimit caches GOMAXPROCS-1 (runtime.GOMAXPROCS takes the
+// scheduler's lock), refreshed every rawRefresh waits of a descriptor, so
+// that a change of GOMAXPROCS takes effect within that many waits, at most
+// rawRefresh slices.
+var (
+	rawWaiters atomic.Int32
+	rawLimit   atomic.Int32
+)
+
+const rawRefresh = 16
+
+func init() { rawLimit.Store(int32(runtime.GOMAXPROCS(0) - 1)) }
+
+// waitOnce is one wait of at most a slice (m.RecvWait): a raw one when
+// Config.RawWait is set and the process has a P to spare for it, an
+// ordinary one otherwise. It reports whether m holds a result.
+func (c *fdConn) waitOnce(m *transport.Mmsg, fd int) bool {
+	if !c.raw {
+		return m.RecvWait(uintptr(fd), false)
+	}
+	if c.waits.Add(1)%rawRefresh == 0 {
+		rawLimit.Store(int32(runtime.GOMAXPROCS(0) - 1))
+	}
+	if rawWaiters.Add(1) > rawLimit.Load() {
+		rawWaiters.Add(-1)
+		return m.RecvWait(uintptr(fd), false)
+	}
+	ok := m.RecvWait(uintptr(fd), true)
+	rawWaiters.Add(-1)
+	return ok
 }
 
 func (c *fdConn) Control(f func(fd uintptr)) error {
@@ -208,7 +249,7 @@ func (c *fdConn) recvWait(m *transport.Mmsg) error {
 		}
 		ms := (left + int64(time.Millisecond) - 1) / int64(time.Millisecond)
 		if ms >= int64(kernelWaitSlice/time.Millisecond) {
-			if m.RecvWait(uintptr(fd)) {
+			if c.waitOnce(m, fd) {
 				return nil
 			}
 			continue

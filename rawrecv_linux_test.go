@@ -19,6 +19,33 @@ import (
 	"github.com/cnlink/connector"
 )
 
+// A waitMode is one way a Conn's receives wait: in the runtime poller,
+// in recvmmsg (Config.KernelWait), or in a raw recvmmsg (Config.RawWait).
+type waitMode struct {
+	name        string
+	kernel, raw bool
+}
+
+var waitModes = []waitMode{{"poller", false, false}, {"KernelWait", true, false}, {"RawWait", true, true}}
+
+func (w waitMode) config(cfg connector.Config) *connector.Config {
+	cfg.KernelWait, cfg.RawWait = w.kernel, w.raw
+	return &cfg
+}
+
+// blocked reports whether one receive of a goroutine with fn in its stack
+// waits (or, for a raw wait, which a goroutine dump shows only as running,
+// is about to) for a datagram in this mode.
+func (w waitMode) blocked(fn string) func() bool {
+	switch {
+	case w.raw:
+		return func() bool { return connector.RawWaitersForTest() == 1 }
+	case w.kernel:
+		return func() bool { return kernelWaiters(fn) == 1 }
+	}
+	return func() bool { return ioWaiters(fn) == 1 }
+}
+
 // queueMessages queues n messages of id for rx, seq from..from+n-1.
 func queueMessages(t *testing.T, tx, rx *connector.Conn, id connector.CBID, from, n int) {
 	t.Helper()
@@ -49,9 +76,9 @@ func readSeqs(t *testing.T, r *connector.Reader, id connector.CBID, from, n int)
 func TestIntegrationAfterFullBatch(t *testing.T) {
 	requirePrivileged(t)
 	const batch = 4
-	for _, kw := range []bool{false, true} {
-		t.Run("KernelWait="+strconv.FormatBool(kw), func(t *testing.T) {
-			rx, err := connector.Dial(&connector.Config{BatchSize: batch, KernelWait: kw})
+	for _, mode := range waitModes {
+		t.Run(mode.name, func(t *testing.T) {
+			rx, err := connector.Dial(mode.config(connector.Config{BatchSize: batch}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,10 +116,7 @@ func TestIntegrationAfterFullBatch(t *testing.T) {
 				}
 				done <- err
 			}()
-			blocked := func() bool { return ioWaiters("TestIntegrationAfterFullBatch") == 1 }
-			if kw {
-				blocked = func() bool { return kernelWaiters("TestIntegrationAfterFullBatch") == 1 }
-			}
+			blocked := mode.blocked("TestIntegrationAfterFullBatch")
 			if !waitUntil(blocked) {
 				t.Fatal("Next after a full batch did not block waiting for a datagram")
 			}
@@ -136,9 +160,9 @@ func TestIntegrationOneProcessor(t *testing.T) {
 	requirePrivileged(t)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	const queued = 2000
-	for _, kw := range []bool{false, true} {
-		t.Run("KernelWait="+strconv.FormatBool(kw), func(t *testing.T) {
-			rx := dial(t, &connector.Config{KernelWait: kw, ReadBufferSize: 8 << 20, BatchSize: 64})
+	for _, mode := range waitModes {
+		t.Run(mode.name, func(t *testing.T) {
+			rx := dial(t, mode.config(connector.Config{ReadBufferSize: 8 << 20, BatchSize: 64}))
 			tx := dial(t, nil)
 			id := testID()
 			r := rx.NewReader()
@@ -173,9 +197,14 @@ func TestIntegrationOneProcessor(t *testing.T) {
 				}
 				got <- err
 			}()
-			blocked := func() bool { return ioWaiters("TestIntegrationOneProcessor") == 1 }
-			if kw {
-				blocked = func() bool { return kernelWaiters("TestIntegrationOneProcessor") == 1 }
+			blocked := mode.blocked("TestIntegrationOneProcessor")
+			if mode.raw {
+				// At GOMAXPROCS=1 a RawWait receive waits as a
+				// KernelWait one does (once it has seen GOMAXPROCS:
+				// within 16 waits).
+				blocked = func() bool {
+					return connector.RawWaitersForTest() == 0 && kernelWaiters("TestIntegrationOneProcessor") == 1
+				}
 			}
 			if !waitUntil(blocked) {
 				t.Fatal("Next did not block waiting for a datagram")
@@ -213,5 +242,59 @@ func TestIntegrationOneProcessor(t *testing.T) {
 			}
 			awaitErr(t, got, waitTimeout, nil, "the drain")
 		})
+	}
+}
+
+func TestRawWaitNeedsKernelWait(t *testing.T) {
+	_, err := connector.Dial(&connector.Config{RawWait: true})
+	if !errors.Is(err, connector.ErrInvalidConfig) {
+		t.Fatalf("Dial with RawWait and without KernelWait: %v, want ErrInvalidConfig", err)
+	}
+}
+
+// TestIntegrationRawWaitLimit checks that at most GOMAXPROCS-1 RawWait
+// receives wait raw at once, here one of two, the other waiting as a
+// KernelWait receive does; that other goroutines run meanwhile; and that
+// Close ends both waits.
+func TestIntegrationRawWaitLimit(t *testing.T) {
+	requirePrivileged(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	const fn = "TestIntegrationRawWaitLimit"
+	done := make(chan error, 2)
+	var conns []*connector.Conn
+	for range 2 {
+		c := dial(t, &connector.Config{KernelWait: true, RawWait: true})
+		conns = append(conns, c)
+		r := c.NewReader()
+		defer r.Release()
+		go func() { _, _, err := r.Next(); done <- err }()
+	}
+	if !waitUntil(func() bool { return connector.RawWaitersForTest() == 1 && kernelWaiters(fn) == 1 }) {
+		t.Fatalf("with GOMAXPROCS=2, %d raw waits and %d ordinary ones; want one of each", connector.RawWaitersForTest(), kernelWaiters(fn))
+	}
+	ping := make(chan int)
+	go func() {
+		for i := range 10000 {
+			ping <- i
+		}
+		close(ping)
+	}()
+	n := 0
+	for range ping {
+		n++
+	}
+	if n != 10000 {
+		t.Fatalf("%d values passed, want 10000", n)
+	}
+	for _, c := range conns {
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		awaitErr(t, done, promptly, connector.ErrClosed, "Next after Close")
+	}
+	if got := connector.RawWaitersForTest(); got != 0 {
+		t.Errorf("%d raw waits after Close, want 0", got)
 	}
 }

@@ -13,16 +13,17 @@ import (
 // copy) or, with simple set, Conn.Receive (owned copies).
 type connRecv struct {
 	simple bool
-	// kernelWait sets Config.KernelWait.
-	kernelWait bool
-	c          *connector.Conn
-	rd         *connector.Reader
-	t          *tally
+	// kernelWait sets Config.KernelWait, rawWait Config.RawWait too.
+	kernelWait, rawWait bool
+	c                   *connector.Conn
+	rd                  *connector.Reader
+	t                   *tally
 }
 
 func init() {
 	receivers["connector"] = func() receiver { return &connRecv{} }
 	receivers["connector-kw"] = func() receiver { return &connRecv{kernelWait: true} }
+	receivers["connector-raw"] = func() receiver { return &connRecv{kernelWait: true, rawWait: true} }
 	receivers["connector-receive"] = func() receiver { return &connRecv{simple: true} }
 }
 
@@ -38,6 +39,7 @@ func (r *connRecv) start(o *recvOpts, t *tally) error {
 		BatchSize:         o.batch,
 		MessageBufferSize: o.msgbuf,
 		KernelWait:        r.kernelWait,
+		RawWait:           r.rawWait,
 	})
 	if err != nil {
 		return err

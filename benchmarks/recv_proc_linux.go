@@ -16,15 +16,17 @@ const procAvailable = true
 // into one caller-owned Event, with loss reported in band.
 type procRecv struct {
 	l *proc.Listener
-	// kernelWait opens the Conn with Config.KernelWait (proc.NewListener).
-	kernelWait bool
-	t          *tally
-	ev         proc.Event
+	// kernelWait opens the Conn with Config.KernelWait (proc.NewListener),
+	// rawWait with Config.RawWait too.
+	kernelWait, rawWait bool
+	t                   *tally
+	ev                  proc.Event
 }
 
 func init() {
 	receivers["proc"] = func() receiver { return &procRecv{} }
 	receivers["proc-kw"] = func() receiver { return &procRecv{kernelWait: true} }
+	receivers["proc-raw"] = func() receiver { return &procRecv{kernelWait: true, rawWait: true} }
 }
 
 func (r *procRecv) start(o *recvOpts, t *tally) error {
@@ -39,6 +41,7 @@ func (r *procRecv) start(o *recvOpts, t *tally) error {
 			BatchSize:         o.batch,
 			Senders:           connector.SendersKernelOnly,
 			KernelWait:        true,
+			RawWait:           r.rawWait,
 		})
 		if err != nil {
 			return err

@@ -54,7 +54,7 @@ var allPhases = []string{"storm", "drain", "drain-alone", "shared", "shared-4m",
 
 // allContestants in table order: the floors first (C, then Go), then this
 // library, then the others.
-var allContestants = []string{"c-recv", "c-recvmmsg", "go-recvmmsg", "go-recvmmsg-polled", "go-rawsys", "raw", "connector", "connector-kw", "connector-mux", "connector-receive", "proc", "proc-kw", "vishvananda", "mdlayher"}
+var allContestants = []string{"c-recv", "c-recvmmsg", "go-recvmmsg", "go-recvmmsg-polled", "go-rawsys", "raw", "connector", "connector-kw", "connector-raw", "connector-mux", "connector-receive", "proc", "proc-kw", "proc-raw", "vishvananda", "mdlayher"}
 
 // ratioRef is the row every ratio (the "× ref" columns) is taken against, if
 // a set has it; otherwise the raw loop ("raw") is (unicast has no C rows).

@@ -127,15 +127,23 @@ func (m *Mmsg) recv(fd uintptr) bool {
 // When the last call filled the whole batch, the queue is likely not empty
 // (a drain, a storm): it first receives without waiting (recv, a raw system
 // call), and waits in the kernel, an ordinary system call, only if that
-// found nothing. A wait that may block is never a raw system call: that
-// would hold the goroutine's processor for as long as it waits.
-func (m *Mmsg) RecvWait(fd uintptr) bool {
+// found nothing. The wait itself is an ordinary system call unless raw is
+// set (Config.RawWait): a raw wait holds the goroutine's processor for as
+// long as it waits, which the caller must afford.
+func (m *Mmsg) RecvWait(fd uintptr, raw bool) bool {
 	if m.full && m.recv(fd) {
 		return true
 	}
 	m.reset()
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
-		unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
+	var n uintptr
+	var e syscall.Errno
+	if raw {
+		n, _, e = unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
+			unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
+	} else {
+		n, _, e = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)),
+			unix.MSG_WAITFORONE|unix.MSG_TRUNC, 0, 0)
+	}
 	switch e {
 	case 0:
 		m.filled(int(n))

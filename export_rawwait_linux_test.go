@@ -1,0 +1,6 @@
+package connector
+
+// RawWaitersForTest reports how many Config.RawWait receives of the process
+// are in (or about to enter) a raw wait: a raw wait shows in a goroutine
+// dump only as running, on another thread.
+func RawWaitersForTest() int32 { return rawWaiters.Load() }
