@@ -87,12 +87,14 @@ type Config struct {
 	// program does, instead of in the Go runtime poller, and takes the
 	// socket off the poller altogether. A wake-up then costs one system
 	// call instead of a recvmmsg that finds nothing, an epoll_pwait and the
-	// scheduler's round trip, so a reader that keeps up with a busy source
-	// uses less CPU per message (benchmarks/README.md). Sends wait in the
-	// kernel too: a unicast to a full receiver sleeps in sendto until it
-	// has room instead of retrying. The price: each waiting call holds an
-	// OS thread, and Close, Flush and changed deadlines take effect within
-	// 10 ms instead of at once. Off by default.
+	// scheduler's round trip; for the least CPU per message of a reader
+	// that keeps up with a busy source, add RawWait (benchmarks/README.md:
+	// with KernelWait alone a live Reader measured within the noise of
+	// the poller's). Sends wait in the kernel too: a unicast to a full
+	// receiver sleeps in sendto until it has room instead of retrying. The
+	// price: each waiting call holds an OS thread, and Close, Flush and
+	// changed deadlines take effect within 10 ms instead of at once. Off by
+	// default.
 	KernelWait bool
 
 	// RawWait, with KernelWait, makes a receive's wait in recvmmsg a raw
@@ -100,7 +102,8 @@ type Config struct {
 	// the waiting goroutine keeps its processor (P), and neither the wait
 	// nor the wake-up costs the scheduler's bookkeeping (entersyscall,
 	// exitsyscall, and the system monitor's hand-offs it causes). A
-	// reader of a busy source uses a quarter less CPU per message
+	// reader of a busy source used a quarter less CPU per message than
+	// with KernelWait alone, and less than a plain Go recvmmsg loop
 	// (benchmarks/README.md, "The scheduler's bookkeeping of a system
 	// call"). The price: while it waits, for up to KernelWait's 10 ms at a
 	// time, that P runs no other goroutine, so a program has one P fewer
