@@ -167,26 +167,6 @@ func TestIntegrationOneProcessor(t *testing.T) {
 			id := testID()
 			r := rx.NewReader()
 			defer r.Release()
-			pingPong := func() <-chan struct{} {
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					ping, pong := make(chan int), make(chan int)
-					go func() {
-						for v := range ping {
-							pong <- v + 1
-						}
-					}()
-					for i := range 10000 {
-						ping <- i
-						if <-pong != i+1 {
-							panic("pong")
-						}
-					}
-					close(ping)
-				}()
-				return done
-			}
 
 			// The Reader waits (nothing queued) with no deadline near.
 			got := make(chan error, 1)
@@ -210,7 +190,7 @@ func TestIntegrationOneProcessor(t *testing.T) {
 				t.Fatal("Next did not block waiting for a datagram")
 			}
 			select {
-			case <-pingPong():
+			case <-pingPong(10000):
 			case err := <-got:
 				t.Fatalf("Next returned %v before its message was sent", err)
 			case <-time.After(waitTimeout):
@@ -236,7 +216,7 @@ func TestIntegrationOneProcessor(t *testing.T) {
 				got <- nil
 			}()
 			select {
-			case <-pingPong():
+			case <-pingPong(10000):
 			case <-time.After(waitTimeout):
 				t.Fatal("another goroutine made no progress while the Reader drained")
 			}
