@@ -35,11 +35,13 @@ func (w waitMode) config(cfg connector.Config) *connector.Config {
 
 // blocked reports whether one receive of a goroutine with fn in its stack
 // waits (or, for a raw wait, which a goroutine dump shows only as running,
-// is about to) for a datagram in this mode.
+// is about to) for a datagram in this mode. A RawWait receive waits as a
+// KernelWait one does when the process has no P to spare (GOMAXPROCS=1,
+// as in a one-CPU guest of the kernel matrix).
 func (w waitMode) blocked(fn string) func() bool {
 	switch {
 	case w.raw:
-		return func() bool { return connector.RawWaitersForTest() == 1 }
+		return func() bool { return connector.RawWaitersForTest()+int32(kernelWaiters(fn)) == 1 }
 	case w.kernel:
 		return func() bool { return kernelWaiters(fn) == 1 }
 	}
