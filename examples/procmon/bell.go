@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -14,11 +15,13 @@ import (
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/proc"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
-// The doorbell: a second socket on which the kernel (Linux 6.6 and later,
-// its per-socket filter) delivers exec events only. procmon then waits on it
+// The doorbell: a second socket that gets exec events only: the kernel
+// filters them (Linux 6.6 and later, its per-socket filter) or a BPF socket
+// filter does (before, see openBell). procmon then waits on it
 // instead of on its main socket: an exec wakes it at once, so that it reads
 // /proc before the process can end, while forks, exits and thread events,
 // which need no /proc read, wait in the main socket's buffer and are read
@@ -75,10 +78,14 @@ type doorbell struct {
 // before 6.6 does on the host.
 var bellOpener = openBell
 
-// openBell opens the doorbell, or returns nil when the kernel cannot filter
-// (before 6.6 it would deliver every event, which would defeat it). Whether
-// it can is found out without waiting for a timeout; call it before
-// subscribing the main socket all the same.
+// openBell opens the doorbell, or returns nil when it cannot. From Linux
+// 6.6 the kernel filters its events by kind (ModeKernelFilter). Before, it
+// sends every event to every listener (ModeUserFilter), and the doorbell
+// drops all but execs with a classic BPF socket filter (execFilter), which
+// the kernel runs before it queues a datagram, so that the others neither
+// fill the doorbell nor wake procmon. With o.bellFilter (-doorbell=bpf)
+// the doorbell subscribes to every event and uses the socket filter on
+// newer kernels too. Call it before subscribing the main socket.
 func openBell(o *options) *doorbell {
 	c, err := connector.Dial(&connector.Config{
 		Groups:            []connector.Group{connector.IDProc.Group()},
@@ -92,14 +99,22 @@ func openBell(o *options) *doorbell {
 	if err != nil {
 		return nil
 	}
-	l, err := proc.NewListener(c, &proc.Config{Kinds: proc.KindExec})
+	// ExactLoss asks the kernel for every event: the socket filter's
+	// work, as before 6.6.
+	l, err := proc.NewListener(c, &proc.Config{Kinds: proc.KindExec, ExactLoss: o.bellFilter})
 	if err != nil {
 		c.Close()
 		return nil
 	}
 	if l.Mode() != proc.ModeKernelFilter {
-		l.Close()
-		return nil
+		// Replaces the Listener's own filter (which keeps other
+		// processes' acknowledgements out): this one keeps them out
+		// too. Events queued before it are not execs but ring all the
+		// same; nextBell then reads the main socket.
+		if err := c.SetBPF(execFilter); err != nil {
+			l.Close()
+			return nil
+		}
 	}
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -123,6 +138,38 @@ func openBell(o *options) *doorbell {
 	}
 	return b
 }
+
+// procEventExec is PROC_EVENT_EXEC, the what of an exec event
+// (include/uapi/linux/cn_proc.h, enum proc_cn_event, Linux 2.6.15 and
+// later).
+const procEventExec = 0x00000002
+
+// execFilter is the doorbell's classic BPF socket filter before Linux 6.6:
+// it accepts a datagram whose cn_msg is the process events connector's
+// (idx and val 1, CN_IDX_PROC and CN_VAL_PROC of
+// include/uapi/linux/connector.h) and whose proc_event's what is
+// PROC_EVENT_EXEC, and drops everything else. Offsets count from the
+// netlink header (16 bytes): cn_msg's idx at 16, val at 20, its payload, the
+// proc_event, at 36 with what first. BPF loads are big-endian and the
+// fields are in host byte order, so each value is compared as the load
+// reads it. A datagram too short for a load is dropped.
+var execFilter = func() []bpf.RawInstruction {
+	be := func(v uint32) uint32 { return binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, v)) }
+	p, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 16, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: be(connector.IDProc.Idx), SkipTrue: 5},
+		bpf.LoadAbsolute{Off: 20, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: be(connector.IDProc.Val), SkipTrue: 3},
+		bpf.LoadAbsolute{Off: 16 + connector.HeaderLen, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: be(procEventExec), SkipTrue: 1},
+		bpf.RetConstant{Val: 0xFFFFFFFF},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		panic("procmon: the doorbell's socket filter: " + err.Error())
+	}
+	return p
+}()
 
 // openIdle makes the epoll instance for idle waits.
 func (b *doorbell) openIdle() error {

@@ -77,6 +77,35 @@ type options struct {
 	tty        bool // show the controlling terminal
 	kernelWait bool // wait for events in recvmmsg, off the Go poller
 	bell       bool // a doorbell socket for execs (bell.go)
+	bellFilter bool // -doorbell=bpf: its BPF socket filter on any kernel
+}
+
+// bellFlag is -doorbell: a boolean flag that also takes "bpf".
+type bellFlag options
+
+func (f *bellFlag) IsBoolFlag() bool { return true }
+
+func (f *bellFlag) String() string {
+	switch {
+	case f == nil || f.bell && !f.bellFilter:
+		return "true"
+	case f.bellFilter:
+		return "bpf"
+	}
+	return "false"
+}
+
+func (f *bellFlag) Set(s string) error {
+	if s == "bpf" {
+		f.bell, f.bellFilter = true, true
+		return nil
+	}
+	on, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("want true, false or bpf")
+	}
+	f.bell, f.bellFilter = on, false
+	return nil
 }
 
 type listFlag []string
@@ -106,7 +135,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.passwd, "passwd", "/etc/passwd", "file to map user ids to names")
 	fs.BoolVar(&o.tty, "tty", false, "show each process's controlling terminal (a TTY column; \"tty\" in JSON), as forkstat -x does; it costs a /proc read per exec")
 	fs.BoolVar(&o.tty, "x", false, "same as -tty")
-	fs.BoolVar(&o.bell, "doorbell", true, "on Linux 6.6 and later, wake up at once for execs only, and read other events in batches at most about 10 ms later (100 ms when idle): much less CPU per event under load")
+	o.bell = true
+	fs.Var((*bellFlag)(o), "doorbell", "wake up at once for execs only, and read other events in batches at most about 10 ms later (100 ms when idle): much less CPU per event under load; the kernel filters the execs from Linux 6.6, a BPF socket filter before (-doorbell=bpf: the BPF filter on any kernel; -doorbell=false: off)")
 	fs.BoolVar(&o.kernelWait, "kernel-wait", true, "wait for events in a raw system call that keeps procmon's thread, rather than in Go's poller: less CPU per wake-up")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n\nShow process events as they happen.\n\n")
@@ -240,12 +270,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	// The doorbell is opened before the main socket subscribes. Finding
-	// out that the kernel cannot filter (before 6.6) takes the doorbell's
-	// subscription its acknowledgement timeout (proc.DefaultAckTimeout, a
-	// second): with the main socket subscribed already, the events queued
-	// meanwhile, execs among them, would be read that much later, too late
-	// to read /proc for the processes that ended in the meantime. Thread
+	// The doorbell is opened before the main socket subscribes: should its
+	// subscription wait for an acknowledgement timeout
+	// (proc.DefaultAckTimeout, a second), with the main socket subscribed
+	// already, the events queued meanwhile, execs among them, would be read
+	// that much later, too late to read /proc for the processes that ended
+	// in the meantime. Thread
 	// names are read at creation, which needs a prompt wake-up for every
 	// thread: no doorbell with -e clone.
 	var bell *doorbell

@@ -39,9 +39,10 @@ func TestMain(m *testing.M) {
 // 6.6 (see oldKernelMain).
 const oldKernel = "procmon-before-6.6"
 
-// oldKernelMain runs procmon as on a kernel before 6.6, whatever the
-// host's: finding that the doorbell cannot filter takes the subscription's
-// acknowledgement timeout, and procmon then runs without it.
+// oldKernelMain runs procmon with a doorbell that could not be opened,
+// found out after the subscription's acknowledgement timeout, as kernels
+// before 6.6 used to cost (before the doorbell's BPF filter): procmon then
+// runs without it, whatever the host's kernel.
 func oldKernelMain(args []string) int {
 	bellOpener = func(o *options) *doorbell {
 		if b := openBell(o); b != nil {

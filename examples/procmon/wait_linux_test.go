@@ -3,12 +3,15 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/proc"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // awaitOwnExec runs a process that exits at once and waits until a wait on
@@ -142,4 +145,86 @@ func TestKernelSockWaitClosed(t *testing.T) {
 	if d := time.Since(t0); d > 5*time.Second {
 		t.Errorf("the waits on a closed socket took %v", d)
 	}
+}
+
+// TestExecFilter runs the doorbell's BPF socket filter (the one it uses
+// before Linux 6.6) on datagrams laid out as the kernel sends them: it
+// accepts an exec of the process events connector, whole, and drops a
+// fork, an exit, an acknowledgement, an exec with another connector id and
+// a datagram too short to hold the event.
+func TestExecFilter(t *testing.T) {
+	ins, ok := bpf.Disassemble(execFilter)
+	if !ok {
+		t.Fatal("the filter does not disassemble")
+	}
+	vm, err := bpf.NewVM(ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	datagram := func(idx, val, what uint32) []byte {
+		const nlmsgHdrLen, cnMsgLen, eventLen = 16, 20, 40
+		b := make([]byte, nlmsgHdrLen+cnMsgLen+eventLen)
+		ne := binary.NativeEndian
+		ne.PutUint32(b[0:], uint32(len(b)))  // nlmsg_len
+		ne.PutUint16(b[4:], unix.NLMSG_DONE) // nlmsg_type
+		ne.PutUint32(b[16:], idx)
+		ne.PutUint32(b[20:], val)
+		ne.PutUint16(b[32:], eventLen)
+		ne.PutUint32(b[36:], what)
+		return b
+	}
+	const (
+		procEventNone = 0x00000000 // acknowledgement
+		procEventFork = 0x00000001
+		procEventExit = 0x80000000
+	)
+	for _, c := range []struct {
+		name string
+		b    []byte
+		keep bool
+	}{
+		{"exec", datagram(1, 1, procEventExec), true},
+		{"fork", datagram(1, 1, procEventFork), false},
+		{"exit", datagram(1, 1, procEventExit), false},
+		{"ack", datagram(1, 1, procEventNone), false},
+		{"exec of another idx", datagram(3, 1, procEventExec), false},
+		{"exec of another val", datagram(1, 2, procEventExec), false},
+		{"short", datagram(1, 1, procEventExec)[:38], false},
+	} {
+		n, err := vm.Run(c.b)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		// The kernel keeps min(the result, the datagram's length)
+		// bytes, the result an unsigned 32-bit value (Run's int is 32
+		// bits on 386).
+		res := uint32(n)
+		if keep := res >= uint32(len(c.b)); keep != c.keep || res != 0 && !keep {
+			t.Errorf("%s: the filter keeps %d of %d bytes; want all %v, else none", c.name, res, len(c.b), c.keep)
+		}
+	}
+}
+
+// TestKernelDoorbellFilter: the doorbell with its BPF socket filter (as
+// before Linux 6.6; -doorbell=bpf on newer kernels) brings the exec of a
+// process the test ran, and nothing but execs: the forks and exits of that
+// process and of every other on the machine are dropped by the filter.
+func TestKernelDoorbellFilter(t *testing.T) {
+	skipUnlessListen(t)
+	b := openBell(&options{kernelWait: true, bellFilter: true})
+	if b == nil {
+		t.Fatal("the doorbell with a socket filter did not open")
+	}
+	defer b.Close()
+	awaitOwnExec(t, "a wait on the filtered doorbell", b.wait, func(pid int) bool {
+		var ev proc.Event
+		if !b.event(&ev) {
+			if b.errno == unix.ENOBUFS {
+				t.Log("the doorbell overflowed")
+				return false
+			}
+			t.Fatalf("the filtered doorbell brought something other than an exec: %d bytes, errno %v", b.n, b.errno)
+		}
+		return int(ev.TGID) == pid
+	})
 }
