@@ -476,8 +476,12 @@ const ReadBufferSize = 1 << 20
 // the Server rebuilds that log.
 //
 // It returns an error matching ctx.Err() when ctx ends, connector.ErrClosed
-// when c is closed.
+// when c is closed. A nil ctx is an error that says so, before anything
+// else.
 func (s *Server) Serve(ctx context.Context, c *connector.Conn) error {
+	if ctx == nil {
+		return errors.New("dmlog: serve: ctx is nil: give it a context.Context (context.Background() to serve until c is closed)")
+	}
 	if err := s.Check(c); err != nil {
 		return err
 	}

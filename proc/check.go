@@ -28,11 +28,15 @@ import (
 //
 // c is the Conn to use, not one a Listener reads: CheckEvents joins it to
 // group 1, sets its socket filter and leaves it open (the caller closes it).
-// nil means a socket of its own, closed before it returns. Errors: those of Listen for a process that cannot subscribe
+// nil means a socket of its own, closed before it returns. A nil ctx is an
+// error that says so, and nothing is sent. Errors: those of Listen for a process that cannot subscribe
 // (ErrNamespace, ErrNoProcEvents, connector.ErrNotInitialNetNS,
 // os.ErrPermission before 6.6 without CAP_NET_ADMIN), ctx's error if it ends
 // before the request is sent, and ErrEventsOff.
 func CheckEvents(ctx context.Context, c *connector.Conn) error {
+	if ctx == nil {
+		return nilCtx("check events")
+	}
 	c, done, err := probeConn(c)
 	if err != nil {
 		return wrapErr("check events", err)
@@ -114,8 +118,11 @@ func checkOn(ctx context.Context, c *connector.Conn) error {
 // probe is as CheckEvents' c (nil: a socket of its own). Rearm is safe to
 // call from any goroutine. It returns nil once events are on; ctx's error,
 // with ErrEventsOff, if they are still off when ctx ends; an error matching
-// connector.ErrClosed after Close.
+// connector.ErrClosed after Close; a nil ctx is an error that says so.
 func (l *Listener) Rearm(ctx context.Context, probe *connector.Conn) error {
+	if ctx == nil {
+		return nilCtx("rearm")
+	}
 	if l.closed.Load() {
 		return fmt.Errorf("proc: rearm: %w", connector.ErrClosed)
 	}

@@ -46,3 +46,9 @@ var (
 	// events. Open a Conn per Listener.
 	ErrConnInUse = errors.New("the Conn already has a Listener, which reads every message on it: open another Conn for another Listener")
 )
+
+// nilCtx is the error of an entry point given a nil context.Context: op is
+// its operation ("check events", "rearm", "events").
+func nilCtx(op string) error {
+	return errors.New("proc: " + op + ": ctx is nil: give it a context.Context (context.Background() for none)")
+}

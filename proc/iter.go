@@ -23,10 +23,16 @@ import (
 // without a deadline. After errors that leave the Listener usable (malformed messages, a Flush
 // by someone else) the iteration continues if the body does.
 //
+// A nil ctx is the only error yielded, and nothing is read.
+//
 // The caller's deadline ([Listener.SetDeadline]) also applies and ends the
 // iteration with an error matching os.ErrDeadlineExceeded.
 func (l *Listener) Events(ctx context.Context) iter.Seq2[*Event, error] {
 	return func(yield func(*Event, error) bool) {
+		if ctx == nil {
+			yield(nil, nilCtx("events"))
+			return
+		}
 		// On cancellation, a Flush wakes a pending Next. The mutex orders
 		// it against the loop: a Flush is sent only while Next runs, and
 		// one that Next did not consume is recorded, so that the next

@@ -151,8 +151,12 @@ func (h *Helper) handle(m connector.Message, from connector.Sender, send func(co
 
 // Serve answers tasks on c until ctx is done, c is closed, or a FlagExit
 // task arrives (ErrExit). It first runs Check, and fails at once with its
-// error; then it joins group 4 if c has not (which needs CAP_NET_ADMIN).
+// error; then it joins group 4 if c has not (which needs CAP_NET_ADMIN). A
+// nil ctx is an error that says so, before anything else.
 func (h *Helper) Serve(ctx context.Context, c *connector.Conn) error {
+	if ctx == nil {
+		return errors.New("v86d: serve: ctx is nil: give it a context.Context (context.Background() to serve until c is closed)")
+	}
 	if err := h.Check(c); err != nil {
 		return err
 	}

@@ -279,3 +279,19 @@ func TestNoAgent(t *testing.T) {
 	h := &Helper{SkipPrivilegeCheck: true}
 	testutil.CheckAgentGateFake(t, connector.IDV86D, "uvesafb", h.Check, h.Serve)
 }
+
+// TestServeNilContext: Serve with a nil ctx returns an error that names it
+// instead of panicking.
+func TestServeNilContext(t *testing.T) {
+	c, err := cntest.New(nil).Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var nilCtx context.Context
+	err = (&Helper{SkipPrivilegeCheck: true}).Serve(nilCtx, c)
+	testutil.CheckErrorShape(t, "Serve(nil, c)", err, "v86d")
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("ctx is nil")) {
+		t.Errorf("Serve(nil, c): %v; want an error saying ctx is nil", err)
+	}
+}

@@ -311,6 +311,9 @@ func match(req, reply connector.Message, from connector.Sender) bool {
 // or the Conn closes. Without the w1 agent it fails at once with an error
 // matching connector.ErrNoAgent.
 func (w *Conn) exchange(ctx context.Context, op string, payload []byte, handle func(req, m connector.Message) bool) error {
+	if ctx == nil {
+		return nilCtx(op)
+	}
 	if w.closed.Load() {
 		return fmt.Errorf("w1: %s: %w", op, connector.ErrClosed)
 	}

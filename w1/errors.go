@@ -117,3 +117,9 @@ func statusText(s uint8) string {
 	}
 	return fmt.Sprintf("status %d (%v)", s, syscall.Errno(s))
 }
+
+// nilCtx is the error of a request or iteration given a nil
+// context.Context; op names it.
+func nilCtx(op string) error {
+	return errors.New("w1: " + op + ": ctx is nil: give it a context.Context (context.Background() for the Conn's Config.Timeout)")
+}

@@ -182,9 +182,14 @@ func EventHandler(fn func(Event, error)) connector.Handler {
 // Joining group 3 needs CAP_NET_ADMIN before Linux 6.6 (from 6.6 on anyone
 // may join it, through a quirk of the connector's bind check that a future
 // kernel may fix). Without it the first yielded error matches
-// os.ErrPermission; Conn.Poll is the fallback that needs no privilege.
+// os.ErrPermission; Conn.Poll is the fallback that needs no privilege. A
+// nil ctx is the only error yielded, and nothing is read.
 func Watch(ctx context.Context, c *connector.Conn) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
+		if ctx == nil {
+			yield(Event{}, nilCtx("watch"))
+			return
+		}
 		if c == nil {
 			if err := noAgent(connector.Agents()); err != nil {
 				yield(Event{}, err)
@@ -263,9 +268,13 @@ func noAgent(agents []connector.Agent, err error) error {
 // Changes that come and go within one interval are not seen, and a slave
 // that moves from one master to another shows as removed and added. An
 // interval that is not positive is yielded as the only error, matching
-// connector.ErrInvalidConfig.
+// connector.ErrInvalidConfig; so is a nil ctx, with an error that says so.
 func (w *Conn) Poll(ctx context.Context, interval time.Duration) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
+		if ctx == nil {
+			yield(Event{}, nilCtx("poll"))
+			return
+		}
 		if interval <= 0 {
 			yield(Event{}, fmt.Errorf("w1: poll: %w: the interval is %v; give a positive duration", connector.ErrInvalidConfig, interval))
 			return

@@ -197,12 +197,16 @@ func (t *Tx) Touch(p []byte) *Tx { return t.add(CmdTouch, p, p) }
 // except after a failed slave selection.
 //
 // Do runs the transaction once: called again on the same Tx it fails at
-// once with an error matching [ErrTxDone] and sends nothing. A Tx that was
+// once with an error matching [ErrTxDone] and sends nothing. A nil ctx is an
+// error that says so; the Tx has then not run. A Tx that was
 // refused before anything was sent (a command too large, no command) keeps
 // failing with that error.
 func (t *Tx) Do(ctx context.Context) error {
 	if t.err != nil {
 		return t.err
+	}
+	if ctx == nil {
+		return nilCtx(t.op) // the Tx has not run: a Do with a context may follow
 	}
 	if len(t.msg.Cmds) == 0 {
 		return fmt.Errorf("w1: %s: no commands (the kernel answers an empty command list with EPROTO)", t.op)

@@ -106,6 +106,9 @@ func (e *ReplyError) Unwrap() error { return e.Errno }
 // rest is filled in) and returns the reply's data. A reply with an errno is
 // a *ReplyError; an EAGAIN ack makes it resend, as the kernel does.
 func (d *Kernel) Request(ctx context.Context, h dmlog.Header, typ dmlog.RequestType, data []byte) ([]byte, error) {
+	if ctx == nil {
+		return nil, errors.New("dmlogtest: request: ctx is nil: give it a context.Context")
+	}
 	for {
 		d.mu.Lock()
 		d.seq++

@@ -121,3 +121,17 @@ func TestEAGAIN(t *testing.T) {
 		t.Errorf("%d requests sent, want 2 (the first answered EAGAIN)", n)
 	}
 }
+
+// TestRequestNilContext: Request with a nil ctx returns an error that names
+// it instead of panicking, and sends nothing.
+func TestRequestNilContext(t *testing.T) {
+	dm := dmlogtest.New(cntest.New(nil))
+	var nilCtx context.Context
+	_, err := dm.Request(nilCtx, dmlog.Header{}, dmlog.TypeCtr, nil)
+	if err == nil || err.Error() != "dmlogtest: request: ctx is nil: give it a context.Context" {
+		t.Errorf("Request(nil, ...): %v; want an error saying ctx is nil", err)
+	}
+	if n := dm.Requests(); n != 0 {
+		t.Errorf("%d requests sent, want 0", n)
+	}
+}
