@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -478,7 +479,9 @@ func TestConfigRanges(t *testing.T) {
 		{connector.Config{MessageBufferSize: connector.MaxBatchBytes + 1}, "MaxBatchBytes"},
 		{connector.Config{MessageBufferSize: connector.MaxBatchBytes/connector.MaxBatchSize + 1, BatchSize: connector.MaxBatchSize}, "MaxBatchBytes"},
 		{connector.Config{NetNS: -1}, "Config.NetNS"},
-		{connector.Config{Groups: []connector.Group{0}}, "out of range"},
+		{connector.Config{Groups: []connector.Group{0}}, "Config.Groups[0]"},
+		{connector.Config{Groups: []connector.Group{1, connector.MaxGroup + 1}}, "Config.Groups[1]"},
+		{connector.Config{RawWait: true}, "Config.RawWait"},
 		{connector.Config{Senders: -1}, "Config.Senders"},
 	}
 	if math.MaxInt > math.MaxInt32 {
@@ -505,13 +508,32 @@ func TestConfigRanges(t *testing.T) {
 				t.Errorf("%s(%+v) succeeded", name, cfg)
 				continue
 			}
-			if tt.field != "out of range" {
-				errorsIsAll(t, err, connector.ErrInvalidConfig)
+			errorsIsAll(t, err, connector.ErrInvalidConfig)
+			if len(tt.cfg.Groups) != 0 {
+				errorsIsAll(t, err, connector.ErrInvalidGroup)
 			}
 			mustContain(t, err, tt.field)
+			testutil.CheckErrorShape(t, name, err, "connector")
 			if strings.Count(err.Error(), "connector:") != 1 {
 				t.Errorf("%s: error %q does not carry exactly one prefix", name, err)
 			}
+		}
+	}
+	// Every field of Config has a row above, unless no value of it is out
+	// of range: a field added later without a check fails here.
+	noBadValue := map[string]bool{"NoENOBUFS": true, "KernelWait": true}
+	ct := reflect.TypeFor[connector.Config]()
+	for i := range ct.NumField() {
+		f := ct.Field(i)
+		if !f.IsExported() || noBadValue[f.Name] {
+			continue
+		}
+		found := false
+		for _, tt := range bad {
+			found = found || strings.HasPrefix(tt.field, "Config."+f.Name)
+		}
+		if !found {
+			t.Errorf("Config.%s has no out-of-range row in this test", f.Name)
 		}
 	}
 	k := cntest.New(nil)

@@ -156,7 +156,8 @@ func init() {
 
 // Dial opens a connector socket. A nil config means the defaults. Every
 // field of the Config is checked first: a value out of range fails with an
-// error matching ErrInvalidConfig that names it.
+// error matching ErrInvalidConfig that names it (a group out of range in
+// Config.Groups matches ErrInvalidGroup too).
 func Dial(cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -187,6 +188,11 @@ func dialWith(cfg *Config, open func(mask uint32) (transport.Transport, error)) 
 // validate checks every field of cfg: a value out of range is an error
 // that names the field, never a silent default.
 func (cfg *Config) validate() error {
+	for i, g := range cfg.Groups {
+		if !g.Valid() {
+			return fmt.Errorf("%w: Config.Groups[%d] is %d, out of range (%w): connector groups are numbered 1 to %d", ErrInvalidConfig, i, uint32(g), ErrInvalidGroup, MaxGroup)
+		}
+	}
 	if err := cfg.Senders.check(); err != nil {
 		return err
 	}

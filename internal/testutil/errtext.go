@@ -64,7 +64,11 @@ func CheckErrorText(t Errorer, what string, err error, minPrefixes int, prefixes
 // package connector's prefixes (so no second prefix hides inside it).
 func CheckErrorShape(t Errorer, what string, err error, pkg string) {
 	t.Helper()
-	CheckErrorText(t, what, err, 1, pkg+": ", "connector: ")
+	if pkg == "connector" {
+		CheckErrorText(t, what, err, 1, "connector: ")
+	} else {
+		CheckErrorText(t, what, err, 1, pkg+": ", "connector: ")
+	}
 	if err == nil {
 		return
 	}
