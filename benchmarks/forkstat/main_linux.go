@@ -367,7 +367,7 @@ func measure(monitors []monitor, kind string, n int, program, dir string) ([]sam
 		}
 		if b, err := os.ReadFile(stderrs[i]); err == nil {
 			for _, line := range strings.Split(string(b), "\n") {
-				if _, rest, ok := strings.Cut(line, " events received, "); ok {
+				if _, rest, ok := strings.Cut(line, " received, "); ok {
 					ss[i].lost = strings.SplitN(rest, " (", 2)[0]
 				}
 			}

@@ -527,7 +527,7 @@ func shutdownDrains(t *testing.T, args ...string) {
 	out, _ := io.ReadAll(r)
 	var closing string
 	for l := range errLines {
-		if strings.Contains(l, " events received, ") {
+		if strings.Contains(l, " received, ") {
 			closing = l
 		}
 	}
@@ -611,6 +611,20 @@ func TestKernelStartLineBuffer(t *testing.T) {
 	// A buffer capped below the one asked for is said, with what to do.
 	if capped := p.Stderr.String(); want < asked != strings.Contains(capped, "needs CAP_NET_ADMIN") {
 		t.Errorf("asked %d, applied %d: stderr %q (a warning naming CAP_NET_ADMIN exactly when capped)", asked, want, capped)
+	}
+	p.Signal(t, syscall.SIGTERM)
+	p.Wait(t, timeout)
+
+	// Without -rcvbuf, its default is not warned about, capped or not
+	// (every user without CAP_NET_ADMIN would see the warning, naming a
+	// flag not given); the start line gives the size applied.
+	p = testutil.StartHelper(t, program, "-e", "sid")
+	line = p.Stderr.FindPrefix(t, timeout, "procmon: listening")
+	if os.Geteuid() == 0 && !strings.Contains(line, "receive buffer 8388608 bytes") {
+		t.Errorf("start line %q, want the default 8388608 bytes", line)
+	}
+	if s := p.Stderr.String(); strings.Contains(s, "-rcvbuf") {
+		t.Errorf("-rcvbuf was not given, but stderr says %q", s)
 	}
 	p.Signal(t, syscall.SIGTERM)
 	p.Wait(t, timeout)

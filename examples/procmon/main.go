@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/cli"
 	"github.com/cnlink/connector/proc"
 	"golang.org/x/sys/unix"
 )
@@ -71,6 +72,7 @@ type options struct {
 	cgroupPath bool // text: show them
 	passwd     string
 	passwdSet  bool // -passwd was given
+	rcvbufSet  bool // -rcvbuf was given
 	procRoot   string
 	coalesce   time.Duration
 	cpuprofile string
@@ -183,8 +185,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.rcvbuf = int(*rcvbuf)
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "passwd" {
+		switch f.Name {
+		case "passwd":
 			o.passwdSet = true
+		case "rcvbuf":
+			o.rcvbufSet = true
 		}
 	})
 	return o, nil
@@ -326,9 +331,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rb, _ := l.ReadBuffer()
 	// The kernel reports twice the size applied (it counts its own
 	// bookkeeping too, socket(7)): print the size applied.
-	if o.rcvbuf > 0 && rb/2 < o.rcvbuf {
+	if o.rcvbufSet && o.rcvbuf > 0 && rb/2 < o.rcvbuf {
 		// Without CAP_NET_ADMIN the kernel caps the buffer at
 		// net.core.rmem_max without an error (socket(7), SO_RCVBUF).
+		// Said only when asked for: the default's cap, which every
+		// user without the capability meets, shows in the listening
+		// line.
 		fmt.Fprintf(stderr, "procmon: warning: -rcvbuf %d: the kernel applied %d bytes (its net.core.rmem_max): a larger buffer needs CAP_NET_ADMIN (run as root) or a larger net.core.rmem_max\n", o.rcvbuf, rb/2)
 	}
 	fmt.Fprintf(stderr, "procmon: listening (%d processes running, receive buffer %d bytes)\n", len(ps), rb/2)
@@ -432,10 +440,10 @@ func closingLine(st proc.Stats, drops uint64, derr error, after uint64) string {
 			lost = "an unknown number of events"
 		}
 	}
-	s := fmt.Sprintf("procmon: %d events received, %s lost (%d in sequence gaps, %d buffer overruns of unknown size); kernel socket drops %s",
-		st.Events, lost, st.Lost, st.Overruns, dropText)
+	s := fmt.Sprintf("procmon: %s received, %s lost (%d in sequence gaps, %s of unknown size); kernel socket drops %s",
+		cli.Count(st.Events, "event", "events"), lost, st.Lost, cli.Count(st.Overruns, "buffer overrun", "buffer overruns"), dropText)
 	if after > 0 {
-		s += fmt.Sprintf("; %d events that came after the stop were not shown", after)
+		s += "; " + cli.Count(after, "event that came after the stop was", "events that came after the stop were") + " not shown"
 	}
 	return s
 }
@@ -585,7 +593,7 @@ func writeSummaryText(w io.Writer, s *summary, st proc.Stats, drops uint64) {
 	if s.unknown > 0 {
 		fmt.Fprintf(w, "  %-12s %10d\n", "unknown", s.unknown)
 	}
-	fmt.Fprintf(w, "  %-12s %10d   (%d buffer overruns of unknown size; kernel socket drops %d)\n", "lost", st.Lost, st.Overruns, drops)
+	fmt.Fprintf(w, "  %-12s %10d   (%s of unknown size; kernel socket drops %d)\n", "lost", st.Lost, cli.Count(st.Overruns, "buffer overrun", "buffer overruns"), drops)
 	if f := s.topForkers(10); len(f) > 0 {
 		fmt.Fprintf(w, "  top forkers:\n")
 		for _, e := range f {

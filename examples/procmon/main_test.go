@@ -353,7 +353,7 @@ func TestJSONSeesChildExit7(t *testing.T) {
 		t.Fatalf("procmon exited with %d after SIGINT; stderr:\n%s", code, mon.Stderr)
 	}
 	mon.Stderr.Find(t, time.Second, "the closing line", func(s string) bool {
-		return strings.HasPrefix(s, "procmon: ") && strings.Contains(s, " events received, ")
+		return strings.HasPrefix(s, "procmon: ") && strings.Contains(s, " received, ")
 	})
 	for _, l := range mon.Stdout.All() {
 		decodeJSON(t, l) // every line is a documented record

@@ -640,8 +640,13 @@ func TestClosingLine(t *testing.T) {
 	if l := closingLine(proc.Stats{Events: 10, Overruns: 1, Lost: 2}, 7, nil, 0); !strings.Contains(l, "at least 7 lost") {
 		t.Errorf("drops above gaps: %q", l)
 	}
-	if l := closingLine(proc.Stats{Events: 10}, 0, nil, 3); !strings.Contains(l, " 0 lost") || !strings.Contains(l, "3 events that came after the stop") {
+	if l := closingLine(proc.Stats{Events: 10}, 0, nil, 3); !strings.Contains(l, " 0 lost") || !strings.Contains(l, "3 events that came after the stop were not shown") {
 		t.Errorf("clean: %q", l)
+	}
+	// Counts of one are singular.
+	if l := closingLine(proc.Stats{Events: 1, Overruns: 1}, 0, nil, 1); !strings.Contains(l, "procmon: 1 event received, ") ||
+		!strings.Contains(l, "1 buffer overrun of unknown size") || !strings.Contains(l, "1 event that came after the stop was not shown") {
+		t.Errorf("counts of one: %q", l)
 	}
 }
 
