@@ -959,14 +959,23 @@ func TestIntegrationNetNS(t *testing.T) {
 	}
 }
 
+// TestIntegrationUnreachablePort sends to a closed socket's port, from a
+// plain Conn and from a KernelWait one (whose small sends take their own
+// path, sendStack).
 func TestIntegrationUnreachablePort(t *testing.T) {
 	requirePrivileged(t)
+	for _, kw := range []bool{false, true} {
+		t.Run("KernelWait="+strconv.FormatBool(kw), func(t *testing.T) { unreachablePort(t, kw) })
+	}
+}
+
+func unreachablePort(t *testing.T, kernelWait bool) {
 	gone, err := connector.Dial(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Open the sender first: a new socket may get the port id just freed.
-	tx := dial(t, nil)
+	tx := dial(t, &connector.Config{KernelWait: kernelWait})
 	port := gone.PortID()
 	gone.Close()
 	err = tx.SendTo(port, connector.Message{ID: testID()})
