@@ -854,6 +854,11 @@ func runNoCapHelper(args []string) int {
 		c2.Close()
 	}
 	report("Dial(Groups: 2)", err)
+	c3, err := connector.Dial(&connector.Config{Groups: []connector.Group{21, 22, 24}})
+	if err == nil {
+		c3.Close()
+	}
+	report("Dial(Groups: 21, 22, 24)", err)
 	report("Send to the kernel", c.Send(m))
 	return 0
 }
@@ -875,7 +880,7 @@ func TestIntegrationPermissions(t *testing.T) {
 		}
 		got[r.Op] = r
 	}
-	for _, op := range []string{"SendTo", "Multicast", "JoinGroup(2)", "Dial(Groups: 2)"} {
+	for _, op := range []string{"SendTo", "Multicast", "JoinGroup(2)", "Dial(Groups: 2)", "Dial(Groups: 21, 22, 24)"} {
 		r, ok := got[op]
 		switch {
 		case !ok:
@@ -889,6 +894,10 @@ func TestIntegrationPermissions(t *testing.T) {
 			// ("netlink join-group: setsockopt: ...").
 			t.Errorf("%s without CAP_NET_ADMIN: error %q carries another library's text or a second prefix", op, r.Err)
 		}
+	}
+	// A refused Dial names the groups it asked for, as JoinGroup does.
+	if r := got["Dial(Groups: 21, 22, 24)"]; !strings.Contains(r.Err, "groups 21, 22 and 24") || !strings.Contains(r.Err, "22 and 24 are even-numbered") {
+		t.Errorf("Dial(Groups: 21, 22, 24) without CAP_NET_ADMIN: %q does not name the groups", r.Err)
 	}
 	if r, ok := got["Send to the kernel"]; !ok || r.Err != "" {
 		t.Errorf("Send to the kernel without CAP_NET_ADMIN: %+v, want success: it needs no privilege", r)

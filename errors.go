@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/cnlink/connector/internal/transport"
@@ -208,7 +209,47 @@ func mapDialErr(err error, cfg *Config) error {
 	case step == "setns":
 		return fmt.Errorf("Config.NetNS (fd %d) is not an open network namespace file descriptor (%w)", cfg.NetNS, err)
 	case errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("joining these groups %s: %w", joinNeeds, err)
+		return fmt.Errorf("joining %s %s: %w", describeGroups(cfg.Groups), joinNeeds, err)
 	}
 	return err
+}
+
+// describeGroups names the groups of Config.Groups for a refused join,
+// and which of them are even-numbered, the ones Linux 6.6 and later refuse
+// without CAP_NET_ADMIN: "groups 21, 22 and 24 (Config.Groups; 22 and 24
+// are even-numbered)".
+func describeGroups(gs []Group) string {
+	var even []Group
+	for _, g := range gs {
+		if g%2 == 0 {
+			even = append(even, g)
+		}
+	}
+	s := "group " + listGroups(gs)
+	if len(gs) > 1 {
+		s = "groups " + listGroups(gs)
+	}
+	switch {
+	case len(even) == 1:
+		return s + " (Config.Groups; " + listGroups(even) + " is even-numbered)"
+	case len(even) > 1:
+		return s + " (Config.Groups; " + listGroups(even) + " are even-numbered)"
+	}
+	return s + " (Config.Groups)"
+}
+
+// listGroups writes gs as "1", "1 and 2" or "1, 2 and 3".
+func listGroups(gs []Group) string {
+	var b []byte
+	for i, g := range gs {
+		switch {
+		case i == 0:
+		case i == len(gs)-1:
+			b = append(b, " and "...)
+		default:
+			b = append(b, ", "...)
+		}
+		b = strconv.AppendUint(b, uint64(g), 10)
+	}
+	return string(b)
 }

@@ -2,11 +2,13 @@ package connector_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/cntest"
+	"github.com/cnlink/connector/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -159,4 +161,38 @@ func TestJoinLeaveGroups(t *testing.T) {
 	if err := c.JoinGroup(0); !errors.As(err, &oe) || oe.Op != "join group" {
 		t.Errorf("JoinGroup(0) error %v does not name the operation", err)
 	}
+}
+
+// TestDialRefusedGroupsNamed: a Dial whose join the kernel refuses
+// (EPERM without CAP_NET_ADMIN) names the groups it asked for and which of
+// them are even-numbered, as JoinGroup names its one group.
+func TestDialRefusedGroupsNamed(t *testing.T) {
+	k := cntest.New(nil)
+	for _, tt := range []struct {
+		groups []connector.Group
+		want   []string
+	}{
+		{[]connector.Group{21, 22, 24}, []string{"groups 21, 22 and 24 (Config.Groups; 22 and 24 are even-numbered)", "CAP_NET_ADMIN"}},
+		{[]connector.Group{2}, []string{"group 2 (Config.Groups; 2 is even-numbered)", "CAP_NET_ADMIN"}},
+		{[]connector.Group{1, 4}, []string{"groups 1 and 4 (Config.Groups; 4 is even-numbered)"}},
+	} {
+		c, err := k.DialUnprivileged(&connector.Config{Groups: tt.groups})
+		if err == nil {
+			_ = c.Close()
+			t.Errorf("DialUnprivileged(%v) succeeded", tt.groups)
+			continue
+		}
+		errorsIsAll(t, err, os.ErrPermission)
+		mustContain(t, err, tt.want...)
+		testutil.CheckErrorShape(t, "Dial", err, "connector")
+	}
+	// JoinGroup names its group the same way.
+	c, err := k.DialUnprivileged(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.JoinGroup(22)
+	errorsIsAll(t, err, os.ErrPermission)
+	mustContain(t, err, "group 22", "CAP_NET_ADMIN")
 }
