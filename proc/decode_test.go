@@ -213,6 +213,16 @@ func TestEventHelpers(t *testing.T) {
 	if ws := ev.WaitStatus(); !ws.Exited() || ws.ExitStatus() != 3 {
 		t.Errorf("WaitStatus of 0x300: exited %v status %d", ws.Exited(), ws.ExitStatus())
 	}
+	for _, k := range []Kind{KindFork, KindExec, KindUID, KindComm, KindCoredump, KindLost, KindNone} {
+		// The ExitCode field is 0 there: it must not read as exit status 0.
+		e := Event{Kind: k}
+		if ws := e.WaitStatus(); ws != NoWaitStatus || ws.Exited() || ws.Signaled() || ws.ExitStatus() != -1 || ws.Signal() != 0 || ws.String() != "no wait status (not an exit event)" {
+			t.Errorf("WaitStatus of a %v event: %#x %q (exited %v, signaled %v); want NoWaitStatus, neither", k, uint32(ws), ws, ws.Exited(), ws.Signaled())
+		}
+	}
+	if ws := (&Event{Kind: KindExit}).WaitStatus(); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("WaitStatus of exit(0): %q; want exit status 0", ws)
+	}
 	ev.Comm = comm("abc")
 	if ev.CommString() != "abc" {
 		t.Errorf("CommString = %q", ev.CommString())

@@ -162,9 +162,12 @@ func (w WaitStatus) CoreDump() bool { return w.Signaled() && w&0x80 != 0 }
 // 3", "signal: killed", "signal: segmentation fault (core dumped)". Signal
 // names are those of syscall.Signal on this system (on Linux, this
 // architecture's). A word that is neither (a stop or continue status,
-// which exit events do not carry) prints as "wait status 0x...".
+// which exit events do not carry) prints as "wait status 0x...";
+// NoWaitStatus as "no wait status (not an exit event)".
 func (w WaitStatus) String() string {
 	switch {
+	case w == NoWaitStatus:
+		return "no wait status (not an exit event)"
 	case w.Exited():
 		return "exit status " + strconv.Itoa(w.ExitStatus())
 	case w.Signaled():
@@ -180,9 +183,24 @@ func (w WaitStatus) String() string {
 // WaitStatus returns ExitCode as a wait(2) status, whose methods tell how
 // the task ended: [WaitStatus.Exited] and [WaitStatus.ExitStatus] for a
 // normal exit, [WaitStatus.Signaled] and [WaitStatus.Signal] for death by a
-// signal, [WaitStatus.CoreDump] when a core file was written. It is
-// meaningful for KindExit only, and the same type on every system.
-func (e *Event) WaitStatus() WaitStatus { return WaitStatus(e.ExitCode) }
+// signal, [WaitStatus.CoreDump] when a core file was written. It is the
+// same type on every system.
+//
+// Only an exit event (KindExit) has a wait status: for every other kind it
+// returns NoWaitStatus, which is neither Exited nor Signaled, so that a
+// fork or exec never reads as "exit status 0".
+func (e *Event) WaitStatus() WaitStatus {
+	if e.Kind != KindExit {
+		return NoWaitStatus
+	}
+	return WaitStatus(e.ExitCode)
+}
+
+// NoWaitStatus is what [Event.WaitStatus] returns for an event that is not
+// an exit: Exited and Signaled report false, ExitStatus -1, Signal 0, and
+// String "no wait status (not an exit event)". No exit event carries it:
+// the kernel's exit_code is at most 16 bits (include/uapi/linux/wait.h).
+const NoWaitStatus WaitStatus = 0xffffffff
 
 // CommString returns Comm up to its first NUL byte. It allocates; use Comm
 // directly on a path that must not.
