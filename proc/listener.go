@@ -167,8 +167,12 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 	if err := cfg.check(); err != nil {
 		return nil, wrapErr("new listener", err)
 	}
-	if cfg.NetNS != 0 || cfg.BatchSize != 0 {
-		return nil, errors.New("proc: new listener: Config.NetNS and Config.BatchSize configure the socket Listen opens; set them in the connector.Config of the Conn instead")
+	if set := listenOnly(cfg); len(set) > 0 {
+		verb, obj := "configures", "it"
+		if len(set) > 1 {
+			verb, obj = "configure", "them"
+		}
+		return nil, fmt.Errorf("proc: new listener: %s %s the socket Listen opens; set %s in the connector.Config of the Conn instead", strings.Join(set, " and "), verb, obj)
 	}
 	if !claimConn(c) {
 		return nil, fmt.Errorf("proc: new listener: %w", ErrConnInUse)
@@ -180,6 +184,19 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 	}
 	l.claimed = true
 	return l, nil
+}
+
+// listenOnly names the Config fields that only Listen uses and that cfg
+// sets.
+func listenOnly(cfg *Config) []string {
+	var set []string
+	if cfg.NetNS != 0 {
+		set = append(set, "Config.NetNS")
+	}
+	if cfg.BatchSize != 0 {
+		set = append(set, "Config.BatchSize")
+	}
+	return set
 }
 
 // listened holds the Conns that a Listener made by NewListener has taken

@@ -265,11 +265,14 @@ func TestNewListenerChecks(t *testing.T) {
 		cfg  connector.Config
 		pcfg proc.Config
 		want string
+		// not is what the error must not say: a field that was not set.
+		not string
 	}{
-		{"message buffer", connector.Config{MessageBufferSize: 64}, proc.Config{}, "MessageBufferSize of 64 bytes"},
-		{"user senders", connector.Config{Senders: connector.SendersAny}, proc.Config{}, "SendersAny"},
-		{"NetNS", connector.Config{}, proc.Config{NetNS: 3}, "Config.NetNS"},
-		{"BatchSize", connector.Config{}, proc.Config{BatchSize: 3}, "Config.BatchSize"},
+		{"message buffer", connector.Config{MessageBufferSize: 64}, proc.Config{}, "MessageBufferSize of 64 bytes", ""},
+		{"user senders", connector.Config{Senders: connector.SendersAny}, proc.Config{}, "SendersAny", ""},
+		{"NetNS", connector.Config{}, proc.Config{NetNS: 3}, "Config.NetNS configures the socket Listen opens; set it in", "BatchSize"},
+		{"BatchSize", connector.Config{}, proc.Config{BatchSize: 3}, "Config.BatchSize configures the socket Listen opens; set it in", "NetNS"},
+		{"both", connector.Config{}, proc.Config{NetNS: 3, BatchSize: 3}, "Config.NetNS and Config.BatchSize configure the socket Listen opens; set them in", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := f.k.Dial(&tc.cfg)
@@ -278,8 +281,8 @@ func TestNewListenerChecks(t *testing.T) {
 			}
 			defer c.Close()
 			_, err = proc.NewListener(c, &tc.pcfg)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("NewListener: %v, want an error naming %q", err, tc.want)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.not != "" && strings.Contains(err.Error(), tc.not)) {
+				t.Fatalf("NewListener: %v, want an error saying %q and not naming %q", err, tc.want, tc.not)
 			}
 			// Nothing was sent: the checks come first.
 			for _, r := range f.k.Requests() {
