@@ -482,11 +482,11 @@ func (s *Server) Serve(ctx context.Context, c *connector.Conn) error {
 	if ctx == nil {
 		return errors.New("dmlog: serve: ctx is nil: give it a context.Context (context.Background() to serve until c is closed)")
 	}
-	if err := s.Check(c); err != nil {
+	if err := s.check(c, "serve"); err != nil {
 		return err
 	}
 	if err := joinDM(c); err != nil {
-		return err
+		return capcheck.Wrap("dmlog", "serve", "joining group 7 (needs CAP_NET_ADMIN before Linux 6.6)", err)
 	}
 	if n, err := c.ReadBuffer(); err == nil && n < ReadBufferSize {
 		_ = c.SetReadBuffer(ReadBufferSize) // best effort; capped without CAP_NET_ADMIN
@@ -502,13 +502,17 @@ func (s *Server) Serve(ctx context.Context, c *connector.Conn) error {
 // the kernel that c reaches lists its agents and dm-log-userspace's (id
 // 7:1) is not among them: no request would ever come. It checks nothing
 // else (joining group 7 is Serve's first step).
-func (s *Server) Check(c *connector.Conn) error {
+//
+// Its errors read "dmlog: check: ..." (Serve's "dmlog: serve: ...").
+func (s *Server) Check(c *connector.Conn) error { return s.check(c, "check") }
+
+func (s *Server) check(c *connector.Conn, op string) error {
 	if !s.SkipPrivilegeCheck {
-		if err := capcheck.RequireSysAdmin("dmlog", ErrNoSysAdmin); err != nil {
+		if err := capcheck.RequireSysAdmin("dmlog", op, ErrNoSysAdmin); err != nil {
 			return err
 		}
 	}
-	return capcheck.RequireAgent(c, "dmlog serve", connector.IDDM)
+	return capcheck.RequireAgent(c, "dmlog", op, connector.IDDM)
 }
 
 func joinDM(c *connector.Conn) error {
@@ -521,10 +525,7 @@ func joinDM(c *connector.Conn) error {
 			}
 		}
 	}
-	if err := c.JoinGroup(g); err != nil {
-		return fmt.Errorf("dmlog: joining group 7 (needs CAP_NET_ADMIN before Linux 6.6): %w", err)
-	}
-	return nil
+	return c.JoinGroup(g)
 }
 
 func (s *Server) overrun(err error) {

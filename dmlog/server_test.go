@@ -9,8 +9,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/cntest"
 	"github.com/cnlink/connector/internal/testutil"
 )
 
@@ -356,8 +358,47 @@ func TestPrivilegeCheck(t *testing.T) {
 		}
 		return
 	}
-	if !errors.Is(err, ErrNoSysAdmin) || !errors.Is(err, os.ErrPermission) || strings.Count(err.Error(), "dmlog:") != 1 {
-		t.Errorf("without CAP_SYS_ADMIN: %v, want ErrNoSysAdmin and os.ErrPermission, with one dmlog: prefix", err)
+	if !errors.Is(err, ErrNoSysAdmin) || !errors.Is(err, os.ErrPermission) || !strings.HasPrefix(err.Error(), "dmlog: serve: the process lacks CAP_SYS_ADMIN") {
+		t.Errorf("without CAP_SYS_ADMIN: %v, want ErrNoSysAdmin and os.ErrPermission, reading dmlog: serve: the process lacks CAP_SYS_ADMIN", err)
+	}
+	testutil.CheckErrorShape(t, "Serve without CAP_SYS_ADMIN", err, "dmlog")
+	err = (&Server{}).Check(c)
+	testutil.CheckErrorShape(t, "Check without CAP_SYS_ADMIN", err, "dmlog")
+	if !strings.HasPrefix(fmt.Sprint(err), "dmlog: check: ") {
+		t.Errorf("Check without CAP_SYS_ADMIN: %v, want dmlog: check: ...", err)
+	}
+}
+
+// TestCheckServeErrorTexts: Check's and Serve's errors have the one
+// "dmlog: op: detail" shape, with their own operation and no connector:
+// prefix: no agent, a closed Conn.
+func TestCheckServeErrorTexts(t *testing.T) {
+	s := &Server{SkipPrivilegeCheck: true}
+	noAgent, err := cntest.New(nil).Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noAgent.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f := newFakeDM(t)
+	closed, err := f.k.Dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	for _, tc := range []struct {
+		what, prefix string
+		err          error
+	}{
+		{"Check without the agent", "dmlog: check: ", s.Check(noAgent)},
+		{"Serve without the agent", "dmlog: serve: ", s.Serve(ctx, noAgent)},
+		{"Serve on a closed Conn", "dmlog: serve: joining group 7", s.Serve(ctx, closed)},
+	} {
+		testutil.CheckErrorShape(t, tc.what, tc.err, "dmlog")
+		if !strings.HasPrefix(fmt.Sprint(tc.err), tc.prefix) {
+			t.Errorf("%s: %v, want it to start with %q", tc.what, tc.err, tc.prefix)
+		}
 	}
 }
 

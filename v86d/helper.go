@@ -157,11 +157,11 @@ func (h *Helper) Serve(ctx context.Context, c *connector.Conn) error {
 	if ctx == nil {
 		return errors.New("v86d: serve: ctx is nil: give it a context.Context (context.Background() to serve until c is closed)")
 	}
-	if err := h.Check(c); err != nil {
+	if err := h.check(c, "serve"); err != nil {
 		return err
 	}
 	if err := join(c, connector.IDV86D.Group()); err != nil {
-		return fmt.Errorf("v86d: joining group 4 (needs CAP_NET_ADMIN): %w", err)
+		return capcheck.Wrap("v86d", "serve", "joining group 4 (needs CAP_NET_ADMIN)", err)
 	}
 	return h.serve0(ctx, c)
 }
@@ -173,13 +173,17 @@ func (h *Helper) Serve(ctx context.Context, c *connector.Conn) error {
 // connector.ErrNoAgent, naming the module to load (uvesafb), when the
 // kernel that c reaches lists its agents and uvesafb's (id 4:1) is not
 // among them: no task would ever come.
-func (h *Helper) Check(c *connector.Conn) error {
+//
+// Its errors read "v86d: check: ..." (Serve's "v86d: serve: ...").
+func (h *Helper) Check(c *connector.Conn) error { return h.check(c, "check") }
+
+func (h *Helper) check(c *connector.Conn, op string) error {
 	if !h.SkipPrivilegeCheck {
-		if err := capcheck.RequireSysAdmin("v86d", ErrNoSysAdmin); err != nil {
+		if err := capcheck.RequireSysAdmin("v86d", op, ErrNoSysAdmin); err != nil {
 			return err
 		}
 	}
-	return capcheck.RequireAgent(c, "v86d serve", connector.IDV86D)
+	return capcheck.RequireAgent(c, "v86d", op, connector.IDV86D)
 }
 
 func join(c *connector.Conn, g connector.Group) error {

@@ -241,12 +241,12 @@ func (w *Conn) Conn() *connector.Conn { return w.c }
 // if Dial opened it, and leaves it open otherwise.
 func (w *Conn) Close() error {
 	if w.closed.Swap(true) {
-		return &connector.OpError{Op: "close", Err: connector.ErrClosed}
+		return fmt.Errorf("w1: close: %w", connector.ErrClosed)
 	}
 	w.cancel()
 	<-w.served
 	if w.own {
-		return w.c.Close()
+		return wrap("close", "", w.c.Close())
 	}
 	return nil
 }

@@ -70,6 +70,10 @@ func TestErrorTexts(t *testing.T) {
 	add(w1.ParseSlaveID("xx"))
 	w2.Close()
 	add(w2.Masters(ctxT(t)))
+	if err := w2.Close(); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("second Close: %v, want ErrClosed", err)
+	}
+	errs = append(errs, w2.Close())
 
 	// Watch: no agent, a malformed notification, a message that is not one.
 	ev := joinEvents(t, cntest.New(nil))
