@@ -144,6 +144,25 @@ func helperEnviron(mode string) []string {
 	return append(env, helperEnv+"="+mode)
 }
 
+// awaitLiveExec starts c, a helper in the stdin-exit7 mode (it lives until
+// its stdin is closed), waits for procmon's JSON record of its exec after
+// the first mark lines (see awaitJSON), and then lets it exit: the record,
+// and the status waitpid gave.
+func awaitLiveExec(t *testing.T, mon *testutil.Proc, mark int, c *exec.Cmd) (jsonEvent, syscall.WaitStatus, error) {
+	t.Helper()
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Process.Pid
+	ex, err := awaitJSON(t, mon, mark, "the exec", func(e jsonEvent) bool { return e.Kind == "exec" && e.PID == pid })
+	stdin.Close()
+	return ex, waitStatus(t, c), err
+}
+
 // waitStatus waits for c and returns its wait status.
 func waitStatus(t *testing.T, c *exec.Cmd) syscall.WaitStatus {
 	t.Helper()
@@ -418,17 +437,11 @@ func TestKernelLongComm(t *testing.T) {
 		mark := mon.Stdout.Len()
 		c := exec.Command(link, "x")
 		c.Env = append(os.Environ(), helperEnv+"=stdin-exit7")
-		stdin, _ := c.StdinPipe()
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		pid := c.Process.Pid
-		ex, err := awaitJSON(t, mon, mark, "the exec", func(e jsonEvent) bool { return e.Kind == "exec" && e.PID == pid })
-		stdin.Close()
-		ws := waitStatus(t, c)
+		ex, ws, err := awaitLiveExec(t, mon, mark, c)
 		if err != nil {
 			return err
 		}
+		pid := c.Process.Pid
 		if ex.Comm != long[:15] {
 			t.Errorf("exec record comm %q, want the kernel's %q", ex.Comm, long[:15])
 		}
@@ -646,15 +659,7 @@ func TestKernelJSONBytesAndTTY(t *testing.T) {
 	arg := "bytes\xff\xfe-" + strconv.Itoa(os.Getpid())
 	retry(t, func() error {
 		mark := mon.Stdout.Len()
-		c := helperCmd(t, "stdin-exit7", arg)
-		stdin, _ := c.StdinPipe()
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		pid := c.Process.Pid
-		ex, err := awaitJSON(t, mon, mark, "the exec", func(e jsonEvent) bool { return e.Kind == "exec" && e.PID == pid })
-		stdin.Close()
-		_ = c.Wait()
+		ex, _, err := awaitLiveExec(t, mon, mark, helperCmd(t, "stdin-exit7", arg))
 		if err != nil {
 			return err
 		}
@@ -671,15 +676,10 @@ func TestKernelJSONBytesAndTTY(t *testing.T) {
 func unsafePtr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringData(s)) }
 
 // TestKernelDoorbell: a wait on the doorbell (the kernel's filter from Linux
-// 6.6, the BPF filter before) ends at once for an exec, which decodes as that exec, and after about
-// bellSlice otherwise.
+// 6.6, the BPF filter before) ends at once for an exec, which decodes as
+// that exec, and after about bellSlice otherwise.
 func TestKernelDoorbell(t *testing.T) {
-	skipUnlessListen(t)
-	b := openBell(&options{kernelWait: true})
-	if b == nil {
-		t.Fatal("the doorbell did not open")
-	}
-	defer b.Close()
+	b := openTestBell(t, false)
 	t0 := time.Now()
 	if b.wait() {
 		// Another program's exec: the machine is shared.
@@ -728,11 +728,7 @@ func BenchmarkStart(b *testing.B) {
 // once (procmon then stops with it) rather than a timeout, which the loop
 // would repeat without end.
 func TestKernelDoorbellClosed(t *testing.T) {
-	skipUnlessListen(t)
-	b := openBell(&options{kernelWait: true})
-	if b == nil {
-		t.Fatal("the doorbell did not open")
-	}
+	b := openTestBell(t, false)
 	b.Close()
 	if !b.wait() || b.errno == 0 {
 		t.Errorf("a wait on a closed doorbell: %d bytes, errno %v; want an error", b.n, b.errno)
@@ -742,12 +738,7 @@ func TestKernelDoorbellClosed(t *testing.T) {
 // TestKernelDoorbellIdle: an idle wait (in the Go poller) ends for an exec,
 // with that exec, at its deadline otherwise, and at once for the stop.
 func TestKernelDoorbellIdle(t *testing.T) {
-	skipUnlessListen(t)
-	b := openBell(&options{kernelWait: true})
-	if b == nil {
-		t.Fatal("the doorbell did not open")
-	}
-	defer b.Close()
+	b := openTestBell(t, false)
 	awaitOwnExec(t, "an idle wait on the doorbell", func() bool { return b.idleWait(time.Second) }, bellExec(t, b))
 	// Drain what other programs' execs left, then time an empty wait.
 	for b.idleWait(time.Millisecond) {

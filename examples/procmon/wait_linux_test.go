@@ -72,6 +72,19 @@ func drainExec(t *testing.T, l *proc.Listener) func(pid int) bool {
 	}
 }
 
+// openTestBell opens the doorbell as procmon does (with its BPF filter on
+// any kernel when filter is set), and closes it when the test ends.
+func openTestBell(t *testing.T, filter bool) *doorbell {
+	t.Helper()
+	skipUnlessListen(t)
+	b := openBell(&options{kernelWait: true, bellFilter: filter})
+	if b == nil {
+		t.Fatalf("the doorbell (BPF filter %v) did not open", filter)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
 // openTestWait opens procmon's main socket (-kernel-wait, the default) and
 // its own wait on it, as procmon does without the doorbell.
 func openTestWait(t *testing.T) (*proc.Listener, *sockWait) {
@@ -210,12 +223,7 @@ func TestExecFilter(t *testing.T) {
 // process the test ran, and nothing but execs: the forks and exits of that
 // process and of every other on the machine are dropped by the filter.
 func TestKernelDoorbellFilter(t *testing.T) {
-	skipUnlessListen(t)
-	b := openBell(&options{kernelWait: true, bellFilter: true})
-	if b == nil {
-		t.Fatal("the doorbell with a socket filter did not open")
-	}
-	defer b.Close()
+	b := openTestBell(t, true)
 	awaitOwnExec(t, "a wait on the filtered doorbell", b.wait, func(pid int) bool {
 		var ev proc.Event
 		if !b.event(&ev) {
