@@ -61,9 +61,17 @@ type Config struct {
 
 	// NoENOBUFS turns off the kernel's overrun reports (ENOBUFS). The
 	// socket then drops events only while its buffer is full, instead of
-	// until it has been drained. Loss is still counted where the Listener
-	// can count it (see Mode), from sequence gaps and the socket's drop
-	// counter.
+	// until it has been drained. Loss is still counted, from sequence gaps
+	// and the socket's drop counter (see Mode).
+	//
+	// With a subset of Kinds it needs ExactLoss: the kernel's filter
+	// (Linux 6.6 and later) leaves gaps in the sequence numbers, so without
+	// overrun reports nothing would say when the drop counter must be read,
+	// and events would be lost uncounted. Listen and NewListener refuse
+	// the combination (NoENOBUFS here, or the Conn's
+	// connector.Config.NoENOBUFS, with a subset of Kinds and without
+	// ExactLoss) with an error matching connector.ErrInvalidConfig that
+	// names the fields. [Listener.Drops] counts in every mode.
 	NoENOBUFS bool
 
 	// ExactLoss makes the Listener count every lost event, also those the
@@ -122,7 +130,9 @@ const (
 	// The kernel's filter leaves gaps in the sequence numbers, so losses
 	// are reported when the kernel reports an overrun, and counted (from
 	// the socket's drop counter) only after such a report, until the
-	// socket drops no more; with Config.NoENOBUFS they are not reported.
+	// socket drops no more. Without overrun reports they would go
+	// uncounted, so Config.NoENOBUFS is refused with a subset of kinds
+	// unless Config.ExactLoss is set (which makes the mode ModeUserFilter).
 	// [Listener.Drops] gives the total in every mode.
 	ModeKernelFilter
 	// ModeUserFilter: the kernel sends every event, because it ignored the
@@ -203,6 +213,20 @@ func (cfg *Config) check() error {
 		return fmt.Errorf("%w: Config.BatchSize is %d; it must be 1 to %d, or 0 for DefaultListenBatchSize (%d)", connector.ErrInvalidConfig, cfg.BatchSize, connector.MaxBatchSize, DefaultListenBatchSize)
 	case cfg.AckTimeout < 0:
 		return fmt.Errorf("%w: Config.AckTimeout is %v; give a positive duration, or 0 for DefaultAckTimeout (%v)", connector.ErrInvalidConfig, cfg.AckTimeout, DefaultAckTimeout)
+	case cfg.NoENOBUFS:
+		return cfg.checkNoENOBUFS("Config.NoENOBUFS")
 	}
 	return nil
+}
+
+// checkNoENOBUFS refuses NETLINK_NO_ENOBUFS (set by the field named what)
+// with a subset of kinds and without ExactLoss: the kernel's filter leaves
+// gaps in the sequence numbers, and with no overrun report nothing tells
+// the Listener to read the drop counter, so events would be lost
+// uncounted (see ModeKernelFilter).
+func (cfg *Config) checkNoENOBUFS(what string) error {
+	if _, all := userFilter(cfg.Kinds); all || cfg.ExactLoss {
+		return nil
+	}
+	return fmt.Errorf("%w: Config.Kinds selects %v only and %s is set: the kernel's filter leaves gaps in the sequence numbers and NETLINK_NO_ENOBUFS turns off the overrun reports, so lost events would go uncounted; set Config.ExactLoss too (losses counted from the gaps, kinds filtered in user space), or leave %s off", connector.ErrInvalidConfig, cfg.Kinds&KindAll, what, what)
 }

@@ -87,7 +87,8 @@ type Listener struct {
 //
 // Errors match, with errors.Is: connector.ErrInvalidConfig for a Config
 // field out of range (negative sizes or timeout, BatchSize above
-// connector.MaxBatchSize); connector.ErrNotInitialNetNS outside the
+// connector.MaxBatchSize) or NoENOBUFS with a subset of Kinds and without
+// ExactLoss, which would lose events uncounted (see Config.NoENOBUFS); connector.ErrNotInitialNetNS outside the
 // initial network namespace; ErrNamespace outside the initial user or PID
 // namespace; ErrNoProcEvents on a kernel without CONFIG_PROC_EVENTS;
 // os.ErrPermission when the kernel refuses the request (before Linux 6.6,
@@ -173,6 +174,11 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 			verb, obj = "configure", "them"
 		}
 		return nil, fmt.Errorf("proc: new listener: %s %s the socket Listen opens; set %s in the connector.Config of the Conn instead", strings.Join(set, " and "), verb, obj)
+	}
+	if c.Config().NoENOBUFS && !cfg.NoENOBUFS {
+		if err := cfg.checkNoENOBUFS("the Conn's connector.Config.NoENOBUFS"); err != nil {
+			return nil, wrapErr("new listener", err)
+		}
 	}
 	if !claimConn(c) {
 		return nil, fmt.Errorf("proc: new listener: %w", ErrConnInUse)

@@ -1,0 +1,80 @@
+package proc_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cnlink/connector"
+	"github.com/cnlink/connector/internal/testutil"
+	"github.com/cnlink/connector/proc"
+)
+
+// TestNoENOBUFSWithSubset: NoENOBUFS with a subset of kinds and without
+// ExactLoss would lose events uncounted (the kernel's filter leaves gaps,
+// and no overrun report says when to read the drop counter): Listen and
+// NewListener refuse it, naming both fields, before sending anything;
+// with ExactLoss, or with every kind, it is accepted, and with ExactLoss
+// a drop is counted although no overrun is reported.
+func TestNoENOBUFSWithSubset(t *testing.T) {
+	defer proc.SetNamespaceCheck(func() error { return nil })()
+	bad := proc.Config{Kinds: proc.KindExec | proc.KindExit, NoENOBUFS: true}
+	check := func(what string, err error, field string) {
+		t.Helper()
+		if !errors.Is(err, connector.ErrInvalidConfig) || !strings.Contains(fmt.Sprint(err), field) || !strings.Contains(fmt.Sprint(err), "Config.Kinds") || !strings.Contains(fmt.Sprint(err), "Config.ExactLoss") {
+			t.Errorf("%s: %v; want ErrInvalidConfig naming Config.Kinds, %s and Config.ExactLoss", what, err, field)
+		}
+		testutil.CheckErrorShape(t, what, err, "proc")
+	}
+	_, err := proc.Listen(&bad)
+	check("Listen", err, "Config.NoENOBUFS")
+
+	f := newFixture(nil)
+	c := f.dial(t, 4)
+	defer c.Close()
+	_, err = proc.NewListener(c, &bad)
+	check("NewListener", err, "Config.NoENOBUFS")
+	nob, err := f.k.Dial(&connector.Config{Groups: []connector.Group{1}, MessageBufferSize: proc.MessageBufferSize, NoENOBUFS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nob.Close()
+	_, err = proc.NewListener(nob, &proc.Config{Kinds: proc.KindExit})
+	check("NewListener on a NoENOBUFS Conn", err, "connector.Config.NoENOBUFS")
+	if reqs := f.a.Requests(); len(reqs) != 0 {
+		t.Errorf("requests sent despite the refusal: %+v", reqs)
+	}
+
+	// Every kind: the drop counter is read on every gap, no refusal.
+	if _, _, err := listenNoENOBUFS(t, f, 0, false); err != nil {
+		t.Errorf("NoENOBUFS with every kind: %v", err)
+	}
+	// ExactLoss: accepted, and a drop with no overrun report is counted.
+	l, _, err := listenNoENOBUFS(t, f, proc.KindExit, true)
+	if err != nil {
+		t.Fatalf("NoENOBUFS, a subset and ExactLoss: %v", err)
+	}
+	if l.Mode() != proc.ModeUserFilter {
+		t.Errorf("Mode %v, want %v", l.Mode(), proc.ModeUserFilter)
+	}
+	f.emit(t, exit(0, 1, 0))
+	f.a.Drop(0, 3)
+	f.emit(t, exit(0, 2, 0))
+	got := nextStrings(t, l, nil, 3)
+	if len(got) != 3 || !strings.HasPrefix(got[1], "lost cpu=0 ") || !strings.HasSuffix(got[1], " lost=3") {
+		t.Errorf("events %q; want an exit, 3 lost on cpu 0, an exit", got)
+	}
+	if st := l.Stats(); st.Lost != 3 || st.Overruns != 0 {
+		t.Errorf("Stats %+v, want Lost 3 and no overrun", st)
+	}
+}
+
+// listenNoENOBUFS subscribes a NoENOBUFS Listener for kinds on a new Conn
+// of f.
+func listenNoENOBUFS(t *testing.T, f *fixture, kinds proc.Kind, exact bool) (*proc.Listener, *connector.Conn, error) {
+	t.Helper()
+	c := f.dial(t, 4)
+	l, err := f.listenOn(t, c, &proc.Config{Kinds: kinds, NoENOBUFS: true, ExactLoss: exact})
+	return l, c, err
+}
