@@ -71,8 +71,9 @@ type options struct {
 	cgroups    bool // read cgroups
 	cgroupPath bool // text: show them
 	passwd     string
-	passwdSet  bool // -passwd was given
-	rcvbufSet  bool // -rcvbuf was given
+	passwdSet  bool          // -passwd was given
+	rcvbufSet  bool          // -rcvbuf was given
+	checkEvery time.Duration // -check-events
 	procRoot   string
 	coalesce   time.Duration
 	cpuprofile string
@@ -139,6 +140,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.tty, "x", false, "same as -tty")
 	o.bell = true
 	fs.Var((*bellFlag)(o), "doorbell", "wake up at once for execs only, and read other events in batches at most about 10 ms later (100 ms when idle): much less CPU per event under load; the kernel filters the execs from Linux 6.6, a BPF socket filter before (-doorbell=bpf: the BPF filter on any kernel; -doorbell=false: off)")
+	fs.DurationVar(&o.checkEvery, "check-events", 10*time.Second, "check this often that the kernel still makes process events (from Linux 6.6 any process can switch them off for the whole machine, and no listener would see a loss): if not, say so and turn them back on (0: never check)")
 	fs.BoolVar(&o.kernelWait, "kernel-wait", true, "wait for events in a raw system call that keeps procmon's thread, rather than in Go's poller: less CPU per wake-up")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: procmon [flags]\n\nShow process events as they happen.\n\n")
@@ -176,6 +178,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.duration < 0 {
 		return nil, usageError{fmt.Errorf("-d %v is negative: give a duration of 0 (run until interrupted) or more", o.duration)}
+	}
+	if o.checkEvery < 0 {
+		return nil, usageError{fmt.Errorf("-check-events %v is negative: give 0 (never check) or more", o.checkEvery)}
 	}
 	if o.coalesce < 0 {
 		return nil, usageError{fmt.Errorf("-coalesce %v is negative: give 0 (never wait) or more", o.coalesce)}
@@ -365,6 +370,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer src.wait.Close()
 	}
 	defer src.stopOn(ctx)()
+	var watch *eventsWatch
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if o.checkEvery > 0 {
+		watch = watchEvents(wctx, l, o.checkEvery, stderr)
+	}
 	var loopErr error
 	var ev proc.Event
 	handle := func(ev *proc.Event) bool {
@@ -407,6 +418,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	out.flush()
+	stopWatch()
+	watch.wait()
 	st := l.Stats()
 	drops, derr := l.Drops()
 	if o.stats {
@@ -416,19 +429,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			writeSummaryText(stderr, &mon.stats, st, drops)
 		}
 	}
-	fmt.Fprintln(stderr, closingLine(st, drops, derr, after))
+	fmt.Fprintln(stderr, closingLine(st, drops, derr, after, watch.switchOffs()))
 	return loopErr
 }
 
 // closingLine is the last line on stderr: events received and lost. It
-// never says "0 lost" while a loss of unknown size happened.
-func closingLine(st proc.Stats, drops uint64, derr error, after uint64) string {
+// never says "0 lost" while a loss of unknown size happened: an overrun not
+// fully counted yet, or offs times that the kernel had stopped making
+// events (eventsoff.go).
+func closingLine(st proc.Stats, drops uint64, derr error, after, offs uint64) string {
 	dropText := strconv.FormatUint(drops, 10)
 	if derr != nil {
 		dropText = "unknown"
 	}
 	lost := strconv.FormatUint(st.Lost, 10)
-	if st.Overruns > 0 {
+	if st.Overruns > 0 || offs > 0 {
 		// Not every overrun loss is revealed by a sequence gap yet;
 		// the kernel's drop counter may know more.
 		n := st.Lost
@@ -442,6 +457,9 @@ func closingLine(st proc.Stats, drops uint64, derr error, after uint64) string {
 	}
 	s := fmt.Sprintf("procmon: %s received, %s lost (%d in sequence gaps, %s of unknown size); kernel socket drops %s",
 		cli.Count(st.Events, "event", "events"), lost, st.Lost, cli.Count(st.Overruns, "buffer overrun", "buffer overruns"), dropText)
+	if offs > 0 {
+		s += "; process events were switched off for the whole machine " + cli.Count(offs, "time", "times") + " (see the warnings)"
+	}
 	if after > 0 {
 		s += "; " + cli.Count(after, "event that came after the stop was", "events that came after the stop were") + " not shown"
 	}

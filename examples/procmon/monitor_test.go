@@ -634,19 +634,24 @@ func TestMinMatchLen(t *testing.T) {
 }
 
 func TestClosingLine(t *testing.T) {
-	if l := closingLine(proc.Stats{Events: 10, Overruns: 1}, 0, nil, 0); strings.Contains(l, " 0 lost") || !strings.Contains(l, "an unknown number of events lost") {
+	if l := closingLine(proc.Stats{Events: 10, Overruns: 1}, 0, nil, 0, 0); strings.Contains(l, " 0 lost") || !strings.Contains(l, "an unknown number of events lost") {
 		t.Errorf("overrun with no count: %q", l)
 	}
-	if l := closingLine(proc.Stats{Events: 10, Overruns: 1, Lost: 2}, 7, nil, 0); !strings.Contains(l, "at least 7 lost") {
+	if l := closingLine(proc.Stats{Events: 10, Overruns: 1, Lost: 2}, 7, nil, 0, 0); !strings.Contains(l, "at least 7 lost") {
 		t.Errorf("drops above gaps: %q", l)
 	}
-	if l := closingLine(proc.Stats{Events: 10}, 0, nil, 3); !strings.Contains(l, " 0 lost") || !strings.Contains(l, "3 events that came after the stop were not shown") {
+	if l := closingLine(proc.Stats{Events: 10}, 0, nil, 3, 0); !strings.Contains(l, " 0 lost") || !strings.Contains(l, "3 events that came after the stop were not shown") {
 		t.Errorf("clean: %q", l)
 	}
 	// Counts of one are singular.
-	if l := closingLine(proc.Stats{Events: 1, Overruns: 1}, 0, nil, 1); !strings.Contains(l, "procmon: 1 event received, ") ||
+	if l := closingLine(proc.Stats{Events: 1, Overruns: 1}, 0, nil, 1, 0); !strings.Contains(l, "procmon: 1 event received, ") ||
 		!strings.Contains(l, "1 buffer overrun of unknown size") || !strings.Contains(l, "1 event that came after the stop was not shown") {
 		t.Errorf("counts of one: %q", l)
+	}
+	// Events switched off machine-wide: a loss no count shows.
+	if l := closingLine(proc.Stats{Events: 10}, 0, nil, 0, 2); strings.Contains(l, " 0 lost") || !strings.Contains(l, "an unknown number of events lost") ||
+		!strings.Contains(l, "switched off for the whole machine 2 times") {
+		t.Errorf("events switched off: %q", l)
 	}
 }
 
