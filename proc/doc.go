@@ -103,8 +103,10 @@
 //   - With the kernel filter (ModeKernelFilter) gaps mostly hold the events
 //     filtered out, so the drop counter is read on gaps only after an
 //     overrun was reported, until it shows no new drop: the events lost
-//     while the socket stayed congested are counted that way too. With
-//     Config.NoENOBUFS there is no overrun report, and no count.
+//     while the socket stayed congested are counted that way too.
+//     Config.NoENOBUFS would leave no overrun report, and so no count:
+//     Listen refuses it with a subset of kinds unless Config.ExactLoss
+//     is set, which makes the mode ModeUserFilter.
 //     [Listener.Drops] returns the kernel's total of dropped messages for
 //     the socket, in every mode.
 //
