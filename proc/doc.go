@@ -99,7 +99,9 @@
 //     messages out a gap only says when to look: the count comes from the
 //     socket's own drop counter, and the total reported equals what the
 //     kernel dropped for the socket. The count arrives with the next event
-//     from that CPU.
+//     from that CPU, or, for drops no gap has shown yet, as one KindLost
+//     record with CPU CPUUnknown when a wait ends by deadline, Flush or an
+//     Events ctx (see [Listener.Next]; in every mode, never counted twice).
 //   - With the kernel filter (ModeKernelFilter) gaps mostly hold the events
 //     filtered out, so the drop counter is read on gaps only after an
 //     overrun was reported, until it shows no new drop: the events lost

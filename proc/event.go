@@ -96,9 +96,12 @@ type Event struct {
 	// arrives; their sum is the kernel's own drop count for the socket
 	// (see the package documentation on loss). Seq is then the first
 	// sequence number of the gap and Timestamp that of the event that
-	// revealed it. One more shape: CPU CPUUnknown with a count is the
-	// events the subscription read past what it keeps for delivery (see
-	// Listen).
+	// revealed it. CPU CPUUnknown with a count is either the events the
+	// subscription read past what it keeps for delivery (see Listen), or
+	// the drops pending when a wait ended: events the socket's drop
+	// counter shows lost that no gap has reported yet, because their CPU
+	// has sent nothing since (see Listener.Next). Those are not counted
+	// again when the gap shows.
 	Lost uint32
 
 	// Raw is the whole proc_event payload of an event whose Kind this

@@ -44,6 +44,11 @@ type Listener struct {
 	pend    connector.Message
 	hasPend bool
 
+	// held is the error that ended a wait, returned by the next call
+	// because this one returned the KindLost record of the drops pending
+	// then (see receive).
+	held error
+
 	// flushDebt is set when a cancelled Events iteration left a Flush
 	// that no Next consumed; the reading goroutine clears it.
 	flushDebt bool
@@ -405,6 +410,15 @@ func (l *Listener) ReadBuffer() (int, error) {
 // losses in every mode, including ModeKernelFilter where sequence gaps
 // cannot, but only as a total since the socket was opened. After Close it
 // fails with an error matching connector.ErrClosed.
+//
+// Its relation to Stats.Lost, the sum of the KindLost counts delivered:
+// without Config.ExactLoss those counts come from this counter, so the
+// part of Stats.Lost that is not the subscription's read-ahead excess (see
+// Listen) never exceeds Drops less its value at subscription, and equals
+// it once a wait has ended (see Next) with no drop since. With ExactLoss
+// they come from sequence gaps, which also hold the events the kernel lost
+// before any socket: Stats.Lost is then at least that difference after a
+// wait ends. A drop is never counted twice.
 func (l *Listener) Drops() (uint64, error) {
 	if l.closed.Load() {
 		return 0, fmt.Errorf("proc: drops: %w", connector.ErrClosed)

@@ -29,6 +29,12 @@ const maxTrackedCPU = 1 << 16
 // counter is read on gaps only after an overrun (suspect), until a read
 // shows no new drop: the socket drops silently while it stays congested
 // after the overrun it reported.
+//
+// A drop is counted at a gap only once its CPU sends again, so pending,
+// called when a wait ends, reports the drops the counter shows and no gap
+// has yet: without exact, the drops read and not yet taken by a gap; with
+// exact, what the counter shows beyond everything reported, which later
+// gaps then take back first (credit), so that nothing is counted twice.
 type lossCounter struct {
 	seqs  seqTracker
 	exact bool
@@ -37,24 +43,52 @@ type lossCounter struct {
 	// always reads it on every gap; otherwise only while suspect.
 	always, suspect bool
 	seen, avail     uint64
+	// With exact: base is the counter's baseline, gaps the sum of the
+	// gaps seen, credit what pending reported that no gap has taken back.
+	base, gaps, credit uint64
 }
 
 func (lc *lossCounter) init(c *connector.Conn, mode Mode, exact bool) {
 	lc.seqs.init()
 	lc.exact = exact
 	lc.always = mode != ModeKernelFilter
-	if exact {
-		return
-	}
 	lc.setDrops(c.Drops) // left nil where the Conn has no drop counter
 }
 
 // setDrops sets the drop counter and its baseline.
 func (lc *lossCounter) setDrops(f func() (uint64, error)) {
-	lc.drops, lc.seen, lc.avail = nil, 0, 0
+	lc.drops, lc.seen, lc.avail, lc.base, lc.gaps, lc.credit = nil, 0, 0, 0, 0, 0
 	if n, err := f(); err == nil {
-		lc.drops, lc.seen = f, n
+		lc.drops, lc.seen, lc.base = f, n, n
 	}
+}
+
+// pending returns the drops the socket's counter shows that no count has
+// reported yet, and takes them as reported.
+func (lc *lossCounter) pending() uint64 {
+	if lc.drops == nil {
+		return 0
+	}
+	n, err := lc.drops()
+	if err != nil {
+		return 0
+	}
+	if lc.exact {
+		reported := lc.gaps + lc.credit
+		if n-lc.base <= reported {
+			return 0
+		}
+		p := n - lc.base - reported
+		lc.credit += p
+		return p
+	}
+	if n > lc.seen {
+		lc.avail += n - lc.seen
+		lc.seen = n
+	}
+	p := lc.avail
+	lc.avail = 0
+	return p
 }
 
 // overrun notes that the kernel reported an overrun.
@@ -64,8 +98,14 @@ func (lc *lossCounter) overrun() { lc.suspect = true }
 // before it, and whether seq was not after the previous one from that CPU.
 func (lc *lossCounter) observe(cpu, seq uint32) (lost uint32, outOfOrder bool) {
 	gap, ooo := lc.seqs.observe(cpu, seq)
-	if gap == 0 || lc.exact {
-		return gap, ooo
+	if gap == 0 {
+		return 0, ooo
+	}
+	if lc.exact {
+		lc.gaps += uint64(gap)
+		take := uint32(min(uint64(gap), lc.credit))
+		lc.credit -= uint64(take)
+		return gap - take, ooo
 	}
 	if lc.drops == nil || !(lc.always || lc.suspect) {
 		return 0, ooo

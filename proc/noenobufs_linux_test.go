@@ -82,3 +82,55 @@ func TestIntegrationNoENOBUFSSubset(t *testing.T) {
 		t.Errorf("%d overruns reported with NoENOBUFS, want none", st.Overruns)
 	}
 }
+
+// TestIntegrationPendingLoss: the user's case of a monitor that goes quiet
+// after a burst: with a small receive buffer and children run unread, the
+// drops of CPUs that send nothing afterwards used to stay unreported. When
+// the wait ends at the deadline, the Listener reports them: Stats.Lost
+// equals the rise of the socket's drop counter, never more.
+func TestIntegrationPendingLoss(t *testing.T) {
+	l := listen(t, &Config{ReadBufferSize: 4096})
+	// Keep userspace multicasts out, so that the drops are process events.
+	if err := l.c.SetBPF(kernelOnlyFilter()); err != nil {
+		t.Fatal(err)
+	}
+	lost0, drops0 := l.Stats().Lost, mustDrops(t, l)
+	for range 8 {
+		runHelperProc(t, "exit3")
+	}
+	prev := mustDrops(t, l) - drops0
+	if prev == 0 {
+		t.Fatal("no drop provoked with a 4096-byte receive buffer")
+	}
+	var ev Event
+	deadline := time.Now().Add(eventTimeout)
+	for {
+		if err := l.SetDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		for err == nil {
+			err = l.Next(&ev)
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal(err)
+		}
+		lost, drops := l.Stats().Lost-lost0, mustDrops(t, l)-drops0
+		if lost > drops {
+			t.Fatalf("%d counted lost, more than the %d the kernel dropped: counted twice; stats %+v", lost, drops, l.Stats())
+		}
+		if lost == drops {
+			t.Logf("%d dropped, %d counted lost by the end of the wait; stats %+v", drops, lost, l.Stats())
+			return
+		}
+		// Only a drop during this wait, after the Listener read the
+		// counter, excuses a difference: the next wait's end reports it.
+		if drops == prev {
+			t.Fatalf("%d counted lost when the wait ended, the kernel dropped %d, none of them during the wait; stats %+v", lost, drops, l.Stats())
+		}
+		prev = drops
+		if time.Now().After(deadline) {
+			t.Fatalf("%d counted lost, the kernel dropped %d; stats %+v", lost, drops, l.Stats())
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cnlink/connector"
 )
@@ -18,6 +19,14 @@ var errNextNil = errors.New("proc: receive: ev is nil: give Next the *Event to f
 // count when lost events were counted (see Event.Lost and Mode), or with
 // Lost 0 and CPU CPUUnknown when the kernel reports a receive buffer
 // overrun, after which the Listener keeps going.
+//
+// A gap's count arrives with the next event from its CPU, which a quiet
+// system may not send for a long time. So when a wait ends with a deadline
+// or a Flush (and so when an Events iteration's ctx ends), Next reads the
+// socket's drop counter, and if it shows drops that no KindLost record has
+// counted, it first returns one more, with CPU CPUUnknown and their count,
+// and the error on the next call. A later gap does not count them again.
+// Where the Conn has no drop counter (Listener.Drops fails) there is none.
 //
 // Errors matching connector.ErrClosed (after Close), os.ErrDeadlineExceeded
 // (see SetDeadline) and connector.ErrFlushed (see Flush) end a wait; after
@@ -80,7 +89,7 @@ func (l *Listener) discard() {
 	if l.hasPend {
 		n++
 	}
-	l.early, l.earlyLost, l.earlySkip, l.hasPend, l.pend = nil, 0, nil, false, connector.Message{}
+	l.early, l.earlyLost, l.earlySkip, l.hasPend, l.pend, l.held = nil, 0, nil, false, connector.Message{}, nil
 	l.unread.Add(n)
 	l.r.Release()
 	l.r = nil
@@ -138,8 +147,20 @@ func (l *Listener) receive(ev *Event) (m connector.Message, lossFirst bool, err 
 			l.lost.Add(n)
 			*ev = Event{Kind: KindLost, CPU: CPUUnknown, Lost: uint32(min(n, 1<<32-1))}
 			return m, true, nil
+		case l.held != nil:
+			err, l.held = l.held, nil
 		default:
 			m, from, err = l.r.Next()
+			if err != nil && waitEnded(err) {
+				// Drops no gap has shown yet (their CPU has sent
+				// nothing since) are reported now, the error next.
+				if n := l.loss.pending(); n > 0 {
+					l.lost.Add(n)
+					l.held = err
+					*ev = Event{Kind: KindLost, CPU: CPUUnknown, Lost: uint32(min(n, 1<<32-1))}
+					return m, true, nil
+				}
+			}
 		}
 		if err != nil {
 			if l.flushDebt && errors.Is(err, connector.ErrFlushed) {
@@ -192,6 +213,12 @@ func (l *Listener) classify(err error, ev *Event) bool {
 		l.malformed.Add(1)
 	}
 	return false
+}
+
+// waitEnded reports whether err ended a wait that the caller may start
+// again: a deadline or a Flush.
+func waitEnded(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, connector.ErrFlushed)
 }
 
 // recoverable reports whether Next may be called again after err.
