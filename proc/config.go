@@ -105,6 +105,17 @@ type Config struct {
 	// kernel that ignores the filter request costs one AckTimeout.
 	AckTimeout time.Duration
 
+	// KernelWait and RawWait are connector.Config.KernelWait and
+	// connector.Config.RawWait for the socket Listen opens: the receive
+	// waits inside recvmmsg (and, with RawWait, without the scheduler's
+	// system call bookkeeping), for the least CPU per event of a Listener
+	// that keeps up with a busy machine; see there for the price (Close,
+	// Flush and deadlines take effect within 10 ms; RawWait holds a
+	// processor while it waits). RawWait needs KernelWait (Listen fails
+	// with connector.ErrInvalidConfig otherwise). NewListener refuses
+	// them: dial the Conn with them instead.
+	KernelWait, RawWait bool
+
 	// NetNS, if not 0, is a network namespace file descriptor to open
 	// Listen's socket in (see connector.Config.NetNS). Process events exist
 	// only in the initial network namespace. NewListener refuses it: open

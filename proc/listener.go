@@ -67,7 +67,8 @@ type Listener struct {
 // Listen opens a connector socket and subscribes to process events on it:
 // it is connector.Dial with the configuration a Listener needs (group 1,
 // connector.SendersKernelOnly, MessageBufferSize, and Config's
-// ReadBufferSize, NoENOBUFS, BatchSize and NetNS) followed by NewListener.
+// ReadBufferSize, NoENOBUFS, BatchSize, KernelWait, RawWait and NetNS)
+// followed by NewListener.
 // The Listener owns the socket: Close closes it.
 //
 // Before it opens the socket it checks, on evidence the kernel gives (see
@@ -132,6 +133,8 @@ func Listen(cfg *Config) (*Listener, error) {
 		MessageBufferSize: MessageBufferSize,
 		BatchSize:         batch,
 		Senders:           connector.SendersKernelOnly,
+		KernelWait:        cfg.KernelWait,
+		RawWait:           cfg.RawWait,
 	})
 	if err != nil {
 		return nil, wrapErr("listen", err)
@@ -157,8 +160,9 @@ func Listen(cfg *Config) (*Listener, error) {
 // connector.SendersAny, which would let a local process with CAP_NET_ADMIN
 // forge process events. If c is not yet a member of group 1 it joins it
 // (without CAP_NET_ADMIN this needs Linux 6.6 or later). Config's
-// ReadBufferSize and NoENOBUFS are applied to c; Config's BatchSize and
-// NetNS belong to Listen, which opens the socket, and are refused here.
+// ReadBufferSize and NoENOBUFS are applied to c; Config's BatchSize,
+// KernelWait, RawWait and NetNS belong to Listen, which opens the socket,
+// and are refused here.
 // Messages from senders other than the kernel are dropped whatever c's
 // policy (Stats.Foreign).
 //
@@ -178,7 +182,12 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 		if len(set) > 1 {
 			verb, obj = "configure", "them"
 		}
-		return nil, fmt.Errorf("proc: new listener: %s %s the socket Listen opens; set %s in the connector.Config of the Conn instead", strings.Join(set, " and "), verb, obj)
+		names := strings.Join(set[:len(set)-1], ", ")
+		if names != "" {
+			names += " and "
+		}
+		names += set[len(set)-1]
+		return nil, fmt.Errorf("proc: new listener: %s %s the socket Listen opens; set %s in the connector.Config of the Conn instead", names, verb, obj)
 	}
 	if c.Config().NoENOBUFS && !cfg.NoENOBUFS {
 		if err := cfg.checkNoENOBUFS("the Conn's connector.Config.NoENOBUFS"); err != nil {
@@ -206,6 +215,12 @@ func listenOnly(cfg *Config) []string {
 	}
 	if cfg.BatchSize != 0 {
 		set = append(set, "Config.BatchSize")
+	}
+	if cfg.KernelWait {
+		set = append(set, "Config.KernelWait")
+	}
+	if cfg.RawWait {
+		set = append(set, "Config.RawWait")
 	}
 	return set
 }

@@ -273,6 +273,8 @@ func TestNewListenerChecks(t *testing.T) {
 		{"NetNS", connector.Config{}, proc.Config{NetNS: 3}, "Config.NetNS configures the socket Listen opens; set it in", "BatchSize"},
 		{"BatchSize", connector.Config{}, proc.Config{BatchSize: 3}, "Config.BatchSize configures the socket Listen opens; set it in", "NetNS"},
 		{"both", connector.Config{}, proc.Config{NetNS: 3, BatchSize: 3}, "Config.NetNS and Config.BatchSize configure the socket Listen opens; set them in", ""},
+		{"KernelWait", connector.Config{}, proc.Config{KernelWait: true}, "Config.KernelWait configures the socket Listen opens; set it in", "BatchSize"},
+		{"three", connector.Config{}, proc.Config{BatchSize: 3, KernelWait: true, RawWait: true}, "Config.BatchSize, Config.KernelWait and Config.RawWait configure", "NetNS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := f.k.Dial(&tc.cfg)

@@ -134,3 +134,29 @@ func TestIntegrationPendingLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationListenKernelWait: Listen with Config.KernelWait opens its
+// socket with connector.Config.KernelWait and delivers events: the exit of
+// a child of ours.
+func TestIntegrationListenKernelWait(t *testing.T) {
+	l := listen(t, &Config{Kinds: KindExit, KernelWait: true})
+	if !l.c.Config().KernelWait {
+		t.Fatal("the Listener's Conn was not dialed with KernelWait")
+	}
+	pid := runHelperProc(t, "exit3")
+	if err := l.SetDeadline(time.Now().Add(eventTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	var ev Event
+	for {
+		if err := l.Next(&ev); err != nil {
+			t.Fatalf("waiting for the exit of %d: %v", pid, err)
+		}
+		if ev.Kind == KindExit && ev.PID == pid {
+			if ws := ev.WaitStatus(); ws.ExitStatus() != 3 {
+				t.Errorf("exit of %d: %v, want exit status 3", pid, ws)
+			}
+			return
+		}
+	}
+}

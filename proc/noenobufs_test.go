@@ -78,3 +78,21 @@ func listenNoENOBUFS(t *testing.T, f *fixture, kinds proc.Kind, exact bool) (*pr
 	l, err := f.listenOn(t, c, &proc.Config{Kinds: kinds, NoENOBUFS: true, ExactLoss: exact})
 	return l, c, err
 }
+
+// TestListenKernelWaitChecks: Listen with Config.KernelWait keeps its
+// namespace pre-check (which a caller who dials the Conn with
+// connector.Config.KernelWait and calls NewListener loses), and RawWait
+// without KernelWait is refused as connector.Dial refuses it.
+func TestListenKernelWaitChecks(t *testing.T) {
+	restore := proc.SetNamespaceCheck(func() error { return proc.ErrNamespace })
+	_, err := proc.Listen(&proc.Config{KernelWait: true})
+	restore()
+	if !errors.Is(err, proc.ErrNamespace) {
+		t.Errorf("Listen with KernelWait outside the initial namespaces: %v; want ErrNamespace", err)
+	}
+	_, err = proc.Listen(&proc.Config{RawWait: true})
+	if !errors.Is(err, connector.ErrInvalidConfig) && !errors.Is(err, proc.ErrNoProcEvents) && !errors.Is(err, proc.ErrNamespace) && !errors.Is(err, connector.ErrNotSupported) {
+		t.Errorf("Listen with RawWait alone: %v; want ErrInvalidConfig", err)
+	}
+	testutil.CheckErrorShape(t, "Listen with RawWait alone", err, "proc")
+}
