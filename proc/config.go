@@ -37,10 +37,12 @@ const MinMessageBufferSize = 16 + connector.HeaderLen + eventLen
 type Config struct {
 	// Kinds selects the event kinds to deliver, as a bitwise OR of Kind
 	// values; KindNonzeroExit selects the exits with a nonzero ExitCode. 0
-	// or KindAll means every kind, and so does a value with no bit of
-	// KindAll, as the kernel reads it. Other bits (KindNone, KindLost,
-	// bits the kernel does not define) are ignored: acknowledgements are
-	// never delivered and loss records always are. Events whose kind is not
+	// or KindAll means every kind. Other bits (KindLost, bits the kernel
+	// does not define) are ignored next to a kind: acknowledgements are
+	// never delivered and loss records always are. A value with such bits
+	// only (KindLost alone, say) selects no kind, and Listen and
+	// NewListener refuse it with an error matching
+	// connector.ErrInvalidConfig (the kernel would read it as every kind). Events whose kind is not
 	// a single kind this package knows (new kernel kinds, several bits at
 	// once) are delivered, with Event.Raw, only when every kind is
 	// selected.
@@ -224,6 +226,8 @@ func (cfg *Config) check() error {
 		return fmt.Errorf("%w: Config.BatchSize is %d; it must be 1 to %d, or 0 for DefaultListenBatchSize (%d)", connector.ErrInvalidConfig, cfg.BatchSize, connector.MaxBatchSize, DefaultListenBatchSize)
 	case cfg.AckTimeout < 0:
 		return fmt.Errorf("%w: Config.AckTimeout is %v; give a positive duration, or 0 for DefaultAckTimeout (%v)", connector.ErrInvalidConfig, cfg.AckTimeout, DefaultAckTimeout)
+	case cfg.Kinds != 0 && cfg.Kinds&KindAll == 0:
+		return fmt.Errorf("%w: Config.Kinds is %v, which selects no event kind (loss records are always delivered, and bits outside KindAll are ignored); give the kinds to deliver, or 0 for every kind", connector.ErrInvalidConfig, cfg.Kinds)
 	case cfg.NoENOBUFS:
 		return cfg.checkNoENOBUFS("Config.NoENOBUFS")
 	}

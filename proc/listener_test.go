@@ -171,10 +171,7 @@ func TestListenHandshake(t *testing.T) {
 			{Op: opListen, Kinds: proc.KindAll, Input: true},
 			{Op: opListen, Kinds: ^proc.KindNonzeroExit, Input: true},
 		}},
-		{"unknown bits only are unfiltered", false, 0x400, proc.ModeAll, []request{
-			{Op: opListen, Kinds: proc.KindAll, Input: true},
-			{Op: opListen, Kinds: ^proc.KindNonzeroExit, Input: true},
-		}},
+		// Unknown bits only: refused (TestKindsWithoutKind).
 		{"unfiltered before 6.6", true, 0, proc.ModeAll, []request{
 			{Op: opListen, Kinds: proc.KindAll, Input: true},
 			{Op: opListen},

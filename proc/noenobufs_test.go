@@ -96,3 +96,33 @@ func TestListenKernelWaitChecks(t *testing.T) {
 	}
 	testutil.CheckErrorShape(t, "Listen with RawWait alone", err, "proc")
 }
+
+// TestKindsWithoutKind: a Config.Kinds with no event kind in it (KindLost
+// alone, a bit the kernel does not define) used to mean every kind; Listen
+// and NewListener refuse it, naming the field, before sending anything.
+// KindLost next to a kind is accepted and ignored.
+func TestKindsWithoutKind(t *testing.T) {
+	defer proc.SetNamespaceCheck(func() error { return nil })()
+	f := newFixture(nil)
+	for _, k := range []proc.Kind{proc.KindLost, 0x400, proc.KindLost | 0x400} {
+		cfg := proc.Config{Kinds: k}
+		_, err := proc.Listen(&cfg)
+		if !errors.Is(err, connector.ErrInvalidConfig) || !strings.Contains(fmt.Sprint(err), "Config.Kinds") {
+			t.Errorf("Listen(Kinds %v): %v; want ErrInvalidConfig naming Config.Kinds", k, err)
+		}
+		testutil.CheckErrorShape(t, "Listen", err, "proc")
+		c := f.dial(t, 4)
+		_, err = proc.NewListener(c, &cfg)
+		c.Close()
+		if !errors.Is(err, connector.ErrInvalidConfig) {
+			t.Errorf("NewListener(Kinds %v): %v; want ErrInvalidConfig", k, err)
+		}
+	}
+	if reqs := f.a.Requests(); len(reqs) != 0 {
+		t.Errorf("requests sent despite the refusal: %+v", reqs)
+	}
+	l, _ := f.mustListen(t, &proc.Config{Kinds: proc.KindLost | proc.KindExec})
+	if l.Kinds() != proc.KindExec {
+		t.Errorf("Kinds() = %v, want %v", l.Kinds(), proc.KindExec)
+	}
+}
