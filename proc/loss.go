@@ -64,7 +64,8 @@ func (lc *lossCounter) setDrops(f func() (uint64, error)) {
 }
 
 // pending returns the drops the socket's counter shows that no count has
-// reported yet, and takes them as reported.
+// reported yet, at most 2^32-1 (what Event.Lost holds; the rest waits for
+// the next call), and takes them as reported.
 func (lc *lossCounter) pending() uint64 {
 	if lc.drops == nil {
 		return 0
@@ -78,7 +79,7 @@ func (lc *lossCounter) pending() uint64 {
 		if n-lc.base <= reported {
 			return 0
 		}
-		p := n - lc.base - reported
+		p := min(n-lc.base-reported, 1<<32-1)
 		lc.credit += p
 		return p
 	}
@@ -86,8 +87,8 @@ func (lc *lossCounter) pending() uint64 {
 		lc.avail += n - lc.seen
 		lc.seen = n
 	}
-	p := lc.avail
-	lc.avail = 0
+	p := min(lc.avail, 1<<32-1)
+	lc.avail -= p
 	return p
 }
 

@@ -28,3 +28,31 @@ func TestSeqTracker(t *testing.T) {
 		}
 	}
 }
+
+// pending reports at most what Event.Lost holds, and the rest on the next
+// call, with and without exact counting; a later gap takes back first what
+// pending reported (exact), so nothing is counted twice.
+func TestPendingCap(t *testing.T) {
+	for _, exact := range []bool{false, true} {
+		var drops uint64 = 10
+		lc := lossCounter{exact: exact}
+		lc.seqs.init()
+		lc.setDrops(func() (uint64, error) { return drops, nil })
+		drops += 1<<32 + 5
+		if p := lc.pending(); p != 1<<32-1 {
+			t.Errorf("exact %v: first pending %d, want %d", exact, p, uint64(1<<32-1))
+		}
+		if p := lc.pending(); p != 6 {
+			t.Errorf("exact %v: second pending %d, want 6", exact, p)
+		}
+		if p := lc.pending(); p != 0 {
+			t.Errorf("exact %v: third pending %d, want 0", exact, p)
+		}
+		if exact {
+			lc.observe(0, 1)
+			if lost, _ := lc.observe(0, 100); lost != 0 {
+				t.Errorf("a gap of 98 after pending reported more: %d counted again", lost)
+			}
+		}
+	}
+}

@@ -157,7 +157,7 @@ func (l *Listener) receive(ev *Event) (m connector.Message, lossFirst bool, err 
 				if n := l.loss.pending(); n > 0 {
 					l.lost.Add(n)
 					l.held = err
-					*ev = Event{Kind: KindLost, CPU: CPUUnknown, Lost: uint32(min(n, 1<<32-1))}
+					*ev = Event{Kind: KindLost, CPU: CPUUnknown, Lost: uint32(n)}
 					return m, true, nil
 				}
 			}
