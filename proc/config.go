@@ -227,7 +227,7 @@ func (cfg *Config) check() error {
 	case cfg.AckTimeout < 0:
 		return fmt.Errorf("%w: Config.AckTimeout is %v; give a positive duration, or 0 for DefaultAckTimeout (%v)", connector.ErrInvalidConfig, cfg.AckTimeout, DefaultAckTimeout)
 	case cfg.Kinds != 0 && cfg.Kinds&KindAll == 0:
-		return fmt.Errorf("%w: Config.Kinds is %v, which selects no event kind (loss records are always delivered, and bits outside KindAll are ignored); give the kinds to deliver, or 0 for every kind", connector.ErrInvalidConfig, cfg.Kinds)
+		return fmt.Errorf("%w: Config.Kinds (%#x, %v) selects no event kind: loss records (KindLost) are always delivered, and bits outside KindAll are ignored; give the kinds to deliver, or 0 for every kind", connector.ErrInvalidConfig, uint32(cfg.Kinds), cfg.Kinds)
 	case cfg.NoENOBUFS:
 		return cfg.checkNoENOBUFS("Config.NoENOBUFS")
 	}
