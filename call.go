@@ -191,6 +191,7 @@ func Call(ctx context.Context, c *Conn, req Message, to Destination, match Match
 // fails at once with an error matching [ErrNoAgent], where the Conn can tell
 // (see [Conn.Agents]); the kernel would drop it silently. Otherwise nothing
 // tells a sender that a request went unheard: always give ctx a deadline.
+// A nil ctx, c, match or fn fails at once with an error that names it.
 // Errors: ctx.Err() when ctx ends, [ErrClosed], [ErrNoAgent],
 // [ErrCallInHandler], [ErrHandlerPanic] when match or the WithUnmatched
 // handler panicked (a *[PanicError]; a panic in fn itself is not
@@ -208,6 +209,8 @@ func Exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 // exchange is Exchange claiming at most limit replies (0: no limit).
 func exchange(ctx context.Context, c *Conn, req Message, to Destination, match Match, fn func(reply Message, from Sender) bool, limit int, opts []CallOption) error {
 	switch {
+	case ctx == nil:
+		return &OpError{Op: "call", Err: errors.New("ctx is nil: give the call a context, with a deadline (the kernel drops requests nobody hears)")}
 	case c == nil:
 		return &OpError{Op: "call", Err: errors.New("nil Conn")}
 	case match == nil:

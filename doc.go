@@ -166,8 +166,12 @@
 // os.ErrDeadlineExceeded. Where the kernel gave an errno, the syscall.Errno
 // is in the chain too, so both the kind and the errno match.
 //
-// Nil arguments: an entry point that returns an error (Call, Exchange,
-// [Mux.Serve], [NewQueue]) returns one that names what is nil. Those that
+// Nil arguments: an entry point that returns an error returns one that
+// names what is nil, in an [*OpError], and never panics: a nil
+// context.Context, Conn, Match or reply function of Call and Exchange, a
+// nil context.Context, Conn or *Mux of [Mux.Serve] (a zero Mux serves, with
+// no routes), a nil handler of [NewQueue], a [Request] that has no Conn
+// ([Request.Reply]). Those that
 // return none and register a handler ([Mux.Handle], [Mux.HandleFunc],
 // [Mux.HandleIndex]) panic at once with a message that says what is wrong,
 // as net/http.ServeMux does: it is a programming error, better found at

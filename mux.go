@@ -195,6 +195,9 @@ func idKey(id CBID) uint64 { return uint64(id.Idx)<<32 | uint64(id.Val) }
 
 // lookup returns the handler for id, or nil.
 func (t *routeTable) lookup(id CBID) Handler {
+	if t == nil {
+		return nil // a zero Mux: no routes yet
+	}
 	if r := t.exact[idKey(id)]; r != nil {
 		return r.h
 	}
@@ -321,11 +324,16 @@ func (e *PanicError) Is(target error) bool { return target == ErrHandlerPanic }
 // ends): do not set one yourself while it runs. Only one Serve may run on a
 // Conn at a time; a second one fails at once. Calls may run on c at the same
 // time from other goroutines; a Call made on c from inside a handler fails
-// with [ErrCallInHandler] (see Call). A nil c is an error too, in an
-// *OpError with Op "serve".
+// with [ErrCallInHandler] (see Call). A nil ctx, c or Mux is an error
+// too, in an *OpError with Op "serve" that names it.
 func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
-	if c == nil {
+	switch {
+	case mx == nil:
+		return &OpError{Op: "serve", Err: errors.New("nil *Mux: make one with NewMux")}
+	case c == nil:
 		return &OpError{Op: "serve", Err: errors.New("nil Conn: give Serve the Conn to read (from Dial, or a cntest Kernel's Dial)")}
+	case ctx == nil:
+		return &OpError{Op: "serve", Err: errors.New("ctx is nil: give Serve a context (context.Background() to serve until the Conn is closed)")}
 	}
 	var onErr func(error)
 	var onStart func(*Conn)
