@@ -211,8 +211,8 @@ func exchange(ctx context.Context, c *Conn, req Message, to Destination, match M
 	switch {
 	case ctx == nil:
 		return &OpError{Op: "call", Err: errors.New("ctx is nil: give the call a context, with a deadline (the kernel drops requests nobody hears)")}
-	case c == nil:
-		return &OpError{Op: "call", Err: errors.New("nil Conn")}
+	case !c.usable():
+		return &OpError{Op: "call", Err: errNoConn}
 	case match == nil:
 		return &OpError{Op: "call", Err: errors.New("nil Match")}
 	case fn == nil:

@@ -120,7 +120,11 @@ type Config struct {
 	RawWait bool
 }
 
-// A Conn is a NETLINK_CONNECTOR socket.
+// A Conn is a NETLINK_CONNECTOR socket. Open one with [Dial] (or a cntest
+// Kernel's Dial): a nil or zero-value *Conn is not open, and its methods
+// fail with an error matching os.ErrInvalid that says so (PortID, Config
+// and Stats return zero values; a Reader from its NewReader fails on
+// Next).
 //
 // A Conn is safe for concurrent use: sends may run alongside receives, and
 // Close may be called from any goroutine, which unblocks a pending receive
@@ -273,6 +277,9 @@ func newConn(t transport.Transport, cfg *Config) (*Conn, error) {
 // (see [Reader.Next]). To read both first, call [Conn.Flush] and read until
 // ErrFlushed.
 func (c *Conn) Close() error {
+	if !c.usable() {
+		return &OpError{Op: "close", Err: errNoConn}
+	}
 	if c.closed.Swap(true) {
 		return &OpError{Op: "close", Err: errClosed}
 	}
@@ -285,16 +292,31 @@ func (c *Conn) Close() error {
 
 // PortID returns the socket's netlink port id, the address userspace peers
 // send unicast messages to.
-func (c *Conn) PortID() uint32 { return c.port }
+func (c *Conn) PortID() uint32 {
+	if c == nil {
+		return 0
+	}
+	return c.port
+}
 
 // Config returns the configuration the Conn runs with, defaults filled in.
 func (c *Conn) Config() Config {
+	if c == nil {
+		return Config{}
+	}
 	cfg := c.cfg
 	cfg.Groups = append([]Group(nil), c.cfg.Groups...)
 	return cfg
 }
 
+// usable reports whether c was opened (by Dial or a cntest Kernel): not a
+// nil or zero-value *Conn.
+func (c *Conn) usable() bool { return c != nil && c.t != nil }
+
 func (c *Conn) checkOpen(op string) error {
+	if !c.usable() {
+		return &OpError{Op: op, Err: errNoConn}
+	}
 	if c.closed.Load() {
 		return &OpError{Op: op, Err: errClosed}
 	}

@@ -171,7 +171,11 @@
 // context.Context, Conn, Match or reply function of Call and Exchange, a
 // nil context.Context, Conn or *Mux of [Mux.Serve] (a zero Mux serves, with
 // no routes), a nil handler of [NewQueue], a [Request] that has no Conn
-// ([Request.Reply]). Those that
+// ([Request.Reply]). A nil or zero-value *Conn (one that Dial did not open)
+// is not open: every method of it that returns an error returns one matching
+// os.ErrInvalid that says so, [Conn.PortID], [Conn.Config] and [Conn.Stats]
+// return zero values, and a Reader from its [Conn.NewReader] fails on Next
+// the same way. Those that
 // return none and register a handler ([Mux.Handle], [Mux.HandleFunc],
 // [Mux.HandleIndex]) panic at once with a message that says what is wrong,
 // as net/http.ServeMux does: it is a programming error, better found at

@@ -74,6 +74,11 @@ type closedError struct{}
 func (closedError) Error() string   { return ErrClosed.Error() }
 func (closedError) Unwrap() []error { return []error{ErrClosed, os.ErrClosed, net.ErrClosed} }
 
+// errNoConn is the cause of every error of a method of a nil or zero-value
+// *Conn, one that Dial did not open: it matches os.ErrInvalid, as the
+// methods of a nil *os.File do.
+var errNoConn = fmt.Errorf("nil or zero-value *Conn (%w): open one with Dial, or a cntest Kernel's Dial", os.ErrInvalid)
+
 // errReleased is the cause of the errors of a Reader after Release while
 // its Conn is open: it matches what errClosed matches, and says what was
 // released.
@@ -88,6 +93,9 @@ func (releasedError) Unwrap() []error { return []error{ErrClosed, os.ErrClosed, 
 
 // closedErr is the error of a Reader's call after Release or Close.
 func (r *Reader) closedErr() error {
+	if !r.c.usable() {
+		return &OpError{Op: "receive", Err: errNoConn}
+	}
 	if r.b == nil && !r.c.isClosed() {
 		return &OpError{Op: "receive", Err: errReleased}
 	}

@@ -330,8 +330,8 @@ func (mx *Mux) Serve(ctx context.Context, c *Conn, opts *ServeOptions) error {
 	switch {
 	case mx == nil:
 		return &OpError{Op: "serve", Err: errors.New("nil *Mux: make one with NewMux")}
-	case c == nil:
-		return &OpError{Op: "serve", Err: errors.New("nil Conn: give Serve the Conn to read (from Dial, or a cntest Kernel's Dial)")}
+	case !c.usable():
+		return &OpError{Op: "serve", Err: errNoConn}
 	case ctx == nil:
 		return &OpError{Op: "serve", Err: errors.New("ctx is nil: give Serve a context (context.Background() to serve until the Conn is closed)")}
 	}

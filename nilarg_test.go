@@ -3,6 +3,9 @@ package connector_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -32,7 +35,7 @@ func TestNilArguments(t *testing.T) {
 		{"Exchange(nil ctx)", "ctx is nil", func() error {
 			return connector.Exchange(nilCtx, c, msg, to, connector.MatchSeq, keep)
 		}},
-		{"Call(nil Conn)", "nil Conn", func() error {
+		{"Call(nil Conn)", "nil or zero-value *Conn", func() error {
 			_, _, err := connector.Call(context.Background(), nil, msg, to, connector.MatchSeq)
 			return err
 		}},
@@ -46,7 +49,7 @@ func TestNilArguments(t *testing.T) {
 		{"Serve(nil ctx)", "ctx is nil", func() error {
 			return connector.NewMux().Serve(nilCtx, c, nil)
 		}},
-		{"Serve(nil Conn)", "nil Conn", func() error {
+		{"Serve(nil Conn)", "nil or zero-value *Conn", func() error {
 			return connector.NewMux().Serve(context.Background(), nil, nil)
 		}},
 		{"nil Mux.Serve", "nil *Mux", func() error {
@@ -104,4 +107,67 @@ func TestZeroMuxServe(t *testing.T) {
 	}
 	cancel()
 	awaitErr(t, done, fakeWait, context.Canceled, "Serve of a zero Mux")
+}
+
+// TestUnopenedConn: every method of a nil or zero-value *Conn (one that
+// Dial did not open) returns an error matching os.ErrInvalid that says so,
+// or a zero value, and never panics; a Reader from its NewReader fails on
+// Next the same way. The methods are found by reflection, so a method added
+// later is checked too.
+func TestUnopenedConn(t *testing.T) {
+	for name, c := range map[string]*connector.Conn{"nil": nil, "zero": {}} {
+		v := reflect.ValueOf(c)
+		for i := range v.NumMethod() {
+			m := v.Type().Method(i)
+			what := fmt.Sprintf("%s *Conn's %s", name, m.Name)
+			args := make([]reflect.Value, m.Type.NumIn()-1)
+			for j := range args {
+				at := m.Type.In(j + 1)
+				args[j] = reflect.New(at).Elem()
+				if at.Kind() == reflect.Uint32 {
+					args[j].SetUint(1) // a valid port id or group, so that only the Conn is wrong
+				}
+			}
+			out, ok := callNoPanic(t, what, func() []reflect.Value { return v.Method(i).Call(args) })
+			if !ok {
+				continue
+			}
+			if m.Name == "NewReader" {
+				r := out[0].Interface().(*connector.Reader)
+				var err error
+				if _, ok := callNoPanic(t, what+"().Next", func() []reflect.Value { _, _, err = r.Next(); return nil }); ok {
+					checkUnopened(t, what+"().Next", err)
+				}
+				callNoPanic(t, what+"().Release", func() []reflect.Value { r.Release(); return nil })
+				continue
+			}
+			last := m.Type.Out(m.Type.NumOut() - 1)
+			if last != reflect.TypeFor[error]() {
+				continue // PortID, Config, Stats: zero values
+			}
+			err, _ := out[len(out)-1].Interface().(error)
+			checkUnopened(t, what, err)
+		}
+	}
+}
+
+func checkUnopened(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, os.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "zero-value *Conn") {
+		t.Errorf("%s: %v, want an error matching os.ErrInvalid that says the Conn is not open", what, err)
+		return
+	}
+	testutil.CheckErrorShape(t, what, err, "connector")
+}
+
+// callNoPanic runs f and fails t if it panics.
+func callNoPanic(t *testing.T, what string, f func() []reflect.Value) (out []reflect.Value, ok bool) {
+	t.Helper()
+	defer func() {
+		if v := recover(); v != nil {
+			t.Errorf("%s panicked: %v", what, v)
+			ok = false
+		}
+	}()
+	return f(), true
 }

@@ -46,6 +46,9 @@ type Reader struct {
 // NewReader returns a Reader with a batch of [Config.BatchSize] buffers of
 // [Config.MessageBufferSize] bytes each, taken from the Conn's pool.
 func (c *Conn) NewReader() *Reader {
+	if !c.usable() {
+		return &Reader{c: c} // Next fails: the Conn is not open
+	}
 	r := &Reader{c: c, b: c.batches.Get().(*transport.Batch)}
 	r.seen = &r.own
 	r.own.Store(c.flush.gen.Load())
@@ -176,6 +179,9 @@ func (r *Reader) discard() {
 // io.Reader, process the messages before considering the error. All calls
 // to Receive on a Conn count as one reader for [Conn.Flush].
 func (c *Conn) Receive() ([]Message, Sender, error) {
+	if !c.usable() {
+		return nil, Sender{}, &OpError{Op: "receive", Err: errNoConn}
+	}
 	r := c.singles.get()
 	defer c.singles.put(r)
 	if c.isClosed() {

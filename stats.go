@@ -50,6 +50,9 @@ type counters struct {
 // Stats returns the receive counters. It is safe to call at any time, from
 // any goroutine.
 func (c *Conn) Stats() Stats {
+	if c == nil {
+		return Stats{}
+	}
 	n := &c.counters
 	return Stats{
 		Datagrams: n.datagrams.Load(),
