@@ -94,7 +94,7 @@ func TestServeAndReaderTexts(t *testing.T) {
 
 	err = connector.NewMux().Serve(ctxT(t), nil, nil)
 	var oe *connector.OpError
-	if !errors.As(err, &oe) || oe.Op != "serve" || !strings.Contains(err.Error(), "nil Conn") {
+	if !errors.As(err, &oe) || oe.Op != "serve" || !strings.Contains(err.Error(), "nil or zero-value *Conn") {
 		t.Errorf("Serve on a nil Conn: %v; want an *OpError with Op serve naming the nil Conn", err)
 	}
 	checkText(t, "Serve on a nil Conn", err)
