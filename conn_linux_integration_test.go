@@ -1268,8 +1268,59 @@ func TestIntegrationBPF(t *testing.T) {
 		t.Fatalf("after a refused filter got seq %d, want 6", m.Seq)
 	}
 	// An empty filter removes the filter.
-	if err := rx.SetBPF(nil); err != nil && !errors.Is(err, syscall.ENOENT) {
+	if err := rx.SetBPF(nil); err != nil {
 		t.Errorf("SetBPF(nil): %v", err)
+	}
+}
+
+// TestIntegrationBPFErrors: detaching when no filter is attached succeeds;
+// the kernel's refusals say what was wrong. Attaching and detaching need
+// no privilege: this runs as any user.
+func TestIntegrationBPFErrors(t *testing.T) {
+	c := testutil.Dial(t, connector.Dial, nil)
+	for name, detach := range map[string]func() error{
+		"RemoveBPF": c.RemoveBPF, "SetBPF(nil)": func() error { return c.SetBPF(nil) },
+	} {
+		if err := detach(); err != nil {
+			t.Errorf("%s with no filter attached: %v, want success", name, err)
+		}
+	}
+	ret := bpf.RawInstruction{Op: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}
+	for name, prog := range map[string][]bpf.RawInstruction{
+		"a jump past the end":        {{Op: unix.BPF_JMP | unix.BPF_JA, K: 10}, ret},
+		"no return at the end":       {{Op: unix.BPF_LD | unix.BPF_IMM, K: 1}},
+		"a division by constant 0":   {{Op: unix.BPF_ALU | unix.BPF_DIV | unix.BPF_K, K: 0}, ret},
+		"an unknown opcode":          {{Op: 0xffff}, ret},
+		"a load of unwritten M[3]":   {{Op: unix.BPF_LD | unix.BPF_MEM, K: 3}, ret},
+		"a scratch index past M[15]": {{Op: unix.BPF_ST, K: 16}, ret},
+	} {
+		err := c.SetBPF(prog)
+		errorsIsAll(t, err, connector.ErrInvalidConfig, syscall.EINVAL)
+		mustContain(t, err, "invalid classic BPF", fmt.Sprintf("%d-instruction", len(prog)))
+		testutil.CheckErrorShape(t, "SetBPF("+name+")", err, "connector")
+	}
+	// A locked filter can be neither replaced nor removed.
+	if err := c.SetBPF([]bpf.RawInstruction{ret}); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) { lerr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_LOCK_FILTER, 1) }); err != nil || lerr != nil {
+		t.Fatalf("SO_LOCK_FILTER: %v %v", err, lerr)
+	}
+	for name, f := range map[string]func() error{
+		"RemoveBPF": c.RemoveBPF, "SetBPF": func() error { return c.SetBPF([]bpf.RawInstruction{ret}) },
+	} {
+		err := f()
+		errorsIsAll(t, err, os.ErrPermission)
+		mustContain(t, err, "SO_LOCK_FILTER")
+		if strings.Contains(fmt.Sprint(err), "CAP_NET_ADMIN") {
+			t.Errorf("%s on a locked filter: %q blames a capability", name, err)
+		}
+		testutil.CheckErrorShape(t, name+" on a locked filter", err, "connector")
 	}
 }
 

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 
@@ -86,8 +87,13 @@ const bpfMaxInsns = 4096
 // that returns 0 drops the datagram. Offsets count from the start of the
 // netlink header: the cn_msg header starts at 16 and the payload at 36.
 // Loads are big-endian while connector fields are in host byte order. A
-// program has at most 4096 instructions (BPF_MAXINSNS, ErrInvalidConfig
-// otherwise); the kernel checks the rest and fails with EINVAL.
+// program has at most 4096 instructions (BPF_MAXINSNS); the kernel checks
+// the rest (net/core/filter.c, bpf_check_classic). A program either check
+// refuses fails with an error matching ErrInvalidConfig and EINVAL that
+// says what the kernel checks; one larger than the socket's option memory
+// (net.core.optmem_max) with ENOMEM, and every change of a filter locked
+// with SO_LOCK_FILTER with an error matching os.ErrPermission that says
+// so. Detaching when no filter is attached succeeds.
 func (c *Conn) SetBPF(filter []bpf.RawInstruction) error {
 	const op = "set BPF filter"
 	if err := c.checkOpen(op); err != nil {
@@ -98,17 +104,40 @@ func (c *Conn) SetBPF(filter []bpf.RawInstruction) error {
 		// reach the kernel cut short.
 		return opErr(op, fmt.Errorf("%w: a socket filter may have at most %d instructions (BPF_MAXINSNS), not %d: %w", ErrInvalidConfig, bpfMaxInsns, len(filter), syscall.EINVAL))
 	}
-	return opErr(op, c.mapErr(c.t.SetBPF(filter), op))
+	return opErr(op, c.mapBPFErr(c.t.SetBPF(filter), len(filter), op))
 }
 
-// RemoveBPF detaches the socket filter (SO_DETACH_FILTER). Without a filter
-// attached the kernel fails with ENOENT.
+// RemoveBPF detaches the socket filter (SO_DETACH_FILTER), as SetBPF(nil)
+// does. Without a filter attached there is nothing to do, and it succeeds
+// (the kernel's ENOENT is not an error here). A filter locked with
+// SO_LOCK_FILTER cannot be removed: the error matches os.ErrPermission.
 func (c *Conn) RemoveBPF() error {
 	const op = "remove BPF filter"
 	if err := c.checkOpen(op); err != nil {
 		return err
 	}
-	return opErr(op, c.mapErr(c.t.SetBPF(nil), op))
+	return opErr(op, c.mapBPFErr(c.t.SetBPF(nil), 0, op))
+}
+
+// mapBPFErr maps the kernel's error of attaching a program of n
+// instructions (n > 0) or detaching the filter (n == 0): its errnos mean
+// specific things there (net/core/filter.c, sk_attach_filter and
+// sk_detach_filter).
+func (c *Conn) mapBPFErr(err error, n int, op string) error {
+	switch {
+	case err == nil:
+		return nil
+	case n == 0 && errors.Is(err, syscall.ENOENT):
+		return nil // no filter was attached: detached already
+	case errors.Is(err, syscall.EPERM):
+		// Attaching and detaching need no privilege: EPERM is the lock.
+		return fmt.Errorf("the socket's filter is locked (SO_LOCK_FILTER was set): it can no longer be replaced or removed on this socket: %w", err)
+	case n > 0 && errors.Is(err, syscall.EINVAL):
+		return fmt.Errorf("%w: the kernel refused the %d-instruction program as invalid classic BPF (it needs a known opcode in every instruction, jumps that stay inside the program, loads from scratch memory M[0] to M[15] only after a store to it, no division or modulo by a constant 0, and a return as the last instruction): %w", ErrInvalidConfig, n, err)
+	case n > 0 && errors.Is(err, syscall.ENOMEM):
+		return fmt.Errorf("the %d-instruction program does not fit the socket's option memory (net.core.optmem_max; raise it or shorten the program): %w", n, err)
+	}
+	return c.mapErr(err, op)
 }
 
 // SyscallConn returns the raw socket, for options this package does not
