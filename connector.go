@@ -93,8 +93,12 @@ type Config struct {
 	// the poller's). Sends wait in the kernel too: a unicast to a full
 	// receiver sleeps in sendto until it has room instead of retrying. The
 	// price: each waiting call holds an OS thread, and Close, Flush and
-	// changed deadlines take effect within 10 ms instead of at once. Off by
-	// default.
+	// changed deadlines take effect at the end of the current wait slice
+	// instead of at once: the slice is 10 ms (SO_RCVTIMEO), which the
+	// kernel rounds up to whole clock ticks (12 ms at CONFIG_HZ=250, 13.3
+	// ms at CONFIG_HZ=300), and the waiting thread's wake-up adds to it: a
+	// Close or a past deadline took effect after at most 15 ms (median 7
+	// ms) at CONFIG_HZ=250. Off by default.
 	KernelWait bool
 
 	// RawWait, with KernelWait, makes a receive's wait in recvmmsg a raw
@@ -105,8 +109,8 @@ type Config struct {
 	// reader of a busy source used a quarter less CPU per message than
 	// with KernelWait alone, and less than a plain Go recvmmsg loop
 	// (benchmarks/README.md, "The scheduler's bookkeeping of a system
-	// call"). The price: while it waits, for up to KernelWait's 10 ms at a
-	// time, that P runs no other goroutine, so a program has one P fewer
+	// call"). The price: while it waits, for up to one of KernelWait's
+	// wait slices at a time (10 ms, rounded up to clock ticks), that P runs no other goroutine, so a program has one P fewer
 	// for its other work. To keep the program running, at most
 	// GOMAXPROCS-1 receives of the process wait this way at once (the
 	// others wait as with KernelWait alone), so none does at GOMAXPROCS=1;

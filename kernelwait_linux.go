@@ -29,7 +29,8 @@ import (
 // syscall.RawConn.
 
 // kernelWaitSlice bounds one wait in the kernel (SO_RCVTIMEO): Close, Flush
-// and a changed read deadline take effect within a slice.
+// and a changed read deadline take effect within a slice, which the kernel
+// rounds up to whole clock ticks (12 ms at CONFIG_HZ=250), plus a wake-up.
 const kernelWaitSlice = 10 * time.Millisecond
 
 // leavePoller moves t onto a duplicate of its descriptor that the runtime
