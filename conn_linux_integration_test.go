@@ -13,6 +13,7 @@ package connector_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1270,6 +1271,32 @@ func TestIntegrationBPF(t *testing.T) {
 	// An empty filter removes the filter.
 	if err := rx.SetBPF(nil); err != nil {
 		t.Errorf("SetBPF(nil): %v", err)
+	}
+}
+
+// TestIntegrationSendNoAgent: the kernel drops a message for an id no
+// agent registered, and Send cannot tell (its documented contract); Agents
+// shows the id is not registered, and Call fails at once with ErrNoAgent.
+func TestIntegrationSendNoAgent(t *testing.T) {
+	testutil.RequireInitialNetNS(t)
+	c := testutil.Dial(t, connector.Dial, nil)
+	id := testID()
+	agents, err := c.Agents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents {
+		if a.ID == id {
+			t.Fatalf("test id %v is registered by %v", id, a)
+		}
+	}
+	if err := c.Send(connector.Message{ID: id, Seq: 1}); err != nil {
+		t.Errorf("Send to %v, which no agent registered: %v, want nil (the kernel drops it silently)", id, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, _, err := connector.Call(ctx, c, connector.Message{ID: id, Seq: 2}, connector.Destination{}, connector.MatchSeqAck); !errors.Is(err, connector.ErrNoAgent) {
+		t.Errorf("Call to %v: %v, want ErrNoAgent", id, err)
 	}
 }
 

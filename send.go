@@ -14,6 +14,12 @@ import (
 // itself. The payload may be at most MaxKernelPayload bytes: the kernel
 // silently drops larger messages. The error matches ErrNotInitialNetNS when
 // the socket is not in the initial network namespace.
+//
+// A message for an id that no kernel agent registered is dropped by the
+// kernel without a word, and Send returns nil: a successful Send means the
+// kernel took the datagram, not that an agent heard it. [Conn.Agents] lists
+// the registered ids, and [Call] and [Exchange] check them first and fail
+// at once with [ErrNoAgent].
 func (c *Conn) Send(m Message) error {
 	if len(m.Data) > MaxKernelPayload {
 		return &OpError{Op: "send", Err: fmt.Errorf("%w: payload of %d bytes exceeds the %d bytes the kernel accepts (CONNECTOR_MAX_MSG_SIZE minus the header); the kernel would drop it silently", ErrMessageTooLarge, len(m.Data), MaxKernelPayload)}
