@@ -27,12 +27,26 @@ type datagram struct {
 
 func (d *datagram) reset(b []byte) { d.rest, d.cur, d.fresh = b, nil, true }
 
+// more reports whether bytes are left to walk (or an empty datagram to
+// report).
+func (d *datagram) more() bool { return len(d.cur) > 0 || len(d.rest) > 0 || d.fresh }
+
 // next decodes the next cn_msg into m and returns true, false when the
 // datagram is exhausted, or an error, after which the rest of the datagram
 // is abandoned. Filling m in place keeps the fast path free of large
 // return values.
 func (d *datagram) next(m *Message) (bool, error) {
 	for {
+		// The fast path: a whole cn_msg at the start of the current netlink
+		// message, with len within MaxMessageSize and within the bytes left
+		// (the checks of decode, which reports what is wrong otherwise).
+		if c := d.cur; len(c) >= HeaderLen {
+			if end := HeaderLen + int(binary.NativeEndian.Uint16(c[16:18])); end <= HeaderLen+MaxMessageSize && end <= len(c) {
+				m.fill((*[HeaderLen]byte)(c), c[HeaderLen:end:end])
+				d.cur = c[end:]
+				return true, nil
+			}
+		}
 		if len(d.cur) > 0 {
 			if len(d.cur) < HeaderLen && isPadding(d.cur) {
 				d.cur = nil
@@ -45,6 +59,25 @@ func (d *datagram) next(m *Message) (bool, error) {
 			}
 			d.cur = d.cur[n:]
 			return true, nil
+		}
+		// The fast path of a netlink message: its header, nlmsg_len within
+		// the bytes that arrived, and a whole first cn_msg within it, read
+		// at fixed offsets after one length check. Anything else takes the
+		// checks below, which say what is wrong.
+		if r := d.rest; len(r) >= nlmsgHeaderLen+HeaderLen {
+			h := (*[nlmsgHeaderLen + HeaderLen]byte)(r)
+			l32 := binary.NativeEndian.Uint32(h[0:4])
+			if l32 >= nlmsgHeaderLen+HeaderLen && uint64(l32) <= uint64(len(r)) {
+				l := int(l32)
+				end := nlmsgHeaderLen + HeaderLen + int(binary.NativeEndian.Uint16(h[nlmsgHeaderLen+16:nlmsgHeaderLen+18]))
+				if end <= l && end <= nlmsgHeaderLen+HeaderLen+MaxMessageSize {
+					m.fill((*[HeaderLen]byte)(h[nlmsgHeaderLen:]), r[nlmsgHeaderLen+HeaderLen:end:end])
+					d.cur = r[end:l:l]
+					d.rest = r[min(nlmsgAlign(l), len(r)):]
+					d.fresh = false
+					return true, nil
+				}
+			}
 		}
 		if len(d.rest) == 0 {
 			if d.fresh {

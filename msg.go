@@ -88,13 +88,19 @@ func (m *Message) decode(b []byte) (int, error) {
 	if HeaderLen+l > len(b) {
 		return 0, &MessageError{Reason: fmt.Sprintf("header len %d is larger than the %d payload bytes that arrived", l, len(b)-HeaderLen)}
 	}
-	m.ID.Idx = binary.NativeEndian.Uint32(b[0:4])
-	m.ID.Val = binary.NativeEndian.Uint32(b[4:8])
-	m.Seq = binary.NativeEndian.Uint32(b[8:12])
-	m.Ack = binary.NativeEndian.Uint32(b[12:16])
-	m.Flags = binary.NativeEndian.Uint16(b[18:20])
-	m.Data = b[HeaderLen : HeaderLen+l : HeaderLen+l]
+	m.fill((*[HeaderLen]byte)(b), b[HeaderLen:HeaderLen+l:HeaderLen+l])
 	return HeaderLen + l, nil
+}
+
+// fill sets m from a checked cn_msg header h and its payload data: the
+// header is read at fixed offsets of the array, without bounds checks.
+func (m *Message) fill(h *[HeaderLen]byte, data []byte) {
+	m.ID.Idx = binary.NativeEndian.Uint32(h[0:4])
+	m.ID.Val = binary.NativeEndian.Uint32(h[4:8])
+	m.Seq = binary.NativeEndian.Uint32(h[8:12])
+	m.Ack = binary.NativeEndian.Uint32(h[12:16])
+	m.Flags = binary.NativeEndian.Uint16(h[18:20])
+	m.Data = data
 }
 
 // ParseMessages decodes every cn_msg packed back to back in b, as w1 does for

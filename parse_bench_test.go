@@ -34,6 +34,3 @@ func BenchmarkReaderParse(b *testing.B) {
 		}
 	}
 }
-
-// more reports whether bytes are left to walk.
-func (d *datagram) more() bool { return len(d.cur) > 0 || len(d.rest) > 0 || d.fresh }

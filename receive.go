@@ -96,13 +96,17 @@ func (r *Reader) Next() (Message, Sender, error) {
 			r.discard()
 			return Message{}, Sender{}, r.closedErr()
 		}
-		more, err := r.d.next(&r.m)
-		if err != nil {
-			return Message{}, r.from, r.c.malformed(err, r.from)
-		}
-		if more {
-			r.c.delivered(1)
-			return r.m, r.from, nil
+		// An exhausted datagram is not walked again: the next one is
+		// admitted at once.
+		if r.d.more() {
+			more, err := r.d.next(&r.m)
+			if err != nil {
+				return Message{}, r.from, r.c.malformed(err, r.from)
+			}
+			if more {
+				r.c.delivered(1)
+				return r.m, r.from, nil
+			}
 		}
 		if err := r.nextDatagram(); err != nil {
 			return Message{}, r.from, err
@@ -116,11 +120,9 @@ func (r *Reader) Next() (Message, Sender, error) {
 func (r *Reader) nextDatagram() error {
 	for {
 		if r.i < r.n {
-			buf, meta := r.b.Bufs[r.i], r.b.Meta[r.i]
+			i := r.i
 			r.i++
-			var ok bool
-			var err error
-			r.from, ok, err = r.c.admit(&r.d, buf, meta)
+			ok, err := r.c.admit(&r.d, &r.from, r.b, i)
 			if ok || err != nil {
 				return err
 			}
@@ -156,9 +158,10 @@ func (r *Reader) discard() {
 		if r.i >= r.n {
 			break
 		}
-		buf, meta := r.b.Bufs[r.i], r.b.Meta[r.i]
+		i := r.i
 		r.i++
-		if _, ok, _ := r.c.admit(&r.d, buf, meta); !ok {
+		var from Sender
+		if ok, _ := r.c.admit(&r.d, &from, r.b, i); !ok {
 			r.d = datagram{}
 		}
 	}
@@ -243,22 +246,29 @@ func (c *Conn) receive(b *transport.Batch, seen *atomic.Uint64) (int, error) {
 	return n, nil
 }
 
-// admit applies the sender and truncation checks to a datagram (counted
-// when its batch arrived), then prepares d for walking its messages. ok is
-// false when the datagram was dropped.
-func (c *Conn) admit(d *datagram, buf []byte, meta transport.Meta) (from Sender, ok bool, err error) {
-	from = Sender{Port: meta.Port, Group: groupFromMask(meta.Groups)}
-	if !c.cfg.Senders.Accepts(from) {
-		c.counters.foreign.Add(1)
-		return from, false, nil
-	}
-	if meta.Trunc || meta.N > len(buf) {
-		c.counters.truncated.Add(1)
-		return from, false, &OpError{Op: "receive", Err: fmt.Errorf("%w: %d bytes from %v against a %d-byte buffer; the datagram was discarded, raise Config.MessageBufferSize (%w)",
-			ErrTruncated, meta.N, from, len(buf), syscall.EMSGSIZE)}
+// admit applies the sender and truncation checks to datagram i of b
+// (counted when its batch arrived), sets *from to its sender, then prepares
+// d for walking its messages. ok is false when the datagram was dropped.
+func (c *Conn) admit(d *datagram, from *Sender, b *transport.Batch, i int) (ok bool, err error) {
+	buf, meta := b.Bufs[i], &b.Meta[i]
+	*from = Sender{Port: meta.Port, Group: groupFromMask(meta.Groups)}
+	if !c.cfg.Senders.Accepts(*from) || meta.Trunc || meta.N > len(buf) {
+		return false, c.refuse(*from, len(buf), meta)
 	}
 	d.reset(buf[:meta.N])
-	return from, true, nil
+	return true, nil
+}
+
+// refuse counts a datagram that admit drops: from a sender the policy
+// rejects (no error), or truncated (an error matching ErrTruncated).
+func (c *Conn) refuse(from Sender, size int, meta *transport.Meta) error {
+	if !c.cfg.Senders.Accepts(from) {
+		c.counters.foreign.Add(1)
+		return nil
+	}
+	c.counters.truncated.Add(1)
+	return &OpError{Op: "receive", Err: fmt.Errorf("%w: %d bytes from %v against a %d-byte buffer; the datagram was discarded, raise Config.MessageBufferSize (%w)",
+		ErrTruncated, meta.N, from, size, syscall.EMSGSIZE)}
 }
 
 // malformed counts a message error and names its sender in it.
