@@ -896,7 +896,13 @@ func TestIntegrationPermissions(t *testing.T) {
 			t.Errorf("%s without CAP_NET_ADMIN: error %q carries another library's text or a second prefix", op, r.Err)
 		}
 	}
-	// A refused Dial names the groups it asked for, as JoinGroup does.
+	// Refusals name what was refused: the port, the group, the groups.
+	if r := got["SendTo"]; !strings.Contains(r.Err, "port "+strconv.FormatUint(uint64(rx.PortID()), 10)) {
+		t.Errorf("SendTo without CAP_NET_ADMIN: %q does not name the port", r.Err)
+	}
+	if r := got["Multicast"]; !strings.Contains(r.Err, "group "+groupNoCap.String()) {
+		t.Errorf("Multicast without CAP_NET_ADMIN: %q does not name the group", r.Err)
+	}
 	if r := got["Dial(Groups: 21, 22, 24)"]; !strings.Contains(r.Err, "groups 21, 22 and 24") || !strings.Contains(r.Err, "22 and 24 are even-numbered") {
 		t.Errorf("Dial(Groups: 21, 22, 24) without CAP_NET_ADMIN: %q does not name the groups", r.Err)
 	}

@@ -180,8 +180,9 @@ func (c *Conn) mapErr(err error, op string) error {
 	return err
 }
 
-// mapSendErr maps an error of a send to port (0: the kernel).
-func (c *Conn) mapSendErr(err error, port uint32) error {
+// mapSendErr maps an error of a send to port (0: the kernel) or, with
+// port 0, to the groups of a multicast bitmask.
+func (c *Conn) mapSendErr(err error, port, groups uint32) error {
 	switch {
 	case errors.Is(err, os.ErrClosed) || c.closed.Load():
 		return errClosed
@@ -189,8 +190,10 @@ func (c *Conn) mapSendErr(err error, port uint32) error {
 		return fmt.Errorf("%w (%w)", ErrNotInitialNetNS, err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("no socket has port id %d (or it is connected to another peer): %w", port, err)
-	case errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("sending to a userspace port or a group needs CAP_NET_ADMIN; only messages to the kernel (port 0) are unprivileged: %w", err)
+	case errors.Is(err, syscall.EPERM) && groups != 0:
+		return fmt.Errorf("multicasting on group %d needs CAP_NET_ADMIN; only messages to the kernel (port 0) are unprivileged: %w", groupFromMask(groups), err)
+	case errors.Is(err, syscall.EPERM) && port != 0:
+		return fmt.Errorf("sending to userspace port %d needs CAP_NET_ADMIN; only messages to the kernel (port 0) are unprivileged: %w", port, err)
 	case errors.Is(err, syscall.EMSGSIZE):
 		return fmt.Errorf("%w: the datagram is larger than the socket's send buffer; raise it with SetWriteBuffer: %w", ErrMessageTooLarge, err)
 	}

@@ -2,6 +2,7 @@ package connector_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -185,6 +186,25 @@ func TestDialRefusedGroupsNamed(t *testing.T) {
 		errorsIsAll(t, err, os.ErrPermission)
 		mustContain(t, err, tt.want...)
 		testutil.CheckErrorShape(t, "Dial", err, "connector")
+	}
+	// So do a unicast and a multicast refused for the same reason: they
+	// name the port and the group.
+	u, err := k.DialUnprivileged(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	peer := dialFake(t, k, nil)
+	for what, tt := range map[string]struct {
+		err  error
+		want string
+	}{
+		"SendTo":    {u.SendTo(peer.PortID(), connector.Message{ID: idA}), fmt.Sprintf("sending to userspace port %d needs CAP_NET_ADMIN", peer.PortID())},
+		"Multicast": {u.Multicast(22, connector.Message{ID: idA}), "multicasting on group 22 needs CAP_NET_ADMIN"},
+	} {
+		errorsIsAll(t, tt.err, os.ErrPermission)
+		mustContain(t, tt.err, tt.want)
+		testutil.CheckErrorShape(t, what, tt.err, "connector")
 	}
 	// JoinGroup names its group the same way.
 	c, err := k.DialUnprivileged(nil)

@@ -74,7 +74,7 @@ func (c *Conn) send(op string, m Message, port, groups uint32) error {
 	*bp = b
 	c.sendBuf.put(bp)
 	if err != nil {
-		return opErr(op, c.mapSendErr(err, port))
+		return opErr(op, c.mapSendErr(err, port, groups))
 	}
 	return nil
 }
@@ -113,7 +113,7 @@ func (c *Conn) sendStack(op string, m Message, port, groups uint32) error {
 		err = c.kw.sendto(b, port, groups)
 	}
 	if err != nil {
-		return opErr(op, c.mapSendErr(err, port))
+		return opErr(op, c.mapSendErr(err, port, groups))
 	}
 	return nil
 }
