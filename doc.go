@@ -82,7 +82,9 @@
 // CAP_NET_ADMIN before Linux 6.6; from 6.6 on, unprivileged sockets may join
 // odd-numbered groups (the kernel means to allow only group 1, the proc
 // connector, but tests the group number as a bitmask). Permission errors match
-// os.ErrPermission and name the capability.
+// os.ErrPermission and name the capability and what it was needed for (the
+// port, the group, the groups); a socket filter locked with SO_LOCK_FILTER,
+// which no capability unlocks, is said to be locked ([Conn.SetBPF]).
 //
 // # Namespaces
 //
@@ -162,7 +164,8 @@
 // matched by os.ErrClosed and net.ErrClosed), [ErrFlushed], [ErrOverrun],
 // [ErrTruncated], [ErrMalformed], [ErrNotInitialNetNS], [ErrNoConnector],
 // [ErrNotSupported], [ErrMessageTooLarge], [ErrInvalidGroup],
-// [ErrInvalidDestination], [ErrInvalidConfig], os.ErrPermission and
+// [ErrInvalidDestination], [ErrInvalidConfig], os.ErrInvalid (a nil or
+// zero-value *Conn), os.ErrPermission and
 // os.ErrDeadlineExceeded. Where the kernel gave an errno, the syscall.Errno
 // is in the chain too, so both the kind and the errno match.
 //
