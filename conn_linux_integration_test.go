@@ -1280,6 +1280,29 @@ func TestIntegrationBPF(t *testing.T) {
 	}
 }
 
+// TestIntegrationNetNSNotNamespace: a Config.NetNS that is no network
+// namespace descriptor is refused like every other Config field out of
+// range: ErrInvalidConfig, naming the field. Any user gets that answer:
+// the kernel checks the descriptor before the privilege.
+func TestIntegrationNetNSNotNamespace(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, fd := range []int{int(f.Fd()), 1 << 20} {
+		c, err := connector.Dial(&connector.Config{NetNS: fd})
+		if err == nil {
+			c.Close()
+			t.Errorf("Dial with Config.NetNS %d (not a namespace) succeeded", fd)
+			continue
+		}
+		errorsIsAll(t, err, connector.ErrInvalidConfig)
+		mustContain(t, err, fmt.Sprintf("Config.NetNS (fd %d)", fd))
+		testutil.CheckErrorShape(t, "Dial", err, "connector")
+	}
+}
+
 // TestIntegrationSendNoAgent: the kernel drops a message for an id no
 // agent registered, and Send cannot tell (its documented contract); Agents
 // shows the id is not registered, and Call fails at once with ErrNoAgent.

@@ -63,7 +63,9 @@ type Config struct {
 
 	// NetNS, if not 0, is a network namespace file descriptor to open the
 	// socket in. The kernel side of the connector exists only in the
-	// initial network namespace.
+	// initial network namespace. A negative value, or a descriptor that is
+	// not an open network namespace, fails Dial with ErrInvalidConfig;
+	// entering another namespace needs CAP_SYS_ADMIN (os.ErrPermission).
 	NetNS int
 
 	// MessageBufferSize is the size in bytes of the buffer one datagram is

@@ -218,7 +218,7 @@ func mapDialErr(err error, cfg *Config) error {
 	case step == "setns" && errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("entering the network namespace of Config.NetNS (fd %d) needs CAP_SYS_ADMIN: %w", cfg.NetNS, err)
 	case step == "setns":
-		return fmt.Errorf("Config.NetNS (fd %d) is not an open network namespace file descriptor (%w)", cfg.NetNS, err)
+		return fmt.Errorf("%w: Config.NetNS (fd %d) is not an open network namespace file descriptor (%w)", ErrInvalidConfig, cfg.NetNS, err)
 	case errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("joining %s %s: %w", describeGroups(cfg.Groups), joinNeeds, err)
 	}
