@@ -86,6 +86,14 @@ type Config struct {
 	// Kinds is applied in user space only: the Mode is ModeAll or
 	// ModeUserFilter, never ModeKernelFilter.
 	//
+	// One case counts too few. The socket's drops that no gap has shown
+	// are reported when a wait ends (see Listener.Next), and the gaps
+	// that follow are taken to hold them first, so that none is counted
+	// twice. Drops of a CPU's events before the Listener received its
+	// first message from that CPU never show as a gap, so later gaps are
+	// taken to hold them: the kernel's own losses in those gaps go
+	// uncounted, at most as many as such early drops.
+	//
 	// The price: every event crosses into user space, and a local process
 	// that floods the kernel with subscription requests fills the socket
 	// with acknowledgements, so events are lost to overruns where the

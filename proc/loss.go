@@ -35,6 +35,11 @@ const maxTrackedCPU = 1 << 16
 // has yet: without exact, the drops read and not yet taken by a gap; with
 // exact, what the counter shows beyond everything reported, which later
 // gaps then take back first (credit), so that nothing is counted twice.
+// Drops of a CPU before its first message received never show as a gap:
+// their credit is taken back by gaps that do not hold them, and those
+// gaps' other losses (the kernel's own) go uncounted. Telling them apart
+// would need to know, when pending reads the counter, which messages sent
+// before it are still unread (a deadline ends a wait without a receive).
 type lossCounter struct {
 	seqs  seqTracker
 	exact bool
