@@ -112,8 +112,9 @@ type Config struct {
 	// with KernelWait alone, and less than a plain Go recvmmsg loop
 	// (benchmarks/README.md, "The scheduler's bookkeeping of a system
 	// call"). The price: while it waits, for up to one of KernelWait's
-	// wait slices at a time (10 ms, rounded up to clock ticks), that P runs no other goroutine, so a program has one P fewer
-	// for its other work. To keep the program running, at most
+	// wait slices at a time (10 ms, rounded up to clock ticks), that P
+	// runs no other goroutine, so a program has one P fewer for its other
+	// work. To keep the program running, at most
 	// GOMAXPROCS-1 receives of the process wait this way at once (the
 	// others wait as with KernelWait alone), so none does at GOMAXPROCS=1;
 	// a waiting receive is interrupted by the runtime's preemption signal

@@ -150,7 +150,8 @@ var errWriteDeadline = fmt.Errorf("write deadline exceeded while the receiver's 
 // SetWriteDeadline sets the deadline for sends. Only a unicast to a
 // userspace socket whose receive buffer is full ever waits (sends to the
 // kernel and multicasts never do); such a send notices the deadline, or
-// Close, within about 10 ms.
+// Close, at the end of its 10 ms wait slice, which the kernel rounds up to
+// clock ticks (12 ms at CONFIG_HZ=250): see [Config.KernelWait].
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	if err := c.checkOpen("set write deadline"); err != nil {
 		return err

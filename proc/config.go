@@ -120,8 +120,9 @@ type Config struct {
 	// waits inside recvmmsg (and, with RawWait, without the scheduler's
 	// system call bookkeeping), for the least CPU per event of a Listener
 	// that keeps up with a busy machine; see there for the price (Close,
-	// Flush and deadlines take effect within 10 ms; RawWait holds a
-	// processor while it waits). RawWait needs KernelWait (Listen fails
+	// Flush and deadlines take effect at the end of a 10 ms wait slice,
+	// rounded up to clock ticks; RawWait holds a processor while it
+	// waits). RawWait needs KernelWait (Listen fails
 	// with connector.ErrInvalidConfig otherwise). NewListener refuses
 	// them: dial the Conn with them instead.
 	KernelWait, RawWait bool
