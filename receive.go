@@ -251,7 +251,7 @@ func (c *Conn) receive(b *transport.Batch, seen *atomic.Uint64) (int, error) {
 // d for walking its messages. ok is false when the datagram was dropped.
 func (c *Conn) admit(d *datagram, from *Sender, b *transport.Batch, i int) (ok bool, err error) {
 	buf, meta := b.Bufs[i], &b.Meta[i]
-	*from = Sender{Port: meta.Port, Group: groupFromMask(meta.Groups)}
+	*from = SenderFromAddr(meta.Port, meta.Groups)
 	if !c.cfg.Senders.Accepts(*from) || meta.Trunc || meta.N > len(buf) {
 		return false, c.refuse(*from, len(buf), meta)
 	}
