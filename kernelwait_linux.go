@@ -83,9 +83,11 @@ type fdConn struct {
 // goroutine's P, so at most GOMAXPROCS-1 of them may be in progress in the
 // process at once, leaving a P for every other goroutine. rawWaiters counts
 // them; rawLimit caches GOMAXPROCS-1 (runtime.GOMAXPROCS takes the
-// scheduler's lock), refreshed every rawRefresh waits of a descriptor, so
-// that a change of GOMAXPROCS takes effect within that many waits, at most
-// rawRefresh slices.
+// scheduler's lock), read again at a descriptor's first wait and every
+// rawRefresh waits after it, so that a new Conn never waits on a value
+// cached under another GOMAXPROCS (package init, before a program set its
+// own; another Conn's), and a change of GOMAXPROCS takes effect within
+// rawRefresh waits, at most rawRefresh slices.
 var (
 	rawWaiters atomic.Int32
 	rawLimit   atomic.Int32
@@ -102,7 +104,7 @@ func (c *fdConn) waitOnce(m *transport.Mmsg, fd int) bool {
 	if !c.raw {
 		return m.RecvWait(uintptr(fd), false)
 	}
-	if c.waits.Add(1)%rawRefresh == 0 {
+	if c.waits.Add(1)%rawRefresh == 1 {
 		rawLimit.Store(int32(runtime.GOMAXPROCS(0) - 1))
 	}
 	if rawWaiters.Add(1) > rawLimit.Load() {

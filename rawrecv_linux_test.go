@@ -183,8 +183,8 @@ func TestIntegrationOneProcessor(t *testing.T) {
 			blocked := mode.blocked("TestIntegrationOneProcessor")
 			if mode.raw {
 				// At GOMAXPROCS=1 a RawWait receive waits as a
-				// KernelWait one does (once it has seen GOMAXPROCS:
-				// within 16 waits).
+				// KernelWait one does (a Conn reads GOMAXPROCS at
+				// its first wait).
 				blocked = func() bool {
 					return connector.RawWaitersForTest() == 0 && kernelWaiters("TestIntegrationOneProcessor") == 1
 				}
@@ -281,4 +281,32 @@ func TestIntegrationRawWaitLimit(t *testing.T) {
 	if got := connector.RawWaitersForTest(); got != 0 {
 		t.Errorf("%d raw waits after Close, want 0", got)
 	}
+}
+
+// TestIntegrationRawWaitReadsGOMAXPROCS: a Conn's first wait reads
+// GOMAXPROCS, so that a limit cached under another GOMAXPROCS (at the
+// package's init, before the program set its own, or by another Conn) does
+// not let a new Conn wait raw where the process has no P to spare. It needs
+// no privilege.
+func TestIntegrationRawWaitReadsGOMAXPROCS(t *testing.T) {
+	testutil.RequireConnector(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	defer connector.SetRawWaitLimitForTest(connector.RawWaitLimitForTest())
+	connector.SetRawWaitLimitForTest(8) // as cached at GOMAXPROCS=9
+	const fn = "TestIntegrationRawWaitReadsGOMAXPROCS"
+	c := dial(t, &connector.Config{KernelWait: true, RawWait: true})
+	r := c.NewReader()
+	defer r.Release()
+	done := make(chan error, 1)
+	go func() { _, _, err := r.Next(); done <- err }()
+	if !waitUntil(func() bool { return connector.RawWaitersForTest() == 1 || kernelWaiters(fn) == 1 }) {
+		t.Fatal("Next did not wait for a datagram")
+	}
+	if got := connector.RawWaitLimitForTest(); got != 1 {
+		t.Errorf("limit of raw waits %d after a new Conn's first wait at GOMAXPROCS=2, want 1", got)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	awaitErr(t, done, promptly, connector.ErrClosed, "Next after Close")
 }
