@@ -284,7 +284,11 @@ func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) 
 	}
 	l.mode, l.listened, l.sub = res.mode, true, res
 	l.early, l.earlyLost, l.earlySkip = h.early, h.excess, h.skipped
-	l.loss.init(c, res.mode, res.exact)
+	l.loss.init(c, res.mode, res.exact, cfg.NoENOBUFS || c.Config().NoENOBUFS)
+	if h.overruns > 0 {
+		// The socket may still be congested, dropping without a report.
+		l.loss.overrun()
+	}
 	l.r = c.NewReader()
 	return l, nil
 }

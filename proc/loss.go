@@ -40,6 +40,14 @@ const maxTrackedCPU = 1 << 16
 // gaps' other losses (the kernel's own) go uncounted. Telling them apart
 // would need to know, when pending reads the counter, which messages sent
 // before it are still unread (a deadline ends a wait without a receive).
+//
+// pending reads the counter (a getsockopt) only once a drop can be
+// unreported: after an overrun (suspect, cleared only as observe clears
+// it), or always when the socket drops without reporting overruns (silent:
+// NoENOBUFS). With overruns reported, the first drop into a socket sets the
+// socket error that a receive returns before any datagram, so until the
+// Listener has seen an overrun no drop is unreported, and a wait that ends
+// then costs no system call (procmon ends every wake-up with a Flush).
 type lossCounter struct {
 	seqs  seqTracker
 	exact bool
@@ -47,15 +55,18 @@ type lossCounter struct {
 	drops func() (uint64, error)
 	// always reads it on every gap; otherwise only while suspect.
 	always, suspect bool
-	seen, avail     uint64
+	// silent: the socket drops without reporting overruns (NoENOBUFS), so
+	// pending reads the counter at every end of a wait.
+	silent      bool
+	seen, avail uint64
 	// With exact: base is the counter's baseline, gaps the sum of the
 	// gaps seen, credit what pending reported that no gap has taken back.
 	base, gaps, credit uint64
 }
 
-func (lc *lossCounter) init(c *connector.Conn, mode Mode, exact bool) {
+func (lc *lossCounter) init(c *connector.Conn, mode Mode, exact, silent bool) {
 	lc.seqs.init()
-	lc.exact = exact
+	lc.exact, lc.silent = exact, silent
 	lc.always = mode != ModeKernelFilter
 	lc.setDrops(c.Drops) // left nil where the Conn has no drop counter
 }
@@ -72,7 +83,7 @@ func (lc *lossCounter) setDrops(f func() (uint64, error)) {
 // reported yet, at most 2^32-1 (what Event.Lost holds; the rest waits for
 // the next call), and takes them as reported.
 func (lc *lossCounter) pending() uint64 {
-	if lc.drops == nil {
+	if lc.drops == nil || !(lc.suspect || lc.silent) {
 		return 0
 	}
 	n, err := lc.drops()

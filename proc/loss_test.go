@@ -35,7 +35,7 @@ func TestSeqTracker(t *testing.T) {
 func TestPendingCap(t *testing.T) {
 	for _, exact := range []bool{false, true} {
 		var drops uint64 = 10
-		lc := lossCounter{exact: exact}
+		lc := lossCounter{exact: exact, silent: true}
 		lc.seqs.init()
 		lc.setDrops(func() (uint64, error) { return drops, nil })
 		drops += 1<<32 + 5
@@ -52,6 +52,37 @@ func TestPendingCap(t *testing.T) {
 			lc.observe(0, 1)
 			if lost, _ := lc.observe(0, 100); lost != 0 {
 				t.Errorf("a gap of 98 after pending reported more: %d counted again", lost)
+			}
+		}
+	}
+}
+
+// pending costs no read of the drop counter (a getsockopt per end of a
+// wait) until a drop can be unreported: after an overrun, or always on a
+// socket that drops without reporting overruns (NoENOBUFS).
+func TestPendingReadsOnlyWhenDropsCanBeUnreported(t *testing.T) {
+	for _, exact := range []bool{false, true} {
+		for _, silent := range []bool{false, true} {
+			var drops uint64 = 3
+			reads := 0
+			lc := lossCounter{exact: exact, silent: silent}
+			lc.seqs.init()
+			lc.setDrops(func() (uint64, error) { reads++; return drops, nil })
+			reads = 0 // setDrops's baseline read
+			drops += 4
+			p := lc.pending()
+			if silent {
+				if reads != 1 || p != 4 {
+					t.Errorf("exact %v, silent: pending %d after %d reads; want 4 after 1", exact, p, reads)
+				}
+				continue
+			}
+			if reads != 0 || p != 0 {
+				t.Errorf("exact %v: pending %d after %d reads before any overrun; want 0 after 0", exact, p, reads)
+			}
+			lc.overrun()
+			if p := lc.pending(); reads != 1 || p != 4 {
+				t.Errorf("exact %v: pending %d after %d reads after an overrun; want 4 after 1", exact, p, reads)
 			}
 		}
 	}
