@@ -21,6 +21,6 @@ func notSupported(op string) error {
 // fdConn stands in for the Linux KernelWait socket, which no Conn has here.
 type fdConn struct{}
 
-func (*fdConn) sendto([]byte, uint32, uint32) error { return nil }
+func (*fdConn) sendto([]byte, uint32, uint32) error { return ErrNotSupported }
 
 func kernelWaitSocket(transport.Transport) *fdConn { return nil }

@@ -119,7 +119,8 @@ type Config struct {
 	// others wait as with KernelWait alone), so none does at GOMAXPROCS=1;
 	// a waiting receive is interrupted by the runtime's preemption signal
 	// (garbage collection, a goroutine that has run 10 ms) and yields
-	// then. Use it for a process whose receiving goroutine is its main
+	// then (with GODEBUG=asyncpreemptoff=1 no signal comes, and a
+	// stop-the-world waits for the rest of the slice). Use it for a process whose receiving goroutine is its main
 	// work (a monitor of process events); leave it off in a program that
 	// needs all its processors for other goroutines. It needs KernelWait
 	// (Dial fails with ErrInvalidConfig otherwise) and has no effect on

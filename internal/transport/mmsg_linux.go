@@ -91,7 +91,9 @@ func (m *Mmsg) Prepare(b *Batch) {
 // It is a raw system call (unix.RawSyscall6: no entersyscall/exitsyscall),
 // which is safe because MSG_DONTWAIT never waits: the goroutine keeps its
 // processor for the time the kernel takes to copy out what is queued, at
-// most a batch (about 50 µs for 64 process events), as it would computing.
+// most a batch (about 50 µs for 64 process events; with larger datagrams
+// and batches, at most what the receive buffer holds), as it would
+// computing.
 // Telling the scheduler costs more than that in a drain: a goroutine in a
 // system call lets sysmon take its processor as soon as any other
 // goroutine is runnable, which sends sysmon back to waking every 20 µs for
