@@ -307,6 +307,13 @@ func (t *sockTransport) SetNoENOBUFS(on bool) error {
 	return t.setInt(unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS, v)
 }
 
+// NoENOBUFS reads NETLINK_NO_ENOBUFS back: the kernel answers 1 or 0
+// (net/netlink/af_netlink.c, netlink_getsockopt).
+func (t *sockTransport) NoENOBUFS() (bool, error) {
+	v, err := t.getInt(unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS)
+	return v != 0, err
+}
+
 // SetBPF attaches the filter with SO_ATTACH_FILTER, or detaches the current
 // one (SO_DETACH_FILTER) when it is empty.
 func (t *sockTransport) SetBPF(filter []bpf.RawInstruction) error {

@@ -76,6 +76,22 @@ func (c *Conn) SetNoENOBUFS(on bool) error {
 	return opErr(op, c.mapErr(c.t.SetNoENOBUFS(on), op))
 }
 
+// NoENOBUFS reports whether NETLINK_NO_ENOBUFS is on, as the socket says
+// now (getsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS), which
+// net/netlink/af_netlink.c's netlink_getsockopt answers with 1 or 0 since
+// Linux 2.6.30; option 5 in include/uapi/linux/netlink.h): it sees
+// [Conn.SetNoENOBUFS] and [Config.NoENOBUFS] alike, and a change made
+// through [Conn.SyscallConn], where [Conn.Config] keeps what Dial was given.
+// On a cntest fake it returns what the fake socket recorded.
+func (c *Conn) NoENOBUFS() (bool, error) {
+	const op = "read NETLINK_NO_ENOBUFS"
+	if err := c.checkOpen(op); err != nil {
+		return false, err
+	}
+	on, err := c.t.NoENOBUFS()
+	return on, opErr(op, c.mapErr(err, op))
+}
+
 // bpfMaxInsns is BPF_MAXINSNS from include/uapi/linux/bpf_common.h (Linux
 // 2.6 and later): the most instructions a classic BPF program may have.
 const bpfMaxInsns = 4096

@@ -554,6 +554,33 @@ func TestNoENOBUFS(t *testing.T) {
 	}
 }
 
+// TestNoENOBUFSReadBack: Conn.NoENOBUFS on a fake socket returns what
+// Config.NoENOBUFS or SetNoENOBUFS set, as getsockopt does on the kernel,
+// and ErrClosed after Close.
+func TestNoENOBUFSReadBack(t *testing.T) {
+	k := cntest.New(nil)
+	c := dial(t, k, groups(1))
+	if on, err := c.NoENOBUFS(); on || err != nil {
+		t.Errorf("NoENOBUFS() after Dial = %v, %v; want false, nil", on, err)
+	}
+	for _, want := range []bool{true, false} {
+		if err := c.SetNoENOBUFS(want); err != nil {
+			t.Fatal(err)
+		}
+		if on, err := c.NoENOBUFS(); on != want || err != nil {
+			t.Errorf("NoENOBUFS() = %v, %v; want %v, nil", on, err, want)
+		}
+	}
+	d := dial(t, k, &connector.Config{Groups: []connector.Group{1}, NoENOBUFS: true})
+	if on, err := d.NoENOBUFS(); !on || err != nil {
+		t.Errorf("NoENOBUFS() after Dial with Config.NoENOBUFS = %v, %v; want true, nil", on, err)
+	}
+	d.Close()
+	if _, err := d.NoENOBUFS(); !errors.Is(err, connector.ErrClosed) {
+		t.Errorf("NoENOBUFS after Close: %v; want ErrClosed", err)
+	}
+}
+
 func TestInjectedOverrun(t *testing.T) {
 	k := cntest.New(nil)
 	c := dial(t, k, groups(1))

@@ -410,6 +410,17 @@ func (s *socket) SetNoENOBUFS(on bool) error {
 	return nil
 }
 
+// NoENOBUFS returns what SetNoENOBUFS (or Config.NoENOBUFS at Dial) set,
+// as getsockopt(NETLINK_NO_ENOBUFS) does.
+func (s *socket) NoENOBUFS() (bool, error) {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.closed {
+		return false, os.ErrClosed
+	}
+	return s.noENOBUFS, nil
+}
+
 // A ring is a socket's receive queue. Slots keep their buffers when popped,
 // so a steady flow of datagrams allocates nothing.
 type ring struct {

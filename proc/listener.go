@@ -189,8 +189,16 @@ func NewListener(c *connector.Conn, cfg *Config) (*Listener, error) {
 		names += set[len(set)-1]
 		return nil, fmt.Errorf("proc: new listener: %s %s the socket Listen opens; set %s in the connector.Config of the Conn instead", names, verb, obj)
 	}
-	if c.Config().NoENOBUFS && !cfg.NoENOBUFS {
-		if err := cfg.checkNoENOBUFS("the Conn's connector.Config.NoENOBUFS"); err != nil {
+	on, err := socketNoENOBUFS(c)
+	if err != nil && !errors.Is(err, connector.ErrClosed) {
+		return nil, wrapErr("new listener", err)
+	} // a closed Conn: checkConn says so
+	if on && !cfg.NoENOBUFS {
+		what := "the Conn's connector.Config.NoENOBUFS"
+		if !c.Config().NoENOBUFS {
+			what = "the Conn's NETLINK_NO_ENOBUFS (Conn.SetNoENOBUFS after Dial)"
+		}
+		if err := cfg.checkNoENOBUFS(what); err != nil {
 			return nil, wrapErr("new listener", err)
 		}
 	}
@@ -269,6 +277,11 @@ func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) 
 			return nil, err
 		}
 	}
+	// Read before subscribing, so that an error leaves nothing to undo.
+	silent, err := socketNoENOBUFS(c)
+	if err != nil {
+		return nil, err
+	}
 	l := &Listener{c: c}
 	l.kinds, l.all = userFilter(cfg.Kinds)
 	timeout := cfg.AckTimeout
@@ -284,13 +297,25 @@ func newListener(c *connector.Conn, cfg *Config, apply bool) (*Listener, error) 
 	}
 	l.mode, l.listened, l.sub = res.mode, true, res
 	l.early, l.earlyLost, l.earlySkip = h.early, h.excess, h.skipped
-	l.loss.init(c, res.mode, res.exact, cfg.NoENOBUFS || c.Config().NoENOBUFS)
+	l.loss.init(c, res.mode, res.exact, cfg.NoENOBUFS || silent)
 	if h.overruns > 0 {
 		// The socket may still be congested, dropping without a report.
 		l.loss.overrun()
 	}
 	l.r = c.NewReader()
 	return l, nil
+}
+
+// socketNoENOBUFS reports whether c's socket has NETLINK_NO_ENOBUFS on, as
+// the socket says now (connector.Conn.NoENOBUFS, which sees a
+// Conn.SetNoENOBUFS after Dial), or, where the Conn cannot read the option
+// back (connector.ErrNotSupported), as its Dial-time Config says.
+func socketNoENOBUFS(c *connector.Conn) (bool, error) {
+	on, err := c.NoENOBUFS()
+	if errors.Is(err, connector.ErrNotSupported) {
+		return c.Config().NoENOBUFS, nil
+	}
+	return on, err
 }
 
 // checkConn checks that c can carry process events, joining group 1 if

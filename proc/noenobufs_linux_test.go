@@ -2,7 +2,9 @@ package proc
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,5 +160,42 @@ func TestIntegrationListenKernelWait(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// TestIntegrationNoENOBUFSSetAfterDial: on the real kernel, a Conn on which
+// SetNoENOBUFS(true) was called after Dial (its Config does not show it) is
+// refused by NewListener with a subset of kinds and without ExactLoss,
+// naming the fields, as a Conn dialled with Config.NoENOBUFS is; with
+// ExactLoss it is accepted, and the Listener knows that the socket drops
+// without reporting (it reads the drop counter at the end of every wait).
+func TestIntegrationNoENOBUFSSetAfterDial(t *testing.T) {
+	c, err := connector.Dial(&connector.Config{MessageBufferSize: MessageBufferSize, Senders: connector.SendersKernelOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetNoENOBUFS(true); err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewListener(c, &Config{Kinds: KindExec})
+	for _, want := range []string{"Config.Kinds", "Config.ExactLoss", "Conn.SetNoENOBUFS"} {
+		if !errors.Is(err, connector.ErrInvalidConfig) || !strings.Contains(fmt.Sprint(err), want) {
+			t.Errorf("NewListener(Kinds: KindExec) after SetNoENOBUFS(true): %v; want ErrInvalidConfig naming %s", err, want)
+		}
+	}
+	l, err := NewListener(c, &Config{Kinds: KindExec, ExactLoss: true})
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNoProcEvents):
+		t.Skipf("kernel lacks CONFIG_PROC_EVENTS: %v", err)
+	case errors.Is(err, os.ErrPermission) && os.Geteuid() != 0:
+		t.Skipf("not root and the kernel needs CAP_NET_ADMIN: %v", err)
+	default:
+		t.Fatalf("NewListener with ExactLoss after SetNoENOBUFS(true): %v", err)
+	}
+	defer l.Close()
+	if !l.loss.silent {
+		t.Error("the Listener expects overrun reports on a socket with NETLINK_NO_ENOBUFS on")
 	}
 }

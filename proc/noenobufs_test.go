@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cnlink/connector"
 	"github.com/cnlink/connector/internal/testutil"
@@ -124,5 +125,64 @@ func TestKindsWithoutKind(t *testing.T) {
 	l, _ := f.mustListen(t, &proc.Config{Kinds: proc.KindLost | proc.KindExec})
 	if l.Kinds() != proc.KindExec {
 		t.Errorf("Kinds() = %v, want %v", l.Kinds(), proc.KindExec)
+	}
+}
+
+// TestNoENOBUFSSetAfterDial: NETLINK_NO_ENOBUFS turned on with
+// Conn.SetNoENOBUFS after Dial, where the Conn's Config does not show it,
+// is refused with a subset of kinds and without ExactLoss as the
+// Dial-time option is, naming the fields, before anything is sent. With
+// ExactLoss it is accepted, and the Listener knows the socket drops
+// silently: drops that no gap has shown yet are reported when a wait ends,
+// without an overrun (before the fix, the Listener read the Dial-time
+// Config, never read the drop counter there, and reported nothing).
+func TestNoENOBUFSSetAfterDial(t *testing.T) {
+	defer proc.SetNamespaceCheck(func() error { return nil })()
+	f := newFixture(nil)
+	c := f.dial(t, 4)
+	if err := c.SetNoENOBUFS(true); err != nil {
+		t.Fatal(err)
+	}
+	_, err := proc.NewListener(c, &proc.Config{Kinds: proc.KindExec})
+	for _, want := range []string{"Config.Kinds", "Config.ExactLoss", "Conn.SetNoENOBUFS"} {
+		if !errors.Is(err, connector.ErrInvalidConfig) || !strings.Contains(fmt.Sprint(err), want) {
+			t.Errorf("NewListener on a Conn with SetNoENOBUFS(true): %v; want ErrInvalidConfig naming %s", err, want)
+		}
+	}
+	testutil.CheckErrorShape(t, "NewListener", err, "proc")
+	if reqs := f.a.Requests(); len(reqs) != 0 {
+		t.Errorf("requests sent despite the refusal: %+v", reqs)
+	}
+	// Turned off again: nothing to refuse.
+	c2 := f.dial(t, 4)
+	if err := c2.SetNoENOBUFS(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.SetNoENOBUFS(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.listenOn(t, c2, &proc.Config{Kinds: proc.KindExec}); err != nil {
+		t.Errorf("NewListener after SetNoENOBUFS(true) then (false): %v", err)
+	}
+
+	l, err := f.listenOn(t, c, &proc.Config{Kinds: proc.KindExit, ExactLoss: true})
+	if err != nil {
+		t.Fatalf("NewListener with ExactLoss on a Conn with SetNoENOBUFS(true): %v", err)
+	}
+	f.emit(t, exit(0, 1, 0)) // cpu 0's baseline
+	got := nextStrings(t, l, nil, 1)
+	f.a.Drop(0, 3) // no overrun report, and nothing more from cpu 0
+	if err := l.SetDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var ev proc.Event
+	if err := l.Next(&ev); err != nil {
+		t.Fatalf("Next after the deadline: %v; want the 3 silent drops first (got %q before)", err, got)
+	}
+	if s := ev.String(); s != "lost cpu=? seq=0 lost=3" {
+		t.Errorf("the record at the end of the wait: %q; want the 3 drops", s)
+	}
+	if st := l.Stats(); st.Lost != 3 || st.Overruns != 0 {
+		t.Errorf("Stats %+v; want Lost 3 and no overrun", st)
 	}
 }

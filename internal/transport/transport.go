@@ -99,8 +99,9 @@ type Transport interface {
 	ReadBuffer() (int, error)
 	SetWriteBuffer(bytes int) error
 	WriteBuffer() (int, error)
-	// SetNoENOBUFS sets NETLINK_NO_ENOBUFS.
+	// SetNoENOBUFS sets NETLINK_NO_ENOBUFS; NoENOBUFS reads it back.
 	SetNoENOBUFS(on bool) error
+	NoENOBUFS() (bool, error)
 	// SetBPF attaches a classic BPF socket filter; an empty filter
 	// detaches the current one. The caller has checked the length.
 	SetBPF(filter []bpf.RawInstruction) error
