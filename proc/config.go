@@ -70,10 +70,22 @@ type Config struct {
 	// (Linux 6.6 and later) leaves gaps in the sequence numbers, so without
 	// overrun reports nothing would say when the drop counter must be read,
 	// and events would be lost uncounted. Listen and NewListener refuse
-	// the combination (NoENOBUFS here, or the Conn's
-	// connector.Config.NoENOBUFS, with a subset of Kinds and without
-	// ExactLoss) with an error matching connector.ErrInvalidConfig that
-	// names the fields. [Listener.Drops] counts in every mode.
+	// the combination (NoENOBUFS here, or NETLINK_NO_ENOBUFS already on
+	// the Conn given to NewListener, through connector.Config.NoENOBUFS or
+	// Conn.SetNoENOBUFS, which NewListener reads back with
+	// Conn.NoENOBUFS, with a subset of Kinds and without ExactLoss) with
+	// an error matching connector.ErrInvalidConfig that names the fields.
+	// [Listener.Drops] counts in every mode.
+	//
+	// The Listener reads the option once, when it starts. Turning
+	// NETLINK_NO_ENOBUFS on later (Conn.SetNoENOBUFS on the Conn it took
+	// over, or setsockopt through Conn.SyscallConn) is not seen: the
+	// Listener still waits for an overrun report before it reads the drop
+	// counter at the end of a wait, and none comes. Drops are then counted
+	// only at the next gap of the CPU that lost the event (with every kind,
+	// or ExactLoss), or not at all (a subset of Kinds without ExactLoss,
+	// ModeKernelFilter); only [Listener.Drops] still shows them. Set it
+	// here or on the Conn before NewListener.
 	NoENOBUFS bool
 
 	// ExactLoss makes the Listener count every lost event, also those the

@@ -18,6 +18,11 @@ import (
 // goroutine reads. Close, Flush, Stats, Mode, Kinds, Drops, SetReadBuffer,
 // ReadBuffer and SetDeadline are safe to call from any goroutine; Close and
 // Flush unblock a pending Next.
+//
+// A Listener reads the socket's NETLINK_NO_ENOBUFS once, when it starts:
+// turning it on afterwards (connector.Conn.SetNoENOBUFS) is not seen, and
+// drops then go uncounted until a gap shows them, or for good with
+// ModeKernelFilter (see Config.NoENOBUFS).
 type Listener struct {
 	c    *connector.Conn
 	r    *connector.Reader
@@ -160,7 +165,11 @@ func Listen(cfg *Config) (*Listener, error) {
 // connector.SendersAny, which would let a local process with CAP_NET_ADMIN
 // forge process events. If c is not yet a member of group 1 it joins it
 // (without CAP_NET_ADMIN this needs Linux 6.6 or later). Config's
-// ReadBufferSize and NoENOBUFS are applied to c; Config's BatchSize,
+// ReadBufferSize and NoENOBUFS are applied to c; NETLINK_NO_ENOBUFS already
+// on c counts as Config.NoENOBUFS (it reads the socket's state with
+// connector.Conn.NoENOBUFS, so a Conn.SetNoENOBUFS after Dial is seen), and
+// turning it on after NewListener is not seen (see Config.NoENOBUFS for
+// what is then lost from the count). Config's BatchSize,
 // KernelWait, RawWait and NetNS belong to Listen, which opens the socket,
 // and are refused here.
 // Messages from senders other than the kernel are dropped whatever c's
