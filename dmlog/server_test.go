@@ -9,10 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cnlink/connector"
-	"github.com/cnlink/connector/cntest"
 	"github.com/cnlink/connector/internal/testutil"
 )
 
@@ -374,32 +372,12 @@ func TestPrivilegeCheck(t *testing.T) {
 // prefix: no agent, a closed Conn.
 func TestCheckServeErrorTexts(t *testing.T) {
 	s := &Server{SkipPrivilegeCheck: true}
-	noAgent, err := cntest.New(nil).Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer noAgent.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	f := newFakeDM(t)
-	closed, err := f.k.Dial(nil)
+	closed, err := newFakeDM(t).k.Dial(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed.Close()
-	for _, tc := range []struct {
-		what, prefix string
-		err          error
-	}{
-		{"Check without the agent", "dmlog: check: ", s.Check(noAgent)},
-		{"Serve without the agent", "dmlog: serve: ", s.Serve(ctx, noAgent)},
-		{"Serve on a closed Conn", "dmlog: serve: joining group 7", s.Serve(ctx, closed)},
-	} {
-		testutil.CheckErrorShape(t, tc.what, tc.err, "dmlog")
-		if !strings.HasPrefix(fmt.Sprint(tc.err), tc.prefix) {
-			t.Errorf("%s: %v, want it to start with %q", tc.what, tc.err, tc.prefix)
-		}
-	}
+	testutil.CheckServeErrors(t, "dmlog", 7, closed, s.Check, s.Serve)
 }
 
 // benchRequests are a write's requests, as the kernel sends them for one

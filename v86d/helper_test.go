@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -284,17 +283,7 @@ func TestNoAgent(t *testing.T) {
 // TestServeNilContext: Serve with a nil ctx returns an error that names it
 // instead of panicking.
 func TestServeNilContext(t *testing.T) {
-	c, err := cntest.New(nil).Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var nilCtx context.Context
-	err = (&Helper{SkipPrivilegeCheck: true}).Serve(nilCtx, c)
-	testutil.CheckErrorShape(t, "Serve(nil, c)", err, "v86d")
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("ctx is nil")) {
-		t.Errorf("Serve(nil, c): %v; want an error saying ctx is nil", err)
-	}
+	testutil.CheckServeNilContext(t, "v86d", (&Helper{SkipPrivilegeCheck: true}).Serve)
 }
 
 // TestCheckServeErrorTexts: Check's and Serve's errors have the one
@@ -302,29 +291,10 @@ func TestServeNilContext(t *testing.T) {
 // prefix: no agent, a closed Conn.
 func TestCheckServeErrorTexts(t *testing.T) {
 	h := &Helper{SkipPrivilegeCheck: true}
-	noAgent, err := cntest.New(nil).Dial(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer noAgent.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	closed, err := newFakeUvesafb(t).k.Dial(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed.Close()
-	for _, tc := range []struct {
-		what, prefix string
-		err          error
-	}{
-		{"Check without the agent", "v86d: check: ", h.Check(noAgent)},
-		{"Serve without the agent", "v86d: serve: ", h.Serve(ctx, noAgent)},
-		{"Serve on a closed Conn", "v86d: serve: joining group 4", h.Serve(ctx, closed)},
-	} {
-		testutil.CheckErrorShape(t, tc.what, tc.err, "v86d")
-		if err := tc.err; err == nil || !strings.HasPrefix(err.Error(), tc.prefix) {
-			t.Errorf("%s: %v, want it to start with %q", tc.what, err, tc.prefix)
-		}
-	}
+	testutil.CheckServeErrors(t, "v86d", 4, closed, h.Check, h.Serve)
 }
