@@ -305,6 +305,16 @@ func listen(t testing.TB, cfg *Config) *Listener {
 		cfg.ReadBufferSize = 32 << 20
 	}
 	l, err := Listen(cfg)
+	requireListener(t, "Listen", err)
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// requireListener skips t where err says the kernel or the privileges lack
+// what a Listener needs (CONFIG_PROC_EVENTS; CAP_NET_ADMIN when not root),
+// and fails it, naming what, for any other error.
+func requireListener(t testing.TB, what string, err error) {
+	t.Helper()
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrNoProcEvents):
@@ -312,10 +322,8 @@ func listen(t testing.TB, cfg *Config) *Listener {
 	case errors.Is(err, os.ErrPermission) && os.Geteuid() != 0:
 		t.Skipf("not root and the kernel needs CAP_NET_ADMIN: %v", err)
 	default:
-		t.Fatalf("Listen: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	t.Cleanup(func() { l.Close() })
-	return l
 }
 
 // A recorder reads a Listener in the background, so that the socket keeps

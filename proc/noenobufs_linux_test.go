@@ -185,15 +185,7 @@ func TestIntegrationNoENOBUFSSetAfterDial(t *testing.T) {
 		}
 	}
 	l, err := NewListener(c, &Config{Kinds: KindExec, ExactLoss: true})
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrNoProcEvents):
-		t.Skipf("kernel lacks CONFIG_PROC_EVENTS: %v", err)
-	case errors.Is(err, os.ErrPermission) && os.Geteuid() != 0:
-		t.Skipf("not root and the kernel needs CAP_NET_ADMIN: %v", err)
-	default:
-		t.Fatalf("NewListener with ExactLoss after SetNoENOBUFS(true): %v", err)
-	}
+	requireListener(t, "NewListener with ExactLoss after SetNoENOBUFS(true)", err)
 	defer l.Close()
 	if !l.loss.silent {
 		t.Error("the Listener expects overrun reports on a socket with NETLINK_NO_ENOBUFS on")
