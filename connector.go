@@ -98,9 +98,10 @@ type Config struct {
 	// changed deadlines take effect at the end of the current wait slice
 	// instead of at once: the slice is 10 ms (SO_RCVTIMEO), which the
 	// kernel rounds up to whole clock ticks (12 ms at CONFIG_HZ=250, 13.3
-	// ms at CONFIG_HZ=300), and the waiting thread's wake-up adds to it: a
-	// Close or a past deadline took effect after at most 15 ms (median 7
-	// ms) at CONFIG_HZ=250. Off by default.
+	// ms at CONFIG_HZ=300), and the waiting thread's wake-up adds to it:
+	// at CONFIG_HZ=250 a Close or a past deadline took effect after at
+	// most 10.6 ms on a quiet machine (BenchmarkKernelWaitUnblock, 3 runs
+	// of 100 each) and up to 15 ms on a busy one. Off by default.
 	KernelWait bool
 
 	// RawWait, with KernelWait, makes a receive's wait in recvmmsg a raw
